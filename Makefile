@@ -1,0 +1,34 @@
+# Thin wrapper over CMake. `make demo` and `make test` do all the set-up on a fresh machine.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all setup configure build test demo bench clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+configure: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) > /dev/null
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 1200
+
+# The main job on the embedded default model: a synthetic Qwen2-shaped checkpoint made on the fly,
+# quantized to NVFP4 W4A16, then inspected.
+demo: build
+	rm -rf $(BUILD)/demo && mkdir -p $(BUILD)/demo
+	$(BUILD)/fp4c-synth --preset tiny --out $(BUILD)/demo/model
+	$(BUILD)/fp4c quantize --model $(BUILD)/demo/model --scheme w4a16 --out $(BUILD)/demo/model-nvfp4
+	$(BUILD)/fp4c inspect $(BUILD)/demo/model-nvfp4 --top 12
+
+bench: build
+	@for b in $(BUILD)/*_bench; do $$b --benchmark_repetitions=3 --benchmark_report_aggregates_only=true; done
+
+clean:
+	rm -rf $(BUILD)

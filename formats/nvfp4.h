@@ -1,0 +1,61 @@
+// NVFP4 (NVFP4.md §3): FP4 E2M1 elements in blocks of 16 along the input dimension, one FP8 E4M3
+// scale per block, one FP32 global scale per tensor (shared across a fused group).
+//
+// Two implementations of the encoder: `*_ref` is the plain oracle, written straight from the spec;
+// the fast one (SIMD where the CPU has it, OpenMP over rows) must give the same bytes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace fp4c::nvfp4 {
+
+inline constexpr int kBlock = 16;
+
+// What an all-zero block's scale (a scale that rounds to FP8 zero) becomes.
+enum class ZeroScale : uint8_t {
+  CompressedTensors,  // 0.125 (byte 0x30), as compressed-tensors writes
+  ModelOpt,           // 1.0 (byte 0x38)
+};
+
+// G = 448 * 6 / amax in float32; 1 when amax is 0 or not finite.
+float global_scale(float amax);
+
+// max |x| over the data; NaN if any element is NaN (so callers can reject it), Inf if any is Inf.
+float amax_bf16(std::span<const uint16_t> x);
+float amax_f32(std::span<const float> x);
+// Count of NaN and Inf elements.
+int64_t count_nonfinite_bf16(std::span<const uint16_t> x);
+
+// Weight error of a quantized tensor against its source, accumulated in double per row and summed over
+// rows in order, so the figures do not depend on the thread count.
+struct ErrorStats {
+  double sum_sq_err = 0;   // sum (x - x')^2
+  double sum_sq_ref = 0;   // sum x^2
+  double max_abs_err = 0;
+  int64_t count = 0;
+  double relative_mse() const { return sum_sq_ref > 0 ? sum_sq_err / sum_sq_ref : 0.0; }
+  // 10 log10(sum x^2 / sum err^2); +inf when the error is 0.
+  double sqnr_db() const;
+};
+
+// Quantize a row-major [rows, cols] matrix, cols % 16 == 0.
+// packed: rows * cols / 2 bytes; scales: rows * cols / 16 bytes (FP8 E4M3 codes).
+// When `err` is non-null the weight error is accumulated into it.
+void quantize_bf16_ref(const uint16_t* x, int64_t rows, int64_t cols, float global_scale,
+                       uint8_t* packed, uint8_t* scales, ZeroScale zero = ZeroScale::CompressedTensors,
+                       ErrorStats* err = nullptr);
+void quantize_f32_ref(const float* x, int64_t rows, int64_t cols, float global_scale, uint8_t* packed,
+                      uint8_t* scales, ZeroScale zero = ZeroScale::CompressedTensors,
+                      ErrorStats* err = nullptr);
+// Fast: the same output bytes as the reference, OpenMP over rows. Its error figures equal the
+// reference's within double rounding (summation order differs) and do not depend on the thread count.
+void quantize_bf16(const uint16_t* x, int64_t rows, int64_t cols, float global_scale, uint8_t* packed,
+                   uint8_t* scales, ZeroScale zero = ZeroScale::CompressedTensors,
+                   ErrorStats* err = nullptr);
+
+// x' = fp4_value(q) * (s / G), with s / G rounded to float32 as in quantization; into out[rows * cols].
+void dequantize(const uint8_t* packed, const uint8_t* scales, int64_t rows, int64_t cols,
+                float global_scale, float* out);
+
+}  // namespace fp4c::nvfp4

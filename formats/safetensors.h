@@ -1,0 +1,122 @@
+// safetensors containers: memory-mapped strict reading, streaming writing, sharded indexes.
+// Format: u64 little-endian header length N, N bytes of JSON header, then the data section.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ir/dtype.h"
+#include "ir/expected.h"
+
+namespace fp4c::safetensors {
+
+struct TensorEntry {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;  // offsets relative to the start of the data section
+  uint64_t end = 0;
+  int64_t numel() const;
+  uint64_t nbytes() const { return end - begin; }
+};
+
+// A read-only, memory-mapped safetensors file, validated strictly on open: header length within the
+// file, well-formed JSON, known dtypes, offsets inside the data section, contiguous from 0 with no
+// overlap or gap, each span equal to numel x dtype size. Errors name the file, tensor and offset.
+class File {
+ public:
+  static Expected<File> open(const std::string& path);
+  File(File&&) noexcept;
+  File& operator=(File&&) noexcept;
+  ~File();
+
+  const std::string& path() const { return path_; }
+  uint64_t file_size() const { return file_size_; }
+  uint64_t data_offset() const { return data_offset_; }  // 8 + header length
+  // Tensors in the order of their offsets.
+  const std::vector<TensorEntry>& tensors() const { return tensors_; }
+  const TensorEntry* find(std::string_view name) const;
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // The bytes of a tensor (a view into the mapping).
+  std::span<const std::byte> bytes(const TensorEntry& t) const;
+  // The whole file as mapped (header included), e.g. for hashing.
+  std::span<const std::byte> raw() const;
+  // Tells the kernel the pages of [t.begin, t.end) are no longer needed (streaming large models).
+  void release(const TensorEntry& t) const;
+
+ private:
+  File() = default;
+  std::string path_;
+  uint64_t file_size_ = 0;
+  uint64_t data_offset_ = 0;
+  const std::byte* map_ = nullptr;
+  std::vector<TensorEntry> tensors_;
+  std::map<std::string, size_t> by_name_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// What a writer is told up front, so the header can be written before any data.
+struct TensorSpec {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  uint64_t nbytes() const;
+};
+
+// Streams a safetensors file: the header is written at create(), tensors then arrive in the order of
+// the specs, each as one or more chunks. finish() checks every byte arrived, flushes and closes.
+// The header's JSON lists "__metadata__" first, then tensors in spec order; it is padded with spaces
+// to a multiple of 8 bytes as the official library does.
+class Writer {
+ public:
+  static Expected<Writer> create(const std::string& path, std::vector<TensorSpec> specs,
+                                 const std::map<std::string, std::string>& metadata = {});
+  Writer(Writer&&) noexcept;
+  Writer& operator=(Writer&&) noexcept;
+  ~Writer();
+  // Append bytes of the current tensor (the next not yet complete one, in spec order).
+  Status write(std::span<const std::byte> chunk);
+  Status finish();
+  const std::string& path() const;
+  uint64_t bytes_written() const;
+
+ private:
+  struct Impl;
+  explicit Writer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// `model.safetensors.index.json`: {"metadata": {...}, "weight_map": {tensor: shard file name}}.
+struct Index {
+  std::map<std::string, std::string> weight_map;   // tensor -> shard file name (relative)
+  std::map<std::string, std::string> metadata;     // e.g. total_size as a string
+};
+Expected<Index> read_index(const std::string& path);
+Status write_index(const std::string& path, const Index& index, uint64_t total_size);
+
+// A checkpoint: one model.safetensors or the shards named by model.safetensors.index.json in dir.
+// Validates that every shard exists and opens, every tensor named by the index is in its shard, and
+// no tensor appears twice.
+class Checkpoint {
+ public:
+  static Expected<Checkpoint> open(const std::string& dir);
+  const std::vector<File>& files() const { return files_; }
+  struct Ref { const File* file; const TensorEntry* entry; };
+  // All tensors, sorted by (file, offset).
+  const std::vector<Ref>& tensors() const { return refs_; }
+  const Ref* find(std::string_view name) const;
+  bool sharded() const { return sharded_; }
+
+ private:
+  std::vector<File> files_;
+  std::vector<Ref> refs_;
+  std::map<std::string, size_t, std::less<>> by_name_;
+  bool sharded_ = false;
+};
+
+}  // namespace fp4c::safetensors

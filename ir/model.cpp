@@ -1,0 +1,81 @@
+#include "ir/model.h"
+
+namespace fp4c::ir {
+
+std::string_view role_name(Role r) {
+  switch (r) {
+    case Role::Embedding: return "embedding";
+    case Role::Q: return "q";
+    case Role::K: return "k";
+    case Role::V: return "v";
+    case Role::O: return "o";
+    case Role::Gate: return "gate";
+    case Role::Up: return "up";
+    case Role::Down: return "down";
+    case Role::LmHead: return "lm_head";
+    case Role::Norm: return "norm";
+    case Role::Router: return "router";
+    case Role::Other: return "other";
+  }
+  return "?";
+}
+
+bool is_linear(Role r) {
+  switch (r) {
+    case Role::Q: case Role::K: case Role::V: case Role::O:
+    case Role::Gate: case Role::Up: case Role::Down: case Role::LmHead: case Role::Router:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string_view format_name(Format f) {
+  switch (f) {
+    case Format::BF16: return "bf16";
+    case Format::NVFP4: return "nvfp4";
+  }
+  return "?";
+}
+
+std::string_view skip_kind_name(SkipKind k) {
+  switch (k) {
+    case SkipKind::NotLinear: return "not_linear";
+    case SkipKind::LmHead: return "lm_head";
+    case SkipKind::Embedding: return "embedding";
+    case SkipKind::Router: return "router";
+    case SkipKind::InFeaturesNotMultipleOf16: return "in_features_not_multiple_of_16";
+    case SkipKind::UserIgnore: return "user_ignore";
+    case SkipKind::TiedEmbedding: return "tied_embedding";
+  }
+  return "?";
+}
+
+std::optional<TensorId> Model::find(std::string_view name) const {
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) return std::nullopt;
+  return it->second;
+}
+
+TensorId Model::add(TensorInfo info) {
+  TensorId id = TensorId(tensors.size());
+  by_name_.emplace(info.name, id);
+  tensors.push_back(std::move(info));
+  return id;
+}
+
+const FusedGroup* Model::group_of(TensorId id) const {
+  for (const auto& g : fused_groups)
+    for (TensorId m : g.members)
+      if (m == id) return &g;
+  return nullptr;
+}
+
+std::vector<TensorId> Model::linear_weights() const {
+  std::vector<TensorId> out;
+  for (TensorId i = 0; i < tensors.size(); ++i)
+    if (is_linear(tensors[i].role) && tensors[i].kind == ParamKind::Weight) out.push_back(i);
+  return out;
+}
+
+}  // namespace fp4c::ir

@@ -1,0 +1,124 @@
+// The IR: a model's tensors classified once by the frontend (role, layer, module), the fused groups
+// that must share scales, the activation sites, and the per-Linear decisions that passes narrow.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ir/dtype.h"
+#include "ir/expected.h"
+
+namespace fp4c::ir {
+
+enum class Role : uint8_t {
+  Embedding, Q, K, V, O, Gate, Up, Down, LmHead, Norm, Router, Other
+};
+std::string_view role_name(Role r);  // "q", "k", "v", "o", "gate", "up", "down", "lm_head", ...
+
+// Linears are the roles that can become NVFP4 (lm_head is a Linear, but never FP4 by default).
+bool is_linear(Role r);
+
+enum class ParamKind : uint8_t { Weight, Bias };
+
+struct RopeScaling {        // Llama 3 style ("rope_type": "llama3")
+  std::string type;         // "llama3", or empty when the config has none
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 0;
+};
+
+// Typed metadata from config.json.
+struct ModelConfig {
+  std::string architecture;   // e.g. "Qwen2ForCausalLM"
+  std::string model_type;     // e.g. "qwen2"
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;       // hidden_size / num_attention_heads unless the config says otherwise
+  int64_t vocab_size = 0;
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;   // q/k/v biases (Qwen2 always has them)
+  std::optional<int64_t> bos_token_id;
+  std::vector<int64_t> eos_token_ids;
+  std::string torch_dtype;
+};
+
+using TensorId = uint32_t;
+
+struct TensorInfo {
+  std::string name;            // full checkpoint name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  std::string module;          // owning module, e.g. "model.layers.0.self_attn.q_proj"
+  DType dtype;
+  std::vector<int64_t> shape;
+  Role role;
+  ParamKind kind = ParamKind::Weight;
+  std::optional<int> layer;    // decoder layer, when it has one
+};
+
+// Linears that a serving engine runs as one GEMM: they share the weight and input global scales.
+struct FusedGroup {
+  std::vector<TensorId> members;   // weight tensors, e.g. q, k, v of one layer
+};
+
+// A producer (a norm) feeding a group of Linears; SmoothQuant balances across these.
+struct ActivationSite {
+  TensorId producer;               // the norm's weight
+  std::vector<TensorId> consumers; // Linear weights
+};
+
+enum class Format : uint8_t { BF16, NVFP4 };
+std::string_view format_name(Format f);
+
+enum class SkipKind : uint8_t {
+  NotLinear,          // embeddings, norms, biases: never quantized
+  LmHead,             // the output projection stays BF16 by default
+  Embedding,
+  Router,
+  InFeaturesNotMultipleOf16,
+  UserIgnore,         // matched an --ignore pattern
+  TiedEmbedding,      // lm_head tied to the embedding
+};
+std::string_view skip_kind_name(SkipKind k);
+
+struct SkipReason {
+  SkipKind kind;
+  std::string detail;  // e.g. "in_features 172 % 16 != 0", "matched --ignore 'mlp'"
+};
+
+struct Decision {
+  Format format = Format::NVFP4;
+  std::optional<SkipReason> skip;
+};
+
+class Model {
+ public:
+  ModelConfig config;
+  std::vector<TensorInfo> tensors;
+  std::vector<FusedGroup> fused_groups;
+  std::vector<ActivationSite> sites;
+  // Whether "lm_head.weight" is absent because it is tied to the embedding.
+  bool tied_lm_head = false;
+
+  std::optional<TensorId> find(std::string_view name) const;
+  TensorId add(TensorInfo info);
+  // The fused group a weight belongs to, if any.
+  const FusedGroup* group_of(TensorId id) const;
+  // Weight tensors of Linears (roles for which is_linear() holds), in tensor order.
+  std::vector<TensorId> linear_weights() const;
+
+ private:
+  std::map<std::string, TensorId, std::less<>> by_name_;
+};
+
+}  // namespace fp4c::ir

@@ -1,0 +1,30 @@
+// The subcommands of fp4c. Each one registers its options and returns how to run it.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace fp4c::tools {
+
+struct CommandLine {
+  int argc;
+  char** argv;
+  std::string joined() const;   // for the manifest
+};
+
+struct Runner {
+  CLI::App* sub;
+  std::function<int()> run;     // the process exit code
+};
+
+Runner setup_quantize(CLI::App& app, const CommandLine& cl);
+Runner setup_inspect(CLI::App& app, const CommandLine& cl);
+
+inline std::vector<Runner> register_commands(CLI::App& app, const CommandLine& cl) {
+  return {setup_quantize(app, cl), setup_inspect(app, cl)};
+}
+
+}  // namespace fp4c::tools
