@@ -47,6 +47,7 @@ std::string_view skip_kind_name(SkipKind k) {
     case SkipKind::InFeaturesNotMultipleOf16: return "in_features_not_multiple_of_16";
     case SkipKind::UserIgnore: return "user_ignore";
     case SkipKind::TiedEmbedding: return "tied_embedding";
+    case SkipKind::FusedWithSkipped: return "fused_with_skipped";
   }
   return "?";
 }
@@ -78,4 +79,33 @@ std::vector<TensorId> Model::linear_weights() const {
   return out;
 }
 
+std::string Model::group_label(const FusedGroup& g) const {
+  std::string label;
+  std::string prefix;
+  for (TensorId m : g.members) {
+    const TensorInfo& t = tensors[m];
+    auto dot = t.module.rfind('.');
+    std::string parent = dot == std::string::npos ? "" : t.module.substr(0, dot + 1);
+    if (prefix.empty()) prefix = parent;
+    if (!label.empty()) label += "+";
+    label += std::string(role_name(t.role));
+  }
+  return prefix + label;
+}
+
+}  // namespace fp4c::ir
+
+#include "ir/artifact.h"
+
+namespace fp4c::ir {
+std::string_view tensor_part_name(TensorPart p) {
+  switch (p) {
+    case TensorPart::Source: return "source";
+    case TensorPart::PackedWeight: return "packed_weight";
+    case TensorPart::BlockScales: return "block_scales";
+    case TensorPart::WeightGlobalScale: return "weight_global_scale";
+    case TensorPart::InputGlobalScale: return "input_global_scale";
+  }
+  return "?";
+}
 }  // namespace fp4c::ir

@@ -88,6 +88,7 @@ enum class SkipKind : uint8_t {
   InFeaturesNotMultipleOf16,
   UserIgnore,         // matched an --ignore pattern
   TiedEmbedding,      // lm_head tied to the embedding
+  FusedWithSkipped,   // another member of its fused group stays BF16, so it must too
 };
 std::string_view skip_kind_name(SkipKind k);
 
@@ -101,12 +102,35 @@ struct Decision {
   std::optional<SkipReason> skip;
 };
 
+// Weight error of a quantized tensor against its source.
+struct WeightError {
+  double relative_mse = 0;
+  double sqnr_db = 0;        // +inf when exact
+  double max_abs_error = 0;
+};
+
+// What the pack pass did to one NVFP4 Linear.
+struct PackedWeight {
+  float weight_amax = 0;            // this tensor's max |W|
+  float group_amax = 0;             // the max over its fused group (what G is computed from)
+  float weight_global_scale = 1;    // G, shared within the fused group
+  std::optional<float> input_global_scale;  // W4A4 only
+  WeightError error;
+};
+
+// Per-tensor annotations, indexed by TensorId; each slot is written by one pass.
+struct Annotations {
+  std::vector<Decision> decision;                 // weight plan
+  std::vector<std::optional<PackedWeight>> packed;  // pack
+};
+
 class Model {
  public:
   ModelConfig config;
   std::vector<TensorInfo> tensors;
   std::vector<FusedGroup> fused_groups;
   std::vector<ActivationSite> sites;
+  Annotations annotations;
   // Whether "lm_head.weight" is absent because it is tied to the embedding.
   bool tied_lm_head = false;
 
@@ -116,6 +140,8 @@ class Model {
   const FusedGroup* group_of(TensorId id) const;
   // Weight tensors of Linears (roles for which is_linear() holds), in tensor order.
   std::vector<TensorId> linear_weights() const;
+  // "model.layers.3.qkv"-style label of a fused group, for reports.
+  std::string group_label(const FusedGroup& g) const;
 
  private:
   std::map<std::string, TensorId, std::less<>> by_name_;

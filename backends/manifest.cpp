@@ -1,0 +1,178 @@
+#include "backends/manifest.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <algorithm>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace fp4c::backends {
+
+manifest::Hash to_proto(const hash::Digest& d) {
+  manifest::Hash h;
+  h.set_algorithm("xxh3-128");
+  h.set_hex(d.hex());
+  return h;
+}
+
+namespace {
+
+uint64_t numel(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (int64_t s : shape) n *= uint64_t(s);
+  return n;
+}
+
+void add_file(google::protobuf::RepeatedPtrField<manifest::FileRecord>* out, const WrittenFile& f) {
+  auto* r = out->Add();
+  r->set_path(f.name);
+  r->set_bytes(f.bytes);
+  *r->mutable_hash() = to_proto(f.hash);
+}
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& in) {
+  manifest::Manifest m;
+  m.set_tool("fp4c");
+  m.set_tool_version(in.tool_version);
+  m.set_command_line(in.command_line);
+  *m.mutable_options() = in.options;
+  m.set_architecture(model.config.architecture);
+  m.set_model_dir(in.model_dir);
+  m.set_created_utc(utc_now());
+  for (const auto& f : in.inputs) add_file(m.mutable_inputs(), f);
+  for (const auto& f : in.outputs) add_file(m.mutable_outputs(), f);
+
+  std::map<std::string, const WrittenTensor*> written;
+  for (const auto& t : in.output_tensors) {
+    written[t.name] = &t;
+    auto* o = m.add_output_tensors();
+    o->set_name(t.name);
+    o->set_dtype(std::string(dtype_name(t.dtype)));
+    for (int64_t s : t.shape) o->add_shape(s);
+    o->set_file(t.file);
+    *o->mutable_hash() = to_proto(t.hash);
+  }
+  std::vector<std::vector<std::string>> outputs(model.tensors.size());
+  for (const auto& [id, name] : in.outputs_of_source) outputs[id].push_back(name);
+
+  uint64_t source_bytes = 0, bf16_bytes = 0, artifact_bytes = 0, all_params = 0;
+  uint64_t linear_params = 0, linear_artifact_bytes = 0, quantized_params = 0;
+  for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
+    const ir::TensorInfo& t = model.tensors[id];
+    const ir::Decision& d = model.annotations.decision[id];
+    auto* r = m.add_tensors();
+    r->set_name(t.name);
+    r->set_module(t.module);
+    r->set_role(std::string(ir::role_name(t.role)));
+    if (t.layer) r->set_layer(*t.layer);
+    for (int64_t s : t.shape) r->add_shape(s);
+    r->set_source_dtype(std::string(dtype_name(t.dtype)));
+    r->set_format(std::string(ir::format_name(d.format)));
+    if (d.skip) {
+      r->mutable_skip()->set_kind(std::string(ir::skip_kind_name(d.skip->kind)));
+      r->mutable_skip()->set_detail(d.skip->detail);
+    }
+    if (const ir::FusedGroup* g = model.group_of(id)) r->set_fused_group(model.group_label(*g));
+    if (id < model.annotations.packed.size() && model.annotations.packed[id]) {
+      const ir::PackedWeight& p = *model.annotations.packed[id];
+      r->set_weight_global_scale(p.weight_global_scale);
+      r->set_weight_amax(p.weight_amax);
+      if (p.input_global_scale) r->set_input_global_scale(*p.input_global_scale);
+      r->mutable_weight_error()->set_relative_mse(p.error.relative_mse);
+      r->mutable_weight_error()->set_sqnr_db(p.error.sqnr_db);
+      r->mutable_weight_error()->set_max_abs_error(p.error.max_abs_error);
+    }
+    const uint64_t n = numel(t.shape);
+    const uint64_t src = n * dtype_size(t.dtype);
+    uint64_t out = 0;
+    for (const auto& name : outputs[id]) {
+      r->add_outputs(name);
+      auto it = written.find(name);
+      if (it != written.end()) out += numel(it->second->shape) * dtype_size(it->second->dtype);
+    }
+    r->set_source_bytes(src);
+    r->set_output_bytes(out);
+    source_bytes += src;
+    bf16_bytes += 2 * n;
+    artifact_bytes += out;
+    all_params += n;
+    if (t.kind == ir::ParamKind::Weight && ir::is_linear(t.role) && t.role != ir::Role::LmHead) {
+      linear_params += n;
+      linear_artifact_bytes += out;
+      if (d.format == ir::Format::NVFP4) quantized_params += n;
+    }
+  }
+
+  auto* mem = m.mutable_memory();
+  mem->set_source_bytes(source_bytes);
+  mem->set_bf16_bytes(bf16_bytes);
+  mem->set_artifact_bytes(artifact_bytes);
+  mem->set_linear_params(linear_params);
+  mem->set_quantized_params(quantized_params);
+  mem->set_effective_bits_per_weight(linear_params ? 8.0 * double(linear_artifact_bytes) / double(linear_params) : 0);
+  mem->set_artifact_bits_per_param(all_params ? 8.0 * double(artifact_bytes) / double(all_params) : 0);
+
+  auto* cost = m.mutable_build_cost();
+  double wall = 0, cpu = 0;
+  uint64_t peak = 0;
+  for (const auto& s : in.stages) {
+    auto* c = cost->add_stages();
+    c->set_stage(s.stage);
+    c->set_wall_seconds(s.wall_seconds);
+    c->set_cpu_seconds(s.cpu_seconds);
+    c->set_peak_rss_bytes(s.peak_rss_bytes);
+    c->set_bytes_read(s.bytes_read);
+    c->set_bytes_written(s.bytes_written);
+    wall += s.wall_seconds;
+    cpu += s.cpu_seconds;
+    peak = std::max(peak, s.peak_rss_bytes);
+  }
+  cost->set_wall_seconds(wall);
+  cost->set_cpu_seconds(cpu);
+  cost->set_peak_rss_bytes(peak);
+  cost->set_threads(in.threads);
+  cost->set_price_per_hour(in.price_per_hour);
+  cost->set_cost(wall / 3600.0 * in.price_per_hour);
+  return m;
+}
+
+Status write_manifest(const manifest::Manifest& m, const std::string& path) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = true;
+  opts.always_print_primitive_fields = true;
+  std::string json;
+  auto st = google::protobuf::util::MessageToJsonString(m, &json, opts);
+  if (!st.ok()) return make_error(path + ": cannot serialize the manifest: " + st.ToString());
+  std::ofstream out(path, std::ios::binary);
+  out << json;
+  if (!out) return make_error(path + ": write failed");
+  return {};
+}
+
+Expected<manifest::Manifest> read_manifest(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(path + ": cannot open the manifest");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  manifest::Manifest m;
+  google::protobuf::util::JsonParseOptions opts;
+  opts.ignore_unknown_fields = true;
+  auto st = google::protobuf::util::JsonStringToMessage(ss.str(), &m, opts);
+  if (!st.ok()) return make_error(path + ": not a valid fp4c manifest: " + st.ToString());
+  return m;
+}
+
+}  // namespace fp4c::backends

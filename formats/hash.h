@@ -1,0 +1,43 @@
+// XXH3-128 digests, as the manifest records them (32 lowercase hex digits, high 64 bits first).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "ir/expected.h"
+
+namespace fp4c::hash {
+
+struct Digest {
+  uint64_t high = 0;
+  uint64_t low = 0;
+  std::string hex() const;
+  bool operator==(const Digest&) const = default;
+};
+
+Digest xxh3_128(std::span<const std::byte> bytes);
+// From XXH3-128's canonical (big-endian) 16 bytes.
+Digest from_canonical(const uint8_t bytes[16]);
+
+// Streaming XXH3-128.
+class Hasher {
+ public:
+  Hasher();
+  ~Hasher();
+  Hasher(Hasher&&) noexcept;
+  Hasher& operator=(Hasher&&) noexcept;
+  void update(std::span<const std::byte> bytes);
+  Digest digest() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// Hash of a whole file, read in chunks. Errors name the file.
+Expected<Digest> hash_file(const std::string& path, uint64_t* size = nullptr);
+
+}  // namespace fp4c::hash

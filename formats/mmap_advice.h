@@ -1,0 +1,14 @@
+// Paging advice for memory-mapped inputs: stream a checkpoint far larger than RAM with bounded RSS.
+#pragma once
+
+#include <cstddef>
+#include <span>
+
+namespace fp4c {
+
+// Start reading these pages in the background.
+void advise_willneed(std::span<const std::byte> bytes);
+// Drop these pages from this process's resident set (the whole pages inside the range).
+void advise_dontneed(std::span<const std::byte> bytes);
+
+}  // namespace fp4c

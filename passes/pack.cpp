@@ -1,0 +1,203 @@
+#include "passes/pack.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "formats/bf16.h"
+#include "formats/f16.h"
+#include "formats/mmap_advice.h"
+
+namespace fp4c::passes {
+namespace {
+
+std::span<const std::byte> as_bytes_of(const std::vector<uint8_t>& v) {
+  return std::as_bytes(std::span<const uint8_t>(v));
+}
+
+// Source values as float32, for the rare non-BF16 Linear (F16 or F32 checkpoints).
+std::vector<float> to_f32(std::span<const std::byte> bytes, DType dtype) {
+  std::vector<float> out;
+  if (dtype == DType::F32) {
+    out.resize(bytes.size() / 4);
+    std::memcpy(out.data(), bytes.data(), bytes.size());
+  } else {
+    const size_t n = bytes.size() / 2;
+    out.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, bytes.data() + 2 * i, 2);
+      out[i] = dtype == DType::F16 ? f16::to_float(h) : bf16::to_float(h);
+    }
+  }
+  return out;
+}
+
+int64_t count_nonfinite(std::span<const std::byte> bytes, DType dtype) {
+  if (dtype == DType::BF16)
+    return nvfp4::count_nonfinite_bf16(
+        {reinterpret_cast<const uint16_t*>(bytes.data()), bytes.size() / 2});
+  if (dtype != DType::F16 && dtype != DType::F32) return 0;
+  int64_t n = 0;
+  for (float v : to_f32(bytes, dtype)) n += !std::isfinite(v);
+  return n;
+}
+
+float amax_of(std::span<const std::byte> bytes, DType dtype) {
+  if (dtype == DType::BF16)
+    return nvfp4::amax_bf16({reinterpret_cast<const uint16_t*>(bytes.data()), bytes.size() / 2});
+  auto v = to_f32(bytes, dtype);
+  return nvfp4::amax_f32(v);
+}
+
+std::string location(const safetensors::Checkpoint::Ref& r) {
+  return r.file->path() + ", tensor '" + r.entry->name + "' at file offset " +
+         std::to_string(r.file->data_offset() + r.entry->begin);
+}
+
+Error nonfinite_error(const safetensors::Checkpoint::Ref& r) {
+  auto bytes = r.file->bytes(*r.entry);
+  int64_t n = count_nonfinite(bytes, r.entry->dtype);
+  return make_error(location(r) + ": " + std::to_string(n) + " NaN or Inf value" +
+                    (n == 1 ? "" : "s") + " in a weight; refusing to quantize it");
+}
+
+ir::WeightError to_weight_error(const nvfp4::ErrorStats& e) {
+  return {e.relative_mse(), e.sqnr_db(), e.max_abs_err};
+}
+
+// Streams each checkpoint file's XXH3-128 as its tensors are visited in offset order; a file whose
+// tensors are not visited contiguously is hashed again from disk at the end.
+class InputHashes {
+ public:
+  explicit InputHashes(const safetensors::Checkpoint& c) : c_(c), state_(c.files().size()) {}
+
+  void visit(const safetensors::File* f, std::span<const std::byte> tensor_bytes) {
+    State& s = state_[index_of(f)];
+    const uint64_t offset = uint64_t(tensor_bytes.data() - f->raw().data());
+    if (!s.started) {
+      s.started = true;
+      s.next = f->data_offset();
+      s.hasher.update(f->raw().first(f->data_offset()));
+    }
+    if (offset != s.next) s.broken = true;
+    if (s.broken) return;
+    s.hasher.update(tensor_bytes);
+    s.next = offset + tensor_bytes.size();
+  }
+
+  Expected<std::vector<hash::Digest>> finish() const {
+    std::vector<hash::Digest> out;
+    for (size_t i = 0; i < state_.size(); ++i) {
+      const State& s = state_[i];
+      const safetensors::File& f = c_.files()[i];
+      if (s.started && !s.broken && s.next == f.file_size()) {
+        out.push_back(s.hasher.digest());
+      } else {
+        FP4C_ASSIGN(auto d, hash::hash_file(f.path()));
+        out.push_back(d);
+      }
+    }
+    return out;
+  }
+
+ private:
+  struct State {
+    hash::Hasher hasher;
+    bool started = false;
+    bool broken = false;
+    uint64_t next = 0;
+  };
+  size_t index_of(const safetensors::File* f) const { return size_t(f - c_.files().data()); }
+  const safetensors::Checkpoint& c_;
+  std::vector<State> state_;
+};
+
+}  // namespace
+
+Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoint& checkpoint,
+                                  std::span<const safetensors::Checkpoint::Ref> refs,
+                                  ir::ArtifactSink& sink, const PackOptions& options) {
+  const auto& decisions = model.annotations.decision;
+  if (decisions.size() != model.tensors.size())
+    return make_error("pack: the weight plan has not run");
+  model.annotations.packed.assign(model.tensors.size(), std::nullopt);
+
+  PackResult result;
+  InputHashes input_hashes(checkpoint);
+  std::map<const ir::FusedGroup*, float> group_amax;
+  std::vector<uint8_t> packed, scales;
+
+  for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
+    const ir::TensorInfo& t = model.tensors[id];
+    const auto& ref = refs[id];
+    const auto bytes = ref.file->bytes(*ref.entry);
+    if (id + 1 < model.tensors.size()) advise_willneed(refs[id + 1].file->bytes(*refs[id + 1].entry));
+    result.bytes_read += bytes.size();
+
+    if (decisions[id].format != ir::Format::NVFP4) {
+      // Kept as it came: copy in chunks, hash and release behind the copy.
+      if (count_nonfinite(bytes, t.dtype) != 0) return nonfinite_error(ref);
+      for (uint64_t off = 0; off < bytes.size() || off == 0; off += options.copy_chunk_bytes) {
+        auto chunk = bytes.subspan(off, std::min<uint64_t>(options.copy_chunk_bytes, bytes.size() - off));
+        FP4C_TRY(sink.put(id, ir::TensorPart::Source, chunk));
+        input_hashes.visit(ref.file, chunk);
+        advise_dontneed(chunk);
+        if (bytes.empty()) break;
+      }
+      continue;
+    }
+
+    // The global scale comes from the amax of the whole fused group (NVFP4.md §3).
+    const float own_amax = amax_of(bytes, t.dtype);
+    if (!std::isfinite(own_amax)) return nonfinite_error(ref);
+    float amax = own_amax;
+    if (const ir::FusedGroup* g = model.group_of(id)) {
+      auto it = group_amax.find(g);
+      if (it == group_amax.end()) {
+        for (ir::TensorId m : g->members) {
+          const auto& mref = refs[m];
+          const float a = m == id ? own_amax : amax_of(mref.file->bytes(*mref.entry), model.tensors[m].dtype);
+          if (!std::isfinite(a)) return nonfinite_error(mref);
+          amax = std::max(amax, a);
+        }
+        it = group_amax.emplace(g, amax).first;
+      }
+      amax = it->second;
+    }
+    const float G = nvfp4::global_scale(amax);
+
+    const int64_t rows = t.shape[0], cols = t.shape[1];
+    packed.resize(size_t(rows * cols / 2));
+    scales.resize(size_t(rows * cols / nvfp4::kBlock));
+    nvfp4::ErrorStats err;
+    if (t.dtype == DType::BF16) {
+      nvfp4::quantize_bf16(reinterpret_cast<const uint16_t*>(bytes.data()), rows, cols, G,
+                           packed.data(), scales.data(), options.zero_scale, &err);
+    } else {
+      auto values = to_f32(bytes, t.dtype);
+      nvfp4::quantize_f32_ref(values.data(), rows, cols, G, packed.data(), scales.data(),
+                              options.zero_scale, &err);
+    }
+    input_hashes.visit(ref.file, bytes);
+    advise_dontneed(bytes);
+
+    FP4C_TRY(sink.put(id, ir::TensorPart::PackedWeight, as_bytes_of(packed)));
+    FP4C_TRY(sink.put(id, ir::TensorPart::BlockScales, as_bytes_of(scales)));
+    FP4C_TRY(sink.put(id, ir::TensorPart::WeightGlobalScale,
+                      std::as_bytes(std::span<const float>(&G, 1))));
+
+    ir::PackedWeight info;
+    info.weight_amax = own_amax;
+    info.group_amax = amax;
+    info.weight_global_scale = G;
+    info.error = to_weight_error(err);
+    model.annotations.packed[id] = info;
+  }
+
+  FP4C_ASSIGN(result.input_file_hashes, input_hashes.finish());
+  return result;
+}
+
+}  // namespace fp4c::passes

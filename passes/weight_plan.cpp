@@ -1,0 +1,73 @@
+#include "passes/weight_plan.h"
+
+#include <regex>
+
+namespace fp4c::passes {
+
+std::string_view scheme_name(Scheme s) { return s == Scheme::W4A4 ? "w4a4" : "w4a16"; }
+
+namespace {
+
+ir::Decision keep(ir::SkipKind kind, std::string detail) {
+  return ir::Decision{ir::Format::BF16, ir::SkipReason{kind, std::move(detail)}};
+}
+
+}  // namespace
+
+Status plan_weights(ir::Model& model, const WeightPlanOptions& options) {
+  std::vector<std::pair<std::string, std::regex>> patterns;
+  for (const auto& p : options.ignore) {
+    try {
+      patterns.emplace_back(p, std::regex(p, std::regex::ECMAScript));
+    } catch (const std::regex_error& e) {
+      return make_error("--ignore '" + p + "': invalid regular expression: " + e.what());
+    }
+  }
+
+  auto& decisions = model.annotations.decision;
+  decisions.assign(model.tensors.size(), ir::Decision{});
+  for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
+    const ir::TensorInfo& t = model.tensors[id];
+    ir::Decision& d = decisions[id];
+    if (t.kind == ir::ParamKind::Bias || !ir::is_linear(t.role)) {
+      d = t.role == ir::Role::Embedding ? keep(ir::SkipKind::Embedding, "embeddings stay BF16")
+                                        : keep(ir::SkipKind::NotLinear, "not a Linear weight");
+      continue;
+    }
+    if (t.role == ir::Role::LmHead) {
+      d = keep(ir::SkipKind::LmHead, "the output projection stays BF16");
+      continue;
+    }
+    if (t.role == ir::Role::Router) {
+      d = keep(ir::SkipKind::Router, "routers stay BF16");
+      continue;
+    }
+    const int64_t in_features = t.shape.size() == 2 ? t.shape[1] : 0;
+    if (in_features % 16 != 0 || in_features == 0) {
+      d = keep(ir::SkipKind::InFeaturesNotMultipleOf16,
+               "in_features " + std::to_string(in_features) + " is not a multiple of 16");
+      continue;
+    }
+    for (const auto& [text, re] : patterns) {
+      if (std::regex_search(t.module, re)) {
+        d = keep(ir::SkipKind::UserIgnore, "matched --ignore '" + text + "'");
+        break;
+      }
+    }
+  }
+
+  // A fused group is one GEMM at serving time: one kept member keeps the whole group.
+  for (const ir::FusedGroup& g : model.fused_groups) {
+    const ir::TensorInfo* kept = nullptr;
+    for (ir::TensorId m : g.members)
+      if (decisions[m].format != ir::Format::NVFP4) kept = &model.tensors[m];
+    if (!kept) continue;
+    for (ir::TensorId m : g.members)
+      if (decisions[m].format == ir::Format::NVFP4)
+        decisions[m] = keep(ir::SkipKind::FusedWithSkipped,
+                            "fused with " + kept->module + ", which stays BF16");
+  }
+  return {};
+}
+
+}  // namespace fp4c::passes
