@@ -1,0 +1,276 @@
+#include "frontend/config.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "frontend/architecture.h"
+
+namespace fp4c::frontend {
+namespace {
+
+using nlohmann::json;
+
+std::string type_of(const json& v) {
+  if (v.is_number_integer()) return "integer";
+  if (v.is_number_float()) return "number";
+  return v.type_name();  // "string", "array", "object", "boolean", "null"
+}
+
+// Typed access to one JSON object; every error names the file and the key. A key present with
+// the value null counts as absent, as transformers writes optional fields that way.
+class Reader {
+ public:
+  Reader(const json& obj, const std::string& path, std::string prefix = "")
+      : obj_(obj), path_(path), prefix_(std::move(prefix)) {}
+
+  Error error(const std::string& what) const { return make_error(path_ + ": " + what); }
+  std::string key_name(std::string_view key) const { return "'" + prefix_ + std::string(key) + "'"; }
+  Error missing(std::string_view key) const { return error("missing required key " + key_name(key)); }
+  Error mistyped(std::string_view key, std::string_view want, const json& v) const {
+    return error("key " + key_name(key) + " must be " + std::string(want) + ", got " + type_of(v));
+  }
+
+  const json* get(std::string_view key) const {
+    auto it = obj_.find(key);
+    if (it == obj_.end() || it->is_null()) return nullptr;
+    return &*it;
+  }
+
+  Expected<std::optional<int64_t>> opt_int(std::string_view key) const {
+    const json* v = get(key);
+    if (!v) return std::optional<int64_t>();
+    if (!v->is_number_integer()) return mistyped(key, "an integer", *v);
+    if (v->is_number_unsigned() &&
+        v->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+      return error("key " + key_name(key) + " is out of range");
+    return std::optional<int64_t>(v->get<int64_t>());
+  }
+  Expected<int64_t> int_(std::string_view key) const {
+    FP4C_ASSIGN(auto v, opt_int(key));
+    if (!v) return missing(key);
+    return *v;
+  }
+  // A size: a strictly positive integer.
+  Expected<int64_t> size(std::string_view key) const {
+    FP4C_ASSIGN(int64_t v, int_(key));
+    if (v <= 0) return error("key " + key_name(key) + " must be positive, got " + std::to_string(v));
+    return v;
+  }
+  Expected<std::optional<int64_t>> opt_size(std::string_view key) const {
+    FP4C_ASSIGN(auto v, opt_int(key));
+    if (v && *v <= 0)
+      return error("key " + key_name(key) + " must be positive, got " + std::to_string(*v));
+    return v;
+  }
+
+  Expected<std::optional<double>> opt_number(std::string_view key) const {
+    const json* v = get(key);
+    if (!v) return std::optional<double>();
+    if (!v->is_number()) return mistyped(key, "a number", *v);
+    return std::optional<double>(v->get<double>());
+  }
+  Expected<double> number(std::string_view key) const {
+    FP4C_ASSIGN(auto v, opt_number(key));
+    if (!v) return missing(key);
+    return *v;
+  }
+  Expected<double> positive(std::string_view key, std::optional<double> fallback) const {
+    FP4C_ASSIGN(auto v, opt_number(key));
+    if (!v) v = fallback;
+    if (!v) return missing(key);
+    if (!(*v > 0)) {
+      std::ostringstream s;
+      s << "key " << key_name(key) << " must be positive, got " << *v;
+      return error(s.str());
+    }
+    return *v;
+  }
+
+  Expected<std::optional<bool>> opt_bool(std::string_view key) const {
+    const json* v = get(key);
+    if (!v) return std::optional<bool>();
+    if (!v->is_boolean()) return mistyped(key, "a boolean", *v);
+    return std::optional<bool>(v->get<bool>());
+  }
+
+  Expected<std::optional<std::string>> opt_string(std::string_view key) const {
+    const json* v = get(key);
+    if (!v) return std::optional<std::string>();
+    if (!v->is_string()) return mistyped(key, "a string", *v);
+    return std::optional<std::string>(v->get<std::string>());
+  }
+
+ private:
+  const json& obj_;
+  const std::string& path_;
+  std::string prefix_;
+};
+
+std::string supported_list() {
+  std::string out;
+  for (std::string_view a : supported_architectures()) {
+    if (!out.empty()) out += ", ";
+    out += a;
+  }
+  return out;
+}
+
+Expected<std::string> read_architecture(const Reader& r, const json& root) {
+  auto it = root.find("architectures");
+  if (it == root.end() || it->is_null()) return r.missing("architectures");
+  if (!it->is_array()) return r.mistyped("architectures", "an array", *it);
+  if (it->size() != 1)
+    return r.error("key 'architectures' must hold exactly one entry, got " +
+                   std::to_string(it->size()));
+  const json& a = (*it)[0];
+  if (!a.is_string()) return r.error("key 'architectures' must hold a string, got " + type_of(a));
+  std::string arch = a.get<std::string>();
+  if (!is_supported_architecture(arch))
+    return r.error("unsupported architecture " + arch + " (supported: " + supported_list() + ")");
+  return arch;
+}
+
+// Llama 3 style frequency scaling; null or absent means none. "default" is transformers' name for
+// plain RoPE, which is also none.
+Expected<ir::RopeScaling> read_rope_scaling(const json& root, const std::string& path) {
+  ir::RopeScaling rs;
+  auto it = root.find("rope_scaling");
+  if (it == root.end() || it->is_null()) return rs;
+  Reader top(root, path);
+  if (!it->is_object()) return top.mistyped("rope_scaling", "an object or null", *it);
+  Reader r(*it, path, "rope_scaling.");
+  FP4C_ASSIGN(auto rope_type, r.opt_string("rope_type"));
+  if (!rope_type) {
+    FP4C_ASSIGN(auto type, r.opt_string("type"));
+    rope_type = type;
+  }
+  if (!rope_type) return r.missing("rope_type");
+  if (*rope_type == "default") return rs;
+  if (*rope_type != "llama3")
+    return r.error("unsupported rope_scaling type '" + *rope_type + "' (supported: llama3)");
+  rs.type = *rope_type;
+  FP4C_ASSIGN(rs.factor, r.positive("factor", std::nullopt));
+  FP4C_ASSIGN(rs.low_freq_factor, r.positive("low_freq_factor", std::nullopt));
+  FP4C_ASSIGN(rs.high_freq_factor, r.positive("high_freq_factor", std::nullopt));
+  FP4C_ASSIGN(rs.original_max_position_embeddings, r.size("original_max_position_embeddings"));
+  if (!(rs.low_freq_factor < rs.high_freq_factor))
+    return r.error("key 'rope_scaling.low_freq_factor' must be below 'rope_scaling.high_freq_factor'");
+  return rs;
+}
+
+Expected<std::vector<int64_t>> read_eos(const Reader& r, const json& root) {
+  std::vector<int64_t> out;
+  const json* v = r.get("eos_token_id");
+  if (!v) return out;
+  if (v->is_number_integer()) {
+    FP4C_ASSIGN(auto id, r.opt_int("eos_token_id"));
+    out.push_back(*id);
+    return out;
+  }
+  if (!v->is_array()) return r.mistyped("eos_token_id", "an integer or a list of integers", *v);
+  for (const json& e : *v) {
+    if (!e.is_number_integer())
+      return r.error("key 'eos_token_id' must be an integer or a list of integers, got a list holding " +
+                     type_of(e));
+    out.push_back(e.get<int64_t>());
+  }
+  return out;
+}
+
+Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path) {
+  Reader r(root, path);
+  ir::ModelConfig c;
+  FP4C_ASSIGN(c.architecture, read_architecture(r, root));
+  FP4C_ASSIGN(auto model_type, r.opt_string("model_type"));
+  c.model_type = model_type.value_or("");
+
+  FP4C_ASSIGN(c.hidden_size, r.size("hidden_size"));
+  FP4C_ASSIGN(c.intermediate_size, r.size("intermediate_size"));
+  FP4C_ASSIGN(c.num_hidden_layers, r.size("num_hidden_layers"));
+  FP4C_ASSIGN(c.num_attention_heads, r.size("num_attention_heads"));
+  FP4C_ASSIGN(auto kv_heads, r.opt_size("num_key_value_heads"));
+  c.num_key_value_heads = kv_heads.value_or(c.num_attention_heads);
+  FP4C_ASSIGN(auto head_dim, r.opt_size("head_dim"));
+  FP4C_ASSIGN(c.vocab_size, r.size("vocab_size"));
+  FP4C_ASSIGN(c.max_position_embeddings, r.size("max_position_embeddings"));
+
+  // An explicit head_dim may differ from hidden/heads (q_proj then is not square); without one,
+  // the heads must split hidden_size evenly.
+  if (head_dim) {
+    c.head_dim = *head_dim;
+  } else {
+    if (c.hidden_size % c.num_attention_heads != 0)
+      return r.error("hidden_size " + std::to_string(c.hidden_size) +
+                     " is not divisible by num_attention_heads " +
+                     std::to_string(c.num_attention_heads));
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+  if (c.head_dim % 2 != 0)
+    return r.error("head_dim " + std::to_string(c.head_dim) + " must be even (RoPE rotates pairs)");
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    return r.error("num_attention_heads " + std::to_string(c.num_attention_heads) +
+                   " is not divisible by num_key_value_heads " +
+                   std::to_string(c.num_key_value_heads));
+
+  // The norm epsilon changes every forward; a silent default would be wrong for half the models.
+  FP4C_ASSIGN(c.rms_norm_eps, r.positive("rms_norm_eps", std::nullopt));
+  FP4C_ASSIGN(c.rope_theta, r.positive("rope_theta", 10000.0));
+  FP4C_ASSIGN(c.rope_scaling, read_rope_scaling(root, path));
+
+  FP4C_ASSIGN(auto tie, r.opt_bool("tie_word_embeddings"));
+  c.tie_word_embeddings = tie.value_or(false);
+  FP4C_ASSIGN(auto bias, r.opt_bool("attention_bias"));
+  c.attention_bias = bias.value_or(false);
+  if (c.architecture == "Qwen2ForCausalLM") c.attention_bias = true;  // Qwen2 always has q/k/v biases
+  FP4C_ASSIGN(auto mlp_bias, r.opt_bool("mlp_bias"));
+  if (mlp_bias.value_or(false)) return r.error("key 'mlp_bias': MLP biases are not supported");
+  FP4C_ASSIGN(auto act, r.opt_string("hidden_act"));
+  if (act && *act != "silu")
+    return r.error("key 'hidden_act': unsupported activation '" + *act + "' (supported: silu)");
+
+  FP4C_ASSIGN(c.bos_token_id, r.opt_int("bos_token_id"));
+  FP4C_ASSIGN(c.eos_token_ids, read_eos(r, root));
+  // transformers >= 4.56 writes "dtype" where older versions wrote "torch_dtype".
+  FP4C_ASSIGN(auto dtype, r.opt_string("torch_dtype"));
+  if (!dtype) {
+    FP4C_ASSIGN(auto new_dtype, r.opt_string("dtype"));
+    dtype = new_dtype;
+  }
+  c.torch_dtype = dtype.value_or("");
+  return c;
+}
+
+}  // namespace
+
+Expected<ir::ModelConfig> parse_config(const std::string& text, const std::string& path) {
+  json root;
+  try {
+    root = json::parse(text);
+  } catch (const json::parse_error& e) {
+    return make_error(path + ": malformed JSON at byte " + std::to_string(e.byte) + ": " + e.what());
+  }
+  if (!root.is_object())
+    return make_error(path + ": expected a JSON object at the top level, got " + type_of(root));
+  try {
+    return parse_object(root, path);
+  } catch (const json::exception& e) {  // every access is type-checked first; this is a backstop
+    return make_error(path + ": " + e.what());
+  }
+}
+
+Expected<ir::ModelConfig> read_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(path + ": cannot open: " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return make_error(path + ": read failed");
+  return parse_config(text.str(), path);
+}
+
+}  // namespace fp4c::frontend

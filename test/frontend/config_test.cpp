@@ -1,0 +1,373 @@
+#include "frontend/config.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace fp4c::frontend {
+namespace {
+
+using nlohmann::json;
+
+const std::string kConfigs = std::string(FP4C_SOURCE_DIR) + "/testdata/configs/";
+const std::string kPath = "ckpt/config.json";
+
+// A small valid Llama config that each error test breaks in one place.
+json base_config() {
+  return json::parse(R"({
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 172,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "vocab_size": 512,
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": true,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "bfloat16"
+  })");
+}
+
+Expected<ir::ModelConfig> parse(const json& j) { return parse_config(j.dump(), kPath); }
+
+// The error message of a config that must fail.
+std::string error_of(const json& j) {
+  auto c = parse(j);
+  EXPECT_FALSE(c.ok()) << j.dump();
+  return c.ok() ? "" : c.error().message;
+}
+
+TEST(Config, Qwen25_05B) {
+  auto c = read_config(kConfigs + "qwen2.5-0.5b-instruct.json");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->architecture, "Qwen2ForCausalLM");
+  EXPECT_EQ(c->model_type, "qwen2");
+  EXPECT_EQ(c->hidden_size, 896);
+  EXPECT_EQ(c->intermediate_size, 4864);
+  EXPECT_EQ(c->num_hidden_layers, 24);
+  EXPECT_EQ(c->num_attention_heads, 14);
+  EXPECT_EQ(c->num_key_value_heads, 2);
+  EXPECT_EQ(c->head_dim, 64);
+  EXPECT_EQ(c->vocab_size, 151936);
+  EXPECT_EQ(c->max_position_embeddings, 32768);
+  EXPECT_DOUBLE_EQ(c->rms_norm_eps, 1e-6);
+  EXPECT_DOUBLE_EQ(c->rope_theta, 1e6);
+  EXPECT_TRUE(c->rope_scaling.type.empty());
+  EXPECT_TRUE(c->tie_word_embeddings);
+  EXPECT_TRUE(c->attention_bias);  // Qwen2 always, though the config has no such key
+  EXPECT_EQ(c->bos_token_id, 151643);
+  EXPECT_EQ(c->eos_token_ids, std::vector<int64_t>{151645});
+  EXPECT_EQ(c->torch_dtype, "bfloat16");
+}
+
+TEST(Config, Qwen25_7B) {
+  auto c = read_config(kConfigs + "qwen2.5-7b-instruct.json");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->hidden_size, 3584);
+  EXPECT_EQ(c->intermediate_size, 18944);
+  EXPECT_EQ(c->num_hidden_layers, 28);
+  EXPECT_EQ(c->num_attention_heads, 28);
+  EXPECT_EQ(c->num_key_value_heads, 4);
+  EXPECT_EQ(c->head_dim, 128);
+  EXPECT_EQ(c->vocab_size, 152064);
+  EXPECT_FALSE(c->tie_word_embeddings);
+  EXPECT_TRUE(c->attention_bias);
+}
+
+TEST(Config, Llama31_8B) {
+  auto c = read_config(kConfigs + "llama-3.1-8b.json");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->architecture, "LlamaForCausalLM");
+  EXPECT_EQ(c->hidden_size, 4096);
+  EXPECT_EQ(c->intermediate_size, 14336);
+  EXPECT_EQ(c->num_key_value_heads, 8);
+  EXPECT_EQ(c->head_dim, 128);
+  EXPECT_EQ(c->vocab_size, 128256);
+  EXPECT_EQ(c->max_position_embeddings, 131072);
+  EXPECT_DOUBLE_EQ(c->rms_norm_eps, 1e-5);
+  EXPECT_DOUBLE_EQ(c->rope_theta, 500000.0);
+  EXPECT_EQ(c->rope_scaling.type, "llama3");
+  EXPECT_DOUBLE_EQ(c->rope_scaling.factor, 8.0);
+  EXPECT_DOUBLE_EQ(c->rope_scaling.low_freq_factor, 1.0);
+  EXPECT_DOUBLE_EQ(c->rope_scaling.high_freq_factor, 4.0);
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 8192);
+  EXPECT_FALSE(c->attention_bias);
+  EXPECT_FALSE(c->tie_word_embeddings);
+  EXPECT_EQ(c->bos_token_id, 128000);
+  EXPECT_EQ(c->eos_token_ids, std::vector<int64_t>{128001});
+}
+
+TEST(Config, Llama31_8BInstructEosList) {
+  auto c = read_config(kConfigs + "llama-3.1-8b-instruct.json");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->eos_token_ids, (std::vector<int64_t>{128001, 128008, 128009}));
+}
+
+TEST(Config, Mistral7Bv03) {
+  auto c = read_config(kConfigs + "mistral-7b-v0.3.json");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->architecture, "MistralForCausalLM");
+  EXPECT_EQ(c->model_type, "mistral");
+  EXPECT_EQ(c->vocab_size, 32768);
+  EXPECT_EQ(c->head_dim, 128);
+  EXPECT_EQ(c->num_key_value_heads, 8);
+  EXPECT_DOUBLE_EQ(c->rope_theta, 1e6);
+  EXPECT_FALSE(c->attention_bias);
+  EXPECT_EQ(c->bos_token_id, 1);
+  EXPECT_EQ(c->eos_token_ids, std::vector<int64_t>{2});
+}
+
+TEST(Config, Stories260K) {
+  std::string path = std::string(FP4C_SHARED_DIR) + "/models/stories260K/config.json";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is absent";
+  auto c = read_config(path);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->hidden_size, 64);
+  EXPECT_EQ(c->intermediate_size, 172);
+  EXPECT_EQ(c->num_hidden_layers, 5);
+  EXPECT_EQ(c->head_dim, 8);
+  EXPECT_TRUE(c->tie_word_embeddings);
+}
+
+TEST(Config, Defaults) {
+  json j = base_config();
+  for (const char* k : {"num_key_value_heads", "rope_theta", "tie_word_embeddings", "bos_token_id",
+                        "eos_token_id", "torch_dtype", "model_type"})
+    j.erase(k);
+  j["head_dim"] = nullptr;  // null reads as absent
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->num_key_value_heads, 8);
+  EXPECT_EQ(c->head_dim, 8);
+  EXPECT_DOUBLE_EQ(c->rope_theta, 10000.0);
+  EXPECT_FALSE(c->tie_word_embeddings);
+  EXPECT_FALSE(c->attention_bias);
+  EXPECT_FALSE(c->bos_token_id.has_value());
+  EXPECT_TRUE(c->eos_token_ids.empty());
+  EXPECT_EQ(c->torch_dtype, "");
+  EXPECT_EQ(c->model_type, "");
+}
+
+TEST(Config, ExplicitHeadDimNeedNotMatchHidden) {
+  json j = base_config();
+  j["hidden_size"] = 80;  // 80 / 8 = 10, but q_proj is 8 * 16 rows
+  j["head_dim"] = 16;
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->head_dim, 16);
+}
+
+TEST(Config, AttentionBias) {
+  json j = base_config();
+  j["attention_bias"] = true;
+  EXPECT_TRUE(parse(j)->attention_bias);
+  j["architectures"] = {"MistralForCausalLM"};
+  EXPECT_TRUE(parse(j)->attention_bias);
+  j["architectures"] = {"Qwen2ForCausalLM"};
+  j["attention_bias"] = false;
+  EXPECT_TRUE(parse(j)->attention_bias);
+}
+
+TEST(Config, NewDtypeKey) {
+  json j = base_config();
+  j.erase("torch_dtype");
+  j["dtype"] = "float16";
+  EXPECT_EQ(parse(j)->torch_dtype, "float16");
+}
+
+TEST(Config, RopeScalingNullAndDefault) {
+  json j = base_config();
+  j["rope_scaling"] = nullptr;
+  EXPECT_TRUE(parse(j)->rope_scaling.type.empty());
+  j["rope_scaling"] = {{"rope_type", "default"}};
+  EXPECT_TRUE(parse(j)->rope_scaling.type.empty());
+}
+
+TEST(Config, RopeScalingLegacyTypeKey) {
+  json j = base_config();
+  j["rope_scaling"] = {{"type", "llama3"}, {"factor", 32.0}, {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->rope_scaling.type, "llama3");
+  EXPECT_DOUBLE_EQ(c->rope_scaling.factor, 32.0);
+}
+
+// --- errors -----------------------------------------------------------------------------------
+
+TEST(ConfigError, MissingFile) {
+  auto c = read_config("/nonexistent/dir/config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find("/nonexistent/dir/config.json: cannot open"), std::string::npos)
+      << c.error().message;
+}
+
+TEST(ConfigError, MalformedJson) {
+  // The second comma is the 20th byte.
+  auto c = parse_config(R"({"hidden_size": 64,, "x": 1})", kPath);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find(kPath + ": malformed JSON at byte 20"), std::string::npos)
+      << c.error().message;
+}
+
+TEST(ConfigError, MalformedJsonFile) {
+  std::string path = testing::TempDir() + "fp4c_config_test_malformed.json";
+  std::ofstream(path) << "{\"architectures\": [\"LlamaForCausalLM\"";
+  auto c = read_config(path);
+  std::filesystem::remove(path);
+  ASSERT_FALSE(c.ok());
+  // nlohmann counts bytes from 1; the end of input is one past the last byte.
+  EXPECT_NE(c.error().message.find(path + ": malformed JSON at byte 38"), std::string::npos)
+      << c.error().message;
+}
+
+TEST(ConfigError, EmptyText) {
+  auto c = parse_config("", kPath);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find(kPath + ": malformed JSON at byte"), std::string::npos);
+}
+
+TEST(ConfigError, NotAnObject) {
+  EXPECT_EQ(parse_config("[1, 2]", kPath).error().message,
+            kPath + ": expected a JSON object at the top level, got array");
+}
+
+TEST(ConfigError, MissingRequiredKeys) {
+  for (const char* key : {"architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads", "vocab_size", "max_position_embeddings",
+                          "rms_norm_eps"}) {
+    json j = base_config();
+    j.erase(key);
+    EXPECT_EQ(error_of(j), kPath + ": missing required key '" + key + "'");
+    j[key] = nullptr;
+    EXPECT_EQ(error_of(j), kPath + ": missing required key '" + key + "'");
+  }
+}
+
+TEST(ConfigError, WrongTypes) {
+  struct Case { const char* key; json value; const char* message; };
+  const Case cases[] = {
+      {"hidden_size", "64", "key 'hidden_size' must be an integer, got string"},
+      {"hidden_size", 64.5, "key 'hidden_size' must be an integer, got number"},
+      {"num_key_value_heads", true, "key 'num_key_value_heads' must be an integer, got boolean"},
+      {"head_dim", json::array({8}), "key 'head_dim' must be an integer, got array"},
+      {"vocab_size", json::object(), "key 'vocab_size' must be an integer, got object"},
+      {"rms_norm_eps", "1e-5", "key 'rms_norm_eps' must be a number, got string"},
+      {"rope_theta", "x", "key 'rope_theta' must be a number, got string"},
+      {"tie_word_embeddings", "yes", "key 'tie_word_embeddings' must be a boolean, got string"},
+      {"attention_bias", 1, "key 'attention_bias' must be a boolean, got integer"},
+      {"bos_token_id", "1", "key 'bos_token_id' must be an integer, got string"},
+      {"eos_token_id", "2", "key 'eos_token_id' must be an integer or a list of integers, got string"},
+      {"eos_token_id", json::array({2, "3"}),
+       "key 'eos_token_id' must be an integer or a list of integers, got a list holding string"},
+      {"torch_dtype", 16, "key 'torch_dtype' must be a string, got integer"},
+      {"architectures", "LlamaForCausalLM", "key 'architectures' must be an array, got string"},
+      {"architectures", json::array({1}), "key 'architectures' must hold a string, got integer"},
+      {"rope_scaling", "llama3", "key 'rope_scaling' must be an object or null, got string"},
+      {"hidden_size", 18446744073709551615ull, "key 'hidden_size' is out of range"},
+  };
+  for (const Case& c : cases) {
+    json j = base_config();
+    j[c.key] = c.value;
+    EXPECT_EQ(error_of(j), kPath + ": " + c.message);
+  }
+}
+
+TEST(ConfigError, ArchitectureCount) {
+  json j = base_config();
+  j["architectures"] = json::array();
+  EXPECT_EQ(error_of(j), kPath + ": key 'architectures' must hold exactly one entry, got 0");
+  j["architectures"] = {"LlamaForCausalLM", "MistralForCausalLM"};
+  EXPECT_EQ(error_of(j), kPath + ": key 'architectures' must hold exactly one entry, got 2");
+}
+
+TEST(ConfigError, UnsupportedArchitecture) {
+  json j = base_config();
+  j["architectures"] = {"GPT2LMHeadModel"};
+  EXPECT_EQ(error_of(j), kPath + ": unsupported architecture GPT2LMHeadModel (supported: "
+                                 "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+}
+
+TEST(ConfigError, NonPositiveSizes) {
+  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
+                          "max_position_embeddings"}) {
+    for (int v : {0, -4}) {
+      json j = base_config();
+      j[key] = v;
+      EXPECT_EQ(error_of(j),
+                kPath + ": key '" + key + "' must be positive, got " + std::to_string(v));
+    }
+  }
+  json j = base_config();
+  j["rms_norm_eps"] = 0.0;
+  EXPECT_EQ(error_of(j), kPath + ": key 'rms_norm_eps' must be positive, got 0");
+  j = base_config();
+  j["rope_theta"] = -1.0;
+  EXPECT_EQ(error_of(j), kPath + ": key 'rope_theta' must be positive, got -1");
+}
+
+TEST(ConfigError, HeadsDoNotDivideHidden) {
+  json j = base_config();
+  j["hidden_size"] = 100;
+  j["num_attention_heads"] = 3;
+  j["num_key_value_heads"] = 1;
+  EXPECT_EQ(error_of(j),
+            kPath + ": hidden_size 100 is not divisible by num_attention_heads 3");
+}
+
+TEST(ConfigError, KvHeadsDoNotDivideHeads) {
+  json j = base_config();
+  j["num_key_value_heads"] = 3;
+  EXPECT_EQ(error_of(j),
+            kPath + ": num_attention_heads 8 is not divisible by num_key_value_heads 3");
+}
+
+TEST(ConfigError, OddHeadDim) {
+  json j = base_config();
+  j["head_dim"] = 7;
+  EXPECT_EQ(error_of(j), kPath + ": head_dim 7 must be even (RoPE rotates pairs)");
+}
+
+TEST(ConfigError, RopeScaling) {
+  json j = base_config();
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  EXPECT_EQ(error_of(j), kPath + ": unsupported rope_scaling type 'yarn' (supported: llama3)");
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  EXPECT_EQ(error_of(j), kPath + ": unsupported rope_scaling type 'linear' (supported: llama3)");
+  j["rope_scaling"] = {{"factor", 2.0}};
+  EXPECT_EQ(error_of(j), kPath + ": missing required key 'rope_scaling.rope_type'");
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 8192}};
+  EXPECT_EQ(error_of(j), kPath + ": missing required key 'rope_scaling.factor'");
+  j["rope_scaling"]["factor"] = "8";
+  EXPECT_EQ(error_of(j), kPath + ": key 'rope_scaling.factor' must be a number, got string");
+  j["rope_scaling"]["factor"] = 8.0;
+  j["rope_scaling"]["original_max_position_embeddings"] = 8192.5;
+  EXPECT_EQ(error_of(j), kPath +
+                             ": key 'rope_scaling.original_max_position_embeddings' must be an "
+                             "integer, got number");
+  j["rope_scaling"]["original_max_position_embeddings"] = 8192;
+  j["rope_scaling"]["low_freq_factor"] = 4.0;
+  EXPECT_EQ(error_of(j), kPath + ": key 'rope_scaling.low_freq_factor' must be below "
+                                 "'rope_scaling.high_freq_factor'");
+}
+
+TEST(ConfigError, UnsupportedFeatures) {
+  json j = base_config();
+  j["hidden_act"] = "gelu";
+  EXPECT_EQ(error_of(j), kPath + ": key 'hidden_act': unsupported activation 'gelu' (supported: silu)");
+  j = base_config();
+  j["mlp_bias"] = true;
+  EXPECT_EQ(error_of(j), kPath + ": key 'mlp_bias': MLP biases are not supported");
+}
+
+}  // namespace
+}  // namespace fp4c::frontend
