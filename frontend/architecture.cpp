@@ -1,0 +1,362 @@
+#include "frontend/architecture.h"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <map>
+#include <set>
+
+namespace fp4c::frontend {
+namespace {
+
+using ir::ParamKind;
+using ir::Role;
+
+// The sizes a tensor dimension can be, as functions of the config.
+enum class Dim : uint8_t { Hidden, Intermediate, Vocab, QOut, KvOut, HalfHeadDim };
+
+int64_t dim_size(Dim d, const ir::ModelConfig& c) {
+  switch (d) {
+    case Dim::Hidden: return c.hidden_size;
+    case Dim::Intermediate: return c.intermediate_size;
+    case Dim::Vocab: return c.vocab_size;
+    case Dim::QOut: return c.num_attention_heads * c.head_dim;
+    case Dim::KvOut: return c.num_key_value_heads * c.head_dim;
+    case Dim::HalfHeadDim: return c.head_dim / 2;
+  }
+  return -1;
+}
+
+struct ShapeSpec {
+  size_t rank;
+  std::array<Dim, 2> dims;
+};
+constexpr ShapeSpec vec(Dim a) { return {1, {a, a}}; }
+constexpr ShapeSpec mat(Dim rows, Dim cols) { return {2, {rows, cols}}; }
+
+enum class Scope : uint8_t {
+  Global,  // the name is the full tensor name
+  Layer,   // the name is relative to "model.layers.{i}."
+};
+
+enum class Presence : uint8_t {
+  Required,
+  AttentionBias,  // required when the architecture or the config has q/k/v biases, else not allowed
+  UnlessTied,     // required unless tie_word_embeddings; accepted either way when tied
+  Optional,       // tolerated buffers, e.g. rotary inv_freq in old Llama checkpoints
+};
+
+struct TensorRule {
+  Scope scope;
+  std::string_view name;
+  Role role;
+  ParamKind kind;
+  ShapeSpec shape;
+  Presence presence;
+};
+
+// Linears that run as one GEMM, named relative to the layer (weights only).
+struct GroupRule {
+  std::array<std::string_view, 3> members;
+  size_t size;
+};
+
+// A norm feeding Linears, named relative to the layer.
+struct SiteRule {
+  std::string_view producer;
+  GroupRule consumers;
+};
+
+enum class BiasPolicy : uint8_t { FromConfig, Always };
+
+struct Architecture {
+  std::string_view name;
+  std::span<const TensorRule> tensors;
+  std::span<const GroupRule> groups;
+  std::span<const SiteRule> sites;
+  BiasPolicy qkv_bias;
+};
+
+// The Llama decoder layout, shared by Llama, Mistral and Qwen2 (which differ in the bias policy).
+constexpr TensorRule kLlamaTensors[] = {
+    {Scope::Global, "model.embed_tokens.weight", Role::Embedding, ParamKind::Weight,
+     mat(Dim::Vocab, Dim::Hidden), Presence::Required},
+    {Scope::Global, "model.norm.weight", Role::Norm, ParamKind::Weight, vec(Dim::Hidden),
+     Presence::Required},
+    {Scope::Global, "lm_head.weight", Role::LmHead, ParamKind::Weight, mat(Dim::Vocab, Dim::Hidden),
+     Presence::UnlessTied},
+
+    {Scope::Layer, "input_layernorm.weight", Role::Norm, ParamKind::Weight, vec(Dim::Hidden),
+     Presence::Required},
+    {Scope::Layer, "self_attn.q_proj.weight", Role::Q, ParamKind::Weight, mat(Dim::QOut, Dim::Hidden),
+     Presence::Required},
+    {Scope::Layer, "self_attn.k_proj.weight", Role::K, ParamKind::Weight, mat(Dim::KvOut, Dim::Hidden),
+     Presence::Required},
+    {Scope::Layer, "self_attn.v_proj.weight", Role::V, ParamKind::Weight, mat(Dim::KvOut, Dim::Hidden),
+     Presence::Required},
+    {Scope::Layer, "self_attn.q_proj.bias", Role::Q, ParamKind::Bias, vec(Dim::QOut),
+     Presence::AttentionBias},
+    {Scope::Layer, "self_attn.k_proj.bias", Role::K, ParamKind::Bias, vec(Dim::KvOut),
+     Presence::AttentionBias},
+    {Scope::Layer, "self_attn.v_proj.bias", Role::V, ParamKind::Bias, vec(Dim::KvOut),
+     Presence::AttentionBias},
+    {Scope::Layer, "self_attn.o_proj.weight", Role::O, ParamKind::Weight, mat(Dim::Hidden, Dim::QOut),
+     Presence::Required},
+    {Scope::Layer, "self_attn.rotary_emb.inv_freq", Role::Other, ParamKind::Weight,
+     vec(Dim::HalfHeadDim), Presence::Optional},
+    {Scope::Layer, "post_attention_layernorm.weight", Role::Norm, ParamKind::Weight, vec(Dim::Hidden),
+     Presence::Required},
+    {Scope::Layer, "mlp.gate_proj.weight", Role::Gate, ParamKind::Weight,
+     mat(Dim::Intermediate, Dim::Hidden), Presence::Required},
+    {Scope::Layer, "mlp.up_proj.weight", Role::Up, ParamKind::Weight,
+     mat(Dim::Intermediate, Dim::Hidden), Presence::Required},
+    {Scope::Layer, "mlp.down_proj.weight", Role::Down, ParamKind::Weight,
+     mat(Dim::Hidden, Dim::Intermediate), Presence::Required},
+};
+
+constexpr GroupRule kQkv = {{"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                             "self_attn.v_proj.weight"}, 3};
+constexpr GroupRule kGateUp = {{"mlp.gate_proj.weight", "mlp.up_proj.weight", ""}, 2};
+
+constexpr GroupRule kLlamaGroups[] = {kQkv, kGateUp};
+constexpr SiteRule kLlamaSites[] = {
+    {"input_layernorm.weight", kQkv},
+    {"post_attention_layernorm.weight", kGateUp},
+};
+
+// Sorted by name: the order of supported_architectures() and of error messages.
+constexpr Architecture kArchitectures[] = {
+    {"LlamaForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::FromConfig},
+    {"MistralForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::FromConfig},
+    {"Qwen2ForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::Always},
+};
+
+constexpr auto kArchitectureNames = [] {
+  std::array<std::string_view, std::size(kArchitectures)> names{};
+  for (size_t i = 0; i < names.size(); ++i) names[i] = kArchitectures[i].name;
+  return names;
+}();
+
+constexpr std::string_view kLayerPrefix = "model.layers.";
+
+const Architecture* find_architecture(std::string_view name) {
+  for (const Architecture& a : kArchitectures)
+    if (a.name == name) return &a;
+  return nullptr;
+}
+
+std::string shape_str(std::span<const int64_t> shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+std::vector<int64_t> expected_shape(const ShapeSpec& spec, const ir::ModelConfig& c) {
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < spec.rank; ++i) out.push_back(dim_size(spec.dims[i], c));
+  return out;
+}
+
+std::string layer_name(int64_t layer, std::string_view rel) {
+  return std::string(kLayerPrefix) + std::to_string(layer) + "." + std::string(rel);
+}
+
+// The owning module: the name without its last component (".weight", ".bias", ".inv_freq").
+std::string module_of(std::string_view name) {
+  size_t dot = name.rfind('.');
+  return std::string(dot == std::string_view::npos ? name : name.substr(0, dot));
+}
+
+bool allowed_dtype(DType t) { return t == DType::BF16 || t == DType::F16 || t == DType::F32; }
+
+struct Match {
+  const TensorRule* rule = nullptr;
+  std::optional<int64_t> layer;
+  bool bad_layer_index = false;  // "model.layers.X." with X not a canonical decimal in range
+};
+
+// The one place tensor names are matched: exact global names, or "model.layers.{i}." followed by
+// an exact per-layer name.
+class NameMatcher {
+ public:
+  explicit NameMatcher(const Architecture& arch) {
+    for (const TensorRule& r : arch.tensors)
+      (r.scope == Scope::Global ? global_ : layer_).emplace(r.name, &r);
+  }
+
+  Match match(std::string_view name) const {
+    Match m;
+    if (auto it = global_.find(name); it != global_.end()) {
+      m.rule = it->second;
+      return m;
+    }
+    if (!name.starts_with(kLayerPrefix)) return m;
+    std::string_view rest = name.substr(kLayerPrefix.size());
+    size_t dot = rest.find('.');
+    if (dot == std::string_view::npos) return m;
+    std::string_view digits = rest.substr(0, dot);
+    auto it = layer_.find(rest.substr(dot + 1));
+    if (it == layer_.end()) return m;
+    m.rule = it->second;
+    int64_t layer = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), layer);
+    bool canonical = !digits.empty() && (digits.size() == 1 || digits[0] != '0') &&
+                     std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!canonical || ec != std::errc() || end != digits.data() + digits.size()) {
+      m.bad_layer_index = true;
+      return m;
+    }
+    m.layer = layer;
+    return m;
+  }
+
+ private:
+  std::map<std::string_view, const TensorRule*, std::less<>> global_;
+  std::map<std::string_view, const TensorRule*, std::less<>> layer_;
+};
+
+class Classifier {
+ public:
+  Classifier(const Architecture& arch, const ir::ModelConfig& config, const std::string& dir)
+      : arch_(arch), config_(config), dir_(dir), matcher_(arch),
+        qkv_bias_(arch.qkv_bias == BiasPolicy::Always || config.attention_bias) {}
+
+  Expected<ir::Model> run(std::span<const TensorHeader> tensors) {
+    ir::Model model;
+    model.config = config_;
+    for (const TensorHeader& t : tensors) FP4C_TRY(add(model, t));
+    FP4C_TRY(check_complete(model));
+    FP4C_TRY(link(model));
+    return model;
+  }
+
+ private:
+  Error error(const std::string& what) const {
+    return make_error(dir_.empty() ? what : dir_ + ": " + what);
+  }
+  std::string quoted(std::string_view name) const { return "'" + std::string(name) + "'"; }
+
+  Status add(ir::Model& model, const TensorHeader& t) {
+    Match m = matcher_.match(t.name);
+    if (m.bad_layer_index)
+      return error("tensor " + quoted(t.name) + " has a malformed layer index");
+    if (!m.rule)
+      return error("unknown tensor " + quoted(t.name) + " (not in the " + std::string(arch_.name) +
+                   " table)");
+    const TensorRule& r = *m.rule;
+    if (m.layer && *m.layer >= config_.num_hidden_layers)
+      return error("tensor " + quoted(t.name) + " has layer index " + std::to_string(*m.layer) +
+                   ", but num_hidden_layers is " + std::to_string(config_.num_hidden_layers));
+    if (r.presence == Presence::AttentionBias && !qkv_bias_)
+      return error("unexpected tensor " + quoted(t.name) + ": " + std::string(arch_.name) +
+                   " with attention_bias false has no q/k/v biases");
+    if (model.find(t.name)) return error("duplicate tensor " + quoted(t.name));
+    if (!allowed_dtype(t.dtype))
+      return error("tensor " + quoted(t.name) + " has dtype " + std::string(dtype_name(t.dtype)) +
+                   "; weights must be BF16, F16 or F32");
+    std::vector<int64_t> want = expected_shape(r.shape, config_);
+    if (t.shape != want)
+      return error("tensor " + quoted(t.name) + " has shape " + shape_str(t.shape) + ", expected " +
+                   shape_str(want));
+
+    ir::TensorInfo info;
+    info.name = t.name;
+    info.module = module_of(t.name);
+    info.dtype = t.dtype;
+    info.shape = t.shape;
+    info.role = r.role;
+    info.kind = r.kind;
+    if (m.layer) info.layer = int(*m.layer);
+    model.add(std::move(info));
+    return {};
+  }
+
+  bool required(const TensorRule& r) const {
+    switch (r.presence) {
+      case Presence::Required: return true;
+      case Presence::AttentionBias: return qkv_bias_;
+      case Presence::UnlessTied: return !config_.tie_word_embeddings;
+      case Presence::Optional: return false;
+    }
+    return true;
+  }
+
+  Status missing(const std::string& name) const {
+    return error("missing tensor " + quoted(name) + " (" + std::string(arch_.name) + ")");
+  }
+
+  Status check_complete(ir::Model& model) const {
+    for (const TensorRule& r : arch_.tensors) {
+      if (r.scope != Scope::Global) continue;
+      bool present = model.find(r.name).has_value();
+      if (!present && required(r)) return missing(std::string(r.name));
+      if (r.presence == Presence::UnlessTied) model.tied_lm_head = !present;
+    }
+    for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer)
+      for (const TensorRule& r : arch_.tensors) {
+        if (r.scope != Scope::Layer || !required(r)) continue;
+        std::string name = layer_name(layer, r.name);
+        if (!model.find(name)) return missing(name);
+      }
+    return {};
+  }
+
+  // Group members and site consumers are required weights, present once check_complete passed.
+  Expected<std::vector<ir::TensorId>> ids(const ir::Model& model, int64_t layer,
+                                          const GroupRule& g) const {
+    std::vector<ir::TensorId> out;
+    for (size_t i = 0; i < g.size; ++i) {
+      std::string name = layer_name(layer, g.members[i]);
+      auto id = model.find(name);
+      if (!id) return missing(name).error();
+      out.push_back(*id);
+    }
+    return out;
+  }
+
+  Status link(ir::Model& model) const {
+    for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
+      for (const GroupRule& g : arch_.groups) {
+        FP4C_ASSIGN(auto members, ids(model, layer, g));
+        model.fused_groups.push_back(ir::FusedGroup{std::move(members)});
+      }
+      for (const SiteRule& s : arch_.sites) {
+        std::string producer = layer_name(layer, s.producer);
+        auto id = model.find(producer);
+        if (!id) return missing(producer);
+        FP4C_ASSIGN(auto consumers, ids(model, layer, s.consumers));
+        model.sites.push_back(ir::ActivationSite{*id, std::move(consumers)});
+      }
+    }
+    return {};
+  }
+
+  const Architecture& arch_;
+  const ir::ModelConfig& config_;
+  const std::string& dir_;
+  NameMatcher matcher_;
+  bool qkv_bias_;
+};
+
+}  // namespace
+
+std::span<const std::string_view> supported_architectures() { return kArchitectureNames; }
+
+bool is_supported_architecture(std::string_view arch) { return find_architecture(arch) != nullptr; }
+
+Expected<ir::Model> classify(const ir::ModelConfig& config, std::span<const TensorHeader> tensors,
+                             const std::string& checkpoint_dir) {
+  const Architecture* arch = find_architecture(config.architecture);
+  if (!arch) {
+    std::string list;
+    for (std::string_view a : supported_architectures()) list += (list.empty() ? "" : ", ") + std::string(a);
+    return make_error(checkpoint_dir + ": unsupported architecture " + config.architecture +
+                      " (supported: " + list + ")");
+  }
+  return Classifier(*arch, config, checkpoint_dir).run(tensors);
+}
+
+}  // namespace fp4c::frontend
