@@ -2,10 +2,12 @@
 // Format: u64 little-endian header length N, N bytes of JSON header, then the data section.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -25,9 +27,14 @@ struct TensorEntry {
   uint64_t nbytes() const { return end - begin; }
 };
 
+// numel x dtype size of a shape; nullopt if a dimension is negative or the product overflows int64.
+std::optional<uint64_t> checked_nbytes(DType dtype, std::span<const int64_t> shape);
+
 // A read-only, memory-mapped safetensors file, validated strictly on open: header length within the
 // file, well-formed JSON, known dtypes, offsets inside the data section, contiguous from 0 with no
 // overlap or gap, each span equal to numel x dtype size. Errors name the file, tensor and offset.
+// Like the official library, trailing bytes after the last tensor are an error; stricter than it,
+// duplicate JSON keys are too. Unknown keys inside a tensor entry are ignored, as it does.
 class File {
  public:
   static Expected<File> open(const std::string& path);
@@ -46,7 +53,8 @@ class File {
   std::span<const std::byte> bytes(const TensorEntry& t) const;
   // The whole file as mapped (header included), e.g. for hashing.
   std::span<const std::byte> raw() const;
-  // Tells the kernel the pages of [t.begin, t.end) are no longer needed (streaming large models).
+  // Tells the kernel the pages of [t.begin, t.end) are no longer needed (streaming large models):
+  // madvise(MADV_DONTNEED) on the whole pages inside the range. bytes(t) stays valid (re-read on use).
   void release(const TensorEntry& t) const;
 
  private:
@@ -56,7 +64,7 @@ class File {
   uint64_t data_offset_ = 0;
   const std::byte* map_ = nullptr;
   std::vector<TensorEntry> tensors_;
-  std::map<std::string, size_t> by_name_;
+  std::map<std::string, size_t, std::less<>> by_name_;
   std::map<std::string, std::string> metadata_;
 };
 
@@ -72,6 +80,9 @@ struct TensorSpec {
 // the specs, each as one or more chunks. finish() checks every byte arrived, flushes and closes.
 // The header's JSON lists "__metadata__" first, then tensors in spec order; it is padded with spaces
 // to a multiple of 8 bytes as the official library does.
+// Output goes through an 8 MiB buffer; chunks may be of any size and cross tensor boundaries.
+// After any error the writer is failed: later calls return that error. A writer destroyed without a
+// successful finish() removes its partial file.
 class Writer {
  public:
   static Expected<Writer> create(const std::string& path, std::vector<TensorSpec> specs,
@@ -83,7 +94,11 @@ class Writer {
   Status write(std::span<const std::byte> chunk);
   Status finish();
   const std::string& path() const;
+  // Bytes accepted so far, header included (the file's size once finish() succeeded).
   uint64_t bytes_written() const;
+  // XXH3-128 of every byte of the file (header included), computed while writing, in canonical
+  // (big-endian) byte order as `xxh128sum` prints it. Valid after a successful finish(); zeros before.
+  std::array<uint8_t, 16> file_hash() const;
 
  private:
   struct Impl;
@@ -96,15 +111,26 @@ struct Index {
   std::map<std::string, std::string> weight_map;   // tensor -> shard file name (relative)
   std::map<std::string, std::string> metadata;     // e.g. total_size as a string
 };
+// Reads an index; "metadata" is optional, its "total_size" may be a number (as HF writes it) or a
+// string, and is stored as a decimal string. Other metadata values that are not strings are kept as
+// their JSON text.
 Expected<Index> read_index(const std::string& path);
+// Writes the index as Hugging Face does: keys sorted, indent 2, ASCII-escaped, trailing newline;
+// metadata.total_size is the number total_size (it overrides index.metadata["total_size"]).
 Status write_index(const std::string& path, const Index& index, uint64_t total_size);
 
 // A checkpoint: one model.safetensors or the shards named by model.safetensors.index.json in dir.
 // Validates that every shard exists and opens, every tensor named by the index is in its shard, and
-// no tensor appears twice.
+// no tensor appears twice. Shards are opened in the order of their names.
+// Move-only: refs point into files_, whose storage a move keeps.
 class Checkpoint {
  public:
   static Expected<Checkpoint> open(const std::string& dir);
+  Checkpoint() = default;  // empty
+  Checkpoint(Checkpoint&&) noexcept = default;
+  Checkpoint& operator=(Checkpoint&&) noexcept = default;
+  Checkpoint(const Checkpoint&) = delete;
+  Checkpoint& operator=(const Checkpoint&) = delete;
   const std::vector<File>& files() const { return files_; }
   struct Ref { const File* file; const TensorEntry* entry; };
   // All tensors, sorted by (file, offset).

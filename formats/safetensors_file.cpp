@@ -1,0 +1,338 @@
+// safetensors reading: map the file, validate the header strictly, hand out views of tensor bytes.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <set>
+#include <string>
+#include <tuple>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "formats/safetensors.h"
+
+namespace fp4c::safetensors {
+namespace {
+
+using nlohmann::json;
+
+// The official library refuses headers above this size; so do we, before parsing garbage.
+constexpr uint64_t kMaxHeaderSize = 100'000'000;
+
+std::string shape_string(std::span<const int64_t> shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+std::string offsets_string(uint64_t begin, uint64_t end) {
+  return "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
+}
+
+std::string supported_dtypes() {
+  std::string s;
+  for (DType t : {DType::BF16, DType::F16, DType::F32, DType::U8, DType::F8_E4M3, DType::I32, DType::I64})
+    s += (s.empty() ? "" : ", ") + std::string(dtype_name(t));
+  return s;
+}
+
+uint64_t load_le64(const std::byte* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
+  return v;
+}
+
+struct Parsed {
+  std::vector<TensorEntry> tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+// Parses the JSON header, rejecting duplicate keys at any depth (nlohmann would keep the last).
+Expected<json> parse_json(const std::string& path, const char* begin, const char* end) {
+  struct Level { std::set<std::string> keys; std::string last; };
+  std::vector<Level> levels;
+  std::string duplicate;
+  auto on_event = [&](int /*depth*/, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start: levels.emplace_back(); break;
+      case json::parse_event_t::object_end: levels.pop_back(); break;
+      case json::parse_event_t::key: {
+        std::string key = parsed.get<std::string>();
+        if (!levels.back().keys.insert(key).second && duplicate.empty()) {
+          duplicate = "'" + key + "'";
+          if (levels.size() >= 2) duplicate += " in the entry of '" + levels[levels.size() - 2].last + "'";
+        }
+        levels.back().last = std::move(key);
+        break;
+      }
+      default: break;
+    }
+    return true;
+  };
+  json j;
+  try {
+    j = json::parse(begin, end, on_event, /*allow_exceptions=*/true);
+  } catch (const json::parse_error& e) {
+    // e.byte counts the characters read, the offending one included; the header starts at byte 8.
+    uint64_t at = 8 + (e.byte > 0 ? e.byte - 1 : 0);
+    return make_error(path + ": header is not valid JSON at file offset " + std::to_string(at) + ": " +
+                      e.what());
+  }
+  if (!duplicate.empty()) return make_error(path + ": header has duplicate key " + duplicate);
+  return j;
+}
+
+Status parse_metadata(const std::string& path, const json& value, std::map<std::string, std::string>& out) {
+  if (!value.is_object())
+    return make_error(path + ": \"__metadata__\" must be an object of string to string, got a " +
+                      value.type_name());
+  for (const auto& [k, v] : value.items()) {
+    if (!v.is_string())
+      return make_error(path + ": \"__metadata__\" must be an object of string to string; key '" + k +
+                        "' holds a " + v.type_name());
+    out.emplace(k, v.get<std::string>());
+  }
+  return {};
+}
+
+Expected<TensorEntry> parse_entry(const std::string& path, uint64_t data_offset, uint64_t data_size,
+                                  const std::string& name, const json& value) {
+  const std::string where = path + ": tensor '" + name + "': ";
+  if (!value.is_object()) return make_error(where + "entry is a " + value.type_name() + ", not an object");
+  TensorEntry t;
+  t.name = name;
+
+  auto dtype_it = value.find("dtype");
+  if (dtype_it == value.end()) return make_error(where + "missing \"dtype\"");
+  if (!dtype_it->is_string())
+    return make_error(where + "\"dtype\" is a " + dtype_it->type_name() + ", not a string");
+  const std::string dtype = dtype_it->get<std::string>();
+  std::optional<DType> dt = dtype_from_name(dtype);
+  if (!dt) {
+    std::string hint;
+    if (dtype.find("E4M3") != std::string::npos || dtype.find("FP8") != std::string::npos ||
+        dtype.find("fp8") != std::string::npos)
+      hint = " (FP8 E4M3 is spelled \"F8_E4M3\" in safetensors)";
+    return make_error(where + "unsupported dtype \"" + dtype + "\"; supported: " + supported_dtypes() + hint);
+  }
+  t.dtype = *dt;
+
+  auto shape_it = value.find("shape");
+  if (shape_it == value.end()) return make_error(where + "missing \"shape\"");
+  if (!shape_it->is_array())
+    return make_error(where + "\"shape\" is a " + shape_it->type_name() + ", not an array");
+  for (const json& d : *shape_it) {
+    if (!d.is_number_integer())
+      return make_error(where + "\"shape\" holds a " + std::string(d.type_name()) + " (" + d.dump() +
+                        "), not an integer");
+    if (!d.is_number_unsigned())
+      return make_error(where + "shape " + shape_it->dump() + " has negative dimension " + d.dump());
+    uint64_t u = d.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      return make_error(where + "shape " + shape_it->dump() + ": dimension " + d.dump() + " overflows int64");
+    t.shape.push_back(static_cast<int64_t>(u));
+  }
+
+  auto off_it = value.find("data_offsets");
+  if (off_it == value.end()) return make_error(where + "missing \"data_offsets\"");
+  if (!off_it->is_array() || off_it->size() != 2)
+    return make_error(where + "\"data_offsets\" must be an array of two integers, got " + off_it->dump());
+  for (const json& o : *off_it) {
+    if (!o.is_number_integer())
+      return make_error(where + "\"data_offsets\" must be an array of two integers, got " + off_it->dump());
+    if (!o.is_number_unsigned())
+      return make_error(where + "\"data_offsets\" " + off_it->dump() + " holds a negative offset");
+  }
+  t.begin = (*off_it)[0].get<uint64_t>();
+  t.end = (*off_it)[1].get<uint64_t>();
+  const std::string offsets = "data_offsets " + offsets_string(t.begin, t.end);
+  if (t.end < t.begin) return make_error(where + offsets + ": end is before begin");
+  if (t.end > data_size)
+    return make_error(where + offsets + " run past the end of the data section, which is " +
+                      std::to_string(data_size) + " bytes (file offsets " + std::to_string(data_offset) +
+                      " to " + std::to_string(data_offset + data_size) + "): the tensor would end at file offset " +
+                      std::to_string(data_offset + t.end) + " (truncated file?)");
+
+  std::optional<uint64_t> expected = checked_nbytes(t.dtype, t.shape);
+  if (!expected)
+    return make_error(where + "shape " + shape_string(t.shape) + " of " + dtype + " overflows (numel x " +
+                      std::to_string(dtype_size(t.dtype)) + " bytes does not fit in int64)");
+  if (*expected != t.nbytes())
+    return make_error(where + offsets + " (file offset " + std::to_string(data_offset + t.begin) + ") span " +
+                      std::to_string(t.nbytes()) + " bytes, but shape " + shape_string(t.shape) + " of " + dtype +
+                      " (" + std::to_string(dtype_size(t.dtype)) + " bytes each) needs " +
+                      std::to_string(*expected) + " bytes");
+  return t;
+}
+
+// Validates the header of the mapped file [map, map + size), size >= 8.
+Expected<Parsed> parse_header(const std::string& path, const std::byte* map, uint64_t size) {
+  const uint64_t header_len = load_le64(map);
+  if (header_len > size - 8)
+    return make_error(path + ": header length " + std::to_string(header_len) +
+                      " (bytes 0-7) runs past the end of the file: the header would end at byte " +
+                      (header_len > std::numeric_limits<uint64_t>::max() - 8 ? std::string("> 2^64")
+                                                                            : std::to_string(8 + header_len)) +
+                      ", but the file is " + std::to_string(size) + " bytes");
+  if (header_len > kMaxHeaderSize)
+    return make_error(path + ": header length " + std::to_string(header_len) + " exceeds the limit of " +
+                      std::to_string(kMaxHeaderSize) + " bytes");
+  const uint64_t data_offset = 8 + header_len;
+  const uint64_t data_size = size - data_offset;
+
+  const char* h = reinterpret_cast<const char*>(map + 8);
+  FP4C_ASSIGN(json header, parse_json(path, h, h + header_len));
+  if (!header.is_object())
+    return make_error(path + ": header is a JSON " + std::string(header.type_name()) + ", not an object");
+
+  Parsed out;
+  for (const auto& [name, value] : header.items()) {
+    if (name == "__metadata__") {
+      FP4C_TRY(parse_metadata(path, value, out.metadata));
+      continue;
+    }
+    FP4C_ASSIGN(TensorEntry t, parse_entry(path, data_offset, data_size, name, value));
+    out.tensors.push_back(std::move(t));
+  }
+
+  // The tensors must tile [0, data_size) exactly, as the official library requires.
+  std::sort(out.tensors.begin(), out.tensors.end(), [](const TensorEntry& a, const TensorEntry& b) {
+    return std::tie(a.begin, a.end, a.name) < std::tie(b.begin, b.end, b.name);
+  });
+  uint64_t cursor = 0;
+  const TensorEntry* prev = nullptr;
+  for (const TensorEntry& t : out.tensors) {
+    if (t.begin < cursor)
+      return make_error(path + ": tensor '" + t.name + "' data_offsets " + offsets_string(t.begin, t.end) +
+                        " (file offset " + std::to_string(data_offset + t.begin) + ") overlap tensor '" +
+                        prev->name + "' data_offsets " + offsets_string(prev->begin, prev->end));
+    if (t.begin > cursor)
+      return make_error(path + ": gap in the data section: bytes [" + std::to_string(cursor) + ", " +
+                        std::to_string(t.begin) + ")" +
+                        " (file offset " + std::to_string(data_offset + cursor) + ") before tensor '" + t.name +
+                        "' belong to no tensor");
+    cursor = t.end;
+    prev = &t;
+  }
+  if (cursor != data_size)
+    return make_error(path + ": " + std::to_string(data_size - cursor) + " trailing bytes after the last tensor: " +
+                      "the data section is " + std::to_string(data_size) + " bytes but the tensors end at " +
+                      std::to_string(cursor) + " (file offset " + std::to_string(data_offset + cursor) + ")");
+  return out;
+}
+
+}  // namespace
+
+std::optional<uint64_t> checked_nbytes(DType dtype, std::span<const int64_t> shape) {
+  int64_t numel = 1;
+  for (int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(numel, d, &numel)) return std::nullopt;
+  }
+  int64_t bytes;
+  if (__builtin_mul_overflow(numel, static_cast<int64_t>(dtype_size(dtype)), &bytes)) return std::nullopt;
+  return static_cast<uint64_t>(bytes);
+}
+
+int64_t TensorEntry::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+Expected<File> File::open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    return make_error(path + ": cannot open: " + std::strerror(err));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return make_error(path + ": cannot stat: " + std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return make_error(path + ": not a regular file");
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size < 8) {
+    ::close(fd);
+    return make_error(path + ": file is " + std::to_string(size) +
+                      " bytes, shorter than the 8-byte header length that starts a safetensors file");
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  int err = errno;
+  ::close(fd);  // the mapping keeps the file
+  if (p == MAP_FAILED) return make_error(path + ": cannot mmap " + std::to_string(size) + " bytes: " + std::strerror(err));
+
+  File f;  // owns the mapping from here on
+  f.path_ = path;
+  f.map_ = static_cast<const std::byte*>(p);
+  f.file_size_ = size;
+  FP4C_ASSIGN(Parsed parsed, parse_header(path, f.map_, size));
+  f.data_offset_ = 8 + load_le64(f.map_);
+  f.tensors_ = std::move(parsed.tensors);
+  f.metadata_ = std::move(parsed.metadata);
+  for (size_t i = 0; i < f.tensors_.size(); ++i) f.by_name_.emplace(f.tensors_[i].name, i);
+  return f;
+}
+
+File::File(File&& other) noexcept
+    : path_(std::move(other.path_)),
+      file_size_(other.file_size_),
+      data_offset_(other.data_offset_),
+      map_(std::exchange(other.map_, nullptr)),
+      tensors_(std::move(other.tensors_)),
+      by_name_(std::move(other.by_name_)),
+      metadata_(std::move(other.metadata_)) {
+  other.file_size_ = 0;
+  other.data_offset_ = 0;
+}
+
+File& File::operator=(File&& other) noexcept {
+  if (this != &other) {
+    if (map_) ::munmap(const_cast<std::byte*>(map_), file_size_);
+    path_ = std::move(other.path_);
+    file_size_ = std::exchange(other.file_size_, 0);
+    data_offset_ = std::exchange(other.data_offset_, 0);
+    map_ = std::exchange(other.map_, nullptr);
+    tensors_ = std::move(other.tensors_);
+    by_name_ = std::move(other.by_name_);
+    metadata_ = std::move(other.metadata_);
+  }
+  return *this;
+}
+
+File::~File() {
+  if (map_) ::munmap(const_cast<std::byte*>(map_), file_size_);
+}
+
+const TensorEntry* File::find(std::string_view name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &tensors_[it->second];
+}
+
+std::span<const std::byte> File::bytes(const TensorEntry& t) const {
+  return {map_ + data_offset_ + t.begin, t.nbytes()};
+}
+
+std::span<const std::byte> File::raw() const { return {map_, file_size_}; }
+
+void File::release(const TensorEntry& t) const {
+  static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  // Only whole pages inside the tensor, so a neighbour still in use is not dropped with it.
+  const uint64_t first = (data_offset_ + t.begin + page - 1) / page * page;
+  const uint64_t last = (data_offset_ + t.end) / page * page;
+  if (first < last) ::madvise(const_cast<std::byte*>(map_) + first, last - first, MADV_DONTNEED);
+}
+
+}  // namespace fp4c::safetensors
