@@ -97,7 +97,7 @@ int run_inspect(const InspectOptions& o) {
 
   std::vector<const manifest::TensorRecord*> rows;
   for (const auto& r : m->tensors())
-    if (o.all || r.role() != "norm" && r.role() != "other" && r.skip().kind() != "not_linear") rows.push_back(&r);
+    if (o.all || (r.role() != "norm" && r.role() != "other" && r.skip().kind() != "not_linear")) rows.push_back(&r);
   auto by = [&](auto key, bool desc) {
     std::stable_sort(rows.begin(), rows.end(), [&](auto* a, auto* b) { return desc ? key(a) > key(b) : key(a) < key(b); });
   };
