@@ -4,7 +4,6 @@
 #include <array>
 #include <charconv>
 #include <map>
-#include <set>
 
 namespace fp4c::frontend {
 namespace {
@@ -13,16 +12,16 @@ using ir::ParamKind;
 using ir::Role;
 
 // The sizes a tensor dimension can be, as functions of the config.
-enum class Dim : uint8_t { Hidden, Intermediate, Vocab, QOut, KvOut, HalfHeadDim };
+enum class Dim : uint8_t { Hidden, Inter, Vocab, QOut, KvOut, HalfHead };
 
 int64_t dim_size(Dim d, const ir::ModelConfig& c) {
   switch (d) {
     case Dim::Hidden: return c.hidden_size;
-    case Dim::Intermediate: return c.intermediate_size;
+    case Dim::Inter: return c.intermediate_size;
     case Dim::Vocab: return c.vocab_size;
     case Dim::QOut: return c.num_attention_heads * c.head_dim;
     case Dim::KvOut: return c.num_key_value_heads * c.head_dim;
-    case Dim::HalfHeadDim: return c.head_dim / 2;
+    case Dim::HalfHead: return c.head_dim / 2;
   }
   return -1;
 }
@@ -78,44 +77,37 @@ struct Architecture {
 };
 
 // The Llama decoder layout, shared by Llama, Mistral and Qwen2 (which differ in the bias policy).
-constexpr TensorRule kLlamaTensors[] = {
-    {Scope::Global, "model.embed_tokens.weight", Role::Embedding, ParamKind::Weight,
-     mat(Dim::Vocab, Dim::Hidden), Presence::Required},
-    {Scope::Global, "model.norm.weight", Role::Norm, ParamKind::Weight, vec(Dim::Hidden),
-     Presence::Required},
-    {Scope::Global, "lm_head.weight", Role::LmHead, ParamKind::Weight, mat(Dim::Vocab, Dim::Hidden),
-     Presence::UnlessTied},
+constexpr auto kLlamaTensors = [] {
+  using enum Scope;
+  using enum Role;
+  using enum ParamKind;
+  using enum Dim;
+  using enum Presence;
+  // clang-format off
+  return std::to_array<TensorRule>({
+  // scope  name                               role       kind    shape               presence
+  {Global, "model.embed_tokens.weight",       Embedding, Weight, mat(Vocab, Hidden), Required},
+  {Global, "model.norm.weight",               Norm,      Weight, vec(Hidden),        Required},
+  {Global, "lm_head.weight",                  LmHead,    Weight, mat(Vocab, Hidden), UnlessTied},
+  {Layer,  "input_layernorm.weight",          Norm,      Weight, vec(Hidden),        Required},
+  {Layer,  "self_attn.q_proj.weight",         Q,         Weight, mat(QOut, Hidden),  Required},
+  {Layer,  "self_attn.k_proj.weight",         K,         Weight, mat(KvOut, Hidden), Required},
+  {Layer,  "self_attn.v_proj.weight",         V,         Weight, mat(KvOut, Hidden), Required},
+  {Layer,  "self_attn.q_proj.bias",           Q,         Bias,   vec(QOut),          AttentionBias},
+  {Layer,  "self_attn.k_proj.bias",           K,         Bias,   vec(KvOut),         AttentionBias},
+  {Layer,  "self_attn.v_proj.bias",           V,         Bias,   vec(KvOut),         AttentionBias},
+  {Layer,  "self_attn.o_proj.weight",         O,         Weight, mat(Hidden, QOut),  Required},
+  {Layer,  "self_attn.rotary_emb.inv_freq",   Other,     Weight, vec(HalfHead),      Optional},
+  {Layer,  "post_attention_layernorm.weight", Norm,      Weight, vec(Hidden),        Required},
+  {Layer,  "mlp.gate_proj.weight",            Gate,      Weight, mat(Inter, Hidden), Required},
+  {Layer,  "mlp.up_proj.weight",              Up,        Weight, mat(Inter, Hidden), Required},
+  {Layer,  "mlp.down_proj.weight",            Down,      Weight, mat(Hidden, Inter), Required},
+  });
+  // clang-format on
+}();
 
-    {Scope::Layer, "input_layernorm.weight", Role::Norm, ParamKind::Weight, vec(Dim::Hidden),
-     Presence::Required},
-    {Scope::Layer, "self_attn.q_proj.weight", Role::Q, ParamKind::Weight, mat(Dim::QOut, Dim::Hidden),
-     Presence::Required},
-    {Scope::Layer, "self_attn.k_proj.weight", Role::K, ParamKind::Weight, mat(Dim::KvOut, Dim::Hidden),
-     Presence::Required},
-    {Scope::Layer, "self_attn.v_proj.weight", Role::V, ParamKind::Weight, mat(Dim::KvOut, Dim::Hidden),
-     Presence::Required},
-    {Scope::Layer, "self_attn.q_proj.bias", Role::Q, ParamKind::Bias, vec(Dim::QOut),
-     Presence::AttentionBias},
-    {Scope::Layer, "self_attn.k_proj.bias", Role::K, ParamKind::Bias, vec(Dim::KvOut),
-     Presence::AttentionBias},
-    {Scope::Layer, "self_attn.v_proj.bias", Role::V, ParamKind::Bias, vec(Dim::KvOut),
-     Presence::AttentionBias},
-    {Scope::Layer, "self_attn.o_proj.weight", Role::O, ParamKind::Weight, mat(Dim::Hidden, Dim::QOut),
-     Presence::Required},
-    {Scope::Layer, "self_attn.rotary_emb.inv_freq", Role::Other, ParamKind::Weight,
-     vec(Dim::HalfHeadDim), Presence::Optional},
-    {Scope::Layer, "post_attention_layernorm.weight", Role::Norm, ParamKind::Weight, vec(Dim::Hidden),
-     Presence::Required},
-    {Scope::Layer, "mlp.gate_proj.weight", Role::Gate, ParamKind::Weight,
-     mat(Dim::Intermediate, Dim::Hidden), Presence::Required},
-    {Scope::Layer, "mlp.up_proj.weight", Role::Up, ParamKind::Weight,
-     mat(Dim::Intermediate, Dim::Hidden), Presence::Required},
-    {Scope::Layer, "mlp.down_proj.weight", Role::Down, ParamKind::Weight,
-     mat(Dim::Hidden, Dim::Intermediate), Presence::Required},
-};
-
-constexpr GroupRule kQkv = {{"self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                             "self_attn.v_proj.weight"}, 3};
+constexpr GroupRule kQkv = {
+    {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"}, 3};
 constexpr GroupRule kGateUp = {{"mlp.gate_proj.weight", "mlp.up_proj.weight", ""}, 2};
 
 constexpr GroupRule kLlamaGroups[] = {kQkv, kGateUp};
@@ -203,8 +195,9 @@ class NameMatcher {
     m.rule = it->second;
     int64_t layer = 0;
     auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), layer);
-    bool canonical = !digits.empty() && (digits.size() == 1 || digits[0] != '0') &&
-                     std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+    bool canonical =
+        !digits.empty() && (digits.size() == 1 || digits[0] != '0') &&
+        std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (!canonical || ec != std::errc() || end != digits.data() + digits.size()) {
       m.bad_layer_index = true;
       return m;
@@ -221,7 +214,10 @@ class NameMatcher {
 class Classifier {
  public:
   Classifier(const Architecture& arch, const ir::ModelConfig& config, const std::string& dir)
-      : arch_(arch), config_(config), dir_(dir), matcher_(arch),
+      : arch_(arch),
+        config_(config),
+        dir_(dir),
+        matcher_(arch),
         qkv_bias_(arch.qkv_bias == BiasPolicy::Always || config.attention_bias) {}
 
   Expected<ir::Model> run(std::span<const TensorHeader> tensors) {
@@ -352,7 +348,8 @@ Expected<ir::Model> classify(const ir::ModelConfig& config, std::span<const Tens
   const Architecture* arch = find_architecture(config.architecture);
   if (!arch) {
     std::string list;
-    for (std::string_view a : supported_architectures()) list += (list.empty() ? "" : ", ") + std::string(a);
+    for (std::string_view a : supported_architectures())
+      list += (list.empty() ? "" : ", ") + std::string(a);
     return make_error(checkpoint_dir + ": unsupported architecture " + config.architecture +
                       " (supported: " + list + ")");
   }

@@ -4,10 +4,9 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
-
-#include <nlohmann/json.hpp>
 
 #include "frontend/architecture.h"
 
@@ -30,8 +29,12 @@ class Reader {
       : obj_(obj), path_(path), prefix_(std::move(prefix)) {}
 
   Error error(const std::string& what) const { return make_error(path_ + ": " + what); }
-  std::string key_name(std::string_view key) const { return "'" + prefix_ + std::string(key) + "'"; }
-  Error missing(std::string_view key) const { return error("missing required key " + key_name(key)); }
+  std::string key_name(std::string_view key) const {
+    return "'" + prefix_ + std::string(key) + "'";
+  }
+  Error missing(std::string_view key) const {
+    return error("missing required key " + key_name(key));
+  }
   Error mistyped(std::string_view key, std::string_view want, const json& v) const {
     return error("key " + key_name(key) + " must be " + std::string(want) + ", got " + type_of(v));
   }
@@ -59,7 +62,8 @@ class Reader {
   // A size: a strictly positive integer.
   Expected<int64_t> size(std::string_view key) const {
     FP4C_ASSIGN(int64_t v, int_(key));
-    if (v <= 0) return error("key " + key_name(key) + " must be positive, got " + std::to_string(v));
+    if (v <= 0)
+      return error("key " + key_name(key) + " must be positive, got " + std::to_string(v));
     return v;
   }
   Expected<std::optional<int64_t>> opt_size(std::string_view key) const {
@@ -160,7 +164,8 @@ Expected<ir::RopeScaling> read_rope_scaling(const json& root, const std::string&
   FP4C_ASSIGN(rs.high_freq_factor, r.positive("high_freq_factor", std::nullopt));
   FP4C_ASSIGN(rs.original_max_position_embeddings, r.size("original_max_position_embeddings"));
   if (!(rs.low_freq_factor < rs.high_freq_factor))
-    return r.error("key 'rope_scaling.low_freq_factor' must be below 'rope_scaling.high_freq_factor'");
+    return r.error(
+        "key 'rope_scaling.low_freq_factor' must be below 'rope_scaling.high_freq_factor'");
   return rs;
 }
 
@@ -176,8 +181,9 @@ Expected<std::vector<int64_t>> read_eos(const Reader& r, const json& root) {
   if (!v->is_array()) return r.mistyped("eos_token_id", "an integer or a list of integers", *v);
   for (const json& e : *v) {
     if (!e.is_number_integer())
-      return r.error("key 'eos_token_id' must be an integer or a list of integers, got a list holding " +
-                     type_of(e));
+      return r.error(
+          "key 'eos_token_id' must be an integer or a list of integers, got a list holding " +
+          type_of(e));
     out.push_back(e.get<int64_t>());
   }
   return out;
@@ -227,7 +233,8 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
   c.tie_word_embeddings = tie.value_or(false);
   FP4C_ASSIGN(auto bias, r.opt_bool("attention_bias"));
   c.attention_bias = bias.value_or(false);
-  if (c.architecture == "Qwen2ForCausalLM") c.attention_bias = true;  // Qwen2 always has q/k/v biases
+  if (c.architecture == "Qwen2ForCausalLM")
+    c.attention_bias = true;  // Qwen2 always has q/k/v biases
   FP4C_ASSIGN(auto mlp_bias, r.opt_bool("mlp_bias"));
   if (mlp_bias.value_or(false)) return r.error("key 'mlp_bias': MLP biases are not supported");
   FP4C_ASSIGN(auto act, r.opt_string("hidden_act"));
@@ -253,7 +260,8 @@ Expected<ir::ModelConfig> parse_config(const std::string& text, const std::strin
   try {
     root = json::parse(text);
   } catch (const json::parse_error& e) {
-    return make_error(path + ": malformed JSON at byte " + std::to_string(e.byte) + ": " + e.what());
+    return make_error(path + ": malformed JSON at byte " + std::to_string(e.byte) + ": " +
+                      e.what());
   }
   if (!root.is_object())
     return make_error(path + ": expected a JSON object at the top level, got " + type_of(root));

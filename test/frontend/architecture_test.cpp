@@ -1,10 +1,10 @@
 #include "frontend/architecture.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <map>
 #include <random>
-
-#include <gtest/gtest.h>
 
 #include "frontend/config.h"
 
@@ -236,8 +236,9 @@ TEST(Classify, LlamaWithAttentionBias) {
 TEST(Classify, BiasWithoutAttentionBiasIsAnError) {
   ir::ModelConfig c = tiny("MistralForCausalLM");
   EXPECT_EQ(error_of(c, synth_headers(c, {.qkv_bias = true})),
-            kDir + ": unexpected tensor 'model.layers.0.self_attn.q_proj.bias': MistralForCausalLM "
-                   "with attention_bias false has no q/k/v biases");
+            kDir +
+                ": unexpected tensor 'model.layers.0.self_attn.q_proj.bias': MistralForCausalLM "
+                "with attention_bias false has no q/k/v biases");
 }
 
 TEST(Classify, OrderIsTheCheckpointsOrder) {
@@ -293,9 +294,9 @@ TEST(Classify, WeightDtypes) {
 
 TEST(ClassifyError, UnknownTensor) {
   ir::ModelConfig c = tiny();
-  for (std::string name : {"model.layers.0.mlp.experts.0.w1.weight", "transformer.wte.weight",
-                           "model.layers.0.self_attn.o_proj.bias", "model.layers.weight",
-                           "lm_head.bias"}) {
+  for (std::string name :
+       {"model.layers.0.mlp.experts.0.w1.weight", "transformer.wte.weight",
+        "model.layers.0.self_attn.o_proj.bias", "model.layers.weight", "lm_head.bias"}) {
     auto h = synth_headers(c, {});
     h.insert(h.begin() + 3, {name, DType::BF16, {64}});
     EXPECT_EQ(error_of(c, h),
@@ -305,10 +306,10 @@ TEST(ClassifyError, UnknownTensor) {
 
 TEST(ClassifyError, MissingTensor) {
   ir::ModelConfig c = tiny();
-  for (std::string name : {"model.embed_tokens.weight", "model.norm.weight",
-                           "model.layers.1.mlp.up_proj.weight",
-                           "model.layers.0.post_attention_layernorm.weight",
-                           "model.layers.1.self_attn.v_proj.weight"}) {
+  for (std::string name :
+       {"model.embed_tokens.weight", "model.norm.weight", "model.layers.1.mlp.up_proj.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.layers.1.self_attn.v_proj.weight"}) {
     auto h = synth_headers(c, {});
     std::erase_if(h, [&](const TensorHeader& t) { return t.name == name; });
     EXPECT_EQ(error_of(c, h), kDir + ": missing tensor '" + name + "' (LlamaForCausalLM)");
@@ -317,7 +318,11 @@ TEST(ClassifyError, MissingTensor) {
 
 TEST(ClassifyError, ShapeMismatch) {
   ir::ModelConfig c = tiny();
-  struct Case { std::string name; std::vector<int64_t> shape; std::string expected; };
+  struct Case {
+    std::string name;
+    std::vector<int64_t> shape;
+    std::string expected;
+  };
   const Case cases[] = {
       {"model.layers.0.self_attn.k_proj.weight", {64, 64}, "[32, 64]"},
       {"model.layers.1.self_attn.o_proj.weight", {64, 32}, "[64, 64]"},
@@ -332,8 +337,8 @@ TEST(ClassifyError, ShapeMismatch) {
       if (t.name == k.name) t.shape = k.shape;
     std::string actual = "[" + std::to_string(k.shape[0]) +
                          (k.shape.size() > 1 ? ", " + std::to_string(k.shape[1]) : "") + "]";
-    EXPECT_EQ(error_of(c, h), kDir + ": tensor '" + k.name + "' has shape " + actual +
-                                  ", expected " + k.expected);
+    EXPECT_EQ(error_of(c, h),
+              kDir + ": tensor '" + k.name + "' has shape " + actual + ", expected " + k.expected);
   }
 }
 
@@ -341,14 +346,15 @@ TEST(ClassifyError, LayerIndexOutOfRange) {
   ir::ModelConfig c = tiny();
   auto h = synth_headers(c, {});
   h.push_back({"model.layers.2.mlp.up_proj.weight", DType::BF16, {172, 64}});
-  EXPECT_EQ(error_of(c, h), kDir + ": tensor 'model.layers.2.mlp.up_proj.weight' has layer index 2, "
-                                   "but num_hidden_layers is 2");
+  EXPECT_EQ(error_of(c, h), kDir +
+                                ": tensor 'model.layers.2.mlp.up_proj.weight' has layer index 2, "
+                                "but num_hidden_layers is 2");
   h.back().name = "model.layers.99999999999999999999.mlp.up_proj.weight";
-  EXPECT_EQ(error_of(c, h),
-            kDir + ": tensor '" + h.back().name + "' has a malformed layer index");
+  EXPECT_EQ(error_of(c, h), kDir + ": tensor '" + h.back().name + "' has a malformed layer index");
   for (std::string bad : {"01", "-1", "+1", "x", ""}) {
     h.back().name = "model.layers." + bad + ".mlp.up_proj.weight";
-    EXPECT_EQ(error_of(c, h), kDir + ": tensor '" + h.back().name + "' has a malformed layer index");
+    EXPECT_EQ(error_of(c, h),
+              kDir + ": tensor '" + h.back().name + "' has a malformed layer index");
   }
 }
 
@@ -372,8 +378,9 @@ TEST(ClassifyError, Duplicate) {
 
 TEST(ClassifyError, UnsupportedArchitecture) {
   ir::ModelConfig c = tiny("GPT2LMHeadModel");
-  EXPECT_EQ(error_of(c, {}), kDir + ": unsupported architecture GPT2LMHeadModel (supported: "
-                                    "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+  EXPECT_EQ(error_of(c, {}), kDir +
+                                 ": unsupported architecture GPT2LMHeadModel (supported: "
+                                 "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
 }
 
 }  // namespace

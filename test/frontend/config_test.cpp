@@ -1,9 +1,9 @@
 #include "frontend/config.h"
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 namespace fp4c::frontend {
@@ -192,8 +192,11 @@ TEST(Config, RopeScalingNullAndDefault) {
 
 TEST(Config, RopeScalingLegacyTypeKey) {
   json j = base_config();
-  j["rope_scaling"] = {{"type", "llama3"}, {"factor", 32.0}, {"low_freq_factor", 1.0},
-                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  j["rope_scaling"] = {{"type", "llama3"},
+                       {"factor", 32.0},
+                       {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 8192}};
   auto c = parse(j);
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(c->rope_scaling.type, "llama3");
@@ -240,9 +243,9 @@ TEST(ConfigError, NotAnObject) {
 }
 
 TEST(ConfigError, MissingRequiredKeys) {
-  for (const char* key : {"architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
-                          "num_attention_heads", "vocab_size", "max_position_embeddings",
-                          "rms_norm_eps"}) {
+  for (const char* key :
+       {"architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "vocab_size", "max_position_embeddings", "rms_norm_eps"}) {
     json j = base_config();
     j.erase(key);
     EXPECT_EQ(error_of(j), kPath + ": missing required key '" + key + "'");
@@ -252,7 +255,11 @@ TEST(ConfigError, MissingRequiredKeys) {
 }
 
 TEST(ConfigError, WrongTypes) {
-  struct Case { const char* key; json value; const char* message; };
+  struct Case {
+    const char* key;
+    json value;
+    const char* message;
+  };
   const Case cases[] = {
       {"hidden_size", "64", "key 'hidden_size' must be an integer, got string"},
       {"hidden_size", 64.5, "key 'hidden_size' must be an integer, got number"},
@@ -264,7 +271,8 @@ TEST(ConfigError, WrongTypes) {
       {"tie_word_embeddings", "yes", "key 'tie_word_embeddings' must be a boolean, got string"},
       {"attention_bias", 1, "key 'attention_bias' must be a boolean, got integer"},
       {"bos_token_id", "1", "key 'bos_token_id' must be an integer, got string"},
-      {"eos_token_id", "2", "key 'eos_token_id' must be an integer or a list of integers, got string"},
+      {"eos_token_id", "2",
+       "key 'eos_token_id' must be an integer or a list of integers, got string"},
       {"eos_token_id", json::array({2, "3"}),
        "key 'eos_token_id' must be an integer or a list of integers, got a list holding string"},
       {"torch_dtype", 16, "key 'torch_dtype' must be a string, got integer"},
@@ -291,14 +299,15 @@ TEST(ConfigError, ArchitectureCount) {
 TEST(ConfigError, UnsupportedArchitecture) {
   json j = base_config();
   j["architectures"] = {"GPT2LMHeadModel"};
-  EXPECT_EQ(error_of(j), kPath + ": unsupported architecture GPT2LMHeadModel (supported: "
-                                 "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+  EXPECT_EQ(error_of(j), kPath +
+                             ": unsupported architecture GPT2LMHeadModel (supported: "
+                             "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
 }
 
 TEST(ConfigError, NonPositiveSizes) {
-  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers",
-                          "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
-                          "max_position_embeddings"}) {
+  for (const char* key :
+       {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings"}) {
     for (int v : {0, -4}) {
       json j = base_config();
       j[key] = v;
@@ -319,8 +328,7 @@ TEST(ConfigError, HeadsDoNotDivideHidden) {
   j["hidden_size"] = 100;
   j["num_attention_heads"] = 3;
   j["num_key_value_heads"] = 1;
-  EXPECT_EQ(error_of(j),
-            kPath + ": hidden_size 100 is not divisible by num_attention_heads 3");
+  EXPECT_EQ(error_of(j), kPath + ": hidden_size 100 is not divisible by num_attention_heads 3");
 }
 
 TEST(ConfigError, KvHeadsDoNotDivideHeads) {
@@ -344,7 +352,9 @@ TEST(ConfigError, RopeScaling) {
   EXPECT_EQ(error_of(j), kPath + ": unsupported rope_scaling type 'linear' (supported: llama3)");
   j["rope_scaling"] = {{"factor", 2.0}};
   EXPECT_EQ(error_of(j), kPath + ": missing required key 'rope_scaling.rope_type'");
-  j["rope_scaling"] = {{"rope_type", "llama3"}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+  j["rope_scaling"] = {{"rope_type", "llama3"},
+                       {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0},
                        {"original_max_position_embeddings", 8192}};
   EXPECT_EQ(error_of(j), kPath + ": missing required key 'rope_scaling.factor'");
   j["rope_scaling"]["factor"] = "8";
@@ -356,14 +366,16 @@ TEST(ConfigError, RopeScaling) {
                              "integer, got number");
   j["rope_scaling"]["original_max_position_embeddings"] = 8192;
   j["rope_scaling"]["low_freq_factor"] = 4.0;
-  EXPECT_EQ(error_of(j), kPath + ": key 'rope_scaling.low_freq_factor' must be below "
-                                 "'rope_scaling.high_freq_factor'");
+  EXPECT_EQ(error_of(j), kPath +
+                             ": key 'rope_scaling.low_freq_factor' must be below "
+                             "'rope_scaling.high_freq_factor'");
 }
 
 TEST(ConfigError, UnsupportedFeatures) {
   json j = base_config();
   j["hidden_act"] = "gelu";
-  EXPECT_EQ(error_of(j), kPath + ": key 'hidden_act': unsupported activation 'gelu' (supported: silu)");
+  EXPECT_EQ(error_of(j),
+            kPath + ": key 'hidden_act': unsupported activation 'gelu' (supported: silu)");
   j = base_config();
   j["mlp_bias"] = true;
   EXPECT_EQ(error_of(j), kPath + ": key 'mlp_bias': MLP biases are not supported");
