@@ -14,11 +14,13 @@ inline constexpr int kBlock = 16;
 
 // What an all-zero block's scale (a scale that rounds to FP8 zero) becomes.
 enum class ZeroScale : uint8_t {
-  CompressedTensors,  // 0.125 (byte 0x30), as compressed-tensors writes
+  CompressedTensors,  // 0.125 (byte 0x20), as compressed-tensors writes (NVFP4.md says 0x30: that
+                      // byte is 0.5; compressed-tensors writes torch.tensor(0.125, float8_e4m3fn))
   ModelOpt,           // 1.0 (byte 0x38)
 };
 
-// G = 448 * 6 / amax in float32; 1 when amax is 0 or not finite.
+// G = 448 * 6 / amax in float32; 1 when amax is 0, negative or not finite. An amax so small (below
+// about 7.9e-36) that the quotient overflows gives the largest finite float instead of Inf.
 float global_scale(float amax);
 
 // max |x| over the data; NaN if any element is NaN (so callers can reject it), Inf if any is Inf.
@@ -41,7 +43,12 @@ struct ErrorStats {
 
 // Quantize a row-major [rows, cols] matrix, cols % 16 == 0.
 // packed: rows * cols / 2 bytes; scales: rows * cols / 16 bytes (FP8 E4M3 codes).
-// When `err` is non-null the weight error is accumulated into it.
+// When `err` is non-null the weight error is accumulated into it (x' as in `dequantize`; max_abs_err
+// skips NaN errors, the sums do not).
+// Inputs callers should reject first, with the bytes they get (the same from every implementation):
+// a block holding a NaN gets the NaN scale 0x7F and all its codes 0; an Inf clamps like a huge value
+// (scale 448, code +-6). `global_scale` should be finite and > 0 (what global_scale() returns);
+// other values follow the reference's arithmetic literally.
 void quantize_bf16_ref(const uint16_t* x, int64_t rows, int64_t cols, float global_scale,
                        uint8_t* packed, uint8_t* scales, ZeroScale zero = ZeroScale::CompressedTensors,
                        ErrorStats* err = nullptr);
@@ -53,6 +60,9 @@ void quantize_f32_ref(const float* x, int64_t rows, int64_t cols, float global_s
 void quantize_bf16(const uint16_t* x, int64_t rows, int64_t cols, float global_scale, uint8_t* packed,
                    uint8_t* scales, ZeroScale zero = ZeroScale::CompressedTensors,
                    ErrorStats* err = nullptr);
+
+// The kernel quantize_bf16 runs on this CPU: "avx512" or "portable" (for benchmarks and logs).
+const char* quantize_bf16_kernel();
 
 // x' = fp4_value(q) * (s / G), with s / G rounded to float32 as in quantization; into out[rows * cols].
 void dequantize(const uint8_t* packed, const uint8_t* scales, int64_t rows, int64_t cols,
