@@ -120,6 +120,7 @@ struct Writer::Impl {
   }
 
   Status append(const std::byte* p, size_t n) {
+    if (n == 0) return {};  // p may be null
     if (used + n < kBufferSize) {
       std::memcpy(buffer.get() + used, p, n);
       used += n;
