@@ -90,6 +90,11 @@ std::vector<int64_t> choose(uint64_t key, int64_t n, int64_t k) {
   return idx;
 }
 
+// Whether one of the four 16-bit lanes of x is zero (the classic SWAR test, exact for "any").
+constexpr bool has_zero_lane(uint64_t x) {
+  return ((x - 0x0001000100010001ull) & ~x & 0x8000800080008000ull) != 0;
+}
+
 int64_t outlier_count(double fraction, int64_t n) {
   return std::min<int64_t>(n, std::max<int64_t>(1, std::llround(fraction * double(n))));
 }
@@ -151,7 +156,7 @@ void TensorSource::fill(uint64_t begin, uint64_t end, uint16_t* out) const {
     return;
   }
   const auto first = int64_t(begin / kBlock), last = int64_t((end + kBlock - 1) / kBlock);
-#pragma omp parallel for schedule(static) if (last - first > 1)
+#pragma omp parallel for schedule(dynamic, 4) if (last - first > 1)
   for (int64_t b = first; b < last; ++b) {
     const uint64_t lo = std::max(begin, uint64_t(b) * kBlock), hi = std::min(end, uint64_t(b + 1) * kBlock);
     fill_block(lo, hi, out + (lo - begin));
@@ -161,29 +166,49 @@ void TensorSource::fill(uint64_t begin, uint64_t end, uint16_t* out) const {
 void TensorSource::fill_block(uint64_t begin, uint64_t end, uint16_t* out) const {
   const T5Table& table = t5_table();
   uint16_t draws[kBlock + 8];
+  float v[kBlock];
+  // The groups of 4 draws holding an extreme bin (0 or 65535): about one in 8192.
+  uint64_t extreme[32];
+  size_t n_extreme = 0;
+  bool all_extreme = false;  // more than 32 of them: check every draw instead
   const uint64_t g0 = begin / 4, g1 = (end + 3) / 4;
   for (uint64_t g = g0; g < g1; ++g) {
     const uint64_t h = random_at(key_, g);
     for (int j = 0; j < 4; ++j) draws[4 * (g - g0) + j] = uint16_t(h >> (16 * j));
+    if (has_zero_lane(h) || has_zero_lane(~h)) [[unlikely]] {
+      if (n_extreme < std::size(extreme)) extreme[n_extreme++] = g - g0;
+      else all_extreme = true;
+    }
   }
-  const uint16_t* d = draws + (begin - 4 * g0);
+  // In passes the compiler can vectorize: look up, refine the extreme bins, scale and round.
+  const size_t skip = size_t(begin - 4 * g0);
+  const uint16_t* d = draws + skip;
+  const size_t n = size_t(end - begin);
+  for (size_t k = 0; k < n; ++k) v[k] = table.body[d[k]];
+  auto refine = [&](size_t k) {
+    if (d[k] != 0 && d[k] != 0xffff) return;
+    const float t = table.tail[random_at(tail_key_, begin + k) & 0xffff];
+    v[k] = d[k] == 0 ? t : -t;
+  };
+  if (all_extreme) {
+    for (size_t k = 0; k < n; ++k) refine(k);
+  } else {
+    for (size_t i = 0; i < n_extreme; ++i)
+      for (size_t j = 0; j < 4; ++j) {
+        const size_t at = 4 * extreme[i] + j;
+        if (at >= skip && at - skip < n) refine(at - skip);
+      }
+  }
   uint64_t r = begin / uint64_t(cols_), c = begin % uint64_t(cols_);
-  for (uint64_t e = begin; e < end; ++r, c = 0) {
-    const uint64_t n = std::min(end - e, uint64_t(cols_) - c);
+  for (size_t k0 = 0; k0 < n; ++r, c = 0) {
+    const size_t len = size_t(std::min<uint64_t>(n - k0, uint64_t(cols_) - c));
     const float rs = row_scale_[r];
     const float* cs = col_scale_.data() + c;
-    for (uint64_t k = 0; k < n; ++k) {
-      const uint16_t bin = d[k];
-      float v = table.body[bin];
-      if (bin == 0 || bin == 0xffff) [[unlikely]] {
-        const float t = table.tail[random_at(tail_key_, e + k) & 0xffff];
-        v = bin == 0 ? t : -t;
-      }
-      out[k] = bf16::from_float(v * rs * cs[k]);
-    }
-    d += n;
-    out += n;
-    e += n;
+    const float* vk = v + k0;
+    uint16_t* o = out + k0;
+#pragma omp simd
+    for (size_t k = 0; k < len; ++k) o[k] = bf16::from_float(vk[k] * rs * cs[k]);
+    k0 += len;
   }
 }
 
