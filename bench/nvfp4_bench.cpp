@@ -1,5 +1,5 @@
-// NVFP4 quantization throughput: the fast quantizer (with and without error figures) and the
-// reference, and amax_bf16, on Qwen2.5-7B-like weight shapes, with 1 and 2 OpenMP threads.
+// NVFP4 quantization throughput: the fast quantizer (with and without error figures), its portable
+// fallback, the reference, and amax_bf16, on Qwen2.5-7B-like weight shapes, with 1 and 2 OpenMP threads.
 // Bytes are BF16 input bytes; "bytes_per_thread" divides the wall-clock rate by the thread count.
 // Run with --benchmark_repetitions=5 --benchmark_report_aggregates_only=true for medians.
 #include <benchmark/benchmark.h>
@@ -51,7 +51,7 @@ void set_counters(benchmark::State& state, int64_t rows, int64_t cols, int threa
   state.counters["threads"] = threads;
 }
 
-enum class Kind { Fast, FastNoError, Reference };
+enum class Kind { Fast, FastNoError, Portable, Reference };
 
 template <Kind kKind>
 void BM_Quantize(benchmark::State& state) {
@@ -68,6 +68,9 @@ void BM_Quantize(benchmark::State& state) {
     if (kKind == Kind::Reference) {
       fp4c::nvfp4::quantize_bf16_ref(x.data(), rows, cols, G, packed.data(), scales.data(),
                                      fp4c::nvfp4::ZeroScale::CompressedTensors, e);
+    } else if (kKind == Kind::Portable) {
+      fp4c::nvfp4::quantize_bf16_portable(x.data(), rows, cols, G, packed.data(), scales.data(),
+                                          fp4c::nvfp4::ZeroScale::CompressedTensors, e);
     } else {
       fp4c::nvfp4::quantize_bf16(x.data(), rows, cols, G, packed.data(), scales.data(),
                                  fp4c::nvfp4::ZeroScale::CompressedTensors, e);
@@ -78,7 +81,9 @@ void BM_Quantize(benchmark::State& state) {
   }
   set_counters(state, rows, cols, threads);
   if (kKind != Kind::FastNoError) state.counters["sqnr_db"] = err.sqnr_db();
-  state.SetLabel(kKind == Kind::Reference ? "reference" : fp4c::nvfp4::quantize_bf16_kernel());
+  state.SetLabel(kKind == Kind::Reference  ? "reference"
+                 : kKind == Kind::Portable ? "portable"
+                                           : fp4c::nvfp4::quantize_bf16_kernel());
 }
 
 void BM_AmaxBf16(benchmark::State& state) {
@@ -108,6 +113,7 @@ void shapes_only(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_Quantize<Kind::Fast>)->Name("quantize_bf16")->Apply(shapes_and_threads);
 BENCHMARK(BM_Quantize<Kind::FastNoError>)->Name("quantize_bf16_no_error")->Apply(shapes_and_threads);
+BENCHMARK(BM_Quantize<Kind::Portable>)->Name("quantize_bf16_portable")->Apply(shapes_and_threads);
 BENCHMARK(BM_Quantize<Kind::Reference>)->Name("quantize_bf16_ref")->Apply(shapes_only);
 BENCHMARK(BM_AmaxBf16)->Name("amax_bf16")->Apply(shapes_and_threads);
 

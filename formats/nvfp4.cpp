@@ -83,17 +83,78 @@ void quantize_row_ref(const float* x, int64_t cols, float G, uint8_t* packed, ui
   if (row_err) row_err->count += cols;
 }
 
-void quantize_row_bf16_ref(const uint16_t* x, int64_t cols, float G, uint8_t* packed,
-                           uint8_t* scales, uint8_t zero_code, ErrorStats* row_err,
-                           std::vector<float>& buf) {
-  buf.resize(size_t(cols));
-  for (int64_t i = 0; i < cols; ++i) buf[size_t(i)] = bf16::to_float(x[i]);
-  quantize_row_ref(buf.data(), cols, G, packed, scales, zero_code, row_err);
+// The portable kernel: the reference's arithmetic without its branches or float copy, so that a
+// compiler can vectorise the element loop. Block amax as an integer max of |x| bit patterns (NaN
+// patterns sort above Inf: a NaN sticks, as in the reference); the scale by the reference's own
+// code; FP4 codes by counting the thresholds of NVFP4.md §1 that |x / d| passes (> and >= alternate
+// so that ties go to the even code; NaN passes none and gets no sign).
+void quantize_row_bf16_portable(const uint16_t* x, int64_t cols, float G, uint8_t* packed,
+                                uint8_t* scales, uint8_t zero_code, ErrorStats* row_err) {
+  for (int64_t b = 0; b < cols / kBlock; ++b) {
+    const uint16_t* xb = x + b * kBlock;
+    uint16_t amax_bits = 0;
+    for (int i = 0; i < kBlock; ++i) {
+      const uint16_t m = uint16_t(xb[i] & 0x7FFF);
+      amax_bits = m > amax_bits ? m : amax_bits;
+    }
+    const float a = bf16::to_float(amax_bits);
+    uint8_t s_code = fp8_e4m3::encode(clamp_keep_nan(G * (a / 6.0f), -448.0f, 448.0f));
+    if ((s_code & 0x7F) == 0) s_code = zero_code;
+    scales[b] = s_code;
+    const float d = fp8_e4m3::decode(s_code) / G;
+
+    float xf[kBlock];
+    uint8_t q[kBlock];
+    for (int i = 0; i < kBlock; ++i) {
+      xf[i] = bf16::to_float(xb[i]);
+      const float y = xf[i] / d;
+      const float ay = std::fabs(y);
+      const int m = (ay > 0.25f) + (ay >= 0.75f) + (ay > 1.25f) + (ay >= 1.75f) + (ay > 2.5f) +
+                    (ay >= 3.5f) + (ay > 5.0f);
+      q[i] = uint8_t(m | ((std::signbit(y) && !std::isnan(y)) ? 8 : 0));
+    }
+    for (int i = 0; i < kBlock; i += 2) packed[(b * kBlock + i) / 2] = fp4::pack(q[i], q[i + 1]);
+    if (row_err) {  // the reference's sums, in its order
+      static constexpr float kFp4Value[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                              -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+      double sq_err = row_err->sum_sq_err, sq_ref = row_err->sum_sq_ref, max = row_err->max_abs_err;
+      for (int i = 0; i < kBlock; ++i) {
+        const double e = double(xf[i]) - double(kFp4Value[q[i]] * d);
+        sq_err += e * e;
+        sq_ref += double(xf[i]) * double(xf[i]);
+        max = std::fabs(e) > max ? std::fabs(e) : max;
+      }
+      row_err->sum_sq_err = sq_err;
+      row_err->sum_sq_ref = sq_ref;
+      row_err->max_abs_err = max;
+    }
+  }
+  if (row_err) row_err->count += cols;
 }
 
-// The kernels assume a finite positive G (the only kind global_scale returns); anything else takes
-// the reference's path, so the output bytes are the same for every G.
-bool kernel_handles(float G) { return std::isfinite(G) && G > 0.0f; }
+using RowKernel = void (*)(const uint16_t* x, int64_t cols, float G, uint8_t* packed,
+                           uint8_t* scales, uint8_t zero_code, ErrorStats* row_err);
+
+// OpenMP over rows. Per-row error figures are summed in row order afterwards, so the totals do not
+// depend on the thread count.
+void quantize_rows(RowKernel kernel, const uint16_t* x, int64_t rows, int64_t cols, float G,
+                   uint8_t* packed, uint8_t* scales, ZeroScale zero, ErrorStats* err) {
+  assert(cols % kBlock == 0);
+  const uint8_t zc = zero_scale_code(zero);
+  std::vector<ErrorStats> row_err(err ? size_t(rows) : 0);
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelQuantizeMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    kernel(x + r * cols, cols, G, packed + r * cols / 2, scales + r * cols / kBlock, zc,
+           err ? &row_err[size_t(r)] : nullptr);
+  }
+  if (err) {
+    for (const ErrorStats& row : row_err) add_row_error(row, err);
+  }
+}
+
+// The AVX-512 kernel assumes a finite positive G (the only kind global_scale returns); the portable
+// one follows the reference for every G.
+bool avx512_handles(float G) { return std::isfinite(G) && G > 0.0f; }
 
 bool use_avx512() {
   static const bool available = detail::avx512_kernel_available();
@@ -165,41 +226,27 @@ void quantize_bf16_ref(const uint16_t* x, int64_t rows, int64_t cols, float glob
                        uint8_t* packed, uint8_t* scales, ZeroScale zero, ErrorStats* err) {
   assert(cols % kBlock == 0);
   const uint8_t zc = zero_scale_code(zero);
-  std::vector<float> buf;
+  std::vector<float> row_f32(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < cols; ++k) row_f32[size_t(k)] = bf16::to_float(x[r * cols + k]);
     ErrorStats row;
-    quantize_row_bf16_ref(x + r * cols, cols, global_scale, packed + r * cols / 2,
-                          scales + r * cols / kBlock, zc, err ? &row : nullptr, buf);
+    quantize_row_ref(row_f32.data(), cols, global_scale, packed + r * cols / 2,
+                     scales + r * cols / kBlock, zc, err ? &row : nullptr);
     if (err) add_row_error(row, err);
   }
 }
 
 void quantize_bf16(const uint16_t* x, int64_t rows, int64_t cols, float global_scale,
                    uint8_t* packed, uint8_t* scales, ZeroScale zero, ErrorStats* err) {
-  assert(cols % kBlock == 0);
-  const uint8_t zc = zero_scale_code(zero);
-  const bool simd = use_avx512() && kernel_handles(global_scale);
-  // Per-row figures, summed in row order afterwards: the totals do not depend on the thread count.
-  std::vector<ErrorStats> row_err(err ? size_t(rows) : 0);
+  const RowKernel kernel = use_avx512() && avx512_handles(global_scale)
+                               ? detail::quantize_row_bf16_avx512
+                               : quantize_row_bf16_portable;
+  quantize_rows(kernel, x, rows, cols, global_scale, packed, scales, zero, err);
+}
 
-#pragma omp parallel if (rows * cols >= kParallelQuantizeMin)
-  {
-    std::vector<float> buf;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      ErrorStats* re = err ? &row_err[size_t(r)] : nullptr;
-      if (simd) {
-        detail::quantize_row_bf16_avx512(x + r * cols, cols, global_scale, packed + r * cols / 2,
-                                         scales + r * cols / kBlock, zc, re);
-      } else {
-        quantize_row_bf16_ref(x + r * cols, cols, global_scale, packed + r * cols / 2,
-                              scales + r * cols / kBlock, zc, re, buf);
-      }
-    }
-  }
-  if (err) {
-    for (const ErrorStats& row : row_err) add_row_error(row, err);
-  }
+void quantize_bf16_portable(const uint16_t* x, int64_t rows, int64_t cols, float global_scale,
+                            uint8_t* packed, uint8_t* scales, ZeroScale zero, ErrorStats* err) {
+  quantize_rows(quantize_row_bf16_portable, x, rows, cols, global_scale, packed, scales, zero, err);
 }
 
 const char* quantize_bf16_kernel() { return use_avx512() ? "avx512" : "portable"; }

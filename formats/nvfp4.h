@@ -63,6 +63,11 @@ void quantize_bf16(const uint16_t* x, int64_t rows, int64_t cols, float global_s
 
 // The kernel quantize_bf16 runs on this CPU: "avx512" or "portable" (for benchmarks and logs).
 const char* quantize_bf16_kernel();
+// quantize_bf16 with the portable kernel, whatever the CPU has: what it falls back to without
+// AVX-512; callable directly so that tests check it on every machine.
+void quantize_bf16_portable(const uint16_t* x, int64_t rows, int64_t cols, float global_scale,
+                            uint8_t* packed, uint8_t* scales,
+                            ZeroScale zero = ZeroScale::CompressedTensors, ErrorStats* err = nullptr);
 
 // x' = fp4_value(q) * (s / G), with s / G rounded to float32 as in quantization; into out[rows * cols].
 void dequantize(const uint8_t* packed, const uint8_t* scales, int64_t rows, int64_t cols,

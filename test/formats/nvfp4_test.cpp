@@ -32,11 +32,17 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr uint8_t kGuard = 0xA5;
 constexpr size_t kGuardBytes = 64;
 
-enum class Impl { RefBf16, RefF32, Fast };
+enum class Impl { RefBf16, RefF32, Fast, Portable };
 const char* name(Impl impl) {
-  return impl == Impl::RefBf16 ? "quantize_bf16_ref"
-                               : impl == Impl::RefF32 ? "quantize_f32_ref" : "quantize_bf16";
+  switch (impl) {
+    case Impl::RefBf16: return "quantize_bf16_ref";
+    case Impl::RefF32: return "quantize_f32_ref";
+    case Impl::Fast: return "quantize_bf16";
+    case Impl::Portable: return "quantize_bf16_portable";
+  }
+  return "?";
 }
+constexpr Impl kAllImpls[] = {Impl::RefBf16, Impl::RefF32, Impl::Fast, Impl::Portable};
 
 struct Quantized {
   std::vector<uint8_t> packed, scales;
@@ -76,6 +82,10 @@ Quantized quantize(Impl impl, const std::vector<uint16_t>& x, int64_t rows, int6
     }
     case Impl::Fast:
       nvfp4::quantize_bf16(x.data(), rows, cols, G, q.packed.data(), q.scales.data(), zero, &q.err);
+      break;
+    case Impl::Portable:
+      nvfp4::quantize_bf16_portable(x.data(), rows, cols, G, q.packed.data(), q.scales.data(), zero,
+                                    &q.err);
       break;
   }
   for (size_t i = np; i < q.packed.size(); ++i) EXPECT_EQ(q.packed[i], kGuard) << name(impl) << " wrote past packed";
@@ -118,11 +128,13 @@ testing::AssertionResult close_stats(const ErrorStats& want, const ErrorStats& g
          << ", ref " << got.sum_sq_ref << ", max " << got.max_abs_err << ", n " << got.count << "}";
 }
 
+// The same bits, except that any NaN equals any NaN (payloads depend on the order of operations).
 bool bitwise_equal(const ErrorStats& a, const ErrorStats& b) {
-  return std::bit_cast<uint64_t>(a.sum_sq_err) == std::bit_cast<uint64_t>(b.sum_sq_err) &&
-         std::bit_cast<uint64_t>(a.sum_sq_ref) == std::bit_cast<uint64_t>(b.sum_sq_ref) &&
-         std::bit_cast<uint64_t>(a.max_abs_err) == std::bit_cast<uint64_t>(b.max_abs_err) &&
-         a.count == b.count;
+  auto same = [](double x, double y) {
+    return (std::isnan(x) && std::isnan(y)) || std::bit_cast<uint64_t>(x) == std::bit_cast<uint64_t>(y);
+  };
+  return same(a.sum_sq_err, b.sum_sq_err) && same(a.sum_sq_ref, b.sum_sq_ref) &&
+         same(a.max_abs_err, b.max_abs_err) && a.count == b.count;
 }
 
 // Every implementation, with 1 and 2 threads for the fast one, gives the reference's bytes; the
@@ -135,15 +147,22 @@ void expect_all_agree(const std::vector<uint16_t>& x, int64_t rows, int64_t cols
   EXPECT_TRUE(same_bytes("f32 ref packed", ref.packed, ref32.packed, cols / 2));
   EXPECT_TRUE(same_bytes("f32 ref scales", ref.scales, ref32.scales, cols / 16));
   EXPECT_TRUE(bitwise_equal(ref.err, ref32.err));
-  Quantized fast[2];
-  for (int t = 1; t <= 2; ++t) {
-    SCOPED_TRACE(testing::Message() << t << " thread(s)");
-    with_threads(t, [&] { fast[t - 1] = quantize(Impl::Fast, x, rows, cols, G, zero); });
-    EXPECT_TRUE(same_bytes("packed", ref.packed, fast[t - 1].packed, cols / 2));
-    EXPECT_TRUE(same_bytes("scales", ref.scales, fast[t - 1].scales, cols / 16));
-    EXPECT_TRUE(close_stats(ref.err, fast[t - 1].err, 1e-9));
+  for (Impl impl : {Impl::Fast, Impl::Portable}) {
+    SCOPED_TRACE(name(impl));
+    Quantized fast[2];
+    for (int t = 1; t <= 2; ++t) {
+      SCOPED_TRACE(testing::Message() << t << " thread(s)");
+      with_threads(t, [&] { fast[t - 1] = quantize(impl, x, rows, cols, G, zero); });
+      EXPECT_TRUE(same_bytes("packed", ref.packed, fast[t - 1].packed, cols / 2));
+      EXPECT_TRUE(same_bytes("scales", ref.scales, fast[t - 1].scales, cols / 16));
+      EXPECT_TRUE(close_stats(ref.err, fast[t - 1].err, 1e-9));
+    }
+    EXPECT_TRUE(bitwise_equal(fast[0].err, fast[1].err)) << "error figures depend on the thread count";
+    if (impl == Impl::Portable) {
+      // Same arithmetic in the same order (within a row, then rows in order): the same bits.
+      EXPECT_TRUE(bitwise_equal(ref.err, fast[1].err)) << close_stats(ref.err, fast[1].err, 0.0).message();
+    }
   }
-  EXPECT_TRUE(bitwise_equal(fast[0].err, fast[1].err)) << "error figures depend on the thread count";
 }
 
 void expect_all_agree_f(const std::vector<float>& x, int64_t rows, int64_t cols, float G,
@@ -256,7 +275,7 @@ TEST(Nvfp4Golden, TorchaoPackingVector) {
   ASSERT_EQ(G, 448.0f);
   const std::vector<uint8_t> want_packed = {0x10, 0x86, 0, 0, 0, 0, 0, 0x70,
                                             0x28, 0x5F, 0, 0, 0, 0, 0, 0};
-  for (Impl impl : {Impl::RefBf16, Impl::RefF32, Impl::Fast}) {
+  for (Impl impl : kAllImpls) {
     SCOPED_TRACE(name(impl));
     const Quantized q = quantize(impl, to_bf16(x), 2, 16, G);
     EXPECT_TRUE(same_bytes("packed", want_packed, q.packed, 8));
@@ -280,7 +299,7 @@ TEST(Nvfp4Golden, WorkedExampleOfTheSpec) {
   EXPECT_TRUE(same_bytes("packed", want_packed, q.packed, 16));
   EXPECT_TRUE(same_bytes("scales", want_scales, q.scales, 2));
   // ...and every implementation on their BF16 roundings (none of them is near a threshold).
-  for (Impl impl : {Impl::RefBf16, Impl::RefF32, Impl::Fast}) {
+  for (Impl impl : kAllImpls) {
     SCOPED_TRACE(name(impl));
     q = quantize(impl, to_bf16(x), 1, 32, G);
     EXPECT_TRUE(same_bytes("packed", want_packed, q.packed, 16));
@@ -296,7 +315,7 @@ TEST(Nvfp4Blocks, ZeroBlocksGetThePolicyScale) {
   const float G = nvfp4::global_scale(nvfp4::amax_f32(x));
   for (auto [zero, code] : {std::pair{ZeroScale::CompressedTensors, uint8_t(0x20)},
                             std::pair{ZeroScale::ModelOpt, uint8_t(0x38)}}) {
-    for (Impl impl : {Impl::RefBf16, Impl::RefF32, Impl::Fast}) {
+    for (Impl impl : kAllImpls) {
       SCOPED_TRACE(name(impl));
       const Quantized q = quantize(impl, to_bf16(x), 1, 48, G, zero);
       EXPECT_EQ(q.scales[0], code);
@@ -434,7 +453,7 @@ TEST(Nvfp4Exhaustive, ElementTiesGoToTheEvenCode) {
   }
   while (x.size() % 16) x.push_back(0.0f);
   const int64_t cols = int64_t(x.size());
-  for (Impl impl : {Impl::RefBf16, Impl::RefF32, Impl::Fast}) {
+  for (Impl impl : kAllImpls) {
     SCOPED_TRACE(name(impl));
     const Quantized q = quantize(impl, to_bf16(x), 1, cols, 1.0f);
     for (uint8_t s : q.scales) EXPECT_EQ(s, fp8_e4m3::encode(4.0f));
@@ -600,7 +619,7 @@ TEST(Nvfp4Api, ErrorFiguresAccumulateAndEmptyInputsWriteNothing) {
   EXPECT_EQ(twice.count, 2 * once.err.count);
   EXPECT_DOUBLE_EQ(twice.sum_sq_err, 2 * once.err.sum_sq_err);
   EXPECT_EQ(twice.max_abs_err, once.err.max_abs_err);
-  for (Impl impl : {Impl::RefBf16, Impl::RefF32, Impl::Fast}) {
+  for (Impl impl : kAllImpls) {
     const Quantized q = quantize(impl, {}, 0, 32, 1.0f);  // checks the guards
     EXPECT_EQ(q.err.count, 0);
   }
