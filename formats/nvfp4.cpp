@@ -3,9 +3,9 @@
 // one.
 #include "formats/nvfp4.h"
 
+#include <bit>
 #include <cassert>
 #include <cmath>
-#include <bit>
 #include <limits>
 #include <vector>
 

@@ -16,7 +16,8 @@ inline constexpr int kBlock = 16;
 enum class ZeroScale : uint8_t {
   CompressedTensors,  // 0.125 (byte 0x20), as compressed-tensors writes (NVFP4.md says 0x30: that
                       // byte is 0.5; compressed-tensors writes torch.tensor(0.125, float8_e4m3fn))
-  ModelOpt,           // 1.0 (byte 0x38)
+  ModelOpt,           // 1.0 (byte 0x38). ModelOpt itself now writes 1.0 only for all-zero blocks
+                      // and clamps other tiny scales to 2^-9 (0x01); here both get 1.0.
 };
 
 // G = 448 * 6 / amax in float32; 1 when amax is 0, negative or not finite. An amax so small (below
@@ -55,8 +56,9 @@ void quantize_bf16_ref(const uint16_t* x, int64_t rows, int64_t cols, float glob
 void quantize_f32_ref(const float* x, int64_t rows, int64_t cols, float global_scale, uint8_t* packed,
                       uint8_t* scales, ZeroScale zero = ZeroScale::CompressedTensors,
                       ErrorStats* err = nullptr);
-// Fast: the same output bytes as the reference, OpenMP over rows. Its error figures equal the
-// reference's within double rounding (summation order differs) and do not depend on the thread count.
+// Fast: the same output bytes as the reference, OpenMP over rows (AVX-512 where the CPU has it, else
+// the portable kernel below). Its error figures equal the reference's within double rounding
+// (summation order differs) and do not depend on the thread count.
 void quantize_bf16(const uint16_t* x, int64_t rows, int64_t cols, float global_scale, uint8_t* packed,
                    uint8_t* scales, ZeroScale zero = ZeroScale::CompressedTensors,
                    ErrorStats* err = nullptr);
