@@ -1,6 +1,7 @@
 #include "checkpoint_writer.h"
 
-#include <future>
+#include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "formats/safetensors.h"
@@ -10,37 +11,88 @@ namespace fp4c::synth {
 
 namespace {
 
-// 8 MiB of BF16 per chunk: large enough for the threads and the disk, small enough for the cache.
-constexpr size_t kChunkElements = size_t(4) << 20;
+// 32 MiB of BF16 per chunk. A chunk may hold pieces of several tensors (norms and biases are
+// small), so the threads meet at a barrier only once per 32 MiB: OpenMP threads spin while they
+// wait, which costs dearly when other processes share the cores.
+constexpr size_t kChunkElements = size_t(16) << 20;
+constexpr uint64_t kPiece = 65536;  // the unit of work shared out among the threads
 
-// Two buffers: one is filled while the other is in Writer::write on a helper thread.
+// Streams tensors into a writer with exactly the OpenMP team's threads (no helper thread to
+// oversubscribe the cores): while one thread writes chunk k, the others generate chunk k+1, and the
+// writing thread joins them when it is done.
 class ChunkPipeline {
  public:
-  ChunkPipeline() : buffers_{std::vector<uint16_t>(kChunkElements), std::vector<uint16_t>(kChunkElements)} {}
-  ~ChunkPipeline() { (void)drain(); }
+  explicit ChunkPipeline(safetensors::Writer& writer, const std::atomic<bool>& cancel)
+      : writer_(writer), cancel_(cancel) {
+    for (auto& b : buffers_) b = std::make_unique_for_overwrite<uint16_t[]>(kChunkElements);
+  }
 
-  uint16_t* buffer() { return buffers_[current_].data(); }
-
-  // Hands the first n elements of buffer() to the writer; buffer() is then the other one.
-  Status submit(safetensors::Writer& writer, size_t n) {
-    FP4C_TRY(drain());
-    const auto* bytes = reinterpret_cast<const std::byte*>(buffers_[current_].data());
-    pending_ = std::async(std::launch::async, [&writer, bytes, n] {
-      return writer.write(std::span<const std::byte>(bytes, n * sizeof(uint16_t)));
-    });
-    current_ ^= 1;
+  // Queues all of source's elements, generating and writing every chunk that fills up.
+  Status add(std::shared_ptr<const TensorSource> source, uint64_t numel) {
+    for (uint64_t begin = 0; begin < numel;) {
+      const uint64_t end = std::min<uint64_t>(numel, begin + (kChunkElements - filled_));
+      for (uint64_t lo = begin; lo < end; lo += kPiece)
+        pieces_.push_back({source.get(), lo, std::min(end, lo + kPiece), filled_ + size_t(lo - begin)});
+      sources_.push_back(source);
+      filled_ += size_t(end - begin);
+      begin = end;
+      if (filled_ == kChunkElements) FP4C_TRY(step());
+    }
     return {};
   }
 
-  Status drain() {
-    if (!pending_.valid()) return {};
-    return pending_.get();
+  Status finish() {
+    if (filled_ > 0) FP4C_TRY(step());
+    FP4C_TRY(write_pending());
+    return writer_.finish();
   }
 
  private:
-  std::vector<uint16_t> buffers_[2];
-  int current_ = 0;
-  std::future<Status> pending_;
+  struct Piece {
+    const TensorSource* source;
+    uint64_t begin, end;  // elements of the source
+    size_t out;           // offset in the chunk
+  };
+
+  Status step() {
+    if (cancel_.load(std::memory_order_relaxed)) return make_error("interrupted");
+    uint16_t* out = buffers_[current_].get();
+    const auto n = int64_t(pieces_.size());
+    Status written;
+#pragma omp parallel
+    {
+#pragma omp single nowait
+      written = write_pending();
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t k = 0; k < n; ++k) {
+        const Piece& p = pieces_[size_t(k)];
+        p.source->fill(p.begin, p.end, out + p.out);
+      }
+    }
+    pending_ = filled_;
+    filled_ = 0;
+    current_ ^= 1;
+    pieces_.clear();
+    sources_.clear();
+    return written;
+  }
+
+  Status write_pending() {
+    if (pending_ == 0) return {};
+    const auto* bytes = reinterpret_cast<const std::byte*>(buffers_[current_ ^ 1].get());
+    const size_t n = pending_;
+    pending_ = 0;
+    return writer_.write(std::span<const std::byte>(bytes, n * sizeof(uint16_t)));
+  }
+
+  safetensors::Writer& writer_;
+  const std::atomic<bool>& cancel_;
+  std::unique_ptr<uint16_t[]> buffers_[2];
+  int current_ = 0;      // the buffer being assembled
+  size_t filled_ = 0;    // elements of it queued
+  size_t pending_ = 0;   // elements of the other buffer not yet written
+  std::vector<Piece> pieces_;
+  std::vector<std::shared_ptr<const TensorSource>> sources_;  // alive until their pieces are made
 };
 
 Status write_shard(const std::string& path, const std::vector<PlannedTensor>& plan, const Shard& shard,
@@ -49,19 +101,11 @@ Status write_shard(const std::string& path, const std::vector<PlannedTensor>& pl
   std::vector<safetensors::TensorSpec> specs;
   for (size_t i : shard.tensors) specs.push_back({plan[i].name, DType::BF16, plan[i].shape});
   FP4C_ASSIGN(auto writer, safetensors::Writer::create(path, std::move(specs), {{"format", "pt"}}));
-  ChunkPipeline pipeline;  // declared after the writer: finishes its write before the writer goes
-  for (size_t i : shard.tensors) {
-    const TensorSource source(plan[i], opts, hidden_outliers);
-    const auto n = uint64_t(plan[i].numel());
-    for (uint64_t begin = 0; begin < n; begin += kChunkElements) {
-      if (cancel.load(std::memory_order_relaxed)) return make_error("interrupted");
-      const uint64_t end = std::min<uint64_t>(n, begin + kChunkElements);
-      source.fill(begin, end, pipeline.buffer());
-      FP4C_TRY(pipeline.submit(writer, size_t(end - begin)));
-    }
-  }
-  FP4C_TRY(pipeline.drain());
-  return writer.finish();
+  ChunkPipeline pipeline(writer, cancel);
+  for (size_t i : shard.tensors)
+    FP4C_TRY(pipeline.add(std::make_shared<const TensorSource>(plan[i], opts, hidden_outliers),
+                          uint64_t(plan[i].numel())));
+  return pipeline.finish();
 }
 
 }  // namespace
