@@ -402,6 +402,11 @@ TEST(SynthTest, TinyLlamaIsUntiedWithoutBiasesAndLlama3Rope) {
   for (const auto& ref : ck->tensors()) got[ref.entry->name] = ref.entry->shape;
   EXPECT_EQ(got, expected_tensors(cfg));
   EXPECT_TRUE(got.count("lm_head.weight"));
+  // Presets draw independent values, even for tensors of the same name and shape.
+  auto qwen = fp4c::safetensors::Checkpoint::open(tiny().string());
+  ASSERT_TRUE(qwen.ok()) << qwen.error().message;
+  EXPECT_NE(raw_bytes(*ck, "model.layers.0.self_attn.q_proj.weight"),
+            raw_bytes(*qwen, "model.layers.0.self_attn.q_proj.weight"));
   const json tok = read_json(dir / "tokenizer.json");
   EXPECT_EQ(tok["added_tokens"][0]["content"], "<|begin_of_text|>");
   EXPECT_EQ(cfg["bos_token_id"], tok["added_tokens"][0]["id"]);

@@ -90,7 +90,7 @@ int run(const Options& o) {
   for (const auto& [name, text] : texts) {
     if (Status s = write_text(dir + "/" + name, text); !s) return fail(s.error().message);
   }
-  const auto summary = write_weights(dir, spec, WeightOptions{o.seed, o.outliers}, *max_shard, g_cancel);
+  const auto summary = write_weights(dir, spec, WeightOptions{o.seed, o.preset, o.outliers}, *max_shard, g_cancel);
   if (!summary) return fail(summary.error().message);
   if (g_cancel.load()) return fail("interrupted");
   if (Status s = staging->commit(o.force); !s) return fail(s.error().message);

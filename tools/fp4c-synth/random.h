@@ -21,11 +21,14 @@ constexpr uint64_t random_at(uint64_t key, uint64_t counter) {
   return mix64(key + (counter + 1) * 0x9E3779B97F4A7C15ull);
 }
 
-// A key for one stream of one tensor: the seed, the tensor's name (so a tensor's values do not
-// depend on which other tensors exist, e.g. under --layers) and a stream number.
-constexpr uint64_t stream_key(uint64_t seed, std::string_view name, uint64_t stream) {
-  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
-  for (char c : name) h = (h ^ uint8_t(c)) * 0x100000001b3ull;
+// A key for one stream of one tensor: the seed, the model (preset) name, the tensor's name (so a
+// tensor's values do not depend on which other tensors exist, e.g. under --layers) and a stream.
+constexpr uint64_t stream_key(uint64_t seed, std::string_view model, std::string_view name, uint64_t stream) {
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a of "model/name"
+  auto add = [&h](char c) { h = (h ^ uint8_t(c)) * 0x100000001b3ull; };
+  for (char c : model) add(c);
+  add('/');
+  for (char c : name) add(c);
   return mix64(mix64(seed ^ 0x6a09e667f3bcc909ull) ^ h) + mix64(stream + 0x3c6ef372fe94f82bull);
 }
 

@@ -28,7 +28,7 @@ constexpr double kOutlierChannelMin = 10.0, kOutlierChannelMax = 50.0;
 // Streams of one tensor's key space.
 enum Stream : uint64_t { kElements, kTail, kRows, kCols, kPick, kFactor };
 
-// Elements are drawn 4 per 64-bit random word; a block is the unit of work of one thread.
+// Elements are drawn 4 per 64-bit random word, a block at a time (its scratch fits in L1/L2).
 constexpr uint64_t kBlock = 16384;
 
 // Student's t with 5 degrees of freedom (kurtosis 9), divided by its std sqrt(5/3). With
@@ -105,15 +105,16 @@ double between(double lo, double hi, double u) { return lo + (hi - lo) * u; }
 
 std::vector<int64_t> hidden_outlier_channels(const WeightOptions& opts, int64_t hidden_size) {
   if (!opts.outliers) return {};
-  return choose(stream_key(opts.seed, "hidden-outlier-channels", kPick), hidden_size,
+  return choose(stream_key(opts.seed, opts.model, "hidden-outlier-channels", kPick), hidden_size,
                 outlier_count(kOutlierChannelFraction, hidden_size));
 }
 
 TensorSource::TensorSource(const PlannedTensor& t, const WeightOptions& opts,
                            std::span<const int64_t> hidden_outliers) {
-  auto key = [&](Stream s) { return stream_key(opts.seed, t.name, s); };
+  auto key = [&](Stream s) { return stream_key(opts.seed, opts.model, t.name, s); };
   key_ = key(kElements);
   tail_key_ = key(kTail);
+  const uint64_t row_key = key(kRows), col_key = key(kCols), pick_key = key(kPick), factor_key = key(kFactor);
   const int64_t rows = t.shape.size() == 2 ? t.shape[0] : 1;
   cols_ = t.shape.back();
   auto log_normal = [](uint64_t k, uint64_t i, double sigma) { return std::exp(sigma * normal_at(k, i)); };
@@ -124,13 +125,13 @@ TensorSource::TensorSource(const PlannedTensor& t, const WeightOptions& opts,
       row_scale_.resize(size_t(rows));
       col_scale_.resize(size_t(cols_));
       for (int64_t r = 0; r < rows; ++r)
-        row_scale_[size_t(r)] = float(t.scale * log_normal(key(kRows), uint64_t(r), linear ? kRowSigma : kEmbeddingRowSigma));
+        row_scale_[size_t(r)] = float(t.scale * log_normal(row_key, uint64_t(r), linear ? kRowSigma : kEmbeddingRowSigma));
       for (int64_t c = 0; c < cols_; ++c)
-        col_scale_[size_t(c)] = float(log_normal(key(kCols), uint64_t(c), linear ? kColSigma : kEmbeddingColSigma));
+        col_scale_[size_t(c)] = float(log_normal(col_key, uint64_t(c), linear ? kColSigma : kEmbeddingColSigma));
       if (linear && opts.outliers) {
-        outlier_columns_ = choose(key(kPick), cols_, outlier_count(kOutlierColumnFraction, cols_));
+        outlier_columns_ = choose(pick_key, cols_, outlier_count(kOutlierColumnFraction, cols_));
         for (int64_t c : outlier_columns_)
-          col_scale_[size_t(c)] *= float(between(kOutlierColumnMin, kOutlierColumnMax, uniform_at(key(kFactor), uint64_t(c))));
+          col_scale_[size_t(c)] *= float(between(kOutlierColumnMin, kOutlierColumnMax, uniform_at(factor_key, uint64_t(c))));
       }
       break;
     }
@@ -141,9 +142,9 @@ TensorSource::TensorSource(const PlannedTensor& t, const WeightOptions& opts,
     case TensorKind::Norm:
       small_.resize(size_t(cols_));
       for (int64_t c = 0; c < cols_; ++c) {
-        double g = log_normal(key(kRows), uint64_t(c), kNormSigma);
+        double g = log_normal(row_key, uint64_t(c), kNormSigma);
         if (std::binary_search(hidden_outliers.begin(), hidden_outliers.end(), c))
-          g *= between(kOutlierChannelMin, kOutlierChannelMax, uniform_at(key(kFactor), uint64_t(c)));
+          g *= between(kOutlierChannelMin, kOutlierChannelMax, uniform_at(factor_key, uint64_t(c)));
         small_[size_t(c)] = bf16::from_float(float(g));
       }
       break;
@@ -155,10 +156,8 @@ void TensorSource::fill(uint64_t begin, uint64_t end, uint16_t* out) const {
     std::memcpy(out, small_.data() + begin, (end - begin) * sizeof(uint16_t));
     return;
   }
-  const auto first = int64_t(begin / kBlock), last = int64_t((end + kBlock - 1) / kBlock);
-#pragma omp parallel for schedule(dynamic, 4) if (last - first > 1)
-  for (int64_t b = first; b < last; ++b) {
-    const uint64_t lo = std::max(begin, uint64_t(b) * kBlock), hi = std::min(end, uint64_t(b + 1) * kBlock);
+  for (uint64_t lo = begin; lo < end; lo += kBlock) {
+    const uint64_t hi = std::min(end, lo + kBlock);
     fill_block(lo, hi, out + (lo - begin));
   }
 }

@@ -7,11 +7,12 @@
 //  - Norm (RMSNorm gamma): log-normal around 1; with outliers on, ~1% of the hidden channels (the
 //    same ones in every norm, as in real models) are 10-50x larger: the source of activation outliers.
 //  - Bias: small heavy-tailed values.
-// Every value is a function of (seed, tensor name, element index) alone.
+// Every value is a function of (seed, preset, tensor name, element index) alone.
 #pragma once
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "architecture.h"
@@ -20,6 +21,7 @@ namespace fp4c::synth {
 
 struct WeightOptions {
   uint64_t seed = 0;
+  std::string model;      // the preset's name: presets draw independent values
   bool outliers = true;
 };
 
@@ -30,7 +32,8 @@ class TensorSource {
  public:
   TensorSource(const PlannedTensor& tensor, const WeightOptions& opts,
                std::span<const int64_t> hidden_outliers);
-  // Writes the BF16 bits of elements [begin, end) (row-major) to out, using the OpenMP threads.
+  // Writes the BF16 bits of elements [begin, end) (row-major) to out, on the calling thread.
+  // Any split of a range into calls gives the same values.
   void fill(uint64_t begin, uint64_t end, uint16_t* out) const;
   // The input channels made 5-20x larger (Linear only; sorted).
   const std::vector<int64_t>& outlier_columns() const { return outlier_columns_; }
