@@ -35,7 +35,7 @@ for i in $(seq "$repeats"); do
 done
 rm -rf "$work/copy"
 copy=$(printf '%s\n' "${copy_times[@]}" | median)
-printf 'copy (cp -r + sync): median %.3f s, %.2f GB/s\n' "$copy" "$(echo "$bytes / $copy / 1e9" | bc -l)"
+printf 'copy (cp -r + sync): median %.3f s, %.2f GB/s\n' "$copy" "$(echo "$bytes / $copy / 1000000000" | bc -l)"
 
 for t in $threads; do
   times=(); rss=()
@@ -51,6 +51,6 @@ for t in $threads; do
   q=$(printf '%s\n' "${times[@]}" | median)
   r=$(printf '%s\n' "${rss[@]}" | median)
   printf 'fp4c quantize --threads %s (+ sync): median %.3f s, %.2f GB/s of input, peak RSS %.0f MiB, %.2fx the copy time\n' \
-    "$t" "$q" "$(echo "$bytes / $q / 1e9" | bc -l)" "$(echo "$r / 1024" | bc -l)" "$(echo "$q / $copy" | bc -l)"
+    "$t" "$q" "$(echo "$bytes / $q / 1000000000" | bc -l)" "$(echo "$r / 1024" | bc -l)" "$(echo "$q / $copy" | bc -l)"
 done
 rm -rf "$work/out"
