@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <map>
+#include <mutex>
+#include <thread>
 
 #include "formats/bf16.h"
 #include "formats/f16.h"
@@ -114,6 +117,82 @@ class InputHashes {
   std::vector<State> state_;
 };
 
+// A thread that walks the tensors in file order ahead of the quantizer: it maps each piece in (one
+// populate call instead of a page fault per page) and feeds the input-file hashes, so neither sits
+// on the quantizer's path. It stays at most `window` bytes ahead of what the quantizer has finished,
+// bounding the resident set, except to complete what the quantizer is waiting for.
+class ReadAhead {
+ public:
+  ReadAhead(std::span<const safetensors::Checkpoint::Ref> refs, InputHashes& hashes, uint64_t chunk,
+            uint64_t window)
+      : refs_(refs), hashes_(hashes), chunk_(chunk), window_(window) {
+    ends_.reserve(refs.size());
+    uint64_t pos = 0;
+    for (const auto& r : refs) ends_.push_back(pos += r.entry->nbytes());
+    thread_ = std::thread([this] { run(); });
+  }
+  ~ReadAhead() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  // Position of the end of tensor i (plus `within` bytes of tensor i) in the stream.
+  uint64_t position(size_t i, uint64_t within) const { return (i ? ends_[i - 1] : 0) + within; }
+  // Blocks until everything before stream position `pos` has been read ahead.
+  void wait_until(uint64_t pos) {
+    std::unique_lock lock(mu_);
+    required_ = std::max(required_, pos);
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return done_ >= pos; });
+  }
+  // The quantizer is finished with everything before `pos`.
+  void consumed(uint64_t pos) {
+    {
+      std::lock_guard lock(mu_);
+      consumed_ = pos;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void run() {
+    uint64_t pos = 0;
+    for (size_t i = 0; i < refs_.size(); ++i) {
+      const auto bytes = refs_[i].file->bytes(*refs_[i].entry);
+      for (uint64_t off = 0; off < bytes.size(); off += chunk_) {
+        const auto piece = bytes.subspan(off, std::min<uint64_t>(chunk_, bytes.size() - off));
+        {
+          std::unique_lock lock(mu_);
+          cv_.wait(lock, [&] { return stop_ || pos < required_ || pos < consumed_ + window_; });
+          if (stop_) return;
+        }
+        advise_populate(piece);
+        hashes_.visit(refs_[i].file, piece);
+        pos += piece.size();
+        {
+          std::lock_guard lock(mu_);
+          done_ = pos;
+        }
+        cv_.notify_all();
+      }
+      if (bytes.empty()) hashes_.visit(refs_[i].file, bytes);
+    }
+  }
+
+  std::span<const safetensors::Checkpoint::Ref> refs_;
+  InputHashes& hashes_;
+  const uint64_t chunk_, window_;
+  std::vector<uint64_t> ends_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t done_ = 0, consumed_ = 0, required_ = 0;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 }  // namespace
 
 Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoint& checkpoint,
@@ -128,26 +207,29 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
   InputHashes input_hashes(checkpoint);
   std::map<const ir::FusedGroup*, float> group_amax;
   std::vector<uint8_t> packed, scales;
+  {
+  ReadAhead ahead(refs, input_hashes, options.copy_chunk_bytes, options.read_ahead_bytes);
 
   for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
     const ir::TensorInfo& t = model.tensors[id];
     const auto& ref = refs[id];
     const auto bytes = ref.file->bytes(*ref.entry);
-    if (id + 1 < model.tensors.size()) advise_willneed(refs[id + 1].file->bytes(*refs[id + 1].entry));
     result.bytes_read += bytes.size();
 
     if (decisions[id].format != ir::Format::NVFP4) {
-      // Kept as it came: copy in chunks, hash and release behind the copy.
-      if (count_nonfinite(bytes, t.dtype) != 0) return nonfinite_error(ref);
-      for (uint64_t off = 0; off < bytes.size() || off == 0; off += options.copy_chunk_bytes) {
+      // Kept as it came: copied in chunks, released behind the copy.
+      if (bytes.empty()) FP4C_TRY(sink.put(id, ir::TensorPart::Source, bytes));
+      for (uint64_t off = 0; off < bytes.size(); off += options.copy_chunk_bytes) {
         auto chunk = bytes.subspan(off, std::min<uint64_t>(options.copy_chunk_bytes, bytes.size() - off));
+        ahead.wait_until(ahead.position(id, off + chunk.size()));
+        if (count_nonfinite(chunk, t.dtype) != 0) return nonfinite_error(ref);
         FP4C_TRY(sink.put(id, ir::TensorPart::Source, chunk));
-        input_hashes.visit(ref.file, chunk);
         advise_dontneed(chunk);
-        if (bytes.empty()) break;
+        ahead.consumed(ahead.position(id, off + chunk.size()));
       }
       continue;
     }
+    ahead.wait_until(ahead.position(id, bytes.size()));
 
     // The global scale comes from the amax of the whole fused group (NVFP4.md §3).
     const float own_amax = amax_of(bytes, t.dtype);
@@ -180,8 +262,8 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       nvfp4::quantize_f32_ref(values.data(), rows, cols, G, packed.data(), scales.data(),
                               options.zero_scale, &err);
     }
-    input_hashes.visit(ref.file, bytes);
     advise_dontneed(bytes);
+    ahead.consumed(ahead.position(id, bytes.size()));
 
     FP4C_TRY(sink.put(id, ir::TensorPart::PackedWeight, as_bytes_of(packed)));
     FP4C_TRY(sink.put(id, ir::TensorPart::BlockScales, as_bytes_of(scales)));
@@ -195,6 +277,7 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
     info.error = to_weight_error(err);
     model.annotations.packed[id] = info;
   }
+  }  // the read-ahead thread has finished every file's hash
 
   FP4C_ASSIGN(result.input_file_hashes, input_hashes.finish());
   return result;

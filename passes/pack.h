@@ -21,6 +21,7 @@ namespace fp4c::passes {
 struct PackOptions {
   nvfp4::ZeroScale zero_scale = nvfp4::ZeroScale::CompressedTensors;
   uint64_t copy_chunk_bytes = 64ull << 20;   // pass-through tensors are copied and released in chunks
+  uint64_t read_ahead_bytes = 256ull << 20;  // how far the read-ahead thread may run ahead
 };
 
 struct PackResult {
