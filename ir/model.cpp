@@ -48,6 +48,7 @@ std::string_view skip_kind_name(SkipKind k) {
     case SkipKind::UserIgnore: return "user_ignore";
     case SkipKind::TiedEmbedding: return "tied_embedding";
     case SkipKind::FusedWithSkipped: return "fused_with_skipped";
+    case SkipKind::NoCalibrationData: return "no_calibration_data";
   }
   return "?";
 }

@@ -89,6 +89,7 @@ enum class SkipKind : uint8_t {
   UserIgnore,         // matched an --ignore pattern
   TiedEmbedding,      // lm_head tied to the embedding
   FusedWithSkipped,   // another member of its fused group stays BF16, so it must too
+  NoCalibrationData,  // W4A4: its input saw no token, or only zeros: no input scale can be chosen
 };
 std::string_view skip_kind_name(SkipKind k);
 
@@ -100,6 +101,9 @@ struct SkipReason {
 struct Decision {
   Format format = Format::NVFP4;
   std::optional<SkipReason> skip;
+  // W4A4: max |x| of this Linear's input over all calibration tokens (shared by a fused group, which
+  // has one input); the input global scale is 448 * 6 / input_amax. Unset for W4A16.
+  std::optional<float> input_amax;
 };
 
 // Weight error of a quantized tensor against its source.

@@ -269,11 +269,18 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
     FP4C_TRY(sink.put(id, ir::TensorPart::BlockScales, as_bytes_of(scales)));
     FP4C_TRY(sink.put(id, ir::TensorPart::WeightGlobalScale,
                       std::as_bytes(std::span<const float>(&G, 1))));
+    std::optional<float> input_scale;
+    if (decisions[id].input_amax) {
+      input_scale = nvfp4::global_scale(*decisions[id].input_amax);
+      FP4C_TRY(sink.put(id, ir::TensorPart::InputGlobalScale,
+                        std::as_bytes(std::span<const float>(&*input_scale, 1))));
+    }
 
     ir::PackedWeight info;
     info.weight_amax = own_amax;
     info.group_amax = amax;
     info.weight_global_scale = G;
+    info.input_global_scale = input_scale;
     info.error = to_weight_error(err);
     model.annotations.packed[id] = info;
   }

@@ -1,5 +1,6 @@
 #include "passes/weight_plan.h"
 
+#include <cmath>
 #include <regex>
 
 namespace fp4c::passes {
@@ -9,7 +10,7 @@ std::string_view scheme_name(Scheme s) { return s == Scheme::W4A4 ? "w4a4" : "w4
 namespace {
 
 ir::Decision keep(ir::SkipKind kind, std::string detail) {
-  return ir::Decision{ir::Format::BF16, ir::SkipReason{kind, std::move(detail)}};
+  return ir::Decision{ir::Format::BF16, ir::SkipReason{kind, std::move(detail)}, std::nullopt};
 }
 
 }  // namespace
@@ -52,6 +53,26 @@ Status plan_weights(ir::Model& model, const WeightPlanOptions& options) {
       if (std::regex_search(t.module, re)) {
         d = keep(ir::SkipKind::UserIgnore, "matched --ignore '" + text + "'");
         break;
+      }
+    }
+  }
+
+  if (options.scheme == Scheme::W4A4) {
+    if (!options.stats) return make_error("--scheme w4a4 needs activation statistics: give a calibration set (--calib)");
+    for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
+      ir::Decision& d = decisions[id];
+      if (d.format != ir::Format::NVFP4) continue;
+      const ir::TensorInfo& t = model.tensors[id];
+      const auto site_role = input_site_role(t.role);
+      const SiteStats* site = site_role && t.layer ? options.stats->find(*t.layer, *site_role) : nullptr;
+      const float amax = site ? site->tensor_absmax() : 0.0f;
+      if (!site || site->tokens == 0) {
+        d = keep(ir::SkipKind::NoCalibrationData, "its input saw no calibration token");
+      } else if (!(amax > 0) || !std::isfinite(amax)) {
+        d = keep(ir::SkipKind::NoCalibrationData,
+                 "its input max |x| over " + std::to_string(site->tokens) + " tokens is " + std::to_string(amax));
+      } else {
+        d.input_amax = amax;
       }
     }
   }

@@ -6,6 +6,7 @@
 
 #include "ir/expected.h"
 #include "ir/model.h"
+#include "passes/stats.h"
 
 namespace fp4c::passes {
 
@@ -17,6 +18,8 @@ struct WeightPlanOptions {
   // ECMAScript regexes searched in module names ("model.layers.0.mlp.down_proj"); a match keeps
   // that Linear in BF16. Anchor with ^ and $ for a whole-name match.
   std::vector<std::string> ignore;
+  // W4A4: the statistics the input global scales come from (required for W4A4).
+  const ActivationStats* stats = nullptr;
 };
 
 // Writes model.annotations.decision for every tensor:
@@ -26,7 +29,9 @@ struct WeightPlanOptions {
 //  - a Linear matching --ignore: kept, reason names the pattern;
 //  - the other members of a fused group with a kept member: kept too (a serving engine runs the group
 //    as one GEMM in one format), reason names the member that was kept.
-// Errors: an invalid regex (naming it).
+//  - W4A4: each NVFP4 Linear gets the max |x| of its input from the statistics; a Linear whose input
+//    saw no token or only zeros (no scale can be chosen) is kept, reason no_calibration_data.
+// Errors: an invalid regex (naming it); W4A4 without statistics.
 Status plan_weights(ir::Model& model, const WeightPlanOptions& options);
 
 }  // namespace fp4c::passes

@@ -52,7 +52,7 @@ Plan plan_layout(const ir::Model& model, const LayoutOptions& options) {
       add(plan.tensors, t.module + ".weight_packed", DType::U8, {out, in / 2}, id, ir::TensorPart::PackedWeight);
       add(plan.tensors, t.module + ".weight_scale", DType::F8_E4M3, {out, in / 16}, id, ir::TensorPart::BlockScales);
       add(plan.tensors, t.module + ".weight_global_scale", DType::F32, {1}, id, ir::TensorPart::WeightGlobalScale);
-      if (options.input_global_scales)
+      if (model.annotations.decision[id].input_amax)
         add(plan.tensors, t.module + ".input_global_scale", DType::F32, {1}, id, ir::TensorPart::InputGlobalScale);
     } else {
       add(plan.tensors, t.name, t.dtype, t.shape, id, ir::TensorPart::Source);

@@ -37,7 +37,6 @@ struct Plan {
 };
 
 struct LayoutOptions {
-  bool input_global_scales = false;            // W4A4
   // Shard by size (HF naming model-0000i-of-0000N.safetensors); otherwise shard like the source.
   std::optional<uint64_t> max_shard_size;
   // For sharding like the source: the file name of each tensor's source shard, and whether the source

@@ -114,7 +114,6 @@ int run_quantize(const QuantizeOptions& o, const CommandLine& cl) {
   if (auto st = passes::plan_weights(model, plan_options); !st) return fail(st.error());
 
   ct::LayoutOptions layout;
-  layout.input_global_scales = o.scheme == passes::Scheme::W4A4;
   layout.max_shard_size = max_shard;
   layout.source_sharded = ckpt.files.sharded();
   uint64_t source_bytes = 0;
