@@ -1,0 +1,155 @@
+#include "runtime/checkpoint_weights.h"
+
+#include <cstring>
+
+#include "formats/bf16.h"
+#include "formats/f16.h"
+
+namespace fp4c::runtime {
+namespace {
+
+std::optional<size_t> linear_slot(ir::Role r) {
+  switch (r) {
+    case ir::Role::Q: return 0;
+    case ir::Role::K: return 1;
+    case ir::Role::V: return 2;
+    case ir::Role::O: return 3;
+    case ir::Role::Gate: return 4;
+    case ir::Role::Up: return 5;
+    case ir::Role::Down: return 6;
+    default: return std::nullopt;
+  }
+}
+
+constexpr const char* kSlotNames[] = {"q", "k", "v", "o", "gate", "up", "down"};
+
+}  // namespace
+
+CheckpointWeights::CheckpointWeights(const ir::Model& model, std::span<const safetensors::Checkpoint::Ref> refs,
+                                     bool release_pages)
+    : model_(model), refs_(refs), release_pages_(release_pages) {
+  if (refs.size() != model.tensors.size()) {
+    error_ = "checkpoint weights: " + std::to_string(refs.size()) + " tensor refs for " +
+             std::to_string(model.tensors.size()) + " IR tensors";
+    return;
+  }
+  const int64_t n_layers = model.config.num_hidden_layers;
+  layers_.resize(size_t(n_layers > 0 ? n_layers : 0));
+  auto place = [&](std::optional<ir::TensorId>& slot, ir::TensorId id) {
+    if (slot && error_.empty())
+      error_ = "checkpoint weights: '" + model.tensors[id].name + "' and '" + model.tensors[*slot].name +
+               "' have the same role";
+    slot = id;
+  };
+  // Which norm feeds which Linears: the activation sites say (input norm -> q/k/v, post -> gate/up).
+  std::vector<std::optional<ir::Role>> norm_feeds(model.tensors.size());
+  for (const ir::ActivationSite& site : model.sites)
+    if (!site.consumers.empty() && site.producer < model.tensors.size())
+      norm_feeds[site.producer] = model.tensors[site.consumers.front()].role;
+
+  for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
+    const ir::TensorInfo& t = model.tensors[id];
+    if (!t.layer) {
+      if (t.role == ir::Role::Embedding) place(embedding_, id);
+      else if (t.role == ir::Role::Norm) place(final_norm_, id);
+      else if (t.role == ir::Role::LmHead) place(lm_head_, id);
+      continue;
+    }
+    if (*t.layer < 0 || *t.layer >= n_layers) {
+      if (error_.empty()) error_ = "checkpoint weights: '" + t.name + "' has layer " + std::to_string(*t.layer) +
+                                   " outside [0, " + std::to_string(n_layers) + ")";
+      continue;
+    }
+    LayerIds& l = layers_[size_t(*t.layer)];
+    if (t.role == ir::Role::Norm) {
+      if (norm_feeds[id] == ir::Role::Q) place(l.input_norm, id);
+      else if (norm_feeds[id] == ir::Role::Gate) place(l.post_norm, id);
+    } else if (auto slot = linear_slot(t.role)) {
+      place(t.kind == ir::ParamKind::Weight ? l.weight[*slot] : l.bias[*slot], id);
+    }
+  }
+}
+
+Expected<std::vector<float>> CheckpointWeights::read(ir::TensorId id, bool release) const {
+  const ir::TensorInfo& t = model_.tensors[id];
+  const safetensors::Checkpoint::Ref& ref = refs_[id];
+  const std::span<const std::byte> bytes = ref.file->bytes(*ref.entry);
+  const int64_t n = ref.entry->numel();
+  const DType dtype = ref.entry->dtype;
+  if (dtype != DType::BF16 && dtype != DType::F16 && dtype != DType::F32)
+    return make_error(ref.file->path() + ": tensor '" + t.name + "' has dtype " + std::string(dtype_name(dtype)) +
+                      "; the runtime reads BF16, F16 and F32");
+  if (bytes.size() != uint64_t(n) * dtype_size(dtype))
+    return make_error(ref.file->path() + ": tensor '" + t.name + "' holds " + std::to_string(bytes.size()) +
+                      " bytes for " + std::to_string(n) + " elements");
+  std::vector<float> out(static_cast<size_t>(n));
+  const std::byte* p = bytes.data();
+#pragma omp parallel for schedule(static) if (n >= (1 << 18))
+  for (int64_t i = 0; i < n; ++i) {
+    if (dtype == DType::F32) {
+      std::memcpy(&out[size_t(i)], p + i * 4, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, p + i * 2, 2);
+      out[size_t(i)] = dtype == DType::BF16 ? bf16::to_float(h) : f16::to_float(h);
+    }
+  }
+  if (release) ref.file->release(*ref.entry);
+  return out;
+}
+
+Expected<LinearParams> CheckpointWeights::linear(ir::TensorId weight, std::optional<ir::TensorId> bias,
+                                                 bool release) const {
+  const ir::TensorInfo& t = model_.tensors[weight];
+  if (t.shape.size() != 2) return make_error("checkpoint weights: '" + t.name + "' is not a matrix");
+  LinearParams p;
+  p.out = t.shape[0];
+  p.in = t.shape[1];
+  FP4C_ASSIGN(p.weight, read(weight, release));
+  if (bias) {
+    FP4C_ASSIGN(p.bias, read(*bias, release));
+  }
+  return p;
+}
+
+Expected<std::vector<float>> CheckpointWeights::embedding() {
+  if (!error_.empty()) return make_error(error_);
+  if (!embedding_) return make_error("checkpoint weights: the model has no embedding");
+  return read(*embedding_, false);
+}
+
+Expected<std::vector<float>> CheckpointWeights::final_norm() {
+  if (!error_.empty()) return make_error(error_);
+  if (!final_norm_) return make_error("checkpoint weights: the model has no final norm");
+  return read(*final_norm_, false);
+}
+
+Expected<LinearParams> CheckpointWeights::lm_head() {
+  if (!error_.empty()) return make_error(error_);
+  if (lm_head_) return linear(*lm_head_, std::nullopt, false);
+  if (!model_.tied_lm_head) return make_error("checkpoint weights: the model has no lm_head and it is not tied");
+  if (!embedding_) return make_error("checkpoint weights: lm_head is tied to an embedding the model lacks");
+  return linear(*embedding_, std::nullopt, false);
+}
+
+Expected<LayerParams> CheckpointWeights::layer(int index) {
+  if (!error_.empty()) return make_error(error_);
+  if (index < 0 || size_t(index) >= layers_.size())
+    return make_error("checkpoint weights: layer " + std::to_string(index) + " outside [0, " +
+                      std::to_string(layers_.size()) + ")");
+  const LayerIds& ids = layers_[size_t(index)];
+  const std::string where = "checkpoint weights: layer " + std::to_string(index) + " has no ";
+  if (!ids.input_norm) return make_error(where + "input norm");
+  if (!ids.post_norm) return make_error(where + "post-attention norm");
+  LayerParams out;
+  FP4C_ASSIGN(out.input_norm, read(*ids.input_norm, release_pages_));
+  FP4C_ASSIGN(out.post_norm, read(*ids.post_norm, release_pages_));
+  LinearParams* slots[kLinears] = {&out.q, &out.k, &out.v, &out.o, &out.gate, &out.up, &out.down};
+  for (size_t s = 0; s < kLinears; ++s) {
+    if (!ids.weight[s]) return make_error(where + kSlotNames[s] + " weight");
+    FP4C_ASSIGN(*slots[s], linear(*ids.weight[s], ids.bias[s], release_pages_));
+  }
+  return out;
+}
+
+}  // namespace fp4c::runtime

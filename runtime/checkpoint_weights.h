@@ -1,0 +1,50 @@
+// Weights for the forward straight from a checkpoint's BF16/F16/F32 tensors, converted to float one
+// layer at a time. Tensors are found by the IR's classification (role, layer, kind, activation
+// sites), never by name.
+#pragma once
+
+#include <array>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "formats/safetensors.h"
+#include "ir/model.h"
+#include "runtime/forward.h"
+
+namespace fp4c::runtime {
+
+class CheckpointWeights : public WeightSource {
+ public:
+  // `refs[id]` is the checkpoint entry of IR tensor `id`; both must outlive this object. Problems
+  // (a missing or duplicated tensor, a count mismatch) are reported by the accessor that needs it.
+  // With `release_pages`, a layer's mapped pages are handed back to the kernel once converted
+  // (safetensors::File::release), so that streaming a model does not keep it all resident.
+  CheckpointWeights(const ir::Model& model, std::span<const safetensors::Checkpoint::Ref> refs,
+                    bool release_pages = true);
+
+  Expected<std::vector<float>> embedding() override;
+  Expected<LayerParams> layer(int index) override;
+  Expected<std::vector<float>> final_norm() override;
+  // lm_head, or the embedding when model.tied_lm_head.
+  Expected<LinearParams> lm_head() override;
+
+ private:
+  static constexpr size_t kLinears = 7;  // q, k, v, o, gate, up, down
+  struct LayerIds {
+    std::optional<ir::TensorId> input_norm, post_norm;
+    std::array<std::optional<ir::TensorId>, kLinears> weight, bias;
+  };
+  Expected<std::vector<float>> read(ir::TensorId id, bool release) const;
+  Expected<LinearParams> linear(ir::TensorId weight, std::optional<ir::TensorId> bias, bool release) const;
+
+  const ir::Model& model_;
+  std::span<const safetensors::Checkpoint::Ref> refs_;
+  bool release_pages_;
+  std::string error_;  // the first indexing problem, reported by every accessor
+  std::optional<ir::TensorId> embedding_, final_norm_, lm_head_;
+  std::vector<LayerIds> layers_;
+};
+
+}  // namespace fp4c::runtime
