@@ -64,6 +64,7 @@ struct Activations {
 
 struct ForwardOptions {
   Precision precision = Precision::F32;
+  int threads = 0;  // OpenMP threads for the forward (oneDNN's included); 0: OpenMP's default
 };
 
 class Forward {
