@@ -1,0 +1,35 @@
+// Rotary position embedding and causal grouped-query attention over a batch of sequences, as matrix
+// multiplies: per (sequence, KV head, block of query positions) one QK^T and one PV product (oneDNN
+// matmul), with the softmax between them; only key blocks at or before the query block are computed.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ir/expected.h"
+#include "ir/model.h"
+#include "runtime/forward.h"
+
+namespace fp4c::runtime {
+
+// RoPE inverse frequencies theta^(-2i/head_dim), i < head_dim / 2, in double, with Llama 3
+// `rope_scaling` applied as transformers' _compute_llama3_parameters does.
+std::vector<double> rope_inv_freq(const ir::ModelConfig& config);
+
+struct AttentionShape {
+  int64_t heads = 0;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;
+};
+
+// q [T, heads * head_dim], k and v [T, kv_heads * head_dim] (the projections' outputs, biases added):
+// rotates q and k (HF rotate-half layout, positions 0..len-1 within each sequence), then for each
+// sequence and head out = softmax(q k^T / sqrt(head_dim) + causal mask) v, into out [T, heads *
+// head_dim]. `offsets` as in Activations. Precision::BF16 rounds q, k, v and the probabilities to
+// BF16 before their products (FP32 accumulation, FP32 softmax), as flash attention does.
+Status causal_attention(const float* q, const float* k, const float* v, std::span<const int64_t> offsets,
+                        const AttentionShape& shape, std::span<const double> inv_freq,
+                        Precision precision, float* out);
+
+}  // namespace fp4c::runtime

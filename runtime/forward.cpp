@@ -1,0 +1,254 @@
+// The decoder forward, layer by layer over all sequences at once: RMSNorm, q/k/v (+ biases), RoPE and
+// causal GQA attention, o, residual, RMSNorm, gate/up, SiLU(gate) * up, down, residual. Every Linear
+// runs as one GEMM over all tokens of all sequences, its weight converted once per call.
+#include "runtime/forward.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "runtime/activation_quant.h"
+#include "runtime/attention.h"
+#include "runtime/elementwise.h"
+#include "runtime/matmul.h"
+
+namespace fp4c::runtime {
+namespace {
+
+// The calling thread's OpenMP thread count for one call (oneDNN reads it too), restored afterwards.
+class ThreadScope {
+ public:
+  explicit ThreadScope(int threads) : saved_(omp_get_max_threads()), set_(threads > 0) {
+    if (set_) omp_set_num_threads(threads);
+  }
+  ~ThreadScope() {
+    if (set_) omp_set_num_threads(saved_);
+  }
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
+
+ private:
+  int saved_;
+  bool set_;
+};
+
+std::string shape_str(int64_t rows, int64_t cols) {
+  return "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
+}
+
+Status check_linear(const LinearParams& p, int64_t out, int64_t in, const std::string& what) {
+  if (p.out != out || p.in != in)
+    return make_error(what + ": shape " + shape_str(p.out, p.in) + ", expected " + shape_str(out, in));
+  if (int64_t(p.weight.size()) != out * in)
+    return make_error(what + ": " + std::to_string(p.weight.size()) + " weights for shape " + shape_str(out, in));
+  if (!p.bias.empty() && int64_t(p.bias.size()) != out)
+    return make_error(what + ": " + std::to_string(p.bias.size()) + " biases for " + std::to_string(out) + " outputs");
+  if (p.input_global_scale) {
+    if (in % 16 != 0)
+      return make_error(what + ": W4A4 input quantization needs in_features % 16 == 0, got " + std::to_string(in));
+    if (!(*p.input_global_scale > 0.0f) || !std::isfinite(*p.input_global_scale))
+      return make_error(what + ": input global scale must be finite and > 0, got " +
+                        std::to_string(*p.input_global_scale));
+  }
+  return {};
+}
+
+Status check_vector(const std::vector<float>& v, int64_t n, const std::string& what) {
+  if (int64_t(v.size()) != n)
+    return make_error(what + ": " + std::to_string(v.size()) + " elements, expected " + std::to_string(n));
+  return {};
+}
+
+// The input of a group of Linears that read the same activations, as each one's GEMM takes it:
+// fake-quantized with its input global scale (W4A4) and rounded to BF16 for Precision::BF16, made
+// once per distinct scale. When every member has the same scale, quantization overwrites x (the
+// activations are dead once the group ran).
+class GemmInputs {
+ public:
+  GemmInputs(float* x, int64_t rows, int64_t cols, Precision precision, std::initializer_list<const LinearParams*> group)
+      : x_(x), rows_(rows), cols_(cols), precision_(precision) {
+    for (const LinearParams* p : group) in_place_ &= key(p->input_global_scale) == key(group.begin()[0]->input_global_scale);
+  }
+
+  const void* get(const LinearParams& p) {
+    const uint64_t k = key(p.input_global_scale);
+    for (const Entry& e : entries_)
+      if (e.key == k) return e.data();
+    Entry e{k, x_, {}, {}};
+    const size_t n = size_t(rows_ * cols_);
+    if (p.input_global_scale) {
+      float* dst = x_;
+      if (!in_place_) {
+        e.quantized.resize(n);
+        dst = e.quantized.data();
+      }
+      fake_quantize_nvfp4(x_, rows_, cols_, *p.input_global_scale, dst);
+      e.f32 = dst;
+    }
+    if (precision_ == Precision::BF16) {
+      e.bf16.resize(n);
+      round_to_bf16(e.f32, e.bf16.data(), int64_t(n));
+      e.quantized = {};
+    }
+    entries_.push_back(std::move(e));
+    return entries_.back().data();
+  }
+
+ private:
+  // A scale's bit pattern, or a value no float has (no scale).
+  static uint64_t key(const std::optional<float>& s) { return s ? std::bit_cast<uint32_t>(*s) : uint64_t(1) << 32; }
+  struct Entry {
+    uint64_t key;
+    const float* f32;
+    std::vector<float> quantized;
+    std::vector<uint16_t> bf16;
+    const void* data() const { return bf16.empty() ? static_cast<const void*>(f32) : bf16.data(); }
+  };
+  float* x_;
+  int64_t rows_, cols_;
+  Precision precision_;
+  bool in_place_ = true;
+  std::vector<Entry> entries_;
+};
+
+// y = the Linear applied to its prepared input; the weight is converted here and dropped after.
+Status run_linear(const LinearParams& p, GemmInputs& inputs, int64_t rows, Precision precision, float* y) {
+  FP4C_ASSIGN(PreparedLinear prepared, PreparedLinear::create(p, rows, precision));
+  return prepared.run(inputs.get(p), y);
+}
+
+}  // namespace
+
+Forward::Forward(const ir::ModelConfig& config, ForwardOptions options)
+    : config_(config), options_(options) {}
+
+Expected<Activations> Forward::embed(const std::vector<float>& embedding,
+                                     const std::vector<std::vector<int32_t>>& sequences) const {
+  const int64_t H = config_.hidden_size, V = config_.vocab_size;
+  if (int64_t(embedding.size()) != V * H)
+    return make_error("embedding: " + std::to_string(embedding.size()) + " elements, expected " + shape_str(V, H));
+  Activations acts;
+  acts.offsets.reserve(sequences.size() + 1);
+  acts.offsets.push_back(0);
+  for (size_t s = 0; s < sequences.size(); ++s) {
+    for (size_t p = 0; p < sequences[s].size(); ++p) {
+      const int32_t id = sequences[s][p];
+      if (id < 0 || id >= V)
+        return make_error("sequence " + std::to_string(s) + ", position " + std::to_string(p) + ": token id " +
+                          std::to_string(id) + " outside the vocabulary (vocab_size " + std::to_string(V) + ")");
+    }
+    acts.offsets.push_back(acts.offsets.back() + int64_t(sequences[s].size()));
+  }
+  ThreadScope threads(options_.threads);
+  acts.hidden.resize(size_t(acts.tokens() * H));
+  const int64_t nseq = int64_t(sequences.size());
+#pragma omp parallel for schedule(dynamic, 1) if (acts.tokens() * H >= (1 << 16))
+  for (int64_t s = 0; s < nseq; ++s)
+    for (size_t p = 0; p < sequences[size_t(s)].size(); ++p)
+      std::memcpy(&acts.hidden[size_t((acts.offsets[size_t(s)] + int64_t(p)) * H)],
+                  &embedding[size_t(sequences[size_t(s)][p]) * size_t(H)], size_t(H) * sizeof(float));
+  return acts;
+}
+
+Status Forward::layer(int index, const LayerParams& params, Activations& acts, const LinearHook& hook) const {
+  const ir::ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, nH = c.num_attention_heads,
+                nKV = c.num_key_value_heads, hd = c.head_dim;
+  const int64_t Dq = nH * hd, Dkv = nKV * hd;
+  const std::string where = "layer " + std::to_string(index);
+  if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "llama3")
+    return make_error("unsupported rope_scaling type '" + c.rope_scaling.type + "' (supported: llama3)");
+  FP4C_TRY(check_vector(params.input_norm, H, where + " input norm"));
+  FP4C_TRY(check_vector(params.post_norm, H, where + " post-attention norm"));
+  FP4C_TRY(check_linear(params.q, Dq, H, where + " q"));
+  FP4C_TRY(check_linear(params.k, Dkv, H, where + " k"));
+  FP4C_TRY(check_linear(params.v, Dkv, H, where + " v"));
+  FP4C_TRY(check_linear(params.o, H, Dq, where + " o"));
+  FP4C_TRY(check_linear(params.gate, I, H, where + " gate"));
+  FP4C_TRY(check_linear(params.up, I, H, where + " up"));
+  FP4C_TRY(check_linear(params.down, H, I, where + " down"));
+  const int64_t T = acts.tokens();
+  if (int64_t(acts.hidden.size()) != T * H)
+    return make_error(where + ": hidden states hold " + std::to_string(acts.hidden.size()) + " floats, expected " +
+                      shape_str(T, H));
+  if (T == 0) return {};
+  ThreadScope threads(options_.threads);
+  const Precision prec = options_.precision;
+  float* hidden = acts.hidden.data();
+
+  // Attention block.
+  std::vector<float> xn(size_t(T * H));
+  rms_norm(hidden, params.input_norm.data(), T, H, c.rms_norm_eps, xn.data());
+  if (hook) hook(LinearInput{index, ir::Role::Q, xn.data(), T, H});
+  std::vector<float> attn(size_t(T * Dq));
+  {
+    std::vector<float> q(size_t(T * Dq)), k(size_t(T * Dkv)), v(size_t(T * Dkv));
+    GemmInputs in(xn.data(), T, H, prec, {&params.q, &params.k, &params.v});
+    FP4C_TRY(run_linear(params.q, in, T, prec, q.data()));
+    FP4C_TRY(run_linear(params.k, in, T, prec, k.data()));
+    FP4C_TRY(run_linear(params.v, in, T, prec, v.data()));
+    const std::vector<double> inv_freq = rope_inv_freq(c);
+    FP4C_TRY(causal_attention(q.data(), k.data(), v.data(), acts.offsets, AttentionShape{nH, nKV, hd}, inv_freq,
+                              prec, attn.data()));
+  }
+  if (hook) hook(LinearInput{index, ir::Role::O, attn.data(), T, Dq});
+  {
+    GemmInputs in(attn.data(), T, Dq, prec, {&params.o});
+    FP4C_TRY(run_linear(params.o, in, T, prec, xn.data()));
+  }
+  attn = {};
+  add_inplace(hidden, xn.data(), T * H);
+
+  // MLP block.
+  rms_norm(hidden, params.post_norm.data(), T, H, c.rms_norm_eps, xn.data());
+  if (hook) hook(LinearInput{index, ir::Role::Gate, xn.data(), T, H});
+  std::vector<float> gate(size_t(T * I));
+  {
+    std::vector<float> up(size_t(T * I));
+    GemmInputs in(xn.data(), T, H, prec, {&params.gate, &params.up});
+    FP4C_TRY(run_linear(params.gate, in, T, prec, gate.data()));
+    FP4C_TRY(run_linear(params.up, in, T, prec, up.data()));
+    silu_mul(gate.data(), up.data(), T * I);
+  }
+  if (hook) hook(LinearInput{index, ir::Role::Down, gate.data(), T, I});
+  {
+    GemmInputs in(gate.data(), T, I, prec, {&params.down});
+    FP4C_TRY(run_linear(params.down, in, T, prec, xn.data()));
+  }
+  add_inplace(hidden, xn.data(), T * H);
+  return {};
+}
+
+Status Forward::head(const std::vector<float>& final_norm, const LinearParams& lm_head, const Activations& acts,
+                     const std::function<void(int64_t, const float*, int64_t)>& sink, int64_t chunk_rows) const {
+  const int64_t H = config_.hidden_size, V = config_.vocab_size;
+  FP4C_TRY(check_vector(final_norm, H, "final norm"));
+  FP4C_TRY(check_linear(lm_head, V, H, "lm_head"));
+  if (chunk_rows <= 0) return make_error("head: chunk_rows must be positive, got " + std::to_string(chunk_rows));
+  const int64_t T = acts.tokens();
+  if (int64_t(acts.hidden.size()) != T * H)
+    return make_error("head: hidden states hold " + std::to_string(acts.hidden.size()) + " floats, expected " +
+                      shape_str(T, H));
+  if (T == 0) return {};
+  ThreadScope threads(options_.threads);
+  const Precision prec = options_.precision;
+  const int64_t chunk = std::min(chunk_rows, T);
+  FP4C_ASSIGN(PreparedLinear prepared, PreparedLinear::create(lm_head, chunk, prec));
+  // The last chunk is padded with zero rows, so that one primitive serves every chunk.
+  std::vector<float> xn(size_t(chunk * H), 0.0f), logits(size_t(chunk * V));
+  for (int64_t r = 0; r < T; r += chunk) {
+    const int64_t n = std::min(chunk, T - r);
+    if (n < chunk) std::fill(xn.begin(), xn.end(), 0.0f);
+    rms_norm(&acts.hidden[size_t(r * H)], final_norm.data(), n, H, config_.rms_norm_eps, xn.data());
+    GemmInputs in(xn.data(), chunk, H, prec, {&lm_head});
+    FP4C_TRY(prepared.run(in.get(lm_head), logits.data()));
+    sink(r, logits.data(), n);
+  }
+  return {};
+}
+
+}  // namespace fp4c::runtime

@@ -1,0 +1,88 @@
+#include "runtime/matmul.h"
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/dnnl_engine.h"
+
+namespace fp4c::runtime {
+
+using dnnl::memory;
+using dt = memory::data_type;
+using tag = memory::format_tag;
+
+struct PreparedLinear::Impl {
+  int64_t rows = 0, in = 0, out = 0;
+  dt src_type = dt::f32;
+  dnnl::matmul primitive;
+  memory weights;             // in the primitive's own layout and type
+  memory bias;                // empty when the Linear has none
+  std::vector<float> bias_data;
+};
+
+PreparedLinear::PreparedLinear(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PreparedLinear::PreparedLinear(PreparedLinear&&) noexcept = default;
+PreparedLinear& PreparedLinear::operator=(PreparedLinear&&) noexcept = default;
+PreparedLinear::~PreparedLinear() = default;
+
+int64_t PreparedLinear::rows() const { return impl_->rows; }
+
+Expected<PreparedLinear> PreparedLinear::create(const LinearParams& w, int64_t rows,
+                                                Precision precision) {
+  if (rows <= 0 || w.in <= 0 || w.out <= 0 || int64_t(w.weight.size()) != w.in * w.out ||
+      (!w.bias.empty() && int64_t(w.bias.size()) != w.out))
+    return make_error("matmul: inconsistent Linear [" + std::to_string(w.out) + ", " +
+                      std::to_string(w.in) + "] with " + std::to_string(w.weight.size()) +
+                      " weights and " + std::to_string(w.bias.size()) + " biases");
+  auto impl = std::make_unique<Impl>();
+  impl->rows = rows;
+  impl->in = w.in;
+  impl->out = w.out;
+  impl->src_type = precision == Precision::BF16 ? dt::bf16 : dt::f32;
+  try {
+    const dnnl::engine& eng = cpu_engine();
+    const memory::desc src({rows, w.in}, impl->src_type, tag::ab);
+    const memory::desc wei({w.in, w.out}, impl->src_type, tag::any);
+    const memory::desc dst({rows, w.out}, dt::f32, tag::ab);
+    const memory::desc bias({1, w.out}, dt::f32, tag::ab);
+    const auto pd = w.bias.empty() ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), eng)
+                                   : dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, bias, dst), eng);
+    impl->primitive = dnnl::matmul(pd);
+    // W is [out, in] row-major: as the [in, out] matrix the primitive multiplies by, that is "ba".
+    memory user_weights(memory::desc({w.in, w.out}, dt::f32, tag::ba), eng,
+                        const_cast<float*>(w.weight.data()));
+    impl->weights = memory(pd.weights_desc(), eng);
+    dnnl::stream s(eng);
+    dnnl::reorder(user_weights, impl->weights).execute(s, user_weights, impl->weights);
+    s.wait();
+    if (!w.bias.empty()) {
+      impl->bias_data = w.bias;
+      impl->bias = memory(bias, eng, impl->bias_data.data());
+    }
+  } catch (const dnnl::error& e) {
+    return make_error(std::string("matmul: oneDNN: ") + e.what());
+  }
+  return PreparedLinear(std::move(impl));
+}
+
+Status PreparedLinear::run(const void* x, float* y) const {
+  try {
+    const dnnl::engine& eng = cpu_engine();
+    memory src(memory::desc({impl_->rows, impl_->in}, impl_->src_type, tag::ab), eng, const_cast<void*>(x));
+    memory dst(memory::desc({impl_->rows, impl_->out}, dt::f32, tag::ab), eng, y);
+    dnnl::stream s(eng);
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, impl_->weights}, {DNNL_ARG_DST, dst}};
+    if (!impl_->bias_data.empty()) args.emplace(DNNL_ARG_BIAS, impl_->bias);
+    impl_->primitive.execute(s, args);
+    s.wait();
+  } catch (const dnnl::error& e) {
+    return make_error(std::string("matmul: oneDNN: ") + e.what());
+  }
+  return {};
+}
+
+}  // namespace fp4c::runtime

@@ -1,0 +1,517 @@
+// The CPU forward against a float64 reference written plainly here (naive loops, one sequence and
+// one head at a time), on a tiny random model; hooks; W4A4 activation fake quantization; BF16; bad
+// input; and the real stories260K model against its README's perplexity.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numbers>
+#include <random>
+#include <vector>
+
+#include "formats/bf16.h"
+#include "formats/nvfp4.h"
+#include "frontend/checkpoint.h"
+#include "runtime/checkpoint_weights.h"
+#include "runtime/forward.h"
+
+namespace fp4c::runtime {
+namespace {
+
+using Matrix = std::vector<std::vector<double>>;  // [rows][cols]
+
+// ---------------------------------------------------------------------------------------------
+// A tiny random model.
+
+struct TinyModel {
+  ir::ModelConfig config;
+  std::vector<float> embedding, final_norm;
+  std::vector<LayerParams> layers;
+  LinearParams lm_head;
+};
+
+ir::ModelConfig tiny_config(bool llama3_scaling) {
+  ir::ModelConfig c;
+  c.architecture = "Qwen2ForCausalLM";
+  c.model_type = "qwen2";
+  c.hidden_size = 64;
+  c.intermediate_size = 96;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 16;
+  c.vocab_size = 80;
+  c.max_position_embeddings = 256;
+  c.rms_norm_eps = 1e-6;
+  c.rope_theta = 10000.0;
+  c.attention_bias = true;
+  if (llama3_scaling) {
+    // With head_dim 16 the wavelengths are 6.3, 20, 63, 199, ...: one high, two medium (smoothed)
+    // and five low frequencies against original_max_position_embeddings 64.
+    c.rope_scaling.type = "llama3";
+    c.rope_scaling.factor = 8.0;
+    c.rope_scaling.low_freq_factor = 1.0;
+    c.rope_scaling.high_freq_factor = 4.0;
+    c.rope_scaling.original_max_position_embeddings = 64;
+  }
+  return c;
+}
+
+TinyModel tiny_model(bool llama3_scaling, uint64_t seed) {
+  TinyModel m;
+  m.config = tiny_config(llama3_scaling);
+  const ir::ModelConfig& c = m.config;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto fill = [&](size_t n, float scale, float offset) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = offset + scale * normal(rng);
+    return v;
+  };
+  auto linear = [&](int64_t out, int64_t in, bool bias) {
+    LinearParams p;
+    p.out = out;
+    p.in = in;
+    p.weight = fill(size_t(out * in), 1.0f / std::sqrt(float(in)), 0);
+    if (bias) p.bias = fill(size_t(out), 0.1f, 0);
+    return p;
+  };
+  const int64_t H = c.hidden_size, I = c.intermediate_size, Dq = c.num_attention_heads * c.head_dim,
+                Dkv = c.num_key_value_heads * c.head_dim;
+  m.embedding = fill(size_t(c.vocab_size * H), 1.0f, 0);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    LayerParams p;
+    p.input_norm = fill(size_t(H), 0.1f, 1);
+    p.post_norm = fill(size_t(H), 0.1f, 1);
+    p.q = linear(Dq, H, true);
+    p.k = linear(Dkv, H, true);
+    p.v = linear(Dkv, H, true);
+    p.o = linear(H, Dq, false);
+    p.gate = linear(I, H, false);
+    p.up = linear(I, H, false);
+    p.down = linear(H, I, false);
+    m.layers.push_back(std::move(p));
+  }
+  m.final_norm = fill(size_t(H), 0.1f, 1);
+  m.lm_head = linear(c.vocab_size, H, false);
+  return m;
+}
+
+std::vector<std::vector<int32_t>> tiny_sequences(int64_t vocab) {
+  std::mt19937_64 rng(99);
+  std::vector<std::vector<int32_t>> out;
+  for (int len : {1, 7, 70, 33}) {  // 70: two blocks of query positions
+    std::vector<int32_t> s(static_cast<size_t>(len));
+    for (auto& id : s) id = int32_t(rng() % uint64_t(vocab));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The float64 reference.
+
+struct ReferenceOptions {
+  bool w4a4 = false;  // fake-quantize Linear inputs with their input global scales, as NVFP4.md §3
+  bool bf16 = false;  // round every matrix product's inputs to BF16
+};
+
+struct ReferenceResult {
+  std::vector<Matrix> logits;  // per sequence [len][vocab]
+  // Linear inputs per (layer, role), per sequence [len][cols], before any quantization.
+  std::map<std::pair<int, ir::Role>, std::vector<Matrix>> inputs;
+};
+
+double round_bf16(double x) { return bf16::to_float(bf16::from_float(float(x))); }
+
+// x' of each row with NVFP4 block scales and global scale G, through the formats' reference.
+Matrix fake_quantize(const Matrix& x, float G) {
+  Matrix out = x;
+  for (auto& row : out) {
+    std::vector<float> f(row.begin(), row.end());
+    std::vector<uint8_t> packed(f.size() / 2), scales(f.size() / 16);
+    nvfp4::quantize_f32_ref(f.data(), 1, int64_t(f.size()), G, packed.data(), scales.data());
+    nvfp4::dequantize(packed.data(), scales.data(), 1, int64_t(f.size()), G, f.data());
+    row.assign(f.begin(), f.end());
+  }
+  return out;
+}
+
+Matrix rms_norm(const Matrix& x, const std::vector<float>& w, double eps) {
+  Matrix out = x;
+  for (auto& row : out) {
+    double ss = 0;
+    for (double v : row) ss += v * v;
+    const double r = 1.0 / std::sqrt(ss / double(row.size()) + eps);
+    for (size_t i = 0; i < row.size(); ++i) row[i] = double(w[i]) * row[i] * r;
+  }
+  return out;
+}
+
+Matrix apply_linear(const Matrix& x_in, const LinearParams& p, const ReferenceOptions& opt) {
+  Matrix x = x_in;
+  if (opt.w4a4 && p.input_global_scale) x = fake_quantize(x, *p.input_global_scale);
+  Matrix y(x.size(), std::vector<double>(size_t(p.out)));
+  for (size_t r = 0; r < x.size(); ++r)
+    for (int64_t o = 0; o < p.out; ++o) {
+      double acc = p.bias.empty() ? 0.0 : double(p.bias[size_t(o)]);
+      for (int64_t i = 0; i < p.in; ++i) {
+        double a = x[r][size_t(i)], w = p.weight[size_t(o * p.in + i)];
+        if (opt.bf16) a = round_bf16(a), w = round_bf16(w);
+        acc += a * w;
+      }
+      y[r][size_t(o)] = acc;
+    }
+  return y;
+}
+
+std::vector<double> reference_inv_freq(const ir::ModelConfig& c) {
+  // transformers: _compute_default_rope_parameters, then _compute_llama3_parameters.
+  std::vector<double> inv;
+  for (int64_t i = 0; i < c.head_dim; i += 2) inv.push_back(1.0 / std::pow(c.rope_theta, double(i) / double(c.head_dim)));
+  if (c.rope_scaling.type != "llama3") return inv;
+  const auto& rs = c.rope_scaling;
+  const double old_len = double(rs.original_max_position_embeddings);
+  for (double& f : inv) {
+    const double wavelen = 2 * std::numbers::pi / f;
+    if (wavelen < old_len / rs.high_freq_factor) continue;  // high frequency: unchanged
+    if (wavelen > old_len / rs.low_freq_factor) {
+      f = f / rs.factor;  // low frequency
+      continue;
+    }
+    const double smooth = (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+    f = (1 - smooth) * f / rs.factor + smooth * f;
+  }
+  return inv;
+}
+
+ReferenceResult reference_forward(const TinyModel& m, const std::vector<std::vector<int32_t>>& seqs,
+                                  const ReferenceOptions& opt) {
+  const ir::ModelConfig& c = m.config;
+  const int64_t H = c.hidden_size, nH = c.num_attention_heads, nKV = c.num_key_value_heads, hd = c.head_dim;
+  const std::vector<double> inv_freq = reference_inv_freq(c);
+  auto mm_in = [&](double v) { return opt.bf16 ? round_bf16(v) : v; };
+  ReferenceResult res;
+  for (const auto& ids : seqs) {
+    const size_t L = ids.size();
+    Matrix x(L, std::vector<double>(size_t(H)));
+    for (size_t p = 0; p < L; ++p)
+      for (int64_t i = 0; i < H; ++i) x[p][size_t(i)] = m.embedding[size_t(ids[p] * H + i)];
+    for (int l = 0; l < c.num_hidden_layers; ++l) {
+      const LayerParams& w = m.layers[size_t(l)];
+      const Matrix xn = rms_norm(x, w.input_norm, c.rms_norm_eps);
+      res.inputs[{l, ir::Role::Q}].push_back(xn);
+      Matrix q = apply_linear(xn, w.q, opt), k = apply_linear(xn, w.k, opt), v = apply_linear(xn, w.v, opt);
+      auto rope = [&](Matrix& t, int64_t heads) {
+        for (size_t p = 0; p < L; ++p)
+          for (int64_t h = 0; h < heads; ++h)
+            for (int64_t i = 0; i < hd / 2; ++i) {
+              const double a = double(p) * inv_freq[size_t(i)];
+              double& x1 = t[p][size_t(h * hd + i)];
+              double& x2 = t[p][size_t(h * hd + i + hd / 2)];
+              const double r1 = x1 * std::cos(a) - x2 * std::sin(a), r2 = x2 * std::cos(a) + x1 * std::sin(a);
+              x1 = r1;
+              x2 = r2;
+            }
+      };
+      rope(q, nH);
+      rope(k, nKV);
+      Matrix attn(L, std::vector<double>(size_t(nH * hd), 0.0));
+      for (int64_t h = 0; h < nH; ++h) {
+        const int64_t kh = h / (nH / nKV);
+        for (size_t p = 0; p < L; ++p) {
+          std::vector<double> s(p + 1);
+          double mx = -INFINITY;
+          for (size_t t = 0; t <= p; ++t) {
+            double dot = 0;
+            for (int64_t i = 0; i < hd; ++i) dot += mm_in(q[p][size_t(h * hd + i)]) * mm_in(k[t][size_t(kh * hd + i)]);
+            s[t] = dot / std::sqrt(double(hd));
+            mx = std::max(mx, s[t]);
+          }
+          double sum = 0;
+          for (double& e : s) sum += (e = std::exp(e - mx));
+          for (size_t t = 0; t <= p; ++t)
+            for (int64_t i = 0; i < hd; ++i)
+              attn[p][size_t(h * hd + i)] += mm_in(s[t] / sum) * mm_in(v[t][size_t(kh * hd + i)]);
+        }
+      }
+      res.inputs[{l, ir::Role::O}].push_back(attn);
+      const Matrix o = apply_linear(attn, w.o, opt);
+      for (size_t p = 0; p < L; ++p)
+        for (int64_t i = 0; i < H; ++i) x[p][size_t(i)] += o[p][size_t(i)];
+      const Matrix xn2 = rms_norm(x, w.post_norm, c.rms_norm_eps);
+      res.inputs[{l, ir::Role::Gate}].push_back(xn2);
+      const Matrix g = apply_linear(xn2, w.gate, opt), u = apply_linear(xn2, w.up, opt);
+      Matrix act = g;
+      for (size_t p = 0; p < L; ++p)
+        for (size_t i = 0; i < act[p].size(); ++i) act[p][i] = g[p][i] / (1 + std::exp(-g[p][i])) * u[p][i];
+      res.inputs[{l, ir::Role::Down}].push_back(act);
+      const Matrix d = apply_linear(act, w.down, opt);
+      for (size_t p = 0; p < L; ++p)
+        for (int64_t i = 0; i < H; ++i) x[p][size_t(i)] += d[p][size_t(i)];
+    }
+    res.logits.push_back(apply_linear(rms_norm(x, m.final_norm, c.rms_norm_eps), m.lm_head, opt));
+  }
+  return res;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the forward.
+
+struct HookCall {
+  int layer;
+  ir::Role role;
+  int64_t rows, cols;
+  std::vector<float> x;
+};
+
+struct ForwardResult {
+  std::vector<float> logits;  // [T, vocab]
+  std::vector<HookCall> calls;
+  std::vector<int64_t> offsets;
+};
+
+ForwardResult run_forward(const TinyModel& m, const std::vector<std::vector<int32_t>>& seqs, ForwardOptions opt,
+                          int64_t chunk_rows = 256) {
+  Forward fwd(m.config, opt);
+  auto acts = fwd.embed(m.embedding, seqs);
+  EXPECT_TRUE(acts.ok()) << acts.error().message;
+  ForwardResult res;
+  res.offsets = acts->offsets;
+  for (int l = 0; l < m.config.num_hidden_layers; ++l) {
+    Status st = fwd.layer(l, m.layers[size_t(l)], *acts, [&](const LinearInput& in) {
+      res.calls.push_back({in.layer, in.role, in.rows, in.cols, std::vector<float>(in.x, in.x + in.rows * in.cols)});
+    });
+    EXPECT_TRUE(st.ok()) << st.error().message;
+  }
+  const int64_t V = m.config.vocab_size;
+  res.logits.assign(size_t(acts->tokens() * V), NAN);
+  Status st = fwd.head(m.final_norm, m.lm_head, *acts, [&](int64_t first, const float* logits, int64_t rows) {
+    std::copy(logits, logits + rows * V, res.logits.begin() + first * V);
+  }, chunk_rows);
+  EXPECT_TRUE(st.ok()) << st.error().message;
+  return res;
+}
+
+std::string sci(double v, const char* format = "%.3e") {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+// max |a - b| / max |b| over all sequences' rows.
+double relative_error(const std::vector<float>& got, const std::vector<Matrix>& want) {
+  double diff = 0, scale = 0;
+  size_t k = 0;
+  for (const Matrix& m : want)
+    for (const auto& row : m)
+      for (double w : row) {
+        diff = std::max(diff, std::fabs(double(got[k++]) - w));
+        scale = std::max(scale, std::fabs(w));
+      }
+  EXPECT_EQ(k, got.size());
+  return diff / scale;
+}
+
+class ForwardVsReference : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ForwardVsReference, F32LogitsWithin1e4) {
+  const TinyModel m = tiny_model(GetParam(), 1);
+  const auto seqs = tiny_sequences(m.config.vocab_size);
+  const ReferenceResult ref = reference_forward(m, seqs, {});
+  const ForwardResult got = run_forward(m, seqs, {Precision::F32});
+  const double err = relative_error(got.logits, ref.logits);
+  EXPECT_LT(err, 1e-4);
+  RecordProperty("relative_error", sci(err));
+  // Small chunks give the same logits.
+  const ForwardResult chunked = run_forward(m, seqs, {Precision::F32}, 5);
+  EXPECT_EQ(chunked.logits, got.logits);
+}
+
+TEST_P(ForwardVsReference, HooksSeeEachLinearGroupsInput) {
+  const TinyModel m = tiny_model(GetParam(), 2);
+  const auto seqs = tiny_sequences(m.config.vocab_size);
+  const ReferenceResult ref = reference_forward(m, seqs, {});
+  const ForwardResult got = run_forward(m, seqs, {Precision::F32});
+  const int64_t T = got.offsets.back();
+  const ir::Role order[] = {ir::Role::Q, ir::Role::O, ir::Role::Gate, ir::Role::Down};
+  const int64_t cols[] = {64, 64, 64, 96};
+  ASSERT_EQ(got.calls.size(), size_t(4 * m.config.num_hidden_layers));
+  for (size_t i = 0; i < got.calls.size(); ++i) {
+    const HookCall& call = got.calls[i];
+    SCOPED_TRACE(std::to_string(call.layer) + " " + std::string(ir::role_name(call.role)));
+    EXPECT_EQ(call.layer, int(i / 4));
+    EXPECT_EQ(call.role, order[i % 4]);
+    EXPECT_EQ(call.rows, T);
+    EXPECT_EQ(call.cols, cols[i % 4]);
+    EXPECT_LT(relative_error(call.x, ref.inputs.at({call.layer, call.role})), 2e-5);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(RopeScaling, ForwardVsReference, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "llama3" : "plain"; });
+
+// Input global scales from the activations' true maxima (as the stats pass finds them), shared
+// within q/k/v and gate/up.
+void set_input_scales(TinyModel& m, const ForwardResult& calib) {
+  for (const HookCall& call : calib.calls) {
+    float amax = 0;
+    for (float v : call.x) amax = std::max(amax, std::fabs(v));
+    const float G = nvfp4::global_scale(amax);
+    LayerParams& p = m.layers[size_t(call.layer)];
+    switch (call.role) {
+      case ir::Role::Q: p.q.input_global_scale = p.k.input_global_scale = p.v.input_global_scale = G; break;
+      case ir::Role::O: p.o.input_global_scale = G; break;
+      case ir::Role::Gate: p.gate.input_global_scale = p.up.input_global_scale = G; break;
+      case ir::Role::Down: p.down.input_global_scale = G; break;
+      default: break;
+    }
+  }
+}
+
+TEST(Forward, W4A4MatchesReferenceWithTheSameActivationQuantization) {
+  TinyModel m = tiny_model(false, 3);
+  const auto seqs = tiny_sequences(m.config.vocab_size);
+  set_input_scales(m, run_forward(m, seqs, {Precision::F32}));
+  const ReferenceResult ref = reference_forward(m, seqs, {.w4a4 = true});
+  const ForwardResult got = run_forward(m, seqs, {Precision::F32});
+  const double err = relative_error(got.logits, ref.logits);
+  RecordProperty("relative_error", sci(err));
+  EXPECT_LT(err, 1e-4);
+  // Hooks see the inputs before quantization.
+  EXPECT_LT(relative_error(got.calls[0].x, ref.inputs.at({0, ir::Role::Q})), 2e-5);
+  // And the quantization does change the logits.
+  const ReferenceResult plain = reference_forward(m, seqs, {});
+  EXPECT_GT(relative_error(got.logits, plain.logits), 1e-3);
+  // q/k/v with different scales: each Linear gets its own quantized input.
+  m.layers[0].k.input_global_scale = *m.layers[0].k.input_global_scale * 0.5f;
+  m.layers[1].up.input_global_scale.reset();
+  const ReferenceResult ref2 = reference_forward(m, seqs, {.w4a4 = true});
+  EXPECT_LT(relative_error(run_forward(m, seqs, {Precision::F32}).logits, ref2.logits), 1e-4);
+}
+
+TEST(Forward, Bf16RoundsMatrixProductInputs) {
+  const TinyModel m = tiny_model(true, 4);
+  const auto seqs = tiny_sequences(m.config.vocab_size);
+  const ForwardResult got = run_forward(m, seqs, {Precision::BF16});
+  const double vs_bf16_ref = relative_error(got.logits, reference_forward(m, seqs, {.bf16 = true}).logits);
+  const double vs_f32_ref = relative_error(got.logits, reference_forward(m, seqs, {}).logits);
+  RecordProperty("vs_bf16_reference", sci(vs_bf16_ref));
+  RecordProperty("vs_f64_reference", sci(vs_f32_ref));
+  EXPECT_LT(vs_bf16_ref, 2e-3);
+  EXPECT_GT(vs_f32_ref, 1e-4);
+  EXPECT_LT(vs_f32_ref, 5e-2);
+}
+
+TEST(Forward, SameResultsWithOneAndTwoThreads) {
+  TinyModel m = tiny_model(false, 5);
+  auto seqs = tiny_sequences(m.config.vocab_size);
+  for (Precision p : {Precision::F32, Precision::BF16}) {
+    const ForwardResult one = run_forward(m, seqs, {p, 1});
+    const ForwardResult two = run_forward(m, seqs, {p, 2});
+    EXPECT_EQ(one.logits, two.logits);
+    for (size_t i = 0; i < one.calls.size(); ++i) EXPECT_EQ(one.calls[i].x, two.calls[i].x);
+  }
+}
+
+TEST(Forward, RejectsBadInput) {
+  TinyModel m = tiny_model(false, 6);
+  Forward fwd(m.config, {});
+  auto bad = fwd.embed(m.embedding, {{1, 2, 3}, {4, 5, 80}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message, "sequence 1, position 2: token id 80 outside the vocabulary (vocab_size 80)");
+  EXPECT_FALSE(fwd.embed(m.embedding, {{-1}}).ok());
+  auto acts = fwd.embed(m.embedding, {{1, 2, 3}});
+  ASSERT_TRUE(acts.ok());
+  LayerParams broken = m.layers[0];
+  broken.k.weight.pop_back();
+  Status st = fwd.layer(0, broken, *acts);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().message, "layer 0 k: 2047 weights for shape [32, 64]");
+  broken = m.layers[0];
+  broken.down.input_global_scale = 0.0f;
+  EXPECT_FALSE(fwd.layer(0, broken, *acts).ok());
+  // Empty sequences are fine and produce no rows.
+  auto empty = fwd.embed(m.embedding, {{}, {5}});
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(fwd.layer(0, m.layers[0], *empty).ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// stories260K: the README's reference figures.
+
+const std::filesystem::path kStories = std::filesystem::path(FP4C_SHARED_DIR) / "models" / "stories260K";
+
+struct Perplexity {
+  double nll = 0;
+  int64_t predictions = 0;
+  double ppl() const { return std::exp(nll / double(predictions)); }
+};
+
+Perplexity stories_perplexity(Precision precision) {
+  auto ckpt = frontend::open_checkpoint(kStories.string());
+  EXPECT_TRUE(ckpt.ok()) << ckpt.error().message;
+  std::vector<std::vector<int32_t>> seqs;
+  std::ifstream in(kStories / "eval.jsonl");
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) seqs.push_back(nlohmann::json::parse(line).at("input_ids").get<std::vector<int32_t>>());
+  EXPECT_EQ(seqs.size(), 64u);
+
+  CheckpointWeights weights(ckpt->model, ckpt->refs);
+  Forward fwd(ckpt->model.config, {precision});
+  auto emb = weights.embedding();
+  EXPECT_TRUE(emb.ok());
+  auto acts = fwd.embed(*emb, seqs);
+  EXPECT_TRUE(acts.ok());
+  for (int l = 0; l < ckpt->model.config.num_hidden_layers; ++l) {
+    auto params = weights.layer(l);
+    EXPECT_TRUE(params.ok()) << params.error().message;
+    Status st = fwd.layer(l, *params, *acts);
+    EXPECT_TRUE(st.ok()) << st.error().message;
+  }
+  auto norm = weights.final_norm();
+  auto head = weights.lm_head();
+  EXPECT_TRUE(norm.ok() && head.ok());
+  // Row r of sequence s at position p predicts id p + 1 of that sequence.
+  std::vector<int32_t> next(size_t(acts->tokens()), -1);
+  for (size_t s = 0; s < seqs.size(); ++s)
+    for (size_t p = 0; p + 1 < seqs[s].size(); ++p) next[size_t(acts->offsets[s]) + p] = seqs[s][p + 1];
+  const int64_t V = ckpt->model.config.vocab_size;
+  Perplexity out;
+  Status st = fwd.head(*norm, *head, *acts, [&](int64_t first, const float* logits, int64_t rows) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const int32_t target = next[size_t(first + r)];
+      if (target < 0) continue;
+      const float* row = logits + r * V;
+      const double mx = *std::max_element(row, row + V);
+      double sum = 0;
+      for (int64_t i = 0; i < V; ++i) sum += std::exp(double(row[i]) - mx);
+      out.nll += std::log(sum) + mx - double(row[target]);
+      ++out.predictions;
+    }
+  });
+  EXPECT_TRUE(st.ok()) << st.error().message;
+  return out;
+}
+
+TEST(Stories260K, F32PerplexityMatchesTheReadme) {
+  if (!std::filesystem::exists(kStories / "model.safetensors")) GTEST_SKIP() << kStories << " is absent";
+  const Perplexity f32 = stories_perplexity(Precision::F32);
+  EXPECT_EQ(f32.predictions, 12409);
+  EXPECT_NEAR(f32.nll, 17519.6958, 0.05);
+  EXPECT_NEAR(f32.ppl() / 4.103556, 1.0, 5e-5);
+  const Perplexity bf16 = stories_perplexity(Precision::BF16);
+  EXPECT_NEAR(bf16.ppl() / 4.103556, 1.0, 1e-2);
+  std::printf("stories260K eval.jsonl: f32 NLL %.4f ppl %.6f; bf16 NLL %.4f ppl %.6f (README: 17519.6958, 4.103556)\n",
+              f32.nll, f32.ppl(), bf16.nll, bf16.ppl());
+  RecordProperty("f32_ppl", sci(f32.ppl(), "%.7g"));
+  RecordProperty("bf16_ppl", sci(bf16.ppl(), "%.7g"));
+}
+
+}  // namespace
+}  // namespace fp4c::runtime
