@@ -124,7 +124,7 @@ class AddedTokenMatcher {
         const bool start_ok = start == 0 || !is_word_cp(last_code_point(s.substr(0, start)));
         size_t j = stop;
         const bool stop_ok = stop == s.size() || !is_word_cp(unicode::next_code_point(s, j));
-        if (!start_ok || !stop_ok) { ++i; continue; }
+        if (!start_ok || !stop_ok) { i = stop; continue; }  // as the automaton resumes after a match
       }
       if (t.lstrip) {
         size_t b = start;

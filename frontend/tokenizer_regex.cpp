@@ -66,7 +66,7 @@ Status Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size
   while (start <= text.size()) {
     const int rc = pcre2_match(code_->code, subject, text.size(), start, options, state.data, state.context);
     if (rc == PCRE2_ERROR_NOMATCH) break;
-    if (rc < 0 && rc != 0) {
+    if (rc < 0) {
       return make_error("regex /" + pattern_ + "/: matching failed: " + pcre2_message(rc));
     }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(state.data);
