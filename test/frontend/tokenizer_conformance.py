@@ -13,6 +13,10 @@ with `tokenizers` itself.
                                         pre-tokenizer, prepend_scheme first, byte fallback) or
                                         unk (no byte fallback: unknown characters fuse into <unk>)
 
+  nfc-cases INPUTS EXPECTED              every assigned code point alone, after 'a', and followed
+                                        by combining marks or a Hangul vowel; and Python's
+                                        unicodedata.normalize("NFC", ...) of each
+
 INPUTS holds one JSON string per line; OUT gets one JSON list of ids per line. Encoding time goes
 to stdout as `seconds=... tokens=...`.
 """
@@ -93,6 +97,21 @@ def train_sp_bpe(corpus, out_dir, variant):
                    "unk_token": "<unk>", "tokenizer_class": "LlamaTokenizer"}, f, indent=2)
 
 
+def nfc_cases(inputs, expected):
+    import unicodedata
+    cases = []
+    for cp in range(0x110000):
+        c = chr(cp)
+        if 0xD800 <= cp < 0xE000 or unicodedata.category(c) in ("Cn", "Co"):
+            continue
+        cases += [c, "a" + c, c + "\u0323\u0301", c + "\u0301\u0323" + c, c + "\u1161\u11a8"]
+    with open(inputs, "w", encoding="utf-8") as fi, open(expected, "w", encoding="utf-8") as fe:
+        for c in cases:
+            fi.write(json.dumps(c) + "\n")
+            fe.write(json.dumps(unicodedata.normalize("NFC", c)) + "\n")
+    print(f"cases={len(cases)} unicode={unicodedata.unidata_version}")
+
+
 def main(argv):
     flags = [a for a in argv if a.startswith("--")]
     argv = [a for a in argv if not a.startswith("--")]
@@ -100,6 +119,8 @@ def main(argv):
         encode_hf(argv[1], argv[2], argv[3])
     elif len(argv) == 4 and argv[0] == "encode-sp":
         encode_sp(argv[1], argv[2], argv[3], flags)
+    elif len(argv) == 3 and argv[0] == "nfc-cases":
+        nfc_cases(argv[1], argv[2])
     elif len(argv) == 4 and argv[0] == "train-sp-bpe":
         train_sp_bpe(argv[1], argv[2], argv[3])
     else:

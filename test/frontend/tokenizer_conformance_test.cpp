@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "frontend/tokenizer.h"
+#include "frontend/tokenizer_unicode.h"
 
 namespace fp4c::frontend {
 namespace {
@@ -168,12 +169,14 @@ void compare(const std::string& name, const fs::path& tokenizer_dir, const std::
       }
     }
   }
-  const double tps = seconds > 0 ? double(tokens) / seconds : 0;
+  size_t bytes = 0;
+  for (const std::string& s : t.texts) bytes += s.size();
   std::printf("[ %s ] %zu texts compared (%zu lines + %zu multi-line blocks), %zu mismatches, %zu tokens\n",
               name.c_str(), compared, t.lines, compared - t.lines, mismatches, tokens);
-  std::printf("[ %s ] fp4c: %.0f tokens/s (%.0f with a warm cache); reference library from Python: %.0f tokens/s\n",
-              name.c_str(), tps, warm_seconds > 0 ? double(tokens) / warm_seconds : 0,
-              ref_seconds > 0 ? double(ref_tokens) / ref_seconds : 0);
+  std::printf("[ %s ] encode, one thread: fp4c %.2fM tokens/s = %.1f MB/s (%.2fM tokens/s with a warm pre-token "
+              "cache); the reference library called from Python: %.2fM tokens/s\n",
+              name.c_str(), tokens / seconds / 1e6, bytes / seconds / 1e6, tokens / warm_seconds / 1e6,
+              ref_seconds > 0 ? double(ref_tokens) / ref_seconds / 1e6 : 0.0);
   EXPECT_EQ(mismatches, 0u);
   fs::remove_all(work);
 }
@@ -240,6 +243,36 @@ TEST_F(TokenizerConformance, Stories260KSentencePieceModel) {
   }
   compare("stories260K tokenizer.model", dir,
           "encode-sp " + quote(dir / "tokenizer.model") + (add_bos ? " --add-bos" : "") + (add_eos ? " --add-eos" : ""));
+}
+
+// fp4c's NFC (tables generated from Python's unicodedata) against unicodedata itself, over every
+// assigned code point in a few contexts.
+TEST_F(TokenizerConformance, NfcMatchesPythonUnicodedata) {
+  std::string why;
+  const std::string python = reference_python(why);
+  ASSERT_FALSE(python.empty()) << why;
+  const fs::path work = temp_dir("nfc");
+  const CommandResult r = run(quote(python) + " " + quote(helper_script()) + " nfc-cases " + quote(work / "in.jsonl") +
+                              " " + quote(work / "want.jsonl"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::string source = r.output;  // "cases=N unicode=V"
+  while (!source.empty() && (source.back() == '\n' || source.back() == '\r')) source.pop_back();
+  std::ifstream in(work / "in.jsonl", std::ios::binary), want(work / "want.jsonl", std::ios::binary);
+  std::string a, b;
+  size_t compared = 0, mismatches = 0;
+  while (std::getline(in, a) && std::getline(want, b)) {
+    const auto text = json::parse(a).get<std::string>();
+    const auto expected = json::parse(b).get<std::string>();
+    ++compared;
+    if (unicode::nfc(text) != expected && ++mismatches <= 5) {
+      ADD_FAILURE() << "nfc(" << a << ") = " << json(unicode::nfc(text)).dump() << ", Python: " << b;
+    }
+  }
+  std::printf("[ NFC ] %zu strings compared with Python's unicodedata (%s), %zu mismatches\n", compared,
+              source.c_str(), mismatches);
+  EXPECT_GT(compared, 500000u);
+  EXPECT_EQ(mismatches, 0u);
+  fs::remove_all(work);
 }
 
 }  // namespace
