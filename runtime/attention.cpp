@@ -120,7 +120,8 @@ BlockPrimitives make_primitives(int64_t rows, int64_t block, int64_t max_blocks,
 
 template <typename E>
 void run_attention(const float* q, const float* k, const float* v, std::span<const int64_t> offsets,
-                   const AttentionShape& shape, std::span<const double> inv_freq, float* out) {
+                   const AttentionShape& shape, std::span<const double> inv_freq, float* out,
+                   AttentionWorkspace& ws) {
   const int64_t nseq = int64_t(offsets.size()) - 1;
   const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim, half = hd / 2;
   const int64_t g = H / KV;
@@ -133,13 +134,14 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
   const dt type = sizeof(E) == 2 ? dt::bf16 : dt::f32;
 
   // RoPE tables, [max_len, half], computed in double.
-  std::vector<float> cos_t(size_t(max_len * half)), sin_t(size_t(max_len * half));
+  float* cos_t = ws.rope_cos.get<float>(size_t(max_len * half));
+  float* sin_t = ws.rope_sin.get<float>(size_t(max_len * half));
 #pragma omp parallel for schedule(static) if (max_len * half >= 4096)
   for (int64_t p = 0; p < max_len; ++p)
     for (int64_t i = 0; i < half; ++i) {
       const double a = double(p) * inv_freq[size_t(i)];
-      cos_t[size_t(p * half + i)] = float(std::cos(a));
-      sin_t[size_t(p * half + i)] = float(std::sin(a));
+      cos_t[p * half + i] = float(std::cos(a));
+      sin_t[p * half + i] = float(std::sin(a));
     }
 
   // Packed, rotated copies: for sequence s and KV head j, Q is [padded len][g][hd] (a block of
@@ -151,10 +153,22 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
     padded[size_t(s)] = (len + block - 1) / block * block;
     kbase[size_t(s) + 1] = kbase[size_t(s)] + padded[size_t(s)] * KV;  // rows of [.., hd] in K and V
   }
-  std::vector<E> qp(size_t(kbase.back() * g * hd)), kp(size_t(kbase.back() * hd)), vp(size_t(kbase.back() * hd));
+  E* qp = ws.q.get<E>(size_t(kbase.back() * g * hd));
+  E* kp = ws.k.get<E>(size_t(kbase.back() * hd));
+  E* vp = ws.v.get<E>(size_t(kbase.back() * hd));
+  // Padding rows must be finite (a zero probability times V's padding must stay zero): zeros.
+  for (int64_t s = 0; s < nseq; ++s) {
+    const int64_t len = offsets[s + 1] - offsets[s], len_p = padded[size_t(s)];
+    for (int64_t j = 0; j < KV; ++j) {
+      const int64_t row = kbase[size_t(s)] + j * len_p + len;
+      std::memset(static_cast<void*>(qp + row * g * hd), 0, size_t((len_p - len) * g * hd) * sizeof(E));
+      std::memset(static_cast<void*>(kp + row * hd), 0, size_t((len_p - len) * hd) * sizeof(E));
+      std::memset(static_cast<void*>(vp + row * hd), 0, size_t((len_p - len) * hd) * sizeof(E));
+    }
+  }
   auto rotate = [&](const float* x, int64_t pos, E* dst) {
-    const float* c = &cos_t[size_t(pos * half)];
-    const float* sn = &sin_t[size_t(pos * half)];
+    const float* c = cos_t + pos * half;
+    const float* sn = sin_t + pos * half;
     for (int64_t i = 0; i < half; ++i) {
       const float x1 = x[i], x2 = x[i + half];
       dst[i] = to_elem(x1 * c[i] - x2 * sn[i], dst);
@@ -169,12 +183,12 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
     const int64_t pos = tok - offsets[s], len_p = padded[size_t(s)], base = kbase[size_t(s)];
     for (int64_t h = 0; h < H; ++h) {
       const int64_t j = h / g, th = h % g;
-      rotate(q + tok * Dq + h * hd, pos, &qp[size_t((((base + j * len_p) + pos) * g + th) * hd)]);
+      rotate(q + tok * Dq + h * hd, pos, qp + (((base + j * len_p) + pos) * g + th) * hd);
     }
     for (int64_t j = 0; j < KV; ++j) {
-      const size_t row = size_t((base + j * len_p + pos) * hd);
-      rotate(k + tok * Dkv + j * hd, pos, &kp[row]);
-      for (int64_t i = 0; i < hd; ++i) vp[row + size_t(i)] = to_elem(v[tok * Dkv + j * hd + i], &vp[row]);
+      const int64_t row = (base + j * len_p + pos) * hd;
+      rotate(k + tok * Dkv + j * hd, pos, kp + row);
+      for (int64_t i = 0; i < hd; ++i) vp[row + i] = to_elem(v[tok * Dkv + j * hd + i], vp + row);
     }
   }
 
@@ -189,16 +203,21 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
   const BlockPrimitives prims = make_primitives(rows, block, max_blocks, hd, type);
   const float scale = float(1.0 / std::sqrt(double(hd)));
   const dnnl::engine& eng = cpu_engine();
-  // Streams and scratch per thread, made before the team starts: an exception must not leave a
+  // Streams and buffers per thread, made before the team starts: an exception must not leave a
   // worksharing loop, so the loop body catches and records the first one.
   const int team = omp_get_max_threads();
+  if (ws.threads.size() < size_t(team)) ws.threads.resize(size_t(team));
   std::vector<dnnl::stream> streams;
   std::vector<memory> scratch_mem;
-  std::vector<std::vector<uint8_t>> scratch(size_t(team), std::vector<uint8_t>(prims.scratch_bytes));
+  const size_t score_elems = size_t(rows * max_blocks * block);
   for (int t = 0; t < team; ++t) {
+    AttentionThreadBuffers& b = ws.threads[size_t(t)];
+    b.scores.get<float>(score_elems);
+    if (sizeof(E) == 2) b.probs.get<E>(score_elems);
+    b.out.get<float>(size_t(rows * hd));
     streams.emplace_back(eng);
     scratch_mem.emplace_back(memory::desc({int64_t(prims.scratch_bytes)}, dt::u8, tag::a), eng,
-                             scratch[size_t(t)].data());
+                             b.scratchpad.get<uint8_t>(std::max<size_t>(prims.scratch_bytes, 1)));
   }
   std::string failure;
 #pragma omp parallel num_threads(team)
@@ -206,9 +225,10 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
     const int me = omp_get_thread_num();
     dnnl::stream& strm = streams[size_t(me)];
     const memory& smem = scratch_mem[size_t(me)];
-    std::vector<float> scores(size_t(rows * max_blocks * block));
-    std::vector<E> probs(sizeof(E) == 2 ? scores.size() : 0);
-    std::vector<float> o(size_t(rows * hd));
+    AttentionThreadBuffers& mine = ws.threads[size_t(me)];
+    float* scores = mine.scores.get<float>(score_elems);
+    E* probs = sizeof(E) == 2 ? mine.probs.get<E>(score_elems) : nullptr;
+    float* o = mine.out.get<float>(size_t(rows * hd));
 #pragma omp for schedule(dynamic, 1)
     for (size_t ti = 0; ti < tasks.size(); ++ti) {
       try {
@@ -216,30 +236,30 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
         const int64_t len = offsets[task.s + 1] - offsets[task.s], len_p = padded[size_t(task.s)];
         const int64_t base = kbase[size_t(task.s)] + task.j * len_p;  // K/V row of position 0
         const int64_t r0 = task.b * block, keys = r0 + block;
-        memory qm(memory::desc({rows, hd}, type, tag::ab), eng, &qp[size_t((base + r0) * g * hd)]);
-        memory km(memory::desc({hd, keys}, type, tag::ba), eng, &kp[size_t(base * hd)]);
-        memory sm(memory::desc({rows, keys}, dt::f32, tag::ab), eng, scores.data());
+        memory qm(memory::desc({rows, hd}, type, tag::ab), eng, qp + (base + r0) * g * hd);
+        memory km(memory::desc({hd, keys}, type, tag::ba), eng, kp + base * hd);
+        memory sm(memory::desc({rows, keys}, dt::f32, tag::ab), eng, scores);
         prims.qk[size_t(task.b)].execute(
             strm, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, km}, {DNNL_ARG_DST, sm}, {DNNL_ARG_SCRATCHPAD, smem}});
-        void* p_data = scores.data();
+        void* p_data = scores;
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t valid = std::min(r0 + r / g, len - 1) + 1;  // padding rows: anything finite
           if constexpr (sizeof(E) == 2)
-            detail::softmax_row_bf16(&scores[size_t(r * keys)], valid, keys, scale, &probs[size_t(r * keys)]);
+            detail::softmax_row_bf16(scores + r * keys, valid, keys, scale, probs + r * keys);
           else
-            detail::softmax_row_f32(&scores[size_t(r * keys)], valid, keys, scale);
+            detail::softmax_row_f32(scores + r * keys, valid, keys, scale);
         }
-        if constexpr (sizeof(E) == 2) p_data = probs.data();
+        if constexpr (sizeof(E) == 2) p_data = probs;
         memory pm(memory::desc({rows, keys}, type, tag::ab), eng, p_data);
-        memory vm(memory::desc({keys, hd}, type, tag::ab), eng, &vp[size_t(base * hd)]);
-        memory om(memory::desc({rows, hd}, dt::f32, tag::ab), eng, o.data());
+        memory vm(memory::desc({keys, hd}, type, tag::ab), eng, vp + base * hd);
+        memory om(memory::desc({rows, hd}, dt::f32, tag::ab), eng, o);
         prims.pv[size_t(task.b)].execute(
             strm, {{DNNL_ARG_SRC, pm}, {DNNL_ARG_WEIGHTS, vm}, {DNNL_ARG_DST, om}, {DNNL_ARG_SCRATCHPAD, smem}});
         strm.wait();
         // Row (position p, head th) of the block goes to out[token, (j * g + th) * hd]: the g heads
         // of one position are contiguous in both.
         for (int64_t pl = 0; pl < block && r0 + pl < len; ++pl)
-          std::memcpy(out + (offsets[task.s] + r0 + pl) * Dq + task.j * g * hd, &o[size_t(pl * g * hd)],
+          std::memcpy(out + (offsets[task.s] + r0 + pl) * Dq + task.j * g * hd, o + pl * g * hd,
                       size_t(g * hd) * sizeof(float));
       } catch (const dnnl::error& e) {
 #pragma omp critical(fp4c_attention_failure)
@@ -254,7 +274,7 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
 
 Status causal_attention(const float* q, const float* k, const float* v, std::span<const int64_t> offsets,
                         const AttentionShape& shape, std::span<const double> inv_freq,
-                        Precision precision, float* out) {
+                        Precision precision, float* out, AttentionWorkspace* workspace) {
   if (shape.heads <= 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 || shape.head_dim <= 0 ||
       shape.head_dim % 2 != 0 || int64_t(inv_freq.size()) != shape.head_dim / 2)
     return make_error("attention: unsupported shape: " + std::to_string(shape.heads) + " heads, " +
@@ -262,11 +282,13 @@ Status causal_attention(const float* q, const float* k, const float* v, std::spa
   if (offsets.size() < 2) return {};
   for (size_t s = 1; s < offsets.size(); ++s)
     if (offsets[s] < offsets[s - 1]) return make_error("attention: sequence offsets decrease at " + std::to_string(s));
+  AttentionWorkspace local;
+  AttentionWorkspace& ws = workspace ? *workspace : local;
   try {
     if (precision == Precision::BF16)
-      run_attention<uint16_t>(q, k, v, offsets, shape, inv_freq, out);
+      run_attention<uint16_t>(q, k, v, offsets, shape, inv_freq, out, ws);
     else
-      run_attention<float>(q, k, v, offsets, shape, inv_freq, out);
+      run_attention<float>(q, k, v, offsets, shape, inv_freq, out, ws);
   } catch (const dnnl::error& e) {
     return make_error(std::string("attention: oneDNN: ") + e.what());
   }

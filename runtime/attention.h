@@ -10,6 +10,7 @@
 #include "ir/expected.h"
 #include "ir/model.h"
 #include "runtime/forward.h"
+#include "runtime/workspace.h"
 
 namespace fp4c::runtime {
 
@@ -28,8 +29,9 @@ struct AttentionShape {
 // sequence and head out = softmax(q k^T / sqrt(head_dim) + causal mask) v, into out [T, heads *
 // head_dim]. `offsets` as in Activations. Precision::BF16 rounds q, k, v and the probabilities to
 // BF16 before their products (FP32 accumulation, FP32 softmax), as flash attention does.
+// `workspace` (may be null) keeps the temporaries between calls.
 Status causal_attention(const float* q, const float* k, const float* v, std::span<const int64_t> offsets,
                         const AttentionShape& shape, std::span<const double> inv_freq,
-                        Precision precision, float* out);
+                        Precision precision, float* out, AttentionWorkspace* workspace = nullptr);
 
 }  // namespace fp4c::runtime

@@ -9,12 +9,14 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include "runtime/activation_quant.h"
 #include "runtime/attention.h"
 #include "runtime/elementwise.h"
 #include "runtime/matmul.h"
+#include "runtime/workspace.h"
 
 namespace fp4c::runtime {
 namespace {
@@ -66,36 +68,51 @@ Status check_vector(const std::vector<float>& v, int64_t n, const std::string& w
 // The input of a group of Linears that read the same activations, as each one's GEMM takes it:
 // fake-quantized with its input global scale (W4A4) and rounded to BF16 for Precision::BF16, made
 // once per distinct scale. When every member has the same scale, quantization overwrites x (the
-// activations are dead once the group ran).
+// activations are dead once the group ran). The first variant lives in the workspace's buffers.
 class GemmInputs {
  public:
-  GemmInputs(float* x, int64_t rows, int64_t cols, Precision precision, std::initializer_list<const LinearParams*> group)
-      : x_(x), rows_(rows), cols_(cols), precision_(precision) {
+  GemmInputs(float* x, int64_t rows, int64_t cols, Precision precision, ForwardWorkspace& ws,
+             std::initializer_list<const LinearParams*> group)
+      : x_(x), rows_(rows), cols_(cols), precision_(precision), ws_(ws) {
     for (const LinearParams* p : group) in_place_ &= key(p->input_global_scale) == key(group.begin()[0]->input_global_scale);
   }
 
   const void* get(const LinearParams& p) {
     const uint64_t k = key(p.input_global_scale);
     for (const Entry& e : entries_)
-      if (e.key == k) return e.data();
-    Entry e{k, x_, {}, {}};
+      if (e.key == k) return e.data;
     const size_t n = size_t(rows_ * cols_);
+    const bool first = entries_.empty();
+    Entry e{k, {}, {}, nullptr};
+    const float* f32 = x_;
     if (p.input_global_scale) {
       float* dst = x_;
       if (!in_place_) {
-        e.quantized.resize(n);
-        dst = e.quantized.data();
+        if (first) {
+          dst = ws_.quantized.get<float>(n);
+        } else {
+          e.quantized.resize(n);
+          dst = e.quantized.data();
+        }
       }
       fake_quantize_nvfp4(x_, rows_, cols_, *p.input_global_scale, dst);
-      e.f32 = dst;
+      f32 = dst;
     }
+    e.data = f32;
     if (precision_ == Precision::BF16) {
-      e.bf16.resize(n);
-      round_to_bf16(e.f32, e.bf16.data(), int64_t(n));
+      uint16_t* dst;
+      if (first) {
+        dst = ws_.gemm_input.get<uint16_t>(n);
+      } else {
+        e.bf16.resize(n);
+        dst = e.bf16.data();
+      }
+      round_to_bf16(f32, dst, int64_t(n));
+      e.data = dst;
       e.quantized = {};
     }
     entries_.push_back(std::move(e));
-    return entries_.back().data();
+    return entries_.back().data;
   }
 
  private:
@@ -103,14 +120,14 @@ class GemmInputs {
   static uint64_t key(const std::optional<float>& s) { return s ? std::bit_cast<uint32_t>(*s) : uint64_t(1) << 32; }
   struct Entry {
     uint64_t key;
-    const float* f32;
     std::vector<float> quantized;
     std::vector<uint16_t> bf16;
-    const void* data() const { return bf16.empty() ? static_cast<const void*>(f32) : bf16.data(); }
+    const void* data;
   };
   float* x_;
   int64_t rows_, cols_;
   Precision precision_;
+  ForwardWorkspace& ws_;
   bool in_place_ = true;
   std::vector<Entry> entries_;
 };
@@ -124,7 +141,12 @@ Status run_linear(const LinearParams& p, GemmInputs& inputs, int64_t rows, Preci
 }  // namespace
 
 Forward::Forward(const ir::ModelConfig& config, ForwardOptions options)
-    : config_(config), options_(options) {}
+    : config_(config), options_(options), workspace_(std::make_shared<ForwardWorkspace>()) {}
+
+void Forward::release_memory() const {
+  std::lock_guard lock(workspace_->mutex);
+  workspace_->release();
+}
 
 Expected<Activations> Forward::embed(const std::vector<float>& embedding,
                                      const std::vector<std::vector<int32_t>>& sequences) const {
@@ -176,50 +198,53 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
     return make_error(where + ": hidden states hold " + std::to_string(acts.hidden.size()) + " floats, expected " +
                       shape_str(T, H));
   if (T == 0) return {};
+  std::lock_guard lock(workspace_->mutex);
+  ForwardWorkspace& ws = *workspace_;
   ThreadScope threads(options_.threads);
   const Precision prec = options_.precision;
   float* hidden = acts.hidden.data();
 
   // Attention block.
-  std::vector<float> xn(size_t(T * H));
-  rms_norm(hidden, params.input_norm.data(), T, H, c.rms_norm_eps, xn.data());
-  if (hook) hook(LinearInput{index, ir::Role::Q, xn.data(), T, H});
-  std::vector<float> attn(size_t(T * Dq));
+  float* xn = ws.normed.get<float>(size_t(T * H));
+  rms_norm(hidden, params.input_norm.data(), T, H, c.rms_norm_eps, xn);
+  if (hook) hook(LinearInput{index, ir::Role::Q, xn, T, H});
+  float* attn = ws.attn.get<float>(size_t(T * Dq));
   {
-    std::vector<float> q(size_t(T * Dq)), k(size_t(T * Dkv)), v(size_t(T * Dkv));
-    GemmInputs in(xn.data(), T, H, prec, {&params.q, &params.k, &params.v});
-    FP4C_TRY(run_linear(params.q, in, T, prec, q.data()));
-    FP4C_TRY(run_linear(params.k, in, T, prec, k.data()));
-    FP4C_TRY(run_linear(params.v, in, T, prec, v.data()));
+    float* q = ws.q.get<float>(size_t(T * Dq));
+    float* k = ws.k.get<float>(size_t(T * Dkv));
+    float* v = ws.v.get<float>(size_t(T * Dkv));
+    GemmInputs in(xn, T, H, prec, ws, {&params.q, &params.k, &params.v});
+    FP4C_TRY(run_linear(params.q, in, T, prec, q));
+    FP4C_TRY(run_linear(params.k, in, T, prec, k));
+    FP4C_TRY(run_linear(params.v, in, T, prec, v));
     const std::vector<double> inv_freq = rope_inv_freq(c);
-    FP4C_TRY(causal_attention(q.data(), k.data(), v.data(), acts.offsets, AttentionShape{nH, nKV, hd}, inv_freq,
-                              prec, attn.data()));
+    FP4C_TRY(causal_attention(q, k, v, acts.offsets, AttentionShape{nH, nKV, hd}, inv_freq, prec, attn,
+                              &ws.attention));
   }
-  if (hook) hook(LinearInput{index, ir::Role::O, attn.data(), T, Dq});
+  if (hook) hook(LinearInput{index, ir::Role::O, attn, T, Dq});
   {
-    GemmInputs in(attn.data(), T, Dq, prec, {&params.o});
-    FP4C_TRY(run_linear(params.o, in, T, prec, xn.data()));
+    GemmInputs in(attn, T, Dq, prec, ws, {&params.o});
+    FP4C_TRY(run_linear(params.o, in, T, prec, xn));
   }
-  attn = {};
-  add_inplace(hidden, xn.data(), T * H);
+  add_inplace(hidden, xn, T * H);
 
   // MLP block.
-  rms_norm(hidden, params.post_norm.data(), T, H, c.rms_norm_eps, xn.data());
-  if (hook) hook(LinearInput{index, ir::Role::Gate, xn.data(), T, H});
-  std::vector<float> gate(size_t(T * I));
+  rms_norm(hidden, params.post_norm.data(), T, H, c.rms_norm_eps, xn);
+  if (hook) hook(LinearInput{index, ir::Role::Gate, xn, T, H});
+  float* gate = ws.gate.get<float>(size_t(T * I));
   {
-    std::vector<float> up(size_t(T * I));
-    GemmInputs in(xn.data(), T, H, prec, {&params.gate, &params.up});
-    FP4C_TRY(run_linear(params.gate, in, T, prec, gate.data()));
-    FP4C_TRY(run_linear(params.up, in, T, prec, up.data()));
-    silu_mul(gate.data(), up.data(), T * I);
+    float* up = ws.up.get<float>(size_t(T * I));
+    GemmInputs in(xn, T, H, prec, ws, {&params.gate, &params.up});
+    FP4C_TRY(run_linear(params.gate, in, T, prec, gate));
+    FP4C_TRY(run_linear(params.up, in, T, prec, up));
+    silu_mul(gate, up, T * I);
   }
-  if (hook) hook(LinearInput{index, ir::Role::Down, gate.data(), T, I});
+  if (hook) hook(LinearInput{index, ir::Role::Down, gate, T, I});
   {
-    GemmInputs in(gate.data(), T, I, prec, {&params.down});
-    FP4C_TRY(run_linear(params.down, in, T, prec, xn.data()));
+    GemmInputs in(gate, T, I, prec, ws, {&params.down});
+    FP4C_TRY(run_linear(params.down, in, T, prec, xn));
   }
-  add_inplace(hidden, xn.data(), T * H);
+  add_inplace(hidden, xn, T * H);
   return {};
 }
 
@@ -234,19 +259,22 @@ Status Forward::head(const std::vector<float>& final_norm, const LinearParams& l
     return make_error("head: hidden states hold " + std::to_string(acts.hidden.size()) + " floats, expected " +
                       shape_str(T, H));
   if (T == 0) return {};
+  std::lock_guard lock(workspace_->mutex);
+  ForwardWorkspace& ws = *workspace_;
   ThreadScope threads(options_.threads);
   const Precision prec = options_.precision;
   const int64_t chunk = std::min(chunk_rows, T);
   FP4C_ASSIGN(PreparedLinear prepared, PreparedLinear::create(lm_head, chunk, prec));
   // The last chunk is padded with zero rows, so that one primitive serves every chunk.
-  std::vector<float> xn(size_t(chunk * H), 0.0f), logits(size_t(chunk * V));
+  float* xn = ws.normed.get<float>(size_t(chunk * H));
+  float* logits = ws.gate.get<float>(size_t(chunk * V));
   for (int64_t r = 0; r < T; r += chunk) {
     const int64_t n = std::min(chunk, T - r);
-    if (n < chunk) std::fill(xn.begin(), xn.end(), 0.0f);
-    rms_norm(&acts.hidden[size_t(r * H)], final_norm.data(), n, H, config_.rms_norm_eps, xn.data());
-    GemmInputs in(xn.data(), chunk, H, prec, {&lm_head});
-    FP4C_TRY(prepared.run(in.get(lm_head), logits.data()));
-    sink(r, logits.data(), n);
+    if (n < chunk) std::fill(xn, xn + chunk * H, 0.0f);
+    rms_norm(&acts.hidden[size_t(r * H)], final_norm.data(), n, H, config_.rms_norm_eps, xn);
+    GemmInputs in(xn, chunk, H, prec, ws, {&lm_head});
+    FP4C_TRY(prepared.run(in.get(lm_head), logits));
+    sink(r, logits, n);
   }
   return {};
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -12,6 +13,8 @@
 #include "ir/model.h"
 
 namespace fp4c::runtime {
+
+struct ForwardWorkspace;
 
 enum class Precision : uint8_t {
   F32,    // FP32 activations and GEMMs (the correctness reference)
@@ -79,10 +82,15 @@ class Forward {
   Status head(const std::vector<float>& final_norm, const LinearParams& lm_head, const Activations& acts,
               const std::function<void(int64_t, const float*, int64_t)>& sink, int64_t chunk_rows = 256) const;
   const ir::ModelConfig& config() const { return config_; }
+  // The forward keeps its temporaries (several hundred MB for thousands of tokens) between calls, so
+  // that each layer does not pay for fresh pages; this frees them. Copies of a Forward share them, and
+  // calls on one Forward or its copies run one at a time.
+  void release_memory() const;
 
  private:
   ir::ModelConfig config_;
   ForwardOptions options_;
+  std::shared_ptr<ForwardWorkspace> workspace_;
 };
 
 }  // namespace fp4c::runtime

@@ -419,6 +419,30 @@ TEST(Forward, SameResultsWithOneAndTwoThreads) {
   }
 }
 
+TEST(Forward, KeptBuffersDoNotLeakBetweenCalls) {
+  // Different batch shapes through one Forward (its buffers grow and shrink in use), a release, and
+  // a copy sharing the buffers: every run equals a fresh Forward's.
+  const TinyModel m = tiny_model(true, 7);
+  const auto seqs = tiny_sequences(m.config.vocab_size);
+  const std::vector<std::vector<int32_t>> small = {{3, 1, 4}, {1, 5}};
+  for (Precision p : {Precision::F32, Precision::BF16}) {
+    Forward fwd(m.config, {p});
+    auto run = [&](const Forward& f, const std::vector<std::vector<int32_t>>& s) {
+      auto acts = f.embed(m.embedding, s);
+      for (int l = 0; l < m.config.num_hidden_layers; ++l) EXPECT_TRUE(f.layer(l, m.layers[size_t(l)], *acts).ok());
+      return acts->hidden;
+    };
+    const auto big_fresh = run(Forward(m.config, {p}), seqs), small_fresh = run(Forward(m.config, {p}), small);
+    EXPECT_EQ(run(fwd, seqs), big_fresh);
+    EXPECT_EQ(run(fwd, small), small_fresh);
+    EXPECT_EQ(run(fwd, seqs), big_fresh);
+    fwd.release_memory();
+    EXPECT_EQ(run(fwd, small), small_fresh);
+    const Forward copy = fwd;
+    EXPECT_EQ(run(copy, seqs), big_fresh);
+  }
+}
+
 TEST(Forward, RejectsBadInput) {
   TinyModel m = tiny_model(false, 6);
   Forward fwd(m.config, {});
