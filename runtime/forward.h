@@ -84,7 +84,7 @@ class Forward {
   const ir::ModelConfig& config() const { return config_; }
   // The forward keeps its temporaries (several hundred MB for thousands of tokens) between calls, so
   // that each layer does not pay for fresh pages; this frees them. Copies of a Forward share them, and
-  // calls on one Forward or its copies run one at a time.
+  // calls on one Forward or its copies run one at a time (so a hook must not call back into it).
   void release_memory() const;
 
  private:

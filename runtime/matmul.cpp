@@ -18,6 +18,7 @@ struct PreparedLinear::Impl {
   int64_t rows = 0, in = 0, out = 0;
   dt src_type = dt::f32;
   dnnl::matmul primitive;
+  std::vector<std::pair<int64_t, dnnl::matmul>> other_rows;  // primitives for other row counts
   memory weights;             // in the primitive's own layout and type
   memory bias;                // empty when the Linear has none
   std::vector<float> bias_data;
@@ -68,16 +69,36 @@ Expected<PreparedLinear> PreparedLinear::create(const LinearParams& w, int64_t r
   return PreparedLinear(std::move(impl));
 }
 
-Status PreparedLinear::run(const void* x, float* y) const {
+Status PreparedLinear::run(const void* x, float* y) const { return run(x, impl_->rows, y); }
+
+Status PreparedLinear::run(const void* x, int64_t rows, float* y) const {
+  if (rows <= 0) return {};
   try {
     const dnnl::engine& eng = cpu_engine();
-    memory src(memory::desc({impl_->rows, impl_->in}, impl_->src_type, tag::ab), eng, const_cast<void*>(x));
-    memory dst(memory::desc({impl_->rows, impl_->out}, dt::f32, tag::ab), eng, y);
+    const dnnl::matmul* primitive = &impl_->primitive;
+    if (rows != impl_->rows) {
+      primitive = nullptr;
+      for (const auto& [r, p] : impl_->other_rows)
+        if (r == rows) primitive = &p;
+      if (!primitive) {
+        // The weight stays in the layout chosen for the first row count.
+        const memory::desc src({rows, impl_->in}, impl_->src_type, tag::ab);
+        const memory::desc dst({rows, impl_->out}, dt::f32, tag::ab);
+        const memory::desc wei = impl_->weights.get_desc();
+        const auto pd = impl_->bias_data.empty()
+                            ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), eng)
+                            : dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, impl_->bias.get_desc(), dst), eng);
+        impl_->other_rows.emplace_back(rows, dnnl::matmul(pd));
+        primitive = &impl_->other_rows.back().second;
+      }
+    }
+    memory src(memory::desc({rows, impl_->in}, impl_->src_type, tag::ab), eng, const_cast<void*>(x));
+    memory dst(memory::desc({rows, impl_->out}, dt::f32, tag::ab), eng, y);
     dnnl::stream s(eng);
     std::unordered_map<int, memory> args = {
         {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, impl_->weights}, {DNNL_ARG_DST, dst}};
     if (!impl_->bias_data.empty()) args.emplace(DNNL_ARG_BIAS, impl_->bias);
-    impl_->primitive.execute(s, args);
+    primitive->execute(s, args);
     s.wait();
   } catch (const dnnl::error& e) {
     return make_error(std::string("matmul: oneDNN: ") + e.what());

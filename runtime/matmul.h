@@ -24,6 +24,9 @@ class PreparedLinear {
 
   // x: rows x in elements (float or BF16 bits per the precision), row-major; y: rows x out floats.
   Status run(const void* x, float* y) const;
+  // The same for another row count, with the same converted weight (a primitive for that count is
+  // made on first use and kept).
+  Status run(const void* x, int64_t rows, float* y) const;
   int64_t rows() const;
 
  private:

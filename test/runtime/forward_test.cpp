@@ -374,6 +374,20 @@ void set_input_scales(TinyModel& m, const ForwardResult& calib) {
   }
 }
 
+TEST(Forward, ManyTokensWithinTolerance) {
+  // Over 2048 tokens: the up projection runs in row chunks, with a shorter last one.
+  const TinyModel m = tiny_model(false, 8);
+  std::mt19937_64 rng(5);
+  std::vector<std::vector<int32_t>> seqs(33);
+  for (auto& s : seqs) {
+    s.resize(size_t(40 + rng() % 60));
+    for (auto& id : s) id = int32_t(rng() % uint64_t(m.config.vocab_size));
+  }
+  const ForwardResult got = run_forward(m, seqs, {Precision::F32});
+  ASSERT_GT(got.offsets.back(), 2048);
+  EXPECT_LT(relative_error(got.logits, reference_forward(m, seqs, {}).logits), 1e-4);
+}
+
 TEST(Forward, W4A4MatchesReferenceWithTheSameActivationQuantization) {
   TinyModel m = tiny_model(false, 3);
   const auto seqs = tiny_sequences(m.config.vocab_size);
