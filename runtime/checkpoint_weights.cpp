@@ -70,7 +70,9 @@ CheckpointWeights::CheckpointWeights(const ir::Model& model, std::span<const saf
   }
 }
 
-Expected<std::vector<float>> CheckpointWeights::read(ir::TensorId id, bool release) const {
+std::optional<float> CheckpointWeights::input_global_scale(ir::TensorId) const { return std::nullopt; }
+
+Expected<std::vector<float>> CheckpointWeights::read_weight(ir::TensorId id, bool release) const {
   const ir::TensorInfo& t = model_.tensors[id];
   const safetensors::Checkpoint::Ref& ref = refs_[id];
   const std::span<const std::byte> bytes = ref.file->bytes(*ref.entry);
@@ -105,9 +107,10 @@ Expected<LinearParams> CheckpointWeights::linear(ir::TensorId weight, std::optio
   LinearParams p;
   p.out = t.shape[0];
   p.in = t.shape[1];
-  FP4C_ASSIGN(p.weight, read(weight, release));
+  FP4C_ASSIGN(p.weight, read_weight(weight, release));
+  p.input_global_scale = input_global_scale(weight);
   if (bias) {
-    FP4C_ASSIGN(p.bias, read(*bias, release));
+    FP4C_ASSIGN(p.bias, read_weight(*bias, release));
   }
   return p;
 }
@@ -115,13 +118,13 @@ Expected<LinearParams> CheckpointWeights::linear(ir::TensorId weight, std::optio
 Expected<std::vector<float>> CheckpointWeights::embedding() {
   if (!error_.empty()) return make_error(error_);
   if (!embedding_) return make_error("checkpoint weights: the model has no embedding");
-  return read(*embedding_, false);
+  return read_weight(*embedding_, false);
 }
 
 Expected<std::vector<float>> CheckpointWeights::final_norm() {
   if (!error_.empty()) return make_error(error_);
   if (!final_norm_) return make_error("checkpoint weights: the model has no final norm");
-  return read(*final_norm_, false);
+  return read_weight(*final_norm_, false);
 }
 
 Expected<LinearParams> CheckpointWeights::lm_head() {
@@ -142,8 +145,8 @@ Expected<LayerParams> CheckpointWeights::layer(int index) {
   if (!ids.input_norm) return make_error(where + "input norm");
   if (!ids.post_norm) return make_error(where + "post-attention norm");
   LayerParams out;
-  FP4C_ASSIGN(out.input_norm, read(*ids.input_norm, release_pages_));
-  FP4C_ASSIGN(out.post_norm, read(*ids.post_norm, release_pages_));
+  FP4C_ASSIGN(out.input_norm, read_weight(*ids.input_norm, release_pages_));
+  FP4C_ASSIGN(out.post_norm, read_weight(*ids.post_norm, release_pages_));
   LinearParams* slots[kLinears] = {&out.q, &out.k, &out.v, &out.o, &out.gate, &out.up, &out.down};
   for (size_t s = 0; s < kLinears; ++s) {
     if (!ids.weight[s]) return make_error(where + kSlotNames[s] + " weight");

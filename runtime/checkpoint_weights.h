@@ -30,13 +30,19 @@ class CheckpointWeights : public WeightSource {
   // lm_head, or the embedding when model.tied_lm_head.
   Expected<LinearParams> lm_head() override;
 
+ protected:
+  // What a derived source (e.g. an artifact's dequantized tensors) can replace: the float values of
+  // IR tensor `id` (here: its checkpoint bytes converted; `release` hands its pages back after), and
+  // the input global scale a Linear weight's input is fake-quantized with (here: none).
+  virtual Expected<std::vector<float>> read_weight(ir::TensorId id, bool release) const;
+  virtual std::optional<float> input_global_scale(ir::TensorId id) const;
+
  private:
   static constexpr size_t kLinears = 7;  // q, k, v, o, gate, up, down
   struct LayerIds {
     std::optional<ir::TensorId> input_norm, post_norm;
     std::array<std::optional<ir::TensorId>, kLinears> weight, bias;
   };
-  Expected<std::vector<float>> read(ir::TensorId id, bool release) const;
   Expected<LinearParams> linear(ir::TensorId weight, std::optional<ir::TensorId> bias, bool release) const;
 
   const ir::Model& model_;

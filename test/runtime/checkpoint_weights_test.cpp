@@ -119,6 +119,38 @@ TEST(CheckpointWeights, F32Tensors) {
   for (size_t i = 0; i < norm.size(); ++i) EXPECT_EQ(layer->input_norm[i], norm[i] + 1e-4f);
 }
 
+// A derived source replaces values and input global scales by tensor id (as an artifact reader does).
+class Doubled : public CheckpointWeights {
+ public:
+  using CheckpointWeights::CheckpointWeights;
+
+ protected:
+  Expected<std::vector<float>> read_weight(ir::TensorId id, bool release) const override {
+    FP4C_ASSIGN(auto v, CheckpointWeights::read_weight(id, release));
+    for (float& x : v) x *= 2;
+    return v;
+  }
+  std::optional<float> input_global_scale(ir::TensorId id) const override { return float(id) + 0.5f; }
+};
+
+TEST(CheckpointWeights, DerivedSourcesReplaceValuesAndScales) {
+  fp4c::testing::TempDir dir;
+  TinyShape shape;
+  const auto tensors = fp4c::testing::tiny_tensors(shape, 2);
+  fp4c::testing::write_checkpoint(dir.path, shape, tensors);
+  auto ckpt = frontend::open_checkpoint(dir.path.string());
+  ASSERT_TRUE(ckpt.ok());
+  Doubled w(ckpt->model, ckpt->refs);
+  auto layer = w.layer(1);
+  ASSERT_TRUE(layer.ok());
+  const auto want = as_floats(tensors).at("model.layers.1.mlp.up_proj.weight");
+  ASSERT_EQ(layer->up.weight.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(layer->up.weight[i], 2 * want[i]);
+  const auto id = ckpt->model.find("model.layers.1.mlp.up_proj.weight");
+  ASSERT_TRUE(id);
+  EXPECT_EQ(layer->up.input_global_scale, float(*id) + 0.5f);
+}
+
 TEST(CheckpointWeights, MismatchedRefsAreAnError) {
   fp4c::testing::TempDir dir;
   TinyShape shape;
