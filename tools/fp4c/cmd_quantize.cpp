@@ -1,6 +1,9 @@
 // fp4c quantize: a BF16 Hugging Face checkpoint in, an NVFP4 compressed-tensors artifact and its
 // manifest out.
 #include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
 
 #include <algorithm>
 #include <cstdio>
@@ -14,7 +17,10 @@
 #include "frontend/checkpoint.h"
 #include "ir/cost.h"
 #include "passes/pack.h"
+#include "passes/stats.h"
 #include "passes/weight_plan.h"
+#include "runtime/checkpoint_weights.h"
+#include "tools/fp4c/calibration_input.h"
 #include "tools/fp4c/commands.h"
 #include "tools/fp4c/size_option.h"
 
@@ -26,7 +32,11 @@ namespace ct = backends::compressed_tensors;
 struct QuantizeOptions {
   std::string model;
   std::string out;
-  passes::Scheme scheme = passes::Scheme::W4A16;
+  std::string scheme;   // "w4a16" or "w4a4"; empty: w4a4 with --calib, else w4a16
+  std::string calib;
+  TokenSetOptions tokens;
+  std::string stats_cache;
+  std::string precision = "f32";
   std::vector<std::string> ignore;
   int threads = 0;
   std::string max_shard_size;
@@ -95,6 +105,74 @@ Expected<std::vector<backends::WrittenFile>> hash_inputs(const frontend::LoadedC
   return out;
 }
 
+// Statistics for W4A4: from the cache when it holds them for this model and calibration set, else
+// collected by running the model layer by layer over the set (and cached).
+struct Calibrated {
+  passes::ActivationStats stats;
+  frontend::TokenSet tokens;
+  bool from_cache = false;
+  std::string key;
+};
+
+Expected<Calibrated> calibrate(const QuantizeOptions& o, const frontend::LoadedCheckpoint& ckpt) {
+  Calibrated c;
+  FP4C_ASSIGN(c.tokens, load_tokens(o.calib, o.model, ckpt.model.config, o.tokens));
+  // Keys: every model file's hash, and the calibration file's hash with the selection options.
+  hash::Hasher model_key;
+  for (const auto& f : ckpt.files.files()) {
+    FP4C_ASSIGN(auto d, hash::hash_file(f.path()));
+    const std::string hex = d.hex();
+    model_key.update(std::as_bytes(std::span(hex)));
+  }
+  {
+    FP4C_ASSIGN(auto d, hash::hash_file((fs::path(o.model) / "config.json").string()));
+    const std::string hex = d.hex();
+    model_key.update(std::as_bytes(std::span(hex)));
+  }
+  const std::string calib_text = c.tokens.source_hash.hex() + "|" + std::to_string(o.tokens.samples) + "|" +
+                                 std::to_string(o.tokens.seq_len) + "|" + std::to_string(o.tokens.seed) + "|" +
+                                 o.tokens.packing + "|" + o.precision;
+  const std::string mk = model_key.digest().hex();
+  const std::string ck = hash::xxh3_128(std::as_bytes(std::span(calib_text))).hex();
+  c.key = mk.substr(0, 16) + "-" + ck.substr(0, 16);
+  const std::string cache_path =
+      o.stats_cache.empty() ? "" : (fs::path(o.stats_cache) / (c.key + ".fp4c-stats")).string();
+  std::error_code ec;
+  if (!cache_path.empty() && fs::exists(cache_path, ec)) {
+    FP4C_ASSIGN(c.stats, passes::load_stats(cache_path));
+    if (c.stats.model_key != mk || c.stats.calibration_key != ck)
+      return make_error(cache_path + ": statistics were made for another model or calibration set");
+    c.from_cache = true;
+    return c;
+  }
+
+  runtime::ForwardOptions fo;
+  fo.precision = o.precision == "bf16" ? runtime::Precision::BF16 : runtime::Precision::F32;
+  runtime::Forward forward(ckpt.model.config, fo);
+  runtime::CheckpointWeights weights(ckpt.model, ckpt.refs, /*release_pages=*/true);
+  const bool tty = isatty(fileno(stderr)) && !o.quiet;
+  const auto t0 = std::chrono::steady_clock::now();
+  const double tokens = double(c.tokens.total_tokens());
+  FP4C_ASSIGN(c.stats, passes::collect_stats(forward, weights, c.tokens.sequences, {},
+                                             [&](int layer, int layers) {
+                                               if (!tty) return;
+                                               const double s = std::chrono::duration<double>(
+                                                   std::chrono::steady_clock::now() - t0).count();
+                                               std::fprintf(stderr, "\rcalibrating: layer %d of %d, %.0f tokens/s, %.0f s left   ",
+                                                            layer, layers, tokens * layer / layers / s,
+                                                            s / layer * (layers - layer));
+                                               if (layer == layers) std::fprintf(stderr, "\n");
+                                             }));
+  c.stats.model_key = mk;
+  c.stats.calibration_key = ck;
+  c.stats.precision = o.precision;
+  if (!cache_path.empty()) {
+    fs::create_directories(o.stats_cache, ec);
+    FP4C_TRY(passes::save_stats(c.stats, cache_path));
+  }
+  return c;
+}
+
 int run_quantize(const QuantizeOptions& o, const CommandLine& cl) {
   if (o.threads > 0) omp_set_num_threads(o.threads);
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
@@ -110,7 +188,23 @@ int run_quantize(const QuantizeOptions& o, const CommandLine& cl) {
   if (!loaded) return fail(loaded.error());
   auto& ckpt = *loaded;
   ir::Model& model = ckpt.model;
-  passes::WeightPlanOptions plan_options{o.scheme, o.ignore};
+  const passes::Scheme scheme = o.scheme.empty() ? (o.calib.empty() ? passes::Scheme::W4A16 : passes::Scheme::W4A4)
+                                : o.scheme == "w4a4" ? passes::Scheme::W4A4 : passes::Scheme::W4A16;
+  if (scheme == passes::Scheme::W4A4 && o.calib.empty())
+    return fail(make_error("--scheme w4a4 needs a calibration set (--calib FILE) for its input global scales"));
+  stages.push_back(open_clock.stop());
+
+  std::optional<Calibrated> calibrated;
+  if (!o.calib.empty() && !o.dry_run) {
+    StageClock clock("calibrate");
+    auto c = calibrate(o, ckpt);
+    if (!c) return fail(c.error());
+    calibrated.emplace(std::move(*c));
+    stages.push_back(clock.stop());
+  }
+
+  passes::WeightPlanOptions plan_options{scheme, o.ignore, calibrated ? &calibrated->stats : nullptr};
+  if (scheme == passes::Scheme::W4A4 && o.dry_run) plan_options.scheme = passes::Scheme::W4A16;  // scales unknown yet
   if (auto st = passes::plan_weights(model, plan_options); !st) return fail(st.error());
 
   ct::LayoutOptions layout;
@@ -129,7 +223,6 @@ int run_quantize(const QuantizeOptions& o, const CommandLine& cl) {
       std::printf("note: %s exists; a real run needs --force to replace it\n", o.out.c_str());
     return 0;
   }
-  stages.push_back(open_clock.stop());
 
   auto staging = backends::StagingDir::create(o.out, o.force);
   if (!staging) return fail(staging.error());
@@ -144,7 +237,7 @@ int run_quantize(const QuantizeOptions& o, const CommandLine& cl) {
   StageClock finish_clock("finalize");
   std::vector<backends::WrittenFile> outputs = writer.files();
   auto config = ct::write_config((fs::path(o.model) / "config.json").string(), staging->path(), model,
-                                 o.scheme == passes::Scheme::W4A4);
+                                 scheme == passes::Scheme::W4A4);
   if (!config) return fail(config.error());
   outputs.push_back(*config);
   auto aux = backends::copy_auxiliary_files(o.model, staging->path());
@@ -160,12 +253,26 @@ int run_quantize(const QuantizeOptions& o, const CommandLine& cl) {
   mi.tool_version = FP4C_VERSION;
   mi.command_line = cl.joined();
   mi.model_dir = fs::absolute(o.model).lexically_normal().string();
-  mi.options.set_scheme(std::string(passes::scheme_name(o.scheme)));
+  mi.options.set_scheme(std::string(passes::scheme_name(scheme)));
+  if (calibrated) {
+    auto* c = mi.options.mutable_calibration();
+    c->set_path(o.calib);
+    *c->mutable_hash() = backends::to_proto(calibrated->tokens.source_hash);
+    c->set_samples_requested(o.tokens.samples);
+    c->set_samples(int64_t(calibrated->tokens.sequences.size()));
+    c->set_tokens(calibrated->tokens.total_tokens());
+    c->set_seq_len(o.tokens.seq_len);
+    c->set_seed(o.tokens.seed);
+    c->set_packing(o.tokens.packing);
+    c->set_precision(o.precision);
+    c->set_stats_from_cache(calibrated->from_cache);
+    c->set_stats_key(calibrated->key);
+  }
   for (const auto& r : o.ignore) mi.options.add_ignore(r);
   mi.options.set_threads(threads);
   mi.options.set_max_shard_size(max_shard.value_or(0));
   mi.options.set_format("compressed-tensors");
-  mi.options.set_pipeline("plan,pack");
+  mi.options.set_pipeline(calibrated ? "stats,plan,pack" : "plan,pack");
   mi.inputs = std::move(*inputs);
   mi.outputs = outputs;
   mi.output_tensors = writer.tensors();
@@ -204,10 +311,17 @@ Runner setup_quantize(CLI::App& app, const CommandLine& cl) {
   CLI::App* sub = app.add_subcommand("quantize", "Quantize a checkpoint to an NVFP4 artifact");
   sub->add_option("--model", opts->model, "Hugging Face checkpoint directory (BF16)")->required();
   sub->add_option("--out", opts->out, "artifact directory to create")->required();
-  std::map<std::string, passes::Scheme> schemes{{"w4a16", passes::Scheme::W4A16}};
-  sub->add_option("--scheme", opts->scheme, "w4a16: NVFP4 weights, BF16 activations")
-      ->transform(CLI::CheckedTransformer(schemes, CLI::ignore_case))
-      ->default_str("w4a16");
+  sub->add_option("--scheme", opts->scheme,
+                  "w4a16: NVFP4 weights, BF16 activations; w4a4: NVFP4 weights and activations (needs "
+                  "--calib; the default when --calib is given)")
+      ->check(CLI::IsMember({"w4a16", "w4a4"}));
+  sub->add_option("--calib", opts->calib, "calibration set: JSONL with text or input_ids, or plain text; .gz too");
+  add_token_set_options(sub, opts->tokens, "--calib-samples");
+  sub->add_option("--stats-cache", opts->stats_cache,
+                  "directory where activation statistics are kept and reused, keyed by model and calibration set");
+  sub->add_option("--precision", opts->precision, "runtime precision of calibration: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->default_str("f32");
   sub->add_option("--ignore", opts->ignore,
                   "keep Linears whose module name matches this regex in BF16 (repeatable)");
   sub->add_option("--threads", opts->threads, "threads (default: all cores)")->check(CLI::NonNegativeNumber);

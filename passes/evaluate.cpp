@@ -1,0 +1,129 @@
+#include "passes/evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace fp4c::passes {
+namespace {
+
+// log-softmax of one row into `out` (double), returning nothing; out[v] = logit[v] - logsumexp.
+void log_softmax(const float* logits, int64_t vocab, std::vector<double>& out) {
+  out.resize(size_t(vocab));
+  double m = -INFINITY;
+  for (int64_t v = 0; v < vocab; ++v) m = std::max(m, double(logits[v]));
+  double sum = 0;
+  for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(logits[v]) - m);
+  const double lse = m + std::log(sum);
+  for (int64_t v = 0; v < vocab; ++v) out[size_t(v)] = double(logits[v]) - lse;
+}
+
+runtime::Activations slice(const runtime::Activations& a, int64_t first, int64_t rows, int64_t hidden) {
+  runtime::Activations s;
+  s.hidden.assign(a.hidden.begin() + first * hidden, a.hidden.begin() + (first + rows) * hidden);
+  s.offsets = {0, rows};
+  return s;
+}
+
+}  // namespace
+
+Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSource& reference,
+                              runtime::WeightSource* candidate,
+                              const std::vector<std::vector<int32_t>>& sequences,
+                              const std::function<void(int, int)>& progress) {
+  if (sequences.empty()) return make_error("eval: the evaluation set has no sequences");
+  const auto& config = forward.config();
+  const int layers = int(config.num_hidden_layers);
+  const int64_t hidden = config.hidden_size;
+
+  runtime::Activations ref_acts, cand_acts;
+  {
+    FP4C_ASSIGN(auto emb, reference.embedding());
+    FP4C_ASSIGN(ref_acts, forward.embed(emb, sequences));
+  }
+  if (candidate) {
+    FP4C_ASSIGN(auto emb, candidate->embedding());
+    FP4C_ASSIGN(cand_acts, forward.embed(emb, sequences));
+  }
+  for (int i = 0; i < layers; ++i) {
+    {
+      FP4C_ASSIGN(auto p, reference.layer(i));
+      FP4C_TRY(forward.layer(i, p, ref_acts));
+    }
+    if (candidate) {
+      FP4C_ASSIGN(auto p, candidate->layer(i));
+      FP4C_TRY(forward.layer(i, p, cand_acts));
+    }
+    if (progress) progress(i + 1, layers);
+  }
+
+  // The id each row predicts, or -1 for the last row of a sequence.
+  std::vector<int32_t> target(size_t(ref_acts.tokens()), -1);
+  for (size_t s = 0; s < sequences.size(); ++s)
+    for (size_t p = 0; p + 1 < sequences[s].size(); ++p) target[size_t(ref_acts.offsets[s]) + p] = sequences[s][p + 1];
+
+  FP4C_ASSIGN(auto ref_norm, reference.final_norm());
+  FP4C_ASSIGN(auto ref_head, reference.lm_head());
+  std::vector<float> cand_norm;
+  runtime::LinearParams cand_head;
+  if (candidate) {
+    FP4C_ASSIGN(cand_norm, candidate->final_norm());
+    FP4C_ASSIGN(cand_head, candidate->lm_head());
+  }
+
+  EvalResult r;
+  double nll_ref = 0, nll_cand = 0;
+  int64_t agree = 0;
+  std::vector<double> kls;
+  const int64_t vocab = ref_head.out;
+  constexpr int64_t kChunk = 128;
+  std::vector<float> ref_logits, cand_logits;
+  std::vector<double> lp_ref, lp_cand;
+  for (int64_t first = 0; first < ref_acts.tokens(); first += kChunk) {
+    const int64_t rows = std::min(kChunk, ref_acts.tokens() - first);
+    auto keep = [](std::vector<float>& dst, int64_t vocab_) {
+      return [&dst, vocab_](int64_t row0, const float* logits, int64_t n) {
+        dst.resize(size_t((row0 + n) * vocab_));
+        std::copy(logits, logits + n * vocab_, dst.begin() + row0 * vocab_);
+      };
+    };
+    FP4C_TRY(forward.head(ref_norm, ref_head, slice(ref_acts, first, rows, hidden), keep(ref_logits, vocab), rows));
+    if (candidate)
+      FP4C_TRY(forward.head(cand_norm, cand_head, slice(cand_acts, first, rows, hidden), keep(cand_logits, vocab), rows));
+    for (int64_t k = 0; k < rows; ++k) {
+      const int32_t t = target[size_t(first + k)];
+      if (t < 0) continue;
+      ++r.predictions;
+      log_softmax(ref_logits.data() + k * vocab, vocab, lp_ref);
+      nll_ref -= lp_ref[size_t(t)];
+      if (!candidate) continue;
+      log_softmax(cand_logits.data() + k * vocab, vocab, lp_cand);
+      nll_cand -= lp_cand[size_t(t)];
+      double kl = 0;
+      for (int64_t v = 0; v < vocab; ++v) kl += std::exp(lp_ref[size_t(v)]) * (lp_ref[size_t(v)] - lp_cand[size_t(v)]);
+      kls.push_back(std::max(kl, 0.0));
+      const auto a = std::max_element(lp_ref.begin(), lp_ref.end()) - lp_ref.begin();
+      const auto b = std::max_element(lp_cand.begin(), lp_cand.end()) - lp_cand.begin();
+      agree += a == b;
+    }
+  }
+  if (r.predictions == 0) return make_error("eval: no predictions (every sequence has a single token)");
+  const double n = double(r.predictions);
+  r.reference_nll = nll_ref;
+  r.reference_perplexity = std::exp(nll_ref / n);
+  if (candidate) {
+    r.nll = nll_cand;
+    r.perplexity = std::exp(nll_cand / n);
+    r.recovery = r.reference_perplexity / *r.perplexity;
+    double sum = 0;
+    for (double k : kls) sum += k;
+    r.kl_mean = sum / n;
+    std::sort(kls.begin(), kls.end());
+    auto quantile = [&](double q) { return kls[size_t(std::min<double>(double(kls.size() - 1), std::floor(q * double(kls.size() - 1) + 0.5)))]; };
+    r.kl_median = quantile(0.5);
+    r.kl_p99 = quantile(0.99);
+    r.top1_agreement = double(agree) / n;
+  }
+  return r;
+}
+
+}  // namespace fp4c::passes

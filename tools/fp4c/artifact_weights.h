@@ -1,0 +1,34 @@
+// The runtime's weights read from an fp4c artifact: kept tensors as stored, NVFP4 Linears
+// dequantized from their packed bytes, with their input global scale for W4A4 activations.
+#pragma once
+
+#include <vector>
+
+#include "backends/compressed_tensors/reader.h"
+#include "runtime/checkpoint_weights.h"
+
+namespace fp4c::tools {
+
+namespace detail {
+// Built before the CheckpointWeights base, which keeps a span over it.
+struct ArtifactRefs {
+  std::vector<safetensors::Checkpoint::Ref> refs;
+};
+}  // namespace detail
+
+class ArtifactWeights : private detail::ArtifactRefs, public runtime::CheckpointWeights {
+ public:
+  ArtifactWeights(const ir::Model& reference, const backends::compressed_tensors::ArtifactReader& artifact);
+
+ protected:
+  Expected<std::vector<float>> read_weight(ir::TensorId id, bool release) const override;
+  std::optional<float> input_global_scale(ir::TensorId id) const override;
+
+ private:
+  static detail::ArtifactRefs refs_for(const ir::Model& reference,
+                                       const backends::compressed_tensors::ArtifactReader& artifact);
+  const ir::Model& reference_;
+  const backends::compressed_tensors::ArtifactReader& artifact_;
+};
+
+}  // namespace fp4c::tools
