@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(cmake make g++ pkg-config python3 python3-venv
       libprotobuf-dev protobuf-compiler zlib1g-dev libxxhash-dev libcli11-dev nlohmann-json3-dev
       libgtest-dev libgmock-dev libbenchmark-dev libomp-dev libdnnl-dev
-      libpcre2-dev libsentencepiece-dev)
+      libpcre2-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
