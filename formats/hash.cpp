@@ -9,6 +9,21 @@
 
 namespace fp4c::hash {
 
+namespace detail {
+void* avx2_create();
+void avx2_free(void* s);
+void avx2_update(void* s, const void* data, size_t n);
+Digest avx2_digest(const void* s);
+Digest avx2_oneshot(const void* data, size_t n);
+}  // namespace detail
+
+namespace {
+bool use_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+}
+}  // namespace
+
 std::string Digest::hex() const {
   char buf[33];
   std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(high),
@@ -17,6 +32,7 @@ std::string Digest::hex() const {
 }
 
 Digest xxh3_128(std::span<const std::byte> bytes) {
+  if (use_avx2()) return detail::avx2_oneshot(bytes.data(), bytes.size());
   XXH128_hash_t h = XXH3_128bits(bytes.data(), bytes.size());
   return {h.high64, h.low64};
 }
@@ -28,21 +44,36 @@ Digest from_canonical(const uint8_t bytes[16]) {
   return d;
 }
 
+// The library's state, or the AVX2 build's (same algorithm, same digests).
 struct Hasher::State {
-  XXH3_state_t* s = XXH3_createState();
-  ~State() { XXH3_freeState(s); }
+  XXH3_state_t* s = nullptr;
+  void* avx2 = nullptr;
+  State() {
+    if (use_avx2()) {
+      avx2 = detail::avx2_create();
+    } else {
+      s = XXH3_createState();
+      XXH3_128bits_reset(s);
+    }
+  }
+  ~State() {
+    if (avx2) detail::avx2_free(avx2);
+    if (s) XXH3_freeState(s);
+  }
 };
 
-Hasher::Hasher() : state_(std::make_unique<State>()) { XXH3_128bits_reset(state_->s); }
+Hasher::Hasher() : state_(std::make_unique<State>()) {}
 Hasher::~Hasher() = default;
 Hasher::Hasher(Hasher&&) noexcept = default;
 Hasher& Hasher::operator=(Hasher&&) noexcept = default;
 
 void Hasher::update(std::span<const std::byte> bytes) {
+  if (state_->avx2) return detail::avx2_update(state_->avx2, bytes.data(), bytes.size());
   XXH3_128bits_update(state_->s, bytes.data(), bytes.size());
 }
 
 Digest Hasher::digest() const {
+  if (state_->avx2) return detail::avx2_digest(state_->avx2);
   XXH128_hash_t h = XXH3_128bits_digest(state_->s);
   return {h.high64, h.low64};
 }

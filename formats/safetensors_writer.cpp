@@ -2,7 +2,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <xxhash.h>
 
 #include <algorithm>
 #include <bit>
@@ -14,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "formats/hash.h"
 #include "formats/safetensors.h"
 
 namespace fp4c::safetensors {
@@ -78,7 +78,7 @@ struct Writer::Impl {
   uint64_t data_written = 0;
   std::unique_ptr<std::byte[]> buffer = std::make_unique_for_overwrite<std::byte[]>(kBufferSize);
   size_t used = 0;
-  XXH3_state_t* hash = XXH3_createState();
+  hash::Hasher hash;
   std::array<uint8_t, 16> digest{};
   bool finished = false;
   std::optional<Error> failed;
@@ -88,7 +88,6 @@ struct Writer::Impl {
       ::close(fd);
       ::unlink(path.c_str());
     }
-    XXH3_freeState(hash);
   }
 
   Status fail(Error e) {
@@ -98,7 +97,7 @@ struct Writer::Impl {
 
   // Writes straight to the file, hashing what goes out (so the hash follows file order).
   Status write_out(const std::byte* p, size_t n) {
-    XXH3_128bits_update(hash, p, n);
+    hash.update({p, n});
     while (n > 0) {
       ssize_t w = ::write(fd, p, std::min<size_t>(n, size_t{1} << 30));
       if (w < 0) {
@@ -155,8 +154,6 @@ Expected<Writer> Writer::create(const std::string& path, std::vector<TensorSpec>
     impl->data_total += s.nbytes();
     impl->ends.push_back(impl->data_total);
   }
-  if (!impl->hash) return make_error(path + ": cannot allocate the XXH3 state");
-  XXH3_128bits_reset(impl->hash);
   impl->fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (impl->fd < 0) {
     const int err = errno;
@@ -216,9 +213,11 @@ Status Writer::finish() {
     ::unlink(w.path.c_str());
     return w.fail(make_error(w.path + ": close failed: " + std::strerror(err)));
   }
-  XXH128_canonical_t canonical;
-  XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(w.hash));
-  std::memcpy(w.digest.data(), canonical.digest, 16);
+  const hash::Digest d = w.hash.digest();   // canonical order: high 64 bits first, big-endian
+  for (int i = 0; i < 8; ++i) {
+    w.digest[size_t(i)] = uint8_t(d.high >> (56 - 8 * i));
+    w.digest[size_t(8 + i)] = uint8_t(d.low >> (56 - 8 * i));
+  }
   w.finished = true;
   return {};
 }
