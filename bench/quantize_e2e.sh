@@ -38,18 +38,22 @@ copy=$(printf '%s\n' "${copy_times[@]}" | median)
 printf 'copy (cp -r + sync): median %.3f s, %.2f GB/s\n' "$copy" "$(echo "$bytes / $copy / 1000000000" | bc -l)"
 
 for t in $threads; do
-  times=(); rss=()
+  times=(); rss=(); proc=()
   for i in $(seq "$repeats"); do
     rm -rf "$work/out"; warm; sync
     t0=$(now)
     /usr/bin/time -v -o "$work/time.txt" "$build/fp4c" quantize --model "$model" --out "$work/out" \
       --threads "$t" --quiet
-    sync; t1=$(now)
+    tp=$(now); sync; t1=$(now)
     times+=("$(echo "$t1 - $t0" | bc -l)")
+    proc+=("$(echo "$tp - $t0" | bc -l)")
     rss+=("$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$work/time.txt")")
   done
   q=$(printf '%s\n' "${times[@]}" | median)
+  p=$(printf '%s\n' "${proc[@]}" | median)
   r=$(printf '%s\n' "${rss[@]}" | median)
+  printf 'fp4c quantize --threads %s (process only, output in the page cache): median %.3f s, %.2f GB/s of input\n' \
+    "$t" "$p" "$(echo "$bytes / $p / 1000000000" | bc -l)"
   printf 'fp4c quantize --threads %s (+ sync): median %.3f s, %.2f GB/s of input, peak RSS %.0f MiB, %.2fx the copy time\n' \
     "$t" "$q" "$(echo "$bytes / $q / 1000000000" | bc -l)" "$(echo "$r / 1024" | bc -l)" "$(echo "$q / $copy" | bc -l)"
 done
