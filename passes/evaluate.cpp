@@ -75,9 +75,10 @@ Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSo
   int64_t agree = 0;
   std::vector<double> kls;
   const int64_t vocab = ref_head.out;
-  constexpr int64_t kChunk = 128;
+  // Rows per head() call: each call converts lm_head once, so large slices, bounded to about 64M
+  // logits per model.
+  const int64_t kChunk = std::clamp<int64_t>((int64_t(1) << 26) / std::max<int64_t>(vocab, 1), 128, 4096);
   std::vector<float> ref_logits, cand_logits;
-  std::vector<double> lp_ref, lp_cand;
   for (int64_t first = 0; first < ref_acts.tokens(); first += kChunk) {
     const int64_t rows = std::min(kChunk, ref_acts.tokens() - first);
     auto keep = [](std::vector<float>& dst, int64_t vocab_) {
@@ -89,21 +90,37 @@ Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSo
     FP4C_TRY(forward.head(ref_norm, ref_head, slice(ref_acts, first, rows, hidden), keep(ref_logits, vocab), rows));
     if (candidate)
       FP4C_TRY(forward.head(cand_norm, cand_head, slice(cand_acts, first, rows, hidden), keep(cand_logits, vocab), rows));
+    // Per row in parallel, then summed in row order (figures independent of the thread count).
+    std::vector<double> row_nll_ref(size_t(rows), 0), row_nll_cand(size_t(rows), 0), row_kl(size_t(rows), 0);
+    std::vector<char> row_agree(size_t(rows), 0);
+#pragma omp parallel
+    {
+      std::vector<double> lp_ref, lp_cand;
+#pragma omp for schedule(static)
+      for (int64_t k = 0; k < rows; ++k) {
+        const int32_t t = target[size_t(first + k)];
+        if (t < 0) continue;
+        log_softmax(ref_logits.data() + k * vocab, vocab, lp_ref);
+        row_nll_ref[size_t(k)] = -lp_ref[size_t(t)];
+        if (!candidate) continue;
+        log_softmax(cand_logits.data() + k * vocab, vocab, lp_cand);
+        row_nll_cand[size_t(k)] = -lp_cand[size_t(t)];
+        double kl = 0;
+        for (int64_t v = 0; v < vocab; ++v) kl += std::exp(lp_ref[size_t(v)]) * (lp_ref[size_t(v)] - lp_cand[size_t(v)]);
+        row_kl[size_t(k)] = std::max(kl, 0.0);
+        const auto a = std::max_element(lp_ref.begin(), lp_ref.end()) - lp_ref.begin();
+        const auto b = std::max_element(lp_cand.begin(), lp_cand.end()) - lp_cand.begin();
+        row_agree[size_t(k)] = a == b;
+      }
+    }
     for (int64_t k = 0; k < rows; ++k) {
-      const int32_t t = target[size_t(first + k)];
-      if (t < 0) continue;
+      if (target[size_t(first + k)] < 0) continue;
       ++r.predictions;
-      log_softmax(ref_logits.data() + k * vocab, vocab, lp_ref);
-      nll_ref -= lp_ref[size_t(t)];
+      nll_ref += row_nll_ref[size_t(k)];
       if (!candidate) continue;
-      log_softmax(cand_logits.data() + k * vocab, vocab, lp_cand);
-      nll_cand -= lp_cand[size_t(t)];
-      double kl = 0;
-      for (int64_t v = 0; v < vocab; ++v) kl += std::exp(lp_ref[size_t(v)]) * (lp_ref[size_t(v)] - lp_cand[size_t(v)]);
-      kls.push_back(std::max(kl, 0.0));
-      const auto a = std::max_element(lp_ref.begin(), lp_ref.end()) - lp_ref.begin();
-      const auto b = std::max_element(lp_cand.begin(), lp_cand.end()) - lp_cand.begin();
-      agree += a == b;
+      nll_cand += row_nll_cand[size_t(k)];
+      kls.push_back(row_kl[size_t(k)]);
+      agree += row_agree[size_t(k)];
     }
   }
   if (r.predictions == 0) return make_error("eval: no predictions (every sequence has a single token)");
