@@ -36,13 +36,9 @@ Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSo
   const int64_t hidden = config.hidden_size;
 
   runtime::Activations ref_acts, cand_acts;
-  {
-    FP4C_ASSIGN(auto emb, reference.embedding());
-    FP4C_ASSIGN(ref_acts, forward.embed(emb, sequences));
-  }
+  FP4C_ASSIGN(ref_acts, forward.embed(reference, sequences));
   if (candidate) {
-    FP4C_ASSIGN(auto emb, candidate->embedding());
-    FP4C_ASSIGN(cand_acts, forward.embed(emb, sequences));
+    FP4C_ASSIGN(cand_acts, forward.embed(*candidate, sequences));
   }
   for (int i = 0; i < layers; ++i) {
     {

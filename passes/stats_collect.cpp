@@ -74,9 +74,7 @@ Expected<ActivationStats> collect_stats(const runtime::Forward& forward, runtime
   if (sequences.empty()) return make_error("stats: the calibration set has no sequences");
   const int layers = int(forward.config().num_hidden_layers);
   ActivationStats out;
-  FP4C_ASSIGN(auto embedding, weights.embedding());
-  FP4C_ASSIGN(auto acts, forward.embed(embedding, sequences));
-  embedding = {};
+  FP4C_ASSIGN(auto acts, forward.embed(weights, sequences));
   for (int i = 0; i < layers; ++i) {
     FP4C_ASSIGN(auto params, weights.layer(i));
     std::map<ir::Role, SiteStats> sites;

@@ -121,6 +121,36 @@ Expected<std::vector<float>> CheckpointWeights::embedding() {
   return read_weight(*embedding_, false);
 }
 
+Expected<std::vector<float>> CheckpointWeights::embedding_rows(std::span<const int32_t> ids, int64_t hidden) {
+  if (!error_.empty()) return make_error(error_);
+  if (!embedding_) return make_error("checkpoint weights: the model has no embedding");
+  const safetensors::Checkpoint::Ref& ref = refs_[*embedding_];
+  const DType dtype = ref.entry->dtype;
+  const auto& shape = ref.entry->shape;
+  if (shape.size() != 2 || shape[1] != hidden || (dtype != DType::BF16 && dtype != DType::F16 && dtype != DType::F32))
+    return WeightSource::embedding_rows(ids, hidden);
+  const std::span<const std::byte> bytes = ref.file->bytes(*ref.entry);
+  const size_t row_bytes = size_t(hidden) * dtype_size(dtype);
+  std::vector<float> out(ids.size() * size_t(hidden));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= shape[0])
+      return make_error(ref.file->path() + ": tensor '" + ref.entry->name + "': token id " + std::to_string(ids[i]) +
+                        " outside its " + std::to_string(shape[0]) + " rows");
+    const std::byte* p = bytes.data() + size_t(ids[i]) * row_bytes;
+    float* o = &out[i * size_t(hidden)];
+    for (int64_t j = 0; j < hidden; ++j) {
+      uint16_t h;
+      switch (dtype) {
+        case DType::F32: std::memcpy(&o[j], p + 4 * j, 4); break;
+        case DType::F16: std::memcpy(&h, p + 2 * j, 2); o[j] = f16::to_float(h); break;
+        default: std::memcpy(&h, p + 2 * j, 2); o[j] = bf16::to_float(h); break;
+      }
+    }
+  }
+  if (release_pages_) ref.file->release(*ref.entry);
+  return out;
+}
+
 Expected<std::vector<float>> CheckpointWeights::final_norm() {
   if (!error_.empty()) return make_error(error_);
   if (!final_norm_) return make_error("checkpoint weights: the model has no final norm");

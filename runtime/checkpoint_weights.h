@@ -25,6 +25,8 @@ class CheckpointWeights : public WeightSource {
                     bool release_pages = true);
 
   Expected<std::vector<float>> embedding() override;
+  // Only the rows asked for, converted from the mapped table (whose pages are then released).
+  Expected<std::vector<float>> embedding_rows(std::span<const int32_t> ids, int64_t hidden) override;
   Expected<LayerParams> layer(int index) override;
   Expected<std::vector<float>> final_norm() override;
   // lm_head, or the embedding when model.tied_lm_head.

@@ -160,6 +160,47 @@ void Forward::release_memory() const {
   workspace_->release();
 }
 
+Expected<std::vector<float>> WeightSource::embedding_rows(std::span<const int32_t> ids, int64_t hidden) {
+  FP4C_ASSIGN(auto table, embedding());
+  std::vector<float> out(ids.size() * size_t(hidden));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if ((size_t(ids[i]) + 1) * size_t(hidden) > table.size())
+      return make_error("embedding: token id " + std::to_string(ids[i]) + " outside the table");
+    std::memcpy(&out[i * size_t(hidden)], &table[size_t(ids[i]) * size_t(hidden)], size_t(hidden) * sizeof(float));
+  }
+  return out;
+}
+
+Expected<Activations> Forward::embed(WeightSource& weights, const std::vector<std::vector<int32_t>>& sequences) const {
+  const int64_t H = config_.hidden_size, V = config_.vocab_size;
+  std::vector<int32_t> unique;
+  for (size_t s = 0; s < sequences.size(); ++s)
+    for (size_t p = 0; p < sequences[s].size(); ++p) {
+      const int32_t id = sequences[s][p];
+      if (id < 0 || id >= V)
+        return make_error("sequence " + std::to_string(s) + ", position " + std::to_string(p) + ": token id " +
+                          std::to_string(id) + " outside the vocabulary (vocab_size " + std::to_string(V) + ")");
+      unique.push_back(id);
+    }
+  std::sort(unique.begin(), unique.end());
+  unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
+  FP4C_ASSIGN(auto rows, weights.embedding_rows(unique, H));
+  if (int64_t(rows.size()) != int64_t(unique.size()) * H)
+    return make_error("embedding rows: " + std::to_string(rows.size()) + " elements, expected " +
+                      shape_str(int64_t(unique.size()), H));
+  Activations acts;
+  acts.offsets.push_back(0);
+  for (const auto& seq : sequences) acts.offsets.push_back(acts.offsets.back() + int64_t(seq.size()));
+  acts.hidden.resize(size_t(acts.tokens() * H));
+  for (size_t s = 0; s < sequences.size(); ++s)
+    for (size_t p = 0; p < sequences[s].size(); ++p) {
+      const size_t row = size_t(std::lower_bound(unique.begin(), unique.end(), sequences[s][p]) - unique.begin());
+      std::memcpy(&acts.hidden[size_t((acts.offsets[s] + int64_t(p)) * H)], &rows[row * size_t(H)],
+                  size_t(H) * sizeof(float));
+    }
+  return acts;
+}
+
 Expected<Activations> Forward::embed(const std::vector<float>& embedding,
                                      const std::vector<std::vector<int32_t>>& sequences) const {
   const int64_t H = config_.hidden_size, V = config_.vocab_size;

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "ir/expected.h"
@@ -42,6 +43,9 @@ class WeightSource {
  public:
   virtual ~WeightSource() = default;
   virtual Expected<std::vector<float>> embedding() = 0;  // [vocab, hidden]
+  // Rows `ids` of the embedding, [ids.size(), hidden]; a source that can read single rows should,
+  // so that a large vocabulary is never held whole. The default gathers from embedding().
+  virtual Expected<std::vector<float>> embedding_rows(std::span<const int32_t> ids, int64_t hidden);
   virtual Expected<LayerParams> layer(int index) = 0;
   virtual Expected<std::vector<float>> final_norm() = 0; // [hidden]
   virtual Expected<LinearParams> lm_head() = 0;          // [vocab, hidden] (the embedding when tied)
@@ -75,6 +79,8 @@ class Forward {
   Forward(const ir::ModelConfig& config, ForwardOptions options);
   // Embedding lookup; errors on ids outside the vocabulary (naming sequence and position).
   Expected<Activations> embed(const std::vector<float>& embedding, const std::vector<std::vector<int32_t>>& sequences) const;
+  // The same, reading only the embedding rows the sequences use (weights.embedding_rows).
+  Expected<Activations> embed(WeightSource& weights, const std::vector<std::vector<int32_t>>& sequences) const;
   // One decoder layer in place; `hook` (may be empty) sees each Linear group's input.
   Status layer(int index, const LayerParams& params, Activations& acts, const LinearHook& hook = {}) const;
   // Final norm and output projection, `chunk_rows` tokens at a time: sink(first_row, logits, rows)
