@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "formats/mmap_advice.h"
 #include "formats/safetensors.h"
 
 namespace fp4c::safetensors {
@@ -328,11 +329,8 @@ std::span<const std::byte> File::bytes(const TensorEntry& t) const {
 std::span<const std::byte> File::raw() const { return {map_, file_size_}; }
 
 void File::release(const TensorEntry& t) const {
-  static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   // Only whole pages inside the tensor, so a neighbour still in use is not dropped with it.
-  const uint64_t first = (data_offset_ + t.begin + page - 1) / page * page;
-  const uint64_t last = (data_offset_ + t.end) / page * page;
-  if (first < last) ::madvise(const_cast<std::byte*>(map_) + first, last - first, MADV_DONTNEED);
+  advise_dontneed(bytes(t));
 }
 
 }  // namespace fp4c::safetensors

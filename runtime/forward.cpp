@@ -160,6 +160,21 @@ void Forward::release_memory() const {
   workspace_->release();
 }
 
+namespace {
+
+Status check_token_ids(const std::vector<std::vector<int32_t>>& sequences, int64_t vocab) {
+  for (size_t s = 0; s < sequences.size(); ++s)
+    for (size_t p = 0; p < sequences[s].size(); ++p) {
+      const int32_t id = sequences[s][p];
+      if (id < 0 || id >= vocab)
+        return make_error("sequence " + std::to_string(s) + ", position " + std::to_string(p) + ": token id " +
+                          std::to_string(id) + " outside the vocabulary (vocab_size " + std::to_string(vocab) + ")");
+    }
+  return {};
+}
+
+}  // namespace
+
 Expected<std::vector<float>> WeightSource::embedding_rows(std::span<const int32_t> ids, int64_t hidden) {
   FP4C_ASSIGN(auto table, embedding());
   std::vector<float> out(ids.size() * size_t(hidden));
@@ -173,15 +188,9 @@ Expected<std::vector<float>> WeightSource::embedding_rows(std::span<const int32_
 
 Expected<Activations> Forward::embed(WeightSource& weights, const std::vector<std::vector<int32_t>>& sequences) const {
   const int64_t H = config_.hidden_size, V = config_.vocab_size;
+  FP4C_TRY(check_token_ids(sequences, V));
   std::vector<int32_t> unique;
-  for (size_t s = 0; s < sequences.size(); ++s)
-    for (size_t p = 0; p < sequences[s].size(); ++p) {
-      const int32_t id = sequences[s][p];
-      if (id < 0 || id >= V)
-        return make_error("sequence " + std::to_string(s) + ", position " + std::to_string(p) + ": token id " +
-                          std::to_string(id) + " outside the vocabulary (vocab_size " + std::to_string(V) + ")");
-      unique.push_back(id);
-    }
+  for (const auto& seq : sequences) unique.insert(unique.end(), seq.begin(), seq.end());
   std::sort(unique.begin(), unique.end());
   unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
   FP4C_ASSIGN(auto rows, weights.embedding_rows(unique, H));
@@ -209,13 +218,8 @@ Expected<Activations> Forward::embed(const std::vector<float>& embedding,
   Activations acts;
   acts.offsets.reserve(sequences.size() + 1);
   acts.offsets.push_back(0);
+  FP4C_TRY(check_token_ids(sequences, V));
   for (size_t s = 0; s < sequences.size(); ++s) {
-    for (size_t p = 0; p < sequences[s].size(); ++p) {
-      const int32_t id = sequences[s][p];
-      if (id < 0 || id >= V)
-        return make_error("sequence " + std::to_string(s) + ", position " + std::to_string(p) + ": token id " +
-                          std::to_string(id) + " outside the vocabulary (vocab_size " + std::to_string(V) + ")");
-    }
     acts.offsets.push_back(acts.offsets.back() + int64_t(sequences[s].size()));
   }
   ThreadScope threads(options_.threads);
