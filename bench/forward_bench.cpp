@@ -97,7 +97,8 @@ const Activations& input_activations() {
   static const Activations acts = [] {
     Activations a;
     Random r{7};
-    a.hidden = r.fill(kSequences * kSeqLen * 896, 1.0f);
+    const auto v = r.fill(kSequences * kSeqLen * 896, 1.0f);
+    a.hidden.assign(v.begin(), v.end());
     for (int64_t s = 0; s <= kSequences; ++s) a.offsets.push_back(s * kSeqLen);
     return a;
   }();

@@ -162,6 +162,19 @@ void Forward::release_memory() const {
 
 namespace {
 
+Status allocate_hidden(Activations& acts, size_t n, const SpillPolicy& spill) {
+  try {
+    acts.hidden = HiddenStates(SpillAllocator<float>(std::make_shared<const SpillPolicy>(spill)));
+    acts.hidden.resize(n);
+  } catch (const std::bad_alloc&) {
+    return make_error("cannot allocate " + std::to_string(n * sizeof(float)) + " bytes of hidden states" +
+                      (spill.memory_budget > 0 ? " in a temporary file under " +
+                                                     (spill.directory.empty() ? std::string("$TMPDIR") : spill.directory)
+                                               : std::string()));
+  }
+  return {};
+}
+
 Status check_token_ids(const std::vector<std::vector<int32_t>>& sequences, int64_t vocab) {
   for (size_t s = 0; s < sequences.size(); ++s)
     for (size_t p = 0; p < sequences[s].size(); ++p) {
@@ -200,7 +213,7 @@ Expected<Activations> Forward::embed(WeightSource& weights, const std::vector<st
   Activations acts;
   acts.offsets.push_back(0);
   for (const auto& seq : sequences) acts.offsets.push_back(acts.offsets.back() + int64_t(seq.size()));
-  acts.hidden.resize(size_t(acts.tokens() * H));
+  FP4C_TRY(allocate_hidden(acts, size_t(acts.tokens() * H), options_.spill));
   for (size_t s = 0; s < sequences.size(); ++s)
     for (size_t p = 0; p < sequences[s].size(); ++p) {
       const size_t row = size_t(std::lower_bound(unique.begin(), unique.end(), sequences[s][p]) - unique.begin());
@@ -223,7 +236,7 @@ Expected<Activations> Forward::embed(const std::vector<float>& embedding,
     acts.offsets.push_back(acts.offsets.back() + int64_t(sequences[s].size()));
   }
   ThreadScope threads(options_.threads);
-  acts.hidden.resize(size_t(acts.tokens() * H));
+  FP4C_TRY(allocate_hidden(acts, size_t(acts.tokens() * H), options_.spill));
   const int64_t nseq = int64_t(sequences.size());
 #pragma omp parallel for schedule(dynamic, 1) if (acts.tokens() * H >= (1 << 16))
   for (int64_t s = 0; s < nseq; ++s)

@@ -12,6 +12,7 @@
 
 #include "ir/expected.h"
 #include "ir/model.h"
+#include "runtime/spill.h"
 
 namespace fp4c::runtime {
 
@@ -64,7 +65,7 @@ using LinearHook = std::function<void(const LinearInput&)>;
 
 // Hidden states of all sequences, [total tokens, hidden], sequences back to back.
 struct Activations {
-  std::vector<float> hidden;
+  HiddenStates hidden;            // spilled to a temporary file beyond ForwardOptions::spill's budget
   std::vector<int64_t> offsets;   // sequence s is rows [offsets[s], offsets[s+1])
   int64_t tokens() const { return offsets.empty() ? 0 : offsets.back(); }
 };
@@ -72,6 +73,7 @@ struct Activations {
 struct ForwardOptions {
   Precision precision = Precision::F32;
   int threads = 0;  // OpenMP threads for the forward (oneDNN's included); 0: OpenMP's default
+  SpillPolicy spill; // hidden states of all sequences beyond spill.memory_budget go to a temporary file
 };
 
 class Forward {

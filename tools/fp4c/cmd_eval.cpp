@@ -18,6 +18,7 @@
 #include "tools/fp4c/artifact_weights.h"
 #include "tools/fp4c/calibration_input.h"
 #include "tools/fp4c/commands.h"
+#include "tools/fp4c/size_option.h"
 
 namespace fp4c::tools {
 namespace {
@@ -28,6 +29,7 @@ struct EvalOptions {
   std::string artifact;
   std::string data;
   std::string precision = "f32";
+  std::string memory_budget = "4GiB";
   bool json = false;
   bool no_manifest = false;
   int threads = 0;
@@ -55,6 +57,9 @@ int run_eval(const EvalOptions& o) {
 
   runtime::ForwardOptions fo;
   fo.precision = o.precision == "bf16" ? runtime::Precision::BF16 : runtime::Precision::F32;
+  const auto budget = parse_size(o.memory_budget);
+  if (!budget) return fail(make_error("--memory-budget '" + o.memory_budget + "': not a size (e.g. 4GiB)"));
+  fo.spill.memory_budget = *budget;
   runtime::Forward forward(ckpt->model.config, fo);
   runtime::CheckpointWeights reference(ckpt->model, ckpt->refs, /*release_pages=*/false);
   std::optional<ArtifactWeights> candidate;
@@ -131,6 +136,9 @@ Runner setup_eval(CLI::App& app, const CommandLine&) {
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->default_str("f32");
   sub->add_option("--threads", opts->threads, "threads (default: all cores)");
+  sub->add_option("--memory-budget", opts->memory_budget,
+                  "hidden states of each model beyond this size live in a temporary file ($TMPDIR)")
+      ->default_str("4GiB");
   sub->add_flag("--json", opts->json, "print the figures as JSON");
   sub->add_flag("--no-manifest", opts->no_manifest, "do not record the figures in the artifact's manifest");
   add_token_set_options(sub, opts->tokens, "--samples");

@@ -37,6 +37,7 @@ struct QuantizeOptions {
   TokenSetOptions tokens;
   std::string stats_cache;
   std::string precision = "f32";
+  std::string memory_budget = "4GiB";
   std::vector<std::string> ignore;
   int threads = 0;
   std::string max_shard_size;
@@ -148,6 +149,9 @@ Expected<Calibrated> calibrate(const QuantizeOptions& o, const frontend::LoadedC
 
   runtime::ForwardOptions fo;
   fo.precision = o.precision == "bf16" ? runtime::Precision::BF16 : runtime::Precision::F32;
+  const auto budget = parse_size(o.memory_budget);
+  if (!budget) return make_error("--memory-budget '" + o.memory_budget + "': not a size (e.g. 4GiB)");
+  fo.spill.memory_budget = *budget;
   runtime::Forward forward(ckpt.model.config, fo);
   runtime::CheckpointWeights weights(ckpt.model, ckpt.refs, /*release_pages=*/true);
   const bool tty = isatty(fileno(stderr)) && !o.quiet;
@@ -322,6 +326,9 @@ Runner setup_quantize(CLI::App& app, const CommandLine& cl) {
   add_token_set_options(sub, opts->tokens, "--calib-samples");
   sub->add_option("--stats-cache", opts->stats_cache,
                   "directory where activation statistics are kept and reused, keyed by model and calibration set");
+  sub->add_option("--memory-budget", opts->memory_budget,
+                  "hidden states of the calibration set beyond this size live in a temporary file ($TMPDIR)")
+      ->default_str("4GiB");
   sub->add_option("--precision", opts->precision, "runtime precision of calibration: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->default_str("f32");
