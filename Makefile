@@ -20,12 +20,22 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 1200
 
 # The main job on the embedded default model: a synthetic Qwen2-shaped checkpoint made on the fly,
-# quantized to NVFP4 W4A16, then inspected.
+# quantized to NVFP4 W4A16 and, calibrated on text, W4A4; each evaluated against the BF16 model and
+# inspected.
+DEMO_TEXT = testdata/tokenizers/corpus.txt
+DEMO_SET = --packing chunks --seq-len 128
 demo: build
 	rm -rf $(BUILD)/demo && mkdir -p $(BUILD)/demo
 	$(BUILD)/fp4c-synth --preset tiny --out $(BUILD)/demo/model
-	$(BUILD)/fp4c quantize --model $(BUILD)/demo/model --scheme w4a16 --out $(BUILD)/demo/model-nvfp4
-	$(BUILD)/fp4c inspect $(BUILD)/demo/model-nvfp4 --top 12
+	$(BUILD)/fp4c quantize --model $(BUILD)/demo/model --scheme w4a16 --out $(BUILD)/demo/model-w4a16
+	$(BUILD)/fp4c inspect $(BUILD)/demo/model-w4a16 --top 8
+	$(BUILD)/fp4c quantize --model $(BUILD)/demo/model --out $(BUILD)/demo/model-w4a4 \
+	  --calib $(DEMO_TEXT) $(DEMO_SET) --calib-samples 32 --seed 1
+	$(BUILD)/fp4c eval --model $(BUILD)/demo/model --artifact $(BUILD)/demo/model-w4a16 --data $(DEMO_TEXT) \
+	  $(DEMO_SET) --samples 32 --seed 2
+	$(BUILD)/fp4c eval --model $(BUILD)/demo/model --artifact $(BUILD)/demo/model-w4a4 --data $(DEMO_TEXT) \
+	  $(DEMO_SET) --samples 32 --seed 2
+	$(BUILD)/fp4c inspect $(BUILD)/demo/model-w4a4 --verify
 
 bench: build
 	@for b in $(BUILD)/*_bench; do $$b --benchmark_repetitions=3 --benchmark_report_aggregates_only=true; done
