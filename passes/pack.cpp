@@ -207,83 +207,83 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
   InputHashes input_hashes(checkpoint);
   std::map<const ir::FusedGroup*, float> group_amax;
   std::vector<uint8_t> packed, scales;
-  {
-  ReadAhead ahead(refs, input_hashes, options.copy_chunk_bytes, options.read_ahead_bytes);
+  {  // the read-ahead thread lives for the loop
+    ReadAhead ahead(refs, input_hashes, options.copy_chunk_bytes, options.read_ahead_bytes);
 
-  for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
-    const ir::TensorInfo& t = model.tensors[id];
-    const auto& ref = refs[id];
-    const auto bytes = ref.file->bytes(*ref.entry);
-    result.bytes_read += bytes.size();
+    for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
+      const ir::TensorInfo& t = model.tensors[id];
+      const auto& ref = refs[id];
+      const auto bytes = ref.file->bytes(*ref.entry);
+      result.bytes_read += bytes.size();
 
-    if (decisions[id].format != ir::Format::NVFP4) {
-      // Kept as it came: copied in chunks, released behind the copy.
-      if (bytes.empty()) FP4C_TRY(sink.put(id, ir::TensorPart::Source, bytes));
-      for (uint64_t off = 0; off < bytes.size(); off += options.copy_chunk_bytes) {
-        auto chunk = bytes.subspan(off, std::min<uint64_t>(options.copy_chunk_bytes, bytes.size() - off));
-        ahead.wait_until(ahead.position(id, off + chunk.size()));
-        if (count_nonfinite(chunk, t.dtype) != 0) return nonfinite_error(ref);
-        FP4C_TRY(sink.put(id, ir::TensorPart::Source, chunk));
-        advise_dontneed(chunk);
-        ahead.consumed(ahead.position(id, off + chunk.size()));
-      }
-      continue;
-    }
-    ahead.wait_until(ahead.position(id, bytes.size()));
-
-    // The global scale comes from the amax of the whole fused group (NVFP4.md §3).
-    const float own_amax = amax_of(bytes, t.dtype);
-    if (!std::isfinite(own_amax)) return nonfinite_error(ref);
-    float amax = own_amax;
-    if (const ir::FusedGroup* g = model.group_of(id)) {
-      auto it = group_amax.find(g);
-      if (it == group_amax.end()) {
-        for (ir::TensorId m : g->members) {
-          const auto& mref = refs[m];
-          const float a = m == id ? own_amax : amax_of(mref.file->bytes(*mref.entry), model.tensors[m].dtype);
-          if (!std::isfinite(a)) return nonfinite_error(mref);
-          amax = std::max(amax, a);
+      if (decisions[id].format != ir::Format::NVFP4) {
+        // Kept as it came: copied in chunks, released behind the copy.
+        if (bytes.empty()) FP4C_TRY(sink.put(id, ir::TensorPart::Source, bytes));
+        for (uint64_t off = 0; off < bytes.size(); off += options.copy_chunk_bytes) {
+          auto chunk = bytes.subspan(off, std::min<uint64_t>(options.copy_chunk_bytes, bytes.size() - off));
+          ahead.wait_until(ahead.position(id, off + chunk.size()));
+          if (count_nonfinite(chunk, t.dtype) != 0) return nonfinite_error(ref);
+          FP4C_TRY(sink.put(id, ir::TensorPart::Source, chunk));
+          advise_dontneed(chunk);
+          ahead.consumed(ahead.position(id, off + chunk.size()));
         }
-        it = group_amax.emplace(g, amax).first;
+        continue;
       }
-      amax = it->second;
-    }
-    const float G = nvfp4::global_scale(amax);
+      ahead.wait_until(ahead.position(id, bytes.size()));
 
-    const int64_t rows = t.shape[0], cols = t.shape[1];
-    packed.resize(size_t(rows * cols / 2));
-    scales.resize(size_t(rows * cols / nvfp4::kBlock));
-    nvfp4::ErrorStats err;
-    if (t.dtype == DType::BF16) {
-      nvfp4::quantize_bf16(reinterpret_cast<const uint16_t*>(bytes.data()), rows, cols, G,
-                           packed.data(), scales.data(), options.zero_scale, &err);
-    } else {
-      auto values = to_f32(bytes, t.dtype);
-      nvfp4::quantize_f32_ref(values.data(), rows, cols, G, packed.data(), scales.data(),
-                              options.zero_scale, &err);
-    }
-    advise_dontneed(bytes);
-    ahead.consumed(ahead.position(id, bytes.size()));
+      // The global scale comes from the amax of the whole fused group (NVFP4.md §3).
+      const float own_amax = amax_of(bytes, t.dtype);
+      if (!std::isfinite(own_amax)) return nonfinite_error(ref);
+      float amax = own_amax;
+      if (const ir::FusedGroup* g = model.group_of(id)) {
+        auto it = group_amax.find(g);
+        if (it == group_amax.end()) {
+          for (ir::TensorId m : g->members) {
+            const auto& mref = refs[m];
+            const float a = m == id ? own_amax : amax_of(mref.file->bytes(*mref.entry), model.tensors[m].dtype);
+            if (!std::isfinite(a)) return nonfinite_error(mref);
+            amax = std::max(amax, a);
+          }
+          it = group_amax.emplace(g, amax).first;
+        }
+        amax = it->second;
+      }
+      const float G = nvfp4::global_scale(amax);
 
-    FP4C_TRY(sink.put(id, ir::TensorPart::PackedWeight, as_bytes_of(packed)));
-    FP4C_TRY(sink.put(id, ir::TensorPart::BlockScales, as_bytes_of(scales)));
-    FP4C_TRY(sink.put(id, ir::TensorPart::WeightGlobalScale,
-                      std::as_bytes(std::span<const float>(&G, 1))));
-    std::optional<float> input_scale;
-    if (decisions[id].input_amax) {
-      input_scale = nvfp4::global_scale(*decisions[id].input_amax);
-      FP4C_TRY(sink.put(id, ir::TensorPart::InputGlobalScale,
-                        std::as_bytes(std::span<const float>(&*input_scale, 1))));
-    }
+      const int64_t rows = t.shape[0], cols = t.shape[1];
+      packed.resize(size_t(rows * cols / 2));
+      scales.resize(size_t(rows * cols / nvfp4::kBlock));
+      nvfp4::ErrorStats err;
+      if (t.dtype == DType::BF16) {
+        nvfp4::quantize_bf16(reinterpret_cast<const uint16_t*>(bytes.data()), rows, cols, G,
+                             packed.data(), scales.data(), options.zero_scale, &err);
+      } else {
+        auto values = to_f32(bytes, t.dtype);
+        nvfp4::quantize_f32_ref(values.data(), rows, cols, G, packed.data(), scales.data(),
+                                options.zero_scale, &err);
+      }
+      advise_dontneed(bytes);
+      ahead.consumed(ahead.position(id, bytes.size()));
 
-    ir::PackedWeight info;
-    info.weight_amax = own_amax;
-    info.group_amax = amax;
-    info.weight_global_scale = G;
-    info.input_global_scale = input_scale;
-    info.error = to_weight_error(err);
-    model.annotations.packed[id] = info;
-  }
+      FP4C_TRY(sink.put(id, ir::TensorPart::PackedWeight, as_bytes_of(packed)));
+      FP4C_TRY(sink.put(id, ir::TensorPart::BlockScales, as_bytes_of(scales)));
+      FP4C_TRY(sink.put(id, ir::TensorPart::WeightGlobalScale,
+                        std::as_bytes(std::span<const float>(&G, 1))));
+      std::optional<float> input_scale;
+      if (decisions[id].input_amax) {
+        input_scale = nvfp4::global_scale(*decisions[id].input_amax);
+        FP4C_TRY(sink.put(id, ir::TensorPart::InputGlobalScale,
+                          std::as_bytes(std::span<const float>(&*input_scale, 1))));
+      }
+
+      ir::PackedWeight info;
+      info.weight_amax = own_amax;
+      info.group_amax = amax;
+      info.weight_global_scale = G;
+      info.input_global_scale = input_scale;
+      info.error = to_weight_error(err);
+      model.annotations.packed[id] = info;
+    }
   }  // the read-ahead thread has finished every file's hash
 
   FP4C_ASSIGN(result.input_file_hashes, input_hashes.finish());
