@@ -1,0 +1,54 @@
+// Pipeline text: `stats,blockscale{rule=mse},pack`. Passes are declared once in the registry
+// (passes/registry.cpp) with typed options, defaults and help, what must run before them and what they
+// invalidate; the parser checks names, options and order before any weight is read, and the canonical
+// form (every option spelled out) round-trips and goes into the manifest.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ir/expected.h"
+
+namespace fp4c::passes {
+
+enum class OptionType : uint8_t { Bool, Float, Int, Percent, Choice };
+
+struct OptionSpec {
+  std::string name;
+  OptionType type;
+  std::string default_value;
+  std::string help;
+  std::vector<std::string> choices;   // Choice only
+};
+
+struct PassSpec {
+  std::string name;
+  std::string help;
+  std::vector<OptionSpec> options;
+  std::vector<std::string> prerequisites;   // passes that must have run earlier (and not been invalidated)
+  std::vector<std::string> invalidates;  // results of earlier passes this one makes stale
+};
+
+// Every pass fp4c has, in the order `fp4c passes` lists them.
+const std::vector<PassSpec>& pass_registry();
+const PassSpec* find_pass(std::string_view name);
+
+struct PassInvocation {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> options;   // every option, in spec order
+  const std::string& option(std::string_view key) const;
+};
+
+struct Pipeline {
+  std::vector<PassInvocation> passes;
+  std::string canonical() const;             // parse(canonical()) gives the same pipeline
+  const PassInvocation* find(std::string_view name) const;   // the last invocation of a pass
+};
+
+// Errors name the column (1-based) and list the valid passes or options:
+//   "pipeline column 7: unknown pass 'stat' (valid: blockscale, pack, stats)".
+Expected<Pipeline> parse_pipeline(std::string_view text);
+
+}  // namespace fp4c::passes
