@@ -17,6 +17,7 @@
 #include "frontend/checkpoint.h"
 #include "ir/cost.h"
 #include "passes/pack.h"
+#include "passes/pipeline.h"
 #include "passes/stats.h"
 #include "passes/weight_plan.h"
 #include "runtime/checkpoint_weights.h"
@@ -38,6 +39,7 @@ struct QuantizeOptions {
   std::string stats_cache;
   std::string precision = "f32";
   std::string memory_budget = "4GiB";
+  std::string passes;   // pipeline text; empty: the default for the scheme
   std::vector<std::string> ignore;
   int threads = 0;
   std::string max_shard_size;
@@ -115,7 +117,8 @@ struct Calibrated {
   std::string key;
 };
 
-Expected<Calibrated> calibrate(const QuantizeOptions& o, const frontend::LoadedCheckpoint& ckpt) {
+Expected<Calibrated> calibrate(const QuantizeOptions& o, const frontend::LoadedCheckpoint& ckpt,
+                               const passes::StatsOptions& stats_options) {
   Calibrated c;
   FP4C_ASSIGN(c.tokens, load_tokens(o.calib, o.model, ckpt.model.config, o.tokens));
   // Keys: every model file's hash, and the calibration file's hash with the selection options.
@@ -132,7 +135,8 @@ Expected<Calibrated> calibrate(const QuantizeOptions& o, const frontend::LoadedC
   }
   const std::string calib_text = c.tokens.source_hash.hex() + "|" + std::to_string(o.tokens.samples) + "|" +
                                  std::to_string(o.tokens.seq_len) + "|" + std::to_string(o.tokens.seed) + "|" +
-                                 o.tokens.packing + "|" + o.precision;
+                                 o.tokens.packing + "|" + o.precision + "|" +
+                                 (stats_options.second_moments ? "m2" : "");
   const std::string mk = model_key.digest().hex();
   const std::string ck = hash::xxh3_128(std::as_bytes(std::span(calib_text))).hex();
   c.key = mk.substr(0, 16) + "-" + ck.substr(0, 16);
@@ -157,7 +161,7 @@ Expected<Calibrated> calibrate(const QuantizeOptions& o, const frontend::LoadedC
   const bool tty = isatty(fileno(stderr)) && !o.quiet;
   const auto t0 = std::chrono::steady_clock::now();
   const double tokens = double(c.tokens.total_tokens());
-  FP4C_ASSIGN(c.stats, passes::collect_stats(forward, weights, c.tokens.sequences, {},
+  FP4C_ASSIGN(c.stats, passes::collect_stats(forward, weights, c.tokens.sequences, stats_options,
                                              [&](int layer, int layers) {
                                                if (!tty) return;
                                                const double s = std::chrono::duration<double>(
@@ -198,10 +202,23 @@ int run_quantize(const QuantizeOptions& o, const CommandLine& cl) {
     return fail(make_error("--scheme w4a4 needs a calibration set (--calib FILE) for its input global scales"));
   stages.push_back(open_clock.stop());
 
+  // The pipeline: given, or the default. Checked before any weight is read.
+  const std::string pipeline_text =
+      !o.passes.empty() ? o.passes : o.calib.empty() ? "blockscale,pack" : "stats,blockscale,pack";
+  auto pipeline = passes::parse_pipeline(pipeline_text);
+  if (!pipeline) return fail(make_error("--passes: " + pipeline.error().message));
+  const bool run_stats = pipeline->find("stats") != nullptr;
+  if (run_stats && o.calib.empty()) return fail(make_error("--passes: pass 'stats' needs a calibration set (--calib FILE)"));
+  if (!pipeline->find("pack")) return fail(make_error("--passes: the pipeline must end in 'pack' to write an artifact"));
+  if (scheme == passes::Scheme::W4A4 && !run_stats)
+    return fail(make_error("--scheme w4a4 needs the 'stats' pass in the pipeline for its input global scales"));
+
   std::optional<Calibrated> calibrated;
-  if (!o.calib.empty() && !o.dry_run) {
+  if (run_stats && !o.dry_run) {
     StageClock clock("calibrate");
-    auto c = calibrate(o, ckpt);
+    passes::StatsOptions so;
+    so.second_moments = pipeline->find("stats")->option("second_moments") == "true";
+    auto c = calibrate(o, ckpt, so);
     if (!c) return fail(c.error());
     calibrated.emplace(std::move(*c));
     stages.push_back(clock.stop());
@@ -276,7 +293,7 @@ int run_quantize(const QuantizeOptions& o, const CommandLine& cl) {
   mi.options.set_threads(threads);
   mi.options.set_max_shard_size(max_shard.value_or(0));
   mi.options.set_format("compressed-tensors");
-  mi.options.set_pipeline(calibrated ? "stats,plan,pack" : "plan,pack");
+  mi.options.set_pipeline(pipeline->canonical());
   mi.inputs = std::move(*inputs);
   mi.outputs = outputs;
   mi.output_tensors = writer.tensors();
@@ -322,6 +339,9 @@ Runner setup_quantize(CLI::App& app, const CommandLine& cl) {
                   "w4a16: NVFP4 weights, BF16 activations; w4a4: NVFP4 weights and activations (needs "
                   "--calib; the default when --calib is given)")
       ->check(CLI::IsMember({"w4a16", "w4a4"}));
+  sub->add_option("--passes", opts->passes,
+                  "pipeline text, e.g. 'stats,blockscale{rule=max},pack' (see `fp4c passes`); default: "
+                  "blockscale,pack, with stats first when --calib is given");
   sub->add_option("--calib", opts->calib, "calibration set: JSONL with text or input_ids, or plain text; .gz too");
   add_token_set_options(sub, opts->tokens, "--calib-samples");
   sub->add_option("--stats-cache", opts->stats_cache,

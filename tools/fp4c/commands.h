@@ -23,9 +23,10 @@ struct Runner {
 Runner setup_quantize(CLI::App& app, const CommandLine& cl);
 Runner setup_inspect(CLI::App& app, const CommandLine& cl);
 Runner setup_eval(CLI::App& app, const CommandLine& cl);
+Runner setup_passes(CLI::App& app, const CommandLine& cl);
 
 inline std::vector<Runner> register_commands(CLI::App& app, const CommandLine& cl) {
-  return {setup_quantize(app, cl), setup_inspect(app, cl), setup_eval(app, cl)};
+  return {setup_quantize(app, cl), setup_inspect(app, cl), setup_eval(app, cl), setup_passes(app, cl)};
 }
 
 }  // namespace fp4c::tools
