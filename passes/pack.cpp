@@ -254,7 +254,20 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       packed.resize(size_t(rows * cols / 2));
       scales.resize(size_t(rows * cols / nvfp4::kBlock));
       nvfp4::ErrorStats err;
-      if (t.dtype == DType::BF16) {
+      if (options.rule != nvfp4::ScaleRule::Max) {
+        std::vector<float> weights;
+        if (options.rule == nvfp4::ScaleRule::Weighted) {
+          const auto role = input_site_role(t.role);
+          const SiteStats* site = options.stats && role && t.layer ? options.stats->find(*t.layer, *role) : nullptr;
+          if (!site || site->cols() != cols)
+            return make_error("blockscale{rule=weighted}: no input statistics for " + t.module + " (run 'stats' first)");
+          weights.assign(site->mean_square.begin(), site->mean_square.end());
+        }
+        auto values = to_f32(bytes, t.dtype);
+        nvfp4::quantize_rows_with_rule(values.data(), rows, cols, G, options.rule,
+                                       weights.empty() ? nullptr : weights.data(), packed.data(), scales.data(),
+                                       options.zero_scale, &err);
+      } else if (t.dtype == DType::BF16) {
         nvfp4::quantize_bf16(reinterpret_cast<const uint16_t*>(bytes.data()), rows, cols, G,
                              packed.data(), scales.data(), options.zero_scale, &err);
       } else {

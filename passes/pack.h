@@ -11,10 +11,12 @@
 
 #include "formats/hash.h"
 #include "formats/nvfp4.h"
+#include "formats/nvfp4_rules.h"
 #include "formats/safetensors.h"
 #include "ir/artifact.h"
 #include "ir/expected.h"
 #include "ir/model.h"
+#include "passes/stats.h"
 
 namespace fp4c::passes {
 
@@ -22,6 +24,9 @@ struct PackOptions {
   nvfp4::ZeroScale zero_scale = nvfp4::ZeroScale::CompressedTensors;
   uint64_t copy_chunk_bytes = 64ull << 20;   // pass-through tensors are copied and released in chunks
   uint64_t read_ahead_bytes = 256ull << 20;  // how far the read-ahead thread may run ahead
+  nvfp4::ScaleRule rule = nvfp4::ScaleRule::Max;
+  // For ScaleRule::Weighted: each Linear's input statistics (their mean squares weight the error).
+  const ActivationStats* stats = nullptr;
 };
 
 struct PackResult {

@@ -13,7 +13,11 @@ const std::vector<PassSpec>& pass_registry() {
        {}},
       {"blockscale",
        "NVFP4 global scales (one per fused group) and the FP8 block-scale rule",
-       {{"rule", OptionType::Choice, "max", "max: NVFP4.md §3, the block max maps to 6", {"max"}}},
+       {{"rule", OptionType::Choice, "max",
+         "max: the block max maps to 6 (NVFP4.md §3); mse: the FP8 scale with the least squared error of "
+         "the block; weighted: the same error weighted by each input channel's mean square (needs stats); "
+         "4over6: the block max maps to 6 or to 4, whichever errs less",
+         {"max", "mse", "weighted", "4over6"}}},
        {},
        {}},
       {"pack",

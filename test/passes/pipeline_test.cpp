@@ -31,7 +31,7 @@ TEST(Pipeline, ErrorsNameTheColumnAndTheValidChoices) {
   EXPECT_EQ(error_of("blockscale{rul=max},pack"),
             "pipeline column 12: unknown option 'rul' of pass 'blockscale' (valid: rule)");
   EXPECT_EQ(error_of("blockscale{rule=min},pack"),
-            "pipeline column 17: option 'rule' of pass 'blockscale': 'min' is not one of max");
+            "pipeline column 17: option 'rule' of pass 'blockscale': 'min' is not one of max, mse, weighted, 4over6");
   EXPECT_EQ(error_of("stats{second_moments=maybe}"),
             "pipeline column 22: option 'second_moments' of pass 'stats': 'maybe' is not true or false");
   EXPECT_EQ(error_of("pack"), "pipeline column 1: pass 'pack' needs 'blockscale' earlier in the pipeline");

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "backends/manifest.h"
 #include "formats/safetensors.h"
@@ -99,6 +100,37 @@ TEST_F(Stories260K, W4A4WithCalibrationMatchesTheReadme) {
   EXPECT_TRUE(m->options().calibration().stats_from_cache());
   EXPECT_EQ(m->options().calibration().samples(), 64);
   EXPECT_EQ(read_file(out / "model.safetensors"), read_file(again / "model.safetensors"));
+}
+
+TEST_F(Stories260K, BlockScaleRulesThroughThePipeline) {
+  // Each search rule is never worse than max on the error it minimizes (formats tests, per block);
+  // end to end, mse and 4over6 lower the weight error and the perplexity on this model.
+  std::map<std::string, double> ppl, sqnr;
+  for (const std::string rule : {"max", "mse", "4over6", "weighted"}) {
+    auto out = tmp.path / rule;
+    auto r = fp4c("quantize --quiet --model " + kStories.string() + " --out " + out.string() + " --scheme w4a16 --calib " +
+                  (kStories / "calib.jsonl").string() + " --passes 'stats,blockscale{rule=" + rule + "},pack'");
+    ASSERT_EQ(r.exit_code, 0) << rule << ": " << r.out;
+    auto m = backends::read_manifest((out / backends::kManifestFile).string());
+    ASSERT_TRUE(m.ok());
+    EXPECT_EQ(m->options().pipeline(), "stats{second_moments=false},blockscale{rule=" + rule + "},pack");
+    double sum = 0;
+    int n = 0;
+    for (const auto& t : m->tensors())
+      if (t.format() == "nvfp4") sum += t.weight_error().sqnr_db(), ++n;
+    sqnr[rule] = sum / n;
+    ppl[rule] = eval_json("--no-manifest --model " + kStories.string() + " --artifact " + out.string() + " --data " +
+                          (kStories / "eval.jsonl").string())["perplexity"].get<double>();
+  }
+  EXPECT_NEAR(ppl["max"], 4.452907, 4.452907 * 5e-5);
+  EXPECT_GT(sqnr["mse"], sqnr["max"]);
+  EXPECT_GT(sqnr["4over6"], sqnr["max"]);
+  EXPECT_LT(ppl["mse"], ppl["max"]);
+  EXPECT_LT(ppl["4over6"], ppl["max"]);
+  auto r = fp4c("quantize --model " + kStories.string() + " --out " + (tmp.path / "bad").string() +
+                " --passes 'blockscale{rule=weighted},pack'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("needs the 'stats' pass"), std::string::npos) << r.out;
 }
 
 TEST(CalibrateEval, W4A4NeedsACalibrationSet) {

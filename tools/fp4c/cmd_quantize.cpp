@@ -210,6 +210,8 @@ int run_quantize(const QuantizeOptions& o, const CommandLine& cl) {
   const bool run_stats = pipeline->find("stats") != nullptr;
   if (run_stats && o.calib.empty()) return fail(make_error("--passes: pass 'stats' needs a calibration set (--calib FILE)"));
   if (!pipeline->find("pack")) return fail(make_error("--passes: the pipeline must end in 'pack' to write an artifact"));
+  if (pipeline->find("blockscale")->option("rule") == "weighted" && !run_stats)
+    return fail(make_error("--passes: blockscale{rule=weighted} needs the 'stats' pass (and --calib)"));
   if (scheme == passes::Scheme::W4A4 && !run_stats)
     return fail(make_error("--scheme w4a4 needs the 'stats' pass in the pipeline for its input global scales"));
 
@@ -250,7 +252,10 @@ int run_quantize(const QuantizeOptions& o, const CommandLine& cl) {
 
   StageClock pack_clock("pack");
   ct::Writer writer(staging->path(), plan);
-  auto packed = passes::pack_weights(model, ckpt.files, ckpt.refs, writer);
+  passes::PackOptions pack_options;
+  pack_options.rule = *nvfp4::parse_scale_rule(pipeline->find("blockscale")->option("rule"));
+  pack_options.stats = calibrated ? &calibrated->stats : nullptr;
+  auto packed = passes::pack_weights(model, ckpt.files, ckpt.refs, writer, pack_options);
   if (!packed) return fail(packed.error());
   if (auto st = writer.finish(); !st) return fail(st.error());
   stages.push_back(pack_clock.stop(packed->bytes_read, writer.bytes_written()));
