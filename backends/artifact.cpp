@@ -56,13 +56,17 @@ Status StagingDir::commit() {
   return {};
 }
 
+std::span<const char* const> auxiliary_file_names() {
+  static const char* const kFiles[] = {"tokenizer.json",     "tokenizer_config.json", "tokenizer.model",
+                                       "special_tokens_map.json", "added_tokens.json", "vocab.json",
+                                       "merges.txt",         "generation_config.json", "chat_template.jinja"};
+  return kFiles;
+}
+
 Expected<std::vector<WrittenFile>> copy_auxiliary_files(const std::string& src_dir,
                                                         const std::string& dst_dir) {
-  static const char* kFiles[] = {"tokenizer.json",     "tokenizer_config.json", "tokenizer.model",
-                                 "special_tokens_map.json", "added_tokens.json", "vocab.json",
-                                 "merges.txt",         "generation_config.json", "chat_template.jinja"};
   std::vector<WrittenFile> out;
-  for (const char* name : kFiles) {
+  for (const char* name : auxiliary_file_names()) {
     fs::path src = fs::path(src_dir) / name;
     std::error_code ec;
     if (!fs::is_regular_file(src, ec)) continue;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,9 @@ class StagingDir {
   bool force_ = false;
   bool committed_ = false;
 };
+
+// The tokenizer and generation files a loader needs next to the weights.
+std::span<const char* const> auxiliary_file_names();
 
 // Copies the tokenizer and generation files a loader needs next to the weights (those present in
 // src_dir among tokenizer.json, tokenizer_config.json, tokenizer.model, special_tokens_map.json,

@@ -8,8 +8,7 @@
 #include <mutex>
 #include <thread>
 
-#include "formats/bf16.h"
-#include "formats/f16.h"
+#include "formats/convert.h"
 #include "formats/mmap_advice.h"
 
 namespace fp4c::passes {
@@ -17,24 +16,6 @@ namespace {
 
 std::span<const std::byte> as_bytes_of(const std::vector<uint8_t>& v) {
   return std::as_bytes(std::span<const uint8_t>(v));
-}
-
-// Source values as float32, for the rare non-BF16 Linear (F16 or F32 checkpoints).
-std::vector<float> to_f32(std::span<const std::byte> bytes, DType dtype) {
-  std::vector<float> out;
-  if (dtype == DType::F32) {
-    out.resize(bytes.size() / 4);
-    std::memcpy(out.data(), bytes.data(), bytes.size());
-  } else {
-    const size_t n = bytes.size() / 2;
-    out.resize(n);
-    for (size_t i = 0; i < n; ++i) {
-      uint16_t h;
-      std::memcpy(&h, bytes.data() + 2 * i, 2);
-      out[i] = dtype == DType::F16 ? f16::to_float(h) : bf16::to_float(h);
-    }
-  }
-  return out;
 }
 
 int64_t count_nonfinite(std::span<const std::byte> bytes, DType dtype) {

@@ -2,8 +2,7 @@
 
 #include <cstring>
 
-#include "formats/bf16.h"
-#include "formats/f16.h"
+#include "formats/convert.h"
 
 namespace fp4c::runtime {
 namespace {
@@ -85,17 +84,7 @@ Expected<std::vector<float>> CheckpointWeights::read_weight(ir::TensorId id, boo
     return make_error(ref.file->path() + ": tensor '" + t.name + "' holds " + std::to_string(bytes.size()) +
                       " bytes for " + std::to_string(n) + " elements");
   std::vector<float> out(static_cast<size_t>(n));
-  const std::byte* p = bytes.data();
-#pragma omp parallel for schedule(static) if (n >= (1 << 18))
-  for (int64_t i = 0; i < n; ++i) {
-    if (dtype == DType::F32) {
-      std::memcpy(&out[size_t(i)], p + i * 4, 4);
-    } else {
-      uint16_t h;
-      std::memcpy(&h, p + i * 2, 2);
-      out[size_t(i)] = dtype == DType::BF16 ? bf16::to_float(h) : f16::to_float(h);
-    }
-  }
+  convert_to_f32(bytes.data(), dtype, n, out.data());
   if (release) ref.file->release(*ref.entry);
   return out;
 }
@@ -136,16 +125,7 @@ Expected<std::vector<float>> CheckpointWeights::embedding_rows(std::span<const i
     if (ids[i] < 0 || ids[i] >= shape[0])
       return make_error(ref.file->path() + ": tensor '" + ref.entry->name + "': token id " + std::to_string(ids[i]) +
                         " outside its " + std::to_string(shape[0]) + " rows");
-    const std::byte* p = bytes.data() + size_t(ids[i]) * row_bytes;
-    float* o = &out[i * size_t(hidden)];
-    for (int64_t j = 0; j < hidden; ++j) {
-      uint16_t h;
-      switch (dtype) {
-        case DType::F32: std::memcpy(&o[j], p + 4 * j, 4); break;
-        case DType::F16: std::memcpy(&h, p + 2 * j, 2); o[j] = f16::to_float(h); break;
-        default: std::memcpy(&h, p + 2 * j, 2); o[j] = bf16::to_float(h); break;
-      }
-    }
+    convert_to_f32(bytes.data() + size_t(ids[i]) * row_bytes, dtype, hidden, &out[i * size_t(hidden)]);
   }
   if (release_pages_) ref.file->release(*ref.entry);
   return out;

@@ -77,6 +77,16 @@ Status check_offsets(const Activations& acts, const std::string& what) {
   return {};
 }
 
+// Offsets well formed and hidden states [tokens, hidden].
+Status check_activations(const Activations& acts, int64_t hidden, const std::string& what) {
+  FP4C_TRY(check_offsets(acts, what));
+  const int64_t T = acts.tokens();
+  if (int64_t(acts.hidden.size()) != T * hidden)
+    return make_error(what + ": hidden states hold " + std::to_string(acts.hidden.size()) + " floats, expected " +
+                      shape_str(T, hidden));
+  return {};
+}
+
 // The input of a group of Linears that read the same activations, as each one's GEMM takes it:
 // fake-quantized with its input global scale (W4A4) and rounded to BF16 for Precision::BF16, made
 // once per distinct scale. When every member has the same scale, quantization overwrites x (the
@@ -263,11 +273,8 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
   FP4C_TRY(check_linear(params.gate, I, H, where + " gate"));
   FP4C_TRY(check_linear(params.up, I, H, where + " up"));
   FP4C_TRY(check_linear(params.down, H, I, where + " down"));
-  FP4C_TRY(check_offsets(acts, where));
+  FP4C_TRY(check_activations(acts, H, where));
   const int64_t T = acts.tokens();
-  if (int64_t(acts.hidden.size()) != T * H)
-    return make_error(where + ": hidden states hold " + std::to_string(acts.hidden.size()) + " floats, expected " +
-                      shape_str(T, H));
   if (T == 0) return {};
   std::lock_guard lock(workspace_->mutex);
   ForwardWorkspace& ws = *workspace_;
@@ -334,11 +341,8 @@ Status Forward::head(const std::vector<float>& final_norm, const LinearParams& l
   FP4C_TRY(check_vector(final_norm, H, "final norm"));
   FP4C_TRY(check_linear(lm_head, V, H, "lm_head"));
   if (chunk_rows <= 0) return make_error("head: chunk_rows must be positive, got " + std::to_string(chunk_rows));
-  FP4C_TRY(check_offsets(acts, "head"));
+  FP4C_TRY(check_activations(acts, H, "head"));
   const int64_t T = acts.tokens();
-  if (int64_t(acts.hidden.size()) != T * H)
-    return make_error("head: hidden states hold " + std::to_string(acts.hidden.size()) + " floats, expected " +
-                      shape_str(T, H));
   if (T == 0) return {};
   std::lock_guard lock(workspace_->mutex);
   ForwardWorkspace& ws = *workspace_;

@@ -101,9 +101,7 @@ Expected<std::vector<backends::WrittenFile>> hash_inputs(const frontend::LoadedC
     const auto& f = ckpt.files.files()[i];
     out.push_back({fs::path(f.path()).filename().string(), f.file_size(), packed.input_file_hashes[i]});
   }
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-                           "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
-                           "generation_config.json", "chat_template.jinja"})
+  for (const char* name : backends::auxiliary_file_names())
     FP4C_TRY(add_file(name));
   return out;
 }
