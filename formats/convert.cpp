@@ -1,5 +1,6 @@
 #include "formats/convert.h"
 
+#include <bit>
 #include <cstring>
 
 #include "formats/bf16.h"
@@ -25,6 +26,28 @@ std::vector<float> to_f32(std::span<const std::byte> bytes, DType dtype) {
   std::vector<float> out(static_cast<size_t>(n));
   convert_to_f32(bytes.data(), dtype, n, out.data());
   return out;
+}
+
+namespace {
+uint16_t half_bits(float f) { return std::bit_cast<uint16_t>(static_cast<_Float16>(f)); }
+}  // namespace
+
+void convert_from_f32(const float* src, DType dtype, int64_t n, std::byte* out) {
+  if (dtype == DType::F32) {
+    std::memcpy(out, src, size_t(n) * 4);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t h = dtype == DType::BF16 ? bf16::from_float(src[i]) : half_bits(src[i]);
+    std::memcpy(out + i * 2, &h, 2);
+  }
+}
+
+void round_to_dtype(float* v, int64_t n, DType dtype) {
+  if (dtype == DType::BF16)
+    for (int64_t i = 0; i < n; ++i) v[i] = bf16::to_float(bf16::from_float(v[i]));
+  else if (dtype == DType::F16)
+    for (int64_t i = 0; i < n; ++i) v[i] = float(static_cast<_Float16>(v[i]));
 }
 
 }  // namespace fp4c

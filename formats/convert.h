@@ -14,4 +14,9 @@ namespace fp4c {
 void convert_to_f32(const std::byte* src, DType dtype, int64_t n, float* out);
 std::vector<float> to_f32(std::span<const std::byte> bytes, DType dtype);
 
+// The other way: n floats to `dtype` (BF16 or F16 rounded to nearest even, F32 copied) at `out`.
+void convert_from_f32(const float* src, DType dtype, int64_t n, std::byte* out);
+// Rounds each value to the nearest value `dtype` holds (BF16, F16; F32 unchanged), as storing it would.
+void round_to_dtype(float* v, int64_t n, DType dtype);
+
 }  // namespace fp4c

@@ -49,8 +49,15 @@ std::string_view skip_kind_name(SkipKind k) {
     case SkipKind::TiedEmbedding: return "tied_embedding";
     case SkipKind::FusedWithSkipped: return "fused_with_skipped";
     case SkipKind::NoCalibrationData: return "no_calibration_data";
+    case SkipKind::Sensitivity: return "sensitivity";
   }
   return "?";
+}
+
+bool Model::transformed(TensorId id) const {
+  const auto& c = annotations.channel_scale;
+  const auto& r = annotations.row_scale;
+  return (id < c.size() && !c[id].empty()) || (id < r.size() && !r[id].empty());
 }
 
 std::optional<TensorId> Model::find(std::string_view name) const {

@@ -90,6 +90,7 @@ enum class SkipKind : uint8_t {
   TiedEmbedding,      // lm_head tied to the embedding
   FusedWithSkipped,   // another member of its fused group stays BF16, so it must too
   NoCalibrationData,  // W4A4: its input saw no token, or only zeros: no input scale can be chosen
+  Sensitivity,        // kept in BF16 by the sensitivity pass's budget (detail: its error and rank)
 };
 std::string_view skip_kind_name(SkipKind k);
 
@@ -122,10 +123,54 @@ struct PackedWeight {
   WeightError error;
 };
 
+// How concentrated a set of per-channel magnitudes is (the outliers pass). For a weight the channels
+// are its input columns (max |W[:, j]|); for an activation, its input channels (absmax over tokens).
+struct ChannelOutliers {
+  int64_t channels = 0;
+  float max = 0, median = 0;
+  double max_over_median = 0;        // +inf when the median is 0 and the max is not
+  double kurtosis = 0;               // excess kurtosis of the per-channel magnitudes
+  int64_t above_k = 0;               // channels whose magnitude exceeds k x the median
+  std::vector<std::pair<int64_t, float>> top;   // the largest channels, (index, magnitude), descending
+};
+
+struct OutlierStats {
+  double k = 0;                                 // the threshold multiple used for above_k
+  ChannelOutliers weight;
+  std::optional<ChannelOutliers> activation;    // when the pipeline had statistics of its input
+};
+
+// Output error of a Linear under W4A4 fake-quantization on calibration activations (the sensitivity
+// pass): ||Q(X) Q(W)^T - X W^T||^2 / ||X W^T||^2 over the calibration tokens.
+struct Sensitivity {
+  double output_error = 0;
+  std::optional<double> kl;          // mean KL of the model with only this Linear('s group) quantized
+  int rank = 0;                      // 1 = the most sensitive group
+};
+
+// A function-preserving rewrite applied to one activation site (SmoothQuant): the producer's weight
+// divided by s, the balanced Linears' input columns multiplied by s.
+struct Smoothing {
+  int layer = 0;
+  std::string mapping;               // "attn" (input_layernorm -> q,k,v) or "mlp" (post_attention_layernorm -> gate,up)
+  TensorId smooth = 0;               // the norm weight
+  std::vector<TensorId> balanced;    // the Linear weights
+  float alpha = 0.5f;
+  float factor_min = 0, factor_median = 0, factor_max = 0;
+};
+
 // Per-tensor annotations, indexed by TensorId; each slot is written by one pass.
 struct Annotations {
   std::vector<Decision> decision;                 // weight plan
   std::vector<std::optional<PackedWeight>> packed;  // pack
+  // Channel multipliers applied whenever the tensor is read (pack, the runtime's checkpoint source):
+  // empty = unchanged; for a [out, in] weight, column j times scale[j]; for a 1-D tensor, element j
+  // times scale[j]; the result rounded to the tensor's dtype, as a framework would store it.
+  std::vector<std::vector<float>> channel_scale;  // smoothquant
+  std::vector<std::vector<float>> row_scale;      // smoothquant{extra}: for a [out, in] weight, row i times scale[i]
+  std::vector<Smoothing> smoothing;               // smoothquant, in site order
+  std::vector<std::optional<OutlierStats>> outliers;      // outliers (Linear weights)
+  std::vector<std::optional<Sensitivity>> sensitivity;    // sensitivity (Linear weights)
 };
 
 class Model {
@@ -146,6 +191,8 @@ class Model {
   std::vector<TensorId> linear_weights() const;
   // "model.layers.3.qkv"-style label of a fused group, for reports.
   std::string group_label(const FusedGroup& g) const;
+  // Whether a pass has rewritten tensor `id` (annotations.channel_scale or row_scale).
+  bool transformed(TensorId id) const;
 
  private:
   std::map<std::string, TensorId, std::less<>> by_name_;

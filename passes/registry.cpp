@@ -11,6 +11,38 @@ const std::vector<PassSpec>& pass_registry() {
        {{"second_moments", OptionType::Bool, "false", "also the input second-moment matrix X^T X / tokens", {}}},
        {},
        {}},
+      {"smoothquant",
+       "SmoothQuant as llm-compressor does it by default (NVFP4.md §7): per input channel s = range^alpha / "
+       "(2 maxW)^(1-alpha), floored; the norm weight divided by s, the balanced Linears' columns multiplied "
+       "(input_layernorm -> q,k,v; post_attention_layernorm -> gate,up); the model computes the same function",
+       {{"alpha", OptionType::Float, "0.5", "migration strength: 0 leaves activations alone, 1 moves all range into weights", {}},
+        {"min_scale", OptionType::Float, "1e-5", "floor of the factors", {}},
+        {"extra", OptionType::Bool, "false",
+         "also up -> down (rows of up divided, columns of down multiplied) and v -> o when the model has as many "
+         "key/value heads as query heads",
+         {}}},
+       {"stats"},
+       {"stats"}},
+      {"outliers",
+       "per Linear: how concentrated its weight columns and its input channels are (max/median, kurtosis, "
+       "channels above k x median, the top channels); into the manifest and `fp4c inspect --outliers`",
+       {{"k", OptionType::Float, "8", "a channel is an outlier above k x the median magnitude", {}},
+        {"top", OptionType::Int, "8", "how many of the largest channels to record", {}}},
+       {},
+       {}},
+      {"sensitivity",
+       "per Linear: output error under W4A4 fake-quantization on calibration activations (optionally the "
+       "end-to-end KL with only that Linear's group quantized); the most sensitive groups are kept in BF16 "
+       "within the budget (fused groups decided together; rule: descending error, a group that does not fit "
+       "is passed over)",
+       {{"budget", OptionType::Percent, "2%", "the most Linear parameters kept in BF16", {}},
+        {"max_layers", OptionType::Int, "0", "the most Linear groups kept in BF16 (0: no limit besides budget)", {}},
+        {"metric", OptionType::Choice, "output",
+         "output: the group's own output error; kl: mean KL of the model with only that group quantized (one "
+         "forward over the calibration set per group)",
+         {"output", "kl"}}},
+       {"stats"},
+       {}},
       {"blockscale",
        "NVFP4 global scales (one per fused group) and the FP8 block-scale rule",
        {{"rule", OptionType::Choice, "max",

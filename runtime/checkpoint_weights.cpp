@@ -69,11 +69,29 @@ CheckpointWeights::CheckpointWeights(const ir::Model& model, std::span<const saf
   }
 }
 
-std::optional<float> CheckpointWeights::input_global_scale(ir::TensorId) const { return std::nullopt; }
+void apply_transform(const ir::Model& model, ir::TensorId id, std::span<float> values) {
+  if (!model.transformed(id)) return;
+  const ir::TensorInfo& t = model.tensors[id];
+  const auto& a = model.annotations;
+  const std::vector<float>* col = id < a.channel_scale.size() && !a.channel_scale[id].empty() ? &a.channel_scale[id] : nullptr;
+  const std::vector<float>* row = id < a.row_scale.size() && !a.row_scale[id].empty() ? &a.row_scale[id] : nullptr;
+  const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
+  const int64_t rows = cols ? int64_t(values.size()) / cols : 0;
+#pragma omp parallel for schedule(static) if (values.size() >= (1u << 18))
+  for (int64_t r = 0; r < rows; ++r) {
+    float* v = values.data() + r * cols;
+    const float rs = row ? (*row)[size_t(r)] : 1.0f;
+    if (col)
+      for (int64_t c = 0; c < cols; ++c) v[c] *= (*col)[size_t(c)] * rs;
+    else if (rs != 1.0f)
+      for (int64_t c = 0; c < cols; ++c) v[c] *= rs;
+  }
+  round_to_dtype(values.data(), int64_t(values.size()), t.dtype);
+}
 
-Expected<std::vector<float>> CheckpointWeights::read_weight(ir::TensorId id, bool release) const {
-  const ir::TensorInfo& t = model_.tensors[id];
-  const safetensors::Checkpoint::Ref& ref = refs_[id];
+Expected<std::vector<float>> read_tensor(const ir::Model& model, const safetensors::Checkpoint::Ref& ref,
+                                         ir::TensorId id, bool release) {
+  const ir::TensorInfo& t = model.tensors[id];
   const std::span<const std::byte> bytes = ref.file->bytes(*ref.entry);
   const int64_t n = ref.entry->numel();
   const DType dtype = ref.entry->dtype;
@@ -86,7 +104,14 @@ Expected<std::vector<float>> CheckpointWeights::read_weight(ir::TensorId id, boo
   std::vector<float> out(static_cast<size_t>(n));
   convert_to_f32(bytes.data(), dtype, n, out.data());
   if (release) ref.file->release(*ref.entry);
+  apply_transform(model, id, out);
   return out;
+}
+
+std::optional<float> CheckpointWeights::input_global_scale(ir::TensorId) const { return std::nullopt; }
+
+Expected<std::vector<float>> CheckpointWeights::read_weight(ir::TensorId id, bool release) const {
+  return read_tensor(model_, refs_[id], id, release);
 }
 
 Expected<LinearParams> CheckpointWeights::linear(ir::TensorId weight, std::optional<ir::TensorId> bias,

@@ -15,6 +15,15 @@
 
 namespace fp4c::runtime {
 
+// Applies the rewrites passes recorded for tensor `id` (model.annotations.channel_scale / row_scale) to
+// its float values, then rounds them to the tensor's dtype; nothing when it has none.
+void apply_transform(const ir::Model& model, ir::TensorId id, std::span<float> values);
+
+// Tensor `id`'s values as float (BF16, F16 or F32 in the checkpoint), rewrites applied; `release` hands
+// its mapped pages back after. Errors name the file and tensor.
+Expected<std::vector<float>> read_tensor(const ir::Model& model, const safetensors::Checkpoint::Ref& ref,
+                                         ir::TensorId id, bool release);
+
 class CheckpointWeights : public WeightSource {
  public:
   // `refs[id]` is the checkpoint entry of IR tensor `id`; both must outlive this object. Problems
@@ -35,7 +44,8 @@ class CheckpointWeights : public WeightSource {
  protected:
   // What a derived source (e.g. an artifact's dequantized tensors) can replace: the float values of
   // IR tensor `id` (here: its checkpoint bytes converted; `release` hands its pages back after), and
-  // the input global scale a Linear weight's input is fake-quantized with (here: none).
+  // the input global scale a Linear weight's input is fake-quantized with (here: none). The model's
+  // rewrites (apply_transform) are applied by the base only.
   virtual Expected<std::vector<float>> read_weight(ir::TensorId id, bool release) const;
   virtual std::optional<float> input_global_scale(ir::TensorId id) const;
 

@@ -24,6 +24,8 @@ Runner setup_quantize(CLI::App& app, const CommandLine& cl);
 Runner setup_inspect(CLI::App& app, const CommandLine& cl);
 Runner setup_eval(CLI::App& app, const CommandLine& cl);
 Runner setup_passes(CLI::App& app, const CommandLine& cl);
+Runner setup_recipes(CLI::App& app, const CommandLine& cl);
+Runner setup_compare(CLI::App& app, const CommandLine& cl);
 
 inline std::vector<Runner> register_commands(CLI::App& app, const CommandLine& cl) {
   return {setup_quantize(app, cl), setup_inspect(app, cl), setup_eval(app, cl), setup_passes(app, cl)};
