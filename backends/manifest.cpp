@@ -32,6 +32,25 @@ void add_file(google::protobuf::RepeatedPtrField<manifest::FileRecord>* out, con
   *r->mutable_hash() = to_proto(f.hash);
 }
 
+void to_proto(const ir::ChannelOutliers& c, manifest::ChannelOutliers* out) {
+  out->set_channels(c.channels);
+  out->set_max(c.max);
+  out->set_median(c.median);
+  out->set_max_over_median(c.max_over_median);
+  out->set_kurtosis(c.kurtosis);
+  out->set_above_k(c.above_k);
+  for (const auto& [channel, value] : c.top) {
+    out->add_top_channels(channel);
+    out->add_top_values(value);
+  }
+}
+
+// An annotation slot of `id`, or null where the pass did not run (the vector is empty or short).
+template <typename T>
+const T* slot(const std::vector<std::optional<T>>& v, ir::TensorId id) {
+  return id < v.size() && v[id] ? &*v[id] : nullptr;
+}
+
 std::string utc_now() {
   std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -95,6 +114,19 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
       r->mutable_weight_error()->set_sqnr_db(p.error.sqnr_db);
       r->mutable_weight_error()->set_max_abs_error(p.error.max_abs_error);
     }
+    if (const ir::OutlierStats* o = slot(model.annotations.outliers, id)) {
+      auto* ro = r->mutable_outliers();
+      ro->set_k(o->k);
+      to_proto(o->weight, ro->mutable_weight());
+      if (o->activation) to_proto(*o->activation, ro->mutable_activation());
+    }
+    if (const ir::Sensitivity* s = slot(model.annotations.sensitivity, id)) {
+      auto* rs = r->mutable_sensitivity();
+      rs->set_output_error(s->output_error);
+      if (s->kl) rs->set_kl(*s->kl);
+      rs->set_rank(s->rank);
+    }
+    r->set_smoothed(model.transformed(id));
     const uint64_t n = numel(t.shape);
     const uint64_t src = n * dtype_size(t.dtype);
     uint64_t out = 0;
@@ -114,6 +146,19 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
       linear_artifact_bytes += out;
       if (d.format == ir::Format::NVFP4) quantized_params += n;
     }
+  }
+
+  auto name_of = [&](ir::TensorId id) { return id < model.tensors.size() ? model.tensors[id].name : std::string(); };
+  for (const ir::Smoothing& sm : model.annotations.smoothing) {
+    auto* rec = m.add_smoothing();
+    rec->set_layer(sm.layer);
+    rec->set_mapping(sm.mapping);
+    rec->set_smooth(name_of(sm.smooth));
+    for (ir::TensorId b : sm.balanced) rec->add_balanced(name_of(b));
+    rec->set_alpha(sm.alpha);
+    rec->set_factor_min(sm.factor_min);
+    rec->set_factor_median(sm.factor_median);
+    rec->set_factor_max(sm.factor_max);
   }
 
   auto* mem = m.mutable_memory();
