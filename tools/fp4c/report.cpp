@@ -418,7 +418,7 @@ std::string layer_error_svg(const CompareReport& r) {
 
   const double bw = std::clamp(640.0 / double(n * k), 2.0, 10.0);   // bar width
   const double gw = bw * double(k) + 4;                               // one Linear's group
-  const double left = 80, right = 20, top = 50 + 16.0 * double((k + 3) / 4), ph = 300, bottom = 110;
+  const double left = 80, right = 20, top = 50 + 16.0 * double((k + 3) / 4), ph = 300, bottom = 80;
   const double pw = std::max(gw * double(n), 320.0);
   const double width = left + pw + right, height = top + ph + bottom;
   auto y_of = [&](double v) { return top + ph * (double(hi) - std::log10(v)) / double(hi - lo); };
@@ -484,16 +484,18 @@ std::string recovery_svg(const CompareReport& r) {
       if (std::isfinite(v)) lo_v = std::min(lo_v, v), hi_v = std::max(hi_v, v);
   const double pad = std::max(0.1 * (hi_v - lo_v), 0.002);
   const double lo = lo_v - pad, hi = hi_v + pad;
-  const double left = 80, right = 20, top = 40, ph = 260, bottom = 60, slot = 110;
-  const double pw = std::max(slot * double(k), 240.0), width = left + pw + right, height = top + ph + bottom;
+  const double left = 80, right = 20, top = 48, ph = 260, bottom = 60, slot = 110;
+  const double pw = std::max(slot * double(k), 360.0), width = left + pw + right, height = top + ph + bottom;
   auto y_of = [&](double v) { return top + ph * (hi - v) / (hi - lo); };
 
   std::string s = fmt("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
                       "font-family=\"sans-serif\" font-size=\"11\">\n",
                       width, height, width, height);
   s += fmt("<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"white\"/>\n", width, height);
-  s += fmt("<text x=\"%.1f\" y=\"18\" font-size=\"14\" text-anchor=\"middle\">Recovery vs BF16 (reference perplexity / "
-           "recipe perplexity); whiskers: the two evaluation halves</text>\n",
+  s += fmt("<text x=\"%.1f\" y=\"18\" font-size=\"14\" text-anchor=\"middle\">Recovery vs BF16 per recipe</text>\n",
+           width / 2);
+  s += fmt("<text x=\"%.1f\" y=\"32\" font-size=\"10\" text-anchor=\"middle\">reference perplexity / recipe "
+           "perplexity; whiskers: the two evaluation halves</text>\n",
            width / 2);
   for (int t = 0; t <= 5; ++t) {
     const double v = lo + (hi - lo) * double(t) / 5, y = y_of(v);
