@@ -10,6 +10,7 @@
 
 #include "formats/convert.h"
 #include "formats/mmap_advice.h"
+#include "runtime/checkpoint_weights.h"
 
 namespace fp4c::passes {
 namespace {
@@ -45,6 +46,17 @@ Error nonfinite_error(const safetensors::Checkpoint::Ref& r) {
   int64_t n = count_nonfinite(bytes, r.entry->dtype);
   return make_error(location(r) + ": " + std::to_string(n) + " NaN or Inf value" +
                     (n == 1 ? "" : "s") + " in a weight; refusing to quantize it");
+}
+
+// A tensor a pass rewrote (SmoothQuant): its source values with the rewrite applied, stored in its
+// own dtype as a framework would hold the rewritten model.
+std::vector<std::byte> rewritten_bytes(const ir::Model& model, ir::TensorId id, std::span<const std::byte> bytes,
+                                       DType dtype) {
+  auto values = to_f32(bytes, dtype);
+  runtime::apply_transform(model, id, values);
+  std::vector<std::byte> out(bytes.size());
+  convert_from_f32(values.data(), dtype, int64_t(values.size()), out.data());
+  return out;
 }
 
 ir::WeightError to_weight_error(const nvfp4::ErrorStats& e) {
@@ -187,6 +199,7 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
   PackResult result;
   InputHashes input_hashes(checkpoint);
   std::map<const ir::FusedGroup*, float> group_amax;
+  std::map<ir::TensorId, std::vector<std::byte>> rewritten_members;
   std::vector<uint8_t> packed, scales;
   {  // the read-ahead thread lives for the loop
     ReadAhead ahead(refs, input_hashes, options.copy_chunk_bytes, options.read_ahead_bytes);
@@ -194,9 +207,25 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
     for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
       const ir::TensorInfo& t = model.tensors[id];
       const auto& ref = refs[id];
-      const auto bytes = ref.file->bytes(*ref.entry);
+      const auto source_bytes = ref.file->bytes(*ref.entry);
+      auto bytes = source_bytes;
       result.bytes_read += bytes.size();
 
+      const bool rewritten = model.transformed(id);
+      if (rewritten && t.dtype != DType::BF16 && t.dtype != DType::F16 && t.dtype != DType::F32)
+        return make_error(location(ref) + ": a pass rewrote this tensor, but it is not BF16, F16 or F32");
+      if (decisions[id].format != ir::Format::NVFP4 && rewritten) {
+        // Kept, but rewritten (a smoothed norm): converted, rewritten and stored in its dtype.
+        ahead.wait_until(ahead.position(id, bytes.size()));
+        if (count_nonfinite(bytes, t.dtype) != 0) return nonfinite_error(ref);
+        const auto out = rewritten_bytes(model, id, bytes, t.dtype);
+        if (count_nonfinite(out, t.dtype) != 0)
+          return make_error(location(ref) + ": rewriting it (smoothquant) gave a NaN or Inf");
+        FP4C_TRY(sink.put(id, ir::TensorPart::Source, out));
+        advise_dontneed(bytes);
+        ahead.consumed(ahead.position(id, bytes.size()));
+        continue;
+      }
       if (decisions[id].format != ir::Format::NVFP4) {
         // Kept as it came: copied in chunks, released behind the copy.
         if (bytes.empty()) FP4C_TRY(sink.put(id, ir::TensorPart::Source, bytes));
@@ -211,6 +240,18 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
         continue;
       }
       ahead.wait_until(ahead.position(id, bytes.size()));
+      // A rewritten weight (smoothquant) is quantized as the rewritten model holds it.
+      std::vector<std::byte> rewritten_weight;
+      if (rewritten) {
+        auto it = rewritten_members.find(id);
+        if (it != rewritten_members.end()) {
+          rewritten_weight = std::move(it->second);
+          rewritten_members.erase(it);
+        } else {
+          rewritten_weight = rewritten_bytes(model, id, bytes, t.dtype);
+        }
+        bytes = rewritten_weight;
+      }
 
       // The global scale comes from the amax of the whole fused group (NVFP4.md §3).
       const float own_amax = amax_of(bytes, t.dtype);
@@ -221,7 +262,15 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
         if (it == group_amax.end()) {
           for (ir::TensorId m : g->members) {
             const auto& mref = refs[m];
-            const float a = m == id ? own_amax : amax_of(mref.file->bytes(*mref.entry), model.tensors[m].dtype);
+            float a = own_amax;
+            if (m != id && model.transformed(m)) {
+              // Kept until that member's turn, so it is rewritten once.
+              auto& kept = rewritten_members[m];
+              kept = rewritten_bytes(model, m, mref.file->bytes(*mref.entry), model.tensors[m].dtype);
+              a = amax_of(kept, model.tensors[m].dtype);
+            } else if (m != id) {
+              a = amax_of(mref.file->bytes(*mref.entry), model.tensors[m].dtype);
+            }
             if (!std::isfinite(a)) return nonfinite_error(mref);
             amax = std::max(amax, a);
           }
@@ -256,8 +305,8 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
         nvfp4::quantize_f32_ref(values.data(), rows, cols, G, packed.data(), scales.data(),
                                 options.zero_scale, &err);
       }
-      advise_dontneed(bytes);
-      ahead.consumed(ahead.position(id, bytes.size()));
+      advise_dontneed(source_bytes);
+      ahead.consumed(ahead.position(id, source_bytes.size()));
 
       FP4C_TRY(sink.put(id, ir::TensorPart::PackedWeight, as_bytes_of(packed)));
       FP4C_TRY(sink.put(id, ir::TensorPart::BlockScales, as_bytes_of(scales)));

@@ -2,9 +2,27 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <string>
 
+#include "runtime/checkpoint_weights.h"
+
 namespace fp4c::passes {
+
+std::vector<float> smoothing_factors(const SiteStats& site, const std::vector<float>& max_w, float alpha,
+                                     float min_scale) {
+  const int64_t cols = site.cols();
+  std::vector<float> s(static_cast<size_t>(cols));
+  for (int64_t j = 0; j < cols; ++j) {
+    const double range = double(site.max[size_t(j)]) - double(site.min[size_t(j)]);
+    const double w = j < int64_t(max_w.size()) ? max_w[size_t(j)] : 0.0;
+    double v = w > 0 ? std::pow(range, double(alpha)) / std::pow(2.0 * w, 1.0 - double(alpha)) : range;
+    if (!(v >= double(min_scale))) v = min_scale;  // also catches NaN
+    s[size_t(j)] = float(v);
+  }
+  return s;
+}
 
 std::vector<float> smoothing_factors(const SiteStats& site, const std::vector<const runtime::LinearParams*>& balanced,
                                      float alpha, float min_scale) {
@@ -17,15 +35,7 @@ std::vector<float> smoothing_factors(const SiteStats& site, const std::vector<co
       for (int64_t j = 0; j < in; ++j) max_w[size_t(j)] = std::max(max_w[size_t(j)], std::fabs(row[j]));
     }
   }
-  std::vector<float> s(static_cast<size_t>(cols));
-  for (int64_t j = 0; j < cols; ++j) {
-    const double range = double(site.max[size_t(j)]) - double(site.min[size_t(j)]);
-    const double w = max_w[size_t(j)];
-    double v = w > 0 ? std::pow(range, double(alpha)) / std::pow(2.0 * w, 1.0 - double(alpha)) : range;
-    if (!(v >= double(min_scale))) v = min_scale;  // also catches NaN
-    s[size_t(j)] = float(v);
-  }
-  return s;
+  return smoothing_factors(site, max_w, alpha, min_scale);
 }
 
 void apply_smoothing(std::vector<float>& norm_weight, const std::vector<runtime::LinearParams*>& balanced,
@@ -100,6 +110,157 @@ Expected<runtime::LayerParams> SmoothedWeights::layer(int index) {
   FP4C_TRY(fold(p.input_norm, {&p.q, &p.k, &p.v}, f.attn, "input_layernorm -> q/k/v"));
   FP4C_TRY(fold(p.post_norm, {&p.gate, &p.up}, f.mlp, "post_attention_layernorm -> gate/up"));
   return p;
+}
+
+namespace {
+
+std::optional<ir::TensorId> find_tensor(const ir::Model& model, int layer, ir::Role role, ir::ParamKind kind) {
+  for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
+    const auto& t = model.tensors[id];
+    if (t.layer == layer && t.role == role && t.kind == kind) return id;
+  }
+  return std::nullopt;
+}
+
+// max |W[:, j]| of a [out, in] weight as the model now holds it. An untouched BF16 weight is read
+// straight from its bytes (|x| of BF16 orders as its bits with the sign cleared).
+Expected<std::vector<float>> column_absmax(const ir::Model& model, const safetensors::Checkpoint::Ref& ref,
+                                           ir::TensorId id) {
+  const ir::TensorInfo& t = model.tensors[id];
+  if (t.shape.size() != 2) return make_error("smoothquant: '" + t.name + "' is not a matrix");
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  std::vector<float> out(size_t(cols), 0.0f);
+  if (!model.transformed(id) && ref.entry->dtype == DType::BF16 && ref.entry->nbytes() == uint64_t(rows * cols * 2)) {
+    const auto bytes = ref.file->bytes(*ref.entry);
+    std::vector<uint16_t> m(size_t(cols), 0);
+    const uint16_t* w = reinterpret_cast<const uint16_t*>(bytes.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint16_t* row = w + r * cols;
+      for (int64_t j = 0; j < cols; ++j) m[size_t(j)] = std::max<uint16_t>(m[size_t(j)], uint16_t(row[j] & 0x7fff));
+    }
+    for (int64_t j = 0; j < cols; ++j) {
+      const uint32_t bits = uint32_t(m[size_t(j)]) << 16;
+      std::memcpy(&out[size_t(j)], &bits, 4);
+    }
+    return out;
+  }
+  FP4C_ASSIGN(auto v, runtime::read_tensor(model, ref, id, false));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) out[size_t(j)] = std::max(out[size_t(j)], std::fabs(v[size_t(r * cols + j)]));
+  return out;
+}
+
+void compose(std::vector<float>& slot, const std::vector<float>& s, bool inverse) {
+  if (slot.empty()) slot.assign(s.size(), 1.0f);
+  for (size_t j = 0; j < s.size(); ++j) slot[j] = inverse ? float(double(slot[j]) / double(s[j])) : slot[j] * s[j];
+}
+
+}  // namespace
+
+Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::Ref> refs,
+                    const ActivationStats& stats, const SmoothQuantOptions& options) {
+  if (!(options.alpha >= 0.0f && options.alpha <= 1.0f))
+    return make_error("smoothquant: alpha must lie in [0, 1], got " + std::to_string(options.alpha));
+  if (!(options.min_scale > 0.0f)) return make_error("smoothquant: min_scale must be positive");
+  if (refs.size() != model.tensors.size()) return make_error("smoothquant: tensor refs do not match the model");
+  auto& a = model.annotations;
+  a.channel_scale.resize(model.tensors.size());
+  a.row_scale.resize(model.tensors.size());
+
+  struct Mapping {
+    int layer;
+    std::string name;
+    ir::Role site;                         // the statistics' site
+    ir::TensorId smooth;                   // divided: a norm (elements) or a Linear (rows, and its bias)
+    std::optional<ir::TensorId> smooth_bias;
+    bool smooth_rows;
+    std::vector<ir::TensorId> balanced;    // columns multiplied
+  };
+  std::vector<Mapping> mappings;
+  for (const ir::ActivationSite& site : model.sites) {
+    if (site.consumers.empty()) continue;
+    const auto& first = model.tensors[site.consumers.front()];
+    if (!first.layer || (first.role != ir::Role::Q && first.role != ir::Role::Gate)) continue;
+    mappings.push_back({*first.layer, first.role == ir::Role::Q ? "attn" : "mlp", first.role, site.producer,
+                        std::nullopt, false, site.consumers});
+  }
+  if (options.extra) {
+    const auto& c = model.config;
+    for (int l = 0; l < int(c.num_hidden_layers); ++l) {
+      auto up = find_tensor(model, l, ir::Role::Up, ir::ParamKind::Weight);
+      auto down = find_tensor(model, l, ir::Role::Down, ir::ParamKind::Weight);
+      if (up && down) mappings.push_back({l, "up->down", ir::Role::Down, *up, std::nullopt, true, {*down}});
+      auto v = find_tensor(model, l, ir::Role::V, ir::ParamKind::Weight);
+      auto o = find_tensor(model, l, ir::Role::O, ir::ParamKind::Weight);
+      if (v && o && c.num_key_value_heads == c.num_attention_heads)
+        mappings.push_back({l, "v->o", ir::Role::O, *v, find_tensor(model, l, ir::Role::V, ir::ParamKind::Bias), true,
+                            {*o}});
+    }
+  }
+  std::stable_sort(mappings.begin(), mappings.end(), [](const Mapping& x, const Mapping& y) { return x.layer < y.layer; });
+
+  for (const Mapping& m : mappings) {
+    const std::string where = "smoothquant: layer " + std::to_string(m.layer) + " " + m.name;
+    const SiteStats* site = stats.find(m.layer, m.site);
+    if (!site) return make_error(where + ": no activation statistics for this site (run 'stats' first)");
+    const int64_t cols = site->cols();
+    if (int64_t(site->min.size()) != cols || int64_t(site->max.size()) != cols)
+      return make_error(where + ": statistics lack per-channel min/max");
+    const auto& smooth = model.tensors[m.smooth];
+    const int64_t smooth_width = m.smooth_rows ? (smooth.shape.empty() ? 0 : smooth.shape[0])
+                                               : (smooth.shape.empty() ? 0 : smooth.shape.back());
+    if (smooth_width != cols)
+      return make_error(where + ": '" + smooth.name + "' has " + std::to_string(smooth_width) + " channels, statistics " +
+                        std::to_string(cols));
+    std::vector<float> max_w(size_t(cols), 0.0f);
+    for (ir::TensorId b : m.balanced) {
+      const auto& t = model.tensors[b];
+      if (t.shape.size() != 2 || t.shape[1] != cols)
+        return make_error(where + ": '" + t.name + "' has " + std::to_string(t.shape.size() == 2 ? t.shape[1] : 0) +
+                          " inputs, statistics " + std::to_string(cols) + " channels");
+      FP4C_ASSIGN(auto cm, column_absmax(model, refs[b], b));
+      for (int64_t j = 0; j < cols; ++j) max_w[size_t(j)] = std::max(max_w[size_t(j)], cm[size_t(j)]);
+    }
+    const std::vector<float> s = smoothing_factors(*site, max_w, options.alpha, options.min_scale);
+    if (m.smooth_rows) {
+      compose(a.row_scale[m.smooth], s, /*inverse=*/true);
+      if (m.smooth_bias) compose(a.channel_scale[*m.smooth_bias], s, true);
+    } else {
+      compose(a.channel_scale[m.smooth], s, true);
+    }
+    for (ir::TensorId b : m.balanced) compose(a.channel_scale[b], s, false);
+
+    ir::Smoothing rec;
+    rec.layer = m.layer;
+    rec.mapping = m.name;
+    rec.smooth = m.smooth;
+    rec.balanced = m.balanced;
+    rec.alpha = options.alpha;
+    std::vector<float> sorted = s;
+    std::sort(sorted.begin(), sorted.end());
+    if (!sorted.empty()) {
+      rec.factor_min = sorted.front();
+      rec.factor_max = sorted.back();
+      rec.factor_median = sorted[(sorted.size() - 1) / 2];
+    }
+    a.smoothing.push_back(std::move(rec));
+  }
+  return {};
+}
+
+std::string format_smoothing(const ir::Model& model) {
+  std::string out;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-6s %-9s %-48s %6s %12s %12s %12s\n", "layer", "mapping", "smoothed", "alpha",
+                "s min", "s median", "s max");
+  out += line;
+  for (const auto& r : model.annotations.smoothing) {
+    std::snprintf(line, sizeof line, "%-6d %-9s %-48s %6.2f %12.5g %12.5g %12.5g\n", r.layer, r.mapping.c_str(),
+                  model.tensors[r.smooth].name.c_str(), r.alpha, r.factor_min, r.factor_median, r.factor_max);
+    out += line;
+  }
+  if (model.annotations.smoothing.empty()) out += "(no site smoothed)\n";
+  return out;
 }
 
 }  // namespace fp4c::passes

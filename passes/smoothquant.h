@@ -4,8 +4,11 @@
 // columns are multiplied by s and the norm weight divided by it, so the function is unchanged.
 #pragma once
 
+#include <span>
+#include <string>
 #include <vector>
 
+#include "formats/safetensors.h"
 #include "ir/expected.h"
 #include "passes/stats.h"
 #include "runtime/forward.h"
@@ -17,6 +20,10 @@ namespace fp4c::passes {
 // maxW_j is 0; then s_j = max(s_j, min_scale). Every balanced weight's `in` must equal site.cols().
 std::vector<float> smoothing_factors(const SiteStats& site, const std::vector<const runtime::LinearParams*>& balanced,
                                      float alpha, float min_scale = 1e-5f);
+
+// The same from the column maxima of the balanced weights (max_w[j] = max |W[:, j]| over all of them).
+std::vector<float> smoothing_factors(const SiteStats& site, const std::vector<float>& max_w, float alpha,
+                                     float min_scale = 1e-5f);
 
 // Folds factors in: column j of each balanced weight times s[j], norm weight j divided by s[j].
 void apply_smoothing(std::vector<float>& norm_weight, const std::vector<runtime::LinearParams*>& balanced,
@@ -32,6 +39,26 @@ struct LayerFactors {
 // `weights`. Errors name the layer when a site is missing or its width disagrees with the weights.
 Expected<std::vector<LayerFactors>> compute_smoothquant(const ActivationStats& stats, runtime::WeightSource& weights,
                                                         int layers, float alpha, float min_scale = 1e-5f);
+
+struct SmoothQuantOptions {
+  float alpha = 0.5f;
+  float min_scale = 1e-5f;
+  // Also up -> down (up's rows divided, down's columns multiplied; exact through SwiGLU) and, when the
+  // model has as many key/value heads as query heads, v -> o (v's rows and bias divided).
+  bool extra = false;
+};
+
+// The `smoothquant` pass on the IR: for every activation site of `model` (input_layernorm -> q,k,v;
+// post_attention_layernorm -> gate,up; with `extra` the two above), the factors from `stats` and the
+// weights as the model now stands (earlier rewrites included, read through `refs`), recorded as rewrites
+// (model.annotations.channel_scale / row_scale, composed with earlier ones) and in
+// model.annotations.smoothing. Nothing is written to disk: pack and the runtime apply the rewrites when
+// they read a tensor. Errors name the layer and site (missing statistics, widths that disagree).
+Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::Ref> refs,
+                    const ActivationStats& stats, const SmoothQuantOptions& options);
+
+// A readable table of model.annotations.smoothing (for --print-after smoothquant).
+std::string format_smoothing(const ir::Model& model);
 
 // Smooths the layers of another source (which must outlive this object) on the fly; everything
 // else passes through. Layers without factors (index beyond factors.size()) pass through unchanged.

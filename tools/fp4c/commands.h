@@ -28,7 +28,8 @@ Runner setup_recipes(CLI::App& app, const CommandLine& cl);
 Runner setup_compare(CLI::App& app, const CommandLine& cl);
 
 inline std::vector<Runner> register_commands(CLI::App& app, const CommandLine& cl) {
-  return {setup_quantize(app, cl), setup_inspect(app, cl), setup_eval(app, cl), setup_passes(app, cl)};
+  return {setup_quantize(app, cl), setup_inspect(app, cl), setup_eval(app, cl), setup_passes(app, cl),
+          setup_recipes(app, cl)};
 }
 
 }  // namespace fp4c::tools

@@ -1,0 +1,104 @@
+#include "passes/recipes.h"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "passes/pipeline.h"
+
+namespace fp4c::passes {
+namespace {
+
+Recipe builtin(std::string name, std::string description, std::string text) {
+  auto p = parse_pipeline(text);
+  return {std::move(name), std::move(description), p ? p->canonical() : text, "", "built-in"};
+}
+
+}  // namespace
+
+const std::vector<Recipe>& builtin_recipes() {
+  static const std::vector<Recipe> recipes{
+      builtin("plain",
+              "statistics, then max block scales (NVFP4.md §3): what llm-compressor's and ModelOpt's default NVFP4 "
+              "recipes compute",
+              "stats,blockscale{rule=max},pack"),
+      builtin("smoothquant",
+              "SmoothQuant as llm-compressor does it by default (alpha 0.5, norm -> q,k,v and norm -> gate,up), "
+              "statistics measured again on the smoothed model, then max block scales",
+              "stats,smoothquant,stats,blockscale{rule=max},pack"),
+      builtin("best",
+              "the most accurate all-NVFP4 recipe measured on stories260K and the synthetic outlier model "
+              "(docs/DECISIONS.md): each block's scale chosen among FP8 candidates for the least squared error",
+              "stats,outliers,blockscale{rule=mse},pack"),
+      builtin("sensitive",
+              "'best' plus a 2% BF16 budget: the Linear groups whose W4A4 output error is largest stay BF16",
+              "stats,outliers,sensitivity{budget=2%},blockscale{rule=mse},pack"),
+  };
+  return recipes;
+}
+
+Expected<Recipe> load_recipe_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(path + ": cannot read the recipe file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    return make_error(path + ": not valid JSON at byte " + std::to_string(e.byte) + ": " + e.what());
+  }
+  if (!j.is_object()) return make_error(path + ": a recipe file holds a JSON object");
+  for (const auto& [key, value] : j.items())
+    if (key != "name" && key != "description" && key != "pipeline" && key != "scheme")
+      return make_error(path + ": unknown key '" + key + "' (valid: name, description, pipeline, scheme)");
+  Recipe r;
+  r.source = path;
+  r.name = std::filesystem::path(path).stem().string();
+  if (j.contains("name")) {
+    if (!j["name"].is_string() || j["name"].get<std::string>().empty())
+      return make_error(path + ": 'name' must be a non-empty string");
+    r.name = j["name"].get<std::string>();
+  }
+  if (j.contains("description")) {
+    if (!j["description"].is_string()) return make_error(path + ": 'description' must be a string");
+    r.description = j["description"].get<std::string>();
+  }
+  if (j.contains("scheme")) {
+    if (!j["scheme"].is_string() || (j["scheme"] != "w4a16" && j["scheme"] != "w4a4"))
+      return make_error(path + ": 'scheme' must be \"w4a16\" or \"w4a4\"");
+    r.scheme = j["scheme"].get<std::string>();
+  }
+  if (!j.contains("pipeline")) return make_error(path + ": the recipe has no 'pipeline'");
+  std::string text;
+  const auto& p = j["pipeline"];
+  if (p.is_string()) {
+    text = p.get<std::string>();
+  } else if (p.is_array()) {
+    for (const auto& step : p) {
+      if (!step.is_string()) return make_error(path + ": 'pipeline' entries must be strings such as \"stats\"");
+      text += (text.empty() ? "" : ",") + step.get<std::string>();
+    }
+  } else {
+    return make_error(path + ": 'pipeline' must be a string or an array of strings");
+  }
+  auto parsed = parse_pipeline(text);
+  if (!parsed) return make_error(path + ": pipeline: " + parsed.error().message);
+  r.pipeline = parsed->canonical();
+  return r;
+}
+
+Expected<Recipe> resolve_recipe(const std::string& name_or_file) {
+  for (const auto& r : builtin_recipes())
+    if (r.name == name_or_file) return r;
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(name_or_file, ec) || name_or_file.ends_with(".json"))
+    return load_recipe_file(name_or_file);
+  std::string names;
+  for (const auto& r : builtin_recipes()) names += (names.empty() ? "" : ", ") + r.name;
+  return make_error("unknown recipe '" + name_or_file + "' (built-in: " + names + "; or a recipe file path)");
+}
+
+}  // namespace fp4c::passes
