@@ -1,7 +1,10 @@
 #include "passes/evaluate.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+
+#include "passes/output_error.h"
 
 namespace fp4c::passes {
 namespace {
@@ -24,11 +27,84 @@ runtime::Activations slice(const runtime::Activations& a, int64_t first, int64_t
   return s;
 }
 
+constexpr std::array<ir::Role, 7> kRoles{ir::Role::Q,    ir::Role::K,  ir::Role::V,   ir::Role::O,
+                                         ir::Role::Gate, ir::Role::Up, ir::Role::Down};
+
+// Input channel multipliers that turn the reference's normed input into the candidate's: cand / ref
+// (1 where the reference weight is 0); empty when the two norms are equal.
+std::vector<float> norm_ratio(const std::vector<float>& ref, const std::vector<float>& cand) {
+  if (ref == cand) return {};
+  std::vector<float> s(ref.size(), 1.0f);
+  for (size_t j = 0; j < ref.size() && j < cand.size(); ++j)
+    if (ref[j] != 0) s[j] = cand[j] / ref[j];
+  return s;
+}
+
+// One layer's per-Linear output errors, filled by the reference forward's hook.
+class LayerErrorHook {
+ public:
+  LayerErrorHook(const runtime::LayerParams& ref, const runtime::LayerParams& cand)
+      : ref_(ref), cand_(cand), attn_scale_(norm_ratio(ref.input_norm, cand.input_norm)),
+        mlp_scale_(norm_ratio(ref.post_norm, cand.post_norm)) {}
+
+  static Status check(int layer, const runtime::LayerParams& ref, const runtime::LayerParams& cand) {
+    if (ref.input_norm.size() != cand.input_norm.size() || ref.post_norm.size() != cand.post_norm.size())
+      return make_error("eval: layer " + std::to_string(layer) + ": the candidate's norms differ in size from the reference's");
+    for (size_t k = 0; k < kRoles.size(); ++k) {
+      const runtime::LinearParams& r = member(ref, k);
+      const runtime::LinearParams& c = member(cand, k);
+      if (r.out != c.out || r.in != c.in || r.weight.size() != c.weight.size())
+        return make_error("eval: layer " + std::to_string(layer) + " " + std::string(ir::role_name(kRoles[k])) +
+                          ": candidate shape [" + std::to_string(c.out) + ", " + std::to_string(c.in) +
+                          "] differs from the reference's [" + std::to_string(r.out) + ", " + std::to_string(r.in) + "]");
+    }
+    return {};
+  }
+
+  void operator()(const runtime::LinearInput& in) {
+    switch (in.role) {
+      case ir::Role::Q: run(in, {0, 1, 2}, attn_scale_); break;
+      case ir::Role::O: run(in, {3}, {}); break;
+      case ir::Role::Gate: run(in, {4, 5}, mlp_scale_); break;
+      case ir::Role::Down: run(in, {6}, {}); break;
+      default: break;
+    }
+  }
+
+  const std::array<OutputError, 7>& errors() const { return errors_; }
+
+ private:
+  static const runtime::LinearParams& member(const runtime::LayerParams& p, size_t k) {
+    const runtime::LinearParams* m[7] = {&p.q, &p.k, &p.v, &p.o, &p.gate, &p.up, &p.down};
+    return *m[k];
+  }
+  void run(const runtime::LinearInput& in, std::initializer_list<size_t> members, const std::vector<float>& scale) {
+    for (size_t k : members) {
+      const runtime::LinearParams& r = member(ref_, k);
+      const runtime::LinearParams& c = member(cand_, k);
+      errors_[k].merge(linear_output_error(in.x, in.rows, in.cols, r.weight.data(), c.weight.data(), r.out,
+                                           c.input_global_scale, scale.empty() ? nullptr : scale.data()));
+    }
+  }
+
+  const runtime::LayerParams& ref_;
+  const runtime::LayerParams& cand_;
+  std::vector<float> attn_scale_, mlp_scale_;
+  std::array<OutputError, 7> errors_{};
+};
+
 }  // namespace
 
 Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSource& reference,
                               runtime::WeightSource* candidate,
                               const std::vector<std::vector<int32_t>>& sequences,
+                              const std::function<void(int, int)>& progress) {
+  return evaluate(forward, reference, candidate, sequences, EvalOptions{}, progress);
+}
+
+Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSource& reference,
+                              runtime::WeightSource* candidate,
+                              const std::vector<std::vector<int32_t>>& sequences, const EvalOptions& options,
                               const std::function<void(int, int)>& progress) {
   if (sequences.empty()) return make_error("eval: the evaluation set has no sequences");
   const auto& config = forward.config();
@@ -40,22 +116,38 @@ Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSo
   if (candidate) {
     FP4C_ASSIGN(cand_acts, forward.embed(*candidate, sequences));
   }
+  EvalResult r;
+  const bool per_layer = options.per_layer && candidate;
   for (int i = 0; i < layers; ++i) {
-    {
-      FP4C_ASSIGN(auto p, reference.layer(i));
-      FP4C_TRY(forward.layer(i, p, ref_acts));
-    }
+    runtime::LayerParams ref_params, cand_params;
+    FP4C_ASSIGN(ref_params, reference.layer(i));
     if (candidate) {
-      FP4C_ASSIGN(auto p, candidate->layer(i));
-      FP4C_TRY(forward.layer(i, p, cand_acts));
+      FP4C_ASSIGN(cand_params, candidate->layer(i));
     }
+    if (per_layer) {
+      FP4C_TRY(LayerErrorHook::check(i, ref_params, cand_params));
+      LayerErrorHook errors(ref_params, cand_params);
+      FP4C_TRY(forward.layer(i, ref_params, ref_acts, [&errors](const runtime::LinearInput& in) { errors(in); }));
+      for (size_t k = 0; k < kRoles.size(); ++k)
+        r.layers.push_back(LayerOutputError{i, kRoles[k], errors.errors()[k].relative()});
+    } else {
+      FP4C_TRY(forward.layer(i, ref_params, ref_acts));
+    }
+    ref_params = {};
+    if (candidate) FP4C_TRY(forward.layer(i, cand_params, cand_acts));
     if (progress) progress(i + 1, layers);
   }
 
-  // The id each row predicts, or -1 for the last row of a sequence.
+  // The id each row predicts, or -1 for the last row of a sequence; the sequence of each row.
   std::vector<int32_t> target(size_t(ref_acts.tokens()), -1);
-  for (size_t s = 0; s < sequences.size(); ++s)
+  std::vector<int32_t> sequence_of(size_t(ref_acts.tokens()), 0);
+  for (size_t s = 0; s < sequences.size(); ++s) {
+    for (size_t p = 0; p < sequences[s].size(); ++p) sequence_of[size_t(ref_acts.offsets[s]) + p] = int32_t(s);
     for (size_t p = 0; p + 1 < sequences[s].size(); ++p) target[size_t(ref_acts.offsets[s]) + p] = sequences[s][p + 1];
+  }
+  r.sequence_predictions.assign(sequences.size(), 0);
+  r.reference_sequence_nll.assign(sequences.size(), 0.0);
+  if (candidate) r.sequence_nll.assign(sequences.size(), 0.0);
 
   FP4C_ASSIGN(auto ref_norm, reference.final_norm());
   FP4C_ASSIGN(auto ref_head, reference.lm_head());
@@ -66,7 +158,6 @@ Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSo
     FP4C_ASSIGN(cand_head, candidate->lm_head());
   }
 
-  EvalResult r;
   double nll_ref = 0, nll_cand = 0;
   int64_t agree = 0;
   std::vector<double> kls;
@@ -113,8 +204,12 @@ Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSo
       if (target[size_t(first + k)] < 0) continue;
       ++r.predictions;
       nll_ref += row_nll_ref[size_t(k)];
+      const size_t seq = size_t(sequence_of[size_t(first + k)]);
+      ++r.sequence_predictions[seq];
+      r.reference_sequence_nll[seq] += row_nll_ref[size_t(k)];
       if (!candidate) continue;
       nll_cand += row_nll_cand[size_t(k)];
+      r.sequence_nll[seq] += row_nll_cand[size_t(k)];
       kls.push_back(row_kl[size_t(k)]);
       agree += row_agree[size_t(k)];
     }

@@ -1,0 +1,116 @@
+#include "passes/output_error.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "formats/nvfp4.h"
+#include "runtime/activation_quant.h"
+#include "runtime/matmul.h"
+
+namespace fp4c::passes {
+
+double OutputError::relative() const {
+  if (reference_sq > 0) return error_sq / reference_sq;
+  return error_sq > 0 ? std::numeric_limits<double>::infinity() : 0.0;
+}
+
+void OutputError::merge(const OutputError& o) {
+  error_sq += o.error_sq;
+  reference_sq += o.reference_sq;
+}
+
+namespace {
+
+// y[rows, out] = x[rows, in] W^T, plain loops (the fallback when the GEMM library fails).
+void plain_gemm(const float* x, int64_t rows, int64_t in, const float* w, int64_t out, float* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < out; ++o) {
+      float acc = 0;
+      const float* xr = x + r * in;
+      const float* wr = w + o * in;
+      for (int64_t j = 0; j < in; ++j) acc += xr[j] * wr[j];
+      y[r * out + o] = acc;
+    }
+}
+
+struct Gemm {
+  std::optional<runtime::PreparedLinear> prepared;
+  const float* w;
+  int64_t in, out;
+  Gemm(const float* w_, int64_t in_, int64_t out_, int64_t rows) : w(w_), in(in_), out(out_) {
+    runtime::LinearParams p;
+    p.out = out;
+    p.in = in;
+    p.weight.assign(w, w + in * out);
+    auto made = runtime::PreparedLinear::create(p, rows, runtime::Precision::F32);
+    if (made.ok()) prepared.emplace(std::move(made).value());
+  }
+  void run(const float* x, int64_t rows, float* y) {
+    if (prepared && prepared->run(x, rows, y).ok()) return;
+    plain_gemm(x, rows, in, w, out, y);
+  }
+};
+
+}  // namespace
+
+OutputError linear_output_error(const float* x, int64_t rows, int64_t in, const float* w_ref, const float* w_cand,
+                                int64_t out, std::optional<float> input_global_scale, const float* x_scale) {
+  OutputError e;
+  if (rows <= 0 || in <= 0 || out <= 0) return e;
+  // Rows per chunk: the candidate input and both outputs of a chunk hold about 16M floats at most.
+  const int64_t chunk = std::clamp<int64_t>((int64_t(1) << 24) / (in + 2 * out), 16, 1024);
+  const int64_t first_chunk = std::min(chunk, rows);
+  Gemm ref(w_ref, in, out, first_chunk);
+  Gemm cand(w_cand, in, out, first_chunk);
+  const bool transform_input = input_global_scale.has_value() || x_scale != nullptr;
+  std::vector<float> xc(transform_input ? size_t(first_chunk * in) : 0);
+  std::vector<float> yr(size_t(first_chunk * out)), yc(size_t(first_chunk * out));
+  std::vector<double> row_err(static_cast<size_t>(first_chunk)), row_ref(static_cast<size_t>(first_chunk));
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, rows - r0);
+    const float* xr = x + r0 * in;
+    const float* xin = xr;
+    if (transform_input) {
+      if (x_scale) {
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t j = 0; j < in; ++j) xc[size_t(r * in + j)] = xr[r * in + j] * x_scale[j];
+      } else {
+        std::copy(xr, xr + n * in, xc.begin());
+      }
+      if (input_global_scale) runtime::fake_quantize_nvfp4(xc.data(), n, in, *input_global_scale, xc.data());
+      xin = xc.data();
+    }
+    ref.run(xr, n, yr.data());
+    cand.run(xin, n, yc.data());
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; ++r) {
+      double se = 0, sr = 0;
+      for (int64_t o = 0; o < out; ++o) {
+        const double a = yr[size_t(r * out + o)], b = yc[size_t(r * out + o)];
+        se += (b - a) * (b - a);
+        sr += a * a;
+      }
+      row_err[size_t(r)] = se;
+      row_ref[size_t(r)] = sr;
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      e.error_sq += row_err[size_t(r)];
+      e.reference_sq += row_ref[size_t(r)];
+    }
+  }
+  return e;
+}
+
+std::vector<float> nvfp4_round_trip(const float* w, int64_t rows, int64_t cols, float global_scale,
+                                    nvfp4::ScaleRule rule, const float* channel_weights) {
+  std::vector<uint8_t> packed(size_t(rows * cols / 2)), scales(size_t(rows * cols / nvfp4::kBlock));
+  nvfp4::quantize_rows_with_rule(w, rows, cols, global_scale, rule, channel_weights, packed.data(), scales.data());
+  std::vector<float> out(size_t(rows * cols));
+  nvfp4::dequantize(packed.data(), scales.data(), rows, cols, global_scale, out.data());
+  return out;
+}
+
+}  // namespace fp4c::passes
