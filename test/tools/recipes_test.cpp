@@ -1,0 +1,190 @@
+// Recipes and the pipeline through `fp4c quantize`: `fp4c recipes`, recipe files (and their errors),
+// --recipe / --passes / --print-after, what each pass needs of the passes before it, SmoothQuant in the
+// artifact (smoothed norms, smoothing records), statistics reused per rewrite, determinism; and on
+// stories260K, SmoothQuant's W4A4 recovery against the independent reference (0.861).
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+
+#include "backends/manifest.h"
+#include "formats/safetensors.h"
+#include "test/support/tiny_checkpoint.h"
+
+namespace fp4c::testing {
+namespace {
+
+const fs::path kStories = fs::path(FP4C_SHARED_DIR) / "models" / "stories260K";
+
+struct Synth {
+  TempDir tmp;
+  fs::path model = tmp.path / "tiny";
+  fs::path calib = tmp.path / "calib.txt";
+  Synth() {
+    auto r = run(tool_path("FP4C_SYNTH_BIN", "fp4c-synth") + " --preset tiny --out " + model.string());
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    write_text(calib,
+               "The quick brown fox jumps over the lazy dog.\n\nfor (int i = 0; i < n; ++i) sum += x[i];\n\n"
+               "Quantization maps many values onto few; calibration decides which.\n\nA fourth paragraph, "
+               "with numbers 3.14159 and 2.71828, and some more words to calibrate on.\n");
+  }
+  std::string base(const fs::path& out) const {
+    return "quantize --model " + model.string() + " --out " + out.string() + " --calib " + calib.string();
+  }
+};
+
+TEST(Recipes, ListAndCheck) {
+  auto r = fp4c("recipes");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* name : {"plain", "smoothquant", "best"}) EXPECT_NE(r.out.find(name), std::string::npos) << name;
+  EXPECT_NE(r.out.find("stats{second_moments=false},smoothquant{alpha=0.5,min_scale=1e-5,extra=false},stats"),
+            std::string::npos)
+      << r.out;
+
+  TempDir tmp;
+  write_text(tmp.path / "mine.json",
+             R"({"name": "mine", "description": "mse after smoothing", "scheme": "w4a4",
+                 "pipeline": ["stats", "smoothquant{alpha=0.6}", "stats", "blockscale{rule=mse}", "pack"]})");
+  r = fp4c("recipes --check " + (tmp.path / "mine.json").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("smoothquant{alpha=0.6,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("blockscale{rule=mse}"), std::string::npos) << r.out;
+
+  struct Bad {
+    const char* text;
+    const char* expect;
+  } bad[] = {
+      {R"({"pipeline": "stats,pack",)", "not valid JSON"},
+      {R"({"pipeline": "stats,pack", "passes": 1})", "unknown key 'passes'"},
+      {R"({"name": "x"})", "no 'pipeline'"},
+      {R"({"pipeline": "stats,smoothqant,pack"})", "column 7: unknown pass 'smoothqant'"},
+      {R"({"pipeline": ["stats", 3]})", "entries must be strings"},
+      {R"({"pipeline": "stats,pack", "scheme": "w8a8"})", "'scheme'"},
+      {R"([1, 2])", "JSON object"},
+  };
+  for (const auto& b : bad) {
+    write_text(tmp.path / "bad.json", b.text);
+    r = fp4c("recipes --check " + (tmp.path / "bad.json").string());
+    EXPECT_NE(r.exit_code, 0) << b.text;
+    EXPECT_NE(r.out.find("bad.json"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(b.expect), std::string::npos) << b.text << " -> " << r.out;
+  }
+}
+
+TEST(Recipes, PipelineErrorsComeBeforeAnyWork) {
+  Synth s;
+  const auto out = s.tmp.path / "o";
+  struct Case {
+    std::string args, expect;
+  } cases[] = {
+      {" --recipe nope", "unknown recipe 'nope' (built-in: plain, smoothquant"},
+      {" --recipe plain --passes stats,blockscale,pack", "--passes or --recipe, not both"},
+      {" --passes 'stats,smoothquant,blockscale,pack'", "'stats' in the pipeline, after any 'smoothquant'"},
+      {" --passes 'stats,smoothquant,smoothquant,stats,blockscale,pack'", "needs 'stats' earlier"},
+      {" --passes 'stats,blockscale,pack,stats'", "must end in 'pack'"},
+      {" --passes 'smoothquant,stats,blockscale,pack'", "pass 'smoothquant' needs 'stats' earlier"},
+      {" --scheme w4a16 --passes 'stats,smoothquant,blockscale{rule=weighted},pack'", "rule=weighted"},
+      {" --recipe plain --print-after stat", "--print-after: unknown pass 'stat'"},
+      {" --recipe " + (s.tmp.path / "missing.json").string(), "missing.json: cannot read"},
+  };
+  for (const auto& c : cases) {
+    auto r = fp4c(s.base(out) + c.args);
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    EXPECT_NE(r.out.find(c.expect), std::string::npos) << c.args << " -> " << r.out;
+    EXPECT_FALSE(fs::exists(out)) << c.args;
+  }
+}
+
+TEST(Recipes, SmoothQuantRecipeWritesSmoothedNormsAndRecords) {
+  Synth s;
+  const auto cache = s.tmp.path / "cache";
+  const auto sq = s.tmp.path / "sq", plain = s.tmp.path / "plain";
+  auto r = fp4c(s.base(plain) + " --quiet --recipe plain --stats-cache " + cache.string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = fp4c(s.base(sq) + " --recipe smoothquant --stats-cache " + cache.string() +
+           " --print-after smoothquant --print-after stats --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("--- after smoothquant (run 1) ---"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--- after stats (run 2) ---"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("post_attention_layernorm"), std::string::npos) << r.out;
+
+  auto m = backends::read_manifest((sq / backends::kManifestFile).string());
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  EXPECT_EQ(m->recipe(), "smoothquant");
+  EXPECT_NE(m->options().pipeline().find("smoothquant{alpha=0.5"), std::string::npos);
+  // The first statistics came from the cache the plain recipe filled; the smoothed model's did not.
+  EXPECT_TRUE(m->options().calibration().stats_from_cache());
+  int cached = 0;
+  for (const auto& e : fs::directory_iterator(cache)) cached += e.path().extension() == ".fp4c-stats";
+  EXPECT_EQ(cached, 2);
+  std::vector<std::string> stages;
+  for (const auto& st : m->build_cost().stages()) stages.push_back(st.stage());
+  EXPECT_EQ(stages, (std::vector<std::string>{"open", "stats", "smoothquant", "stats#2", "blockscale", "pack",
+                                              "finalize"}));
+  ASSERT_GT(m->smoothing_size(), 0);
+  for (const auto& rec : m->smoothing()) {
+    EXPECT_TRUE(rec.mapping() == "attn" || rec.mapping() == "mlp");
+    EXPECT_GT(rec.factor_max(), 0.0f);
+  }
+  int smoothed = 0;
+  for (const auto& t : m->tensors()) smoothed += t.smoothed();
+  EXPECT_EQ(smoothed, 7 * m->smoothing_size() / 2);   // per layer: 2 norms + q, k, v, gate, up
+
+  // The artifact's norms are the smoothed ones; the plain artifact's are the source's.
+  auto a = safetensors::File::open((sq / "model.safetensors").string());
+  auto b = safetensors::File::open((plain / "model.safetensors").string());
+  ASSERT_TRUE(a.ok() && b.ok());
+  const auto* na = a->find("model.layers.0.input_layernorm.weight");
+  const auto* nb = b->find("model.layers.0.input_layernorm.weight");
+  ASSERT_TRUE(na && nb);
+  EXPECT_EQ(na->dtype, nb->dtype);
+  EXPECT_NE(std::memcmp(a->bytes(*na).data(), b->bytes(*nb).data(), a->bytes(*na).size()), 0);
+
+  // Same inputs, same options: the same bytes at 2 threads (statistics now all from the cache).
+  const auto again = s.tmp.path / "again";
+  r = fp4c(s.base(again) + " --quiet --recipe smoothquant --threads 2 --stats-cache " + cache.string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(read_file(sq / "model.safetensors"), read_file(again / "model.safetensors"));
+  EXPECT_EQ(read_file(sq / "config.json"), read_file(again / "config.json"));
+  // And the same bytes computing the statistics afresh.
+  const auto fresh = s.tmp.path / "fresh";
+  r = fp4c(s.base(fresh) + " --quiet --recipe smoothquant --threads 2");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(read_file(sq / "model.safetensors"), read_file(fresh / "model.safetensors"));
+}
+
+TEST(Recipes, RecipeFileDrivesQuantize) {
+  Synth s;
+  write_text(s.tmp.path / "w16.json", R"({"name": "w16-mse", "scheme": "w4a16", "pipeline": "blockscale{rule=mse},pack"})");
+  const auto out = s.tmp.path / "o";
+  auto r = fp4c("quantize --quiet --model " + s.model.string() + " --out " + out.string() + " --recipe " +
+                (s.tmp.path / "w16.json").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto m = backends::read_manifest((out / backends::kManifestFile).string());
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->options().scheme(), "w4a16");
+  EXPECT_EQ(m->options().pipeline(), "blockscale{rule=mse},pack");
+  EXPECT_NE(m->recipe().find("w16-mse"), std::string::npos);
+  // A recipe for one scheme refuses another.
+  r = fp4c(s.base(s.tmp.path / "o2") + " --scheme w4a4 --recipe " + (s.tmp.path / "w16.json").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("is for w4a16"), std::string::npos) << r.out;
+}
+
+TEST(Recipes, Stories260KSmoothQuantMatchesTheIndependentReference) {
+  if (!fs::exists(kStories / "model.safetensors")) GTEST_SKIP() << "no " << kStories;
+  TempDir tmp;
+  const auto out = tmp.path / "sq";
+  auto r = fp4c("quantize --quiet --model " + kStories.string() + " --out " + out.string() + " --calib " +
+                (kStories / "calib.jsonl").string() + " --recipe smoothquant");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = fp4c("eval --json --no-manifest --model " + kStories.string() + " --artifact " + out.string() + " --data " +
+           (kStories / "eval.jsonl").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  // ../shared issue figures: W4A4 plain 0.872, after llm-compressor's default SmoothQuant 0.861.
+  EXPECT_NEAR(j["recovery"].get<double>(), 0.861, 0.003);
+}
+
+}  // namespace
+}  // namespace fp4c::testing
