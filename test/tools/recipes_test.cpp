@@ -153,6 +153,28 @@ TEST(Recipes, SmoothQuantRecipeWritesSmoothedNormsAndRecords) {
   EXPECT_EQ(read_file(sq / "model.safetensors"), read_file(fresh / "model.safetensors"));
 }
 
+TEST(Recipes, OutliersPassReachesTheManifestAndInspect) {
+  Synth s;   // fp4c-synth plants outlier channels (norm gammas, weight input channels)
+  const auto out = s.tmp.path / "o";
+  auto r = fp4c(s.base(out) + " --passes 'stats,outliers{k=6,top=4},blockscale,pack' --print-after outliers");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("--- after outliers (run 1) ---"), std::string::npos) << r.out;
+  auto m = backends::read_manifest((out / backends::kManifestFile).string());
+  ASSERT_TRUE(m.ok());
+  int with = 0;
+  for (const auto& t : m->tensors()) {
+    if (!t.has_outliers()) continue;
+    ++with;
+    EXPECT_EQ(t.outliers().k(), 6.0);
+    EXPECT_EQ(t.outliers().weight().top_channels_size(), 4);
+    if (t.role() == "q" || t.role() == "gate") EXPECT_TRUE(t.outliers().has_activation()) << t.name();
+  }
+  EXPECT_GE(with, 14);   // 7 Linears per layer, 2 layers (and lm_head when untied)
+  r = fp4c("inspect " + out.string() + " --outliers --top 5");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("proj"), std::string::npos) << r.out;
+}
+
 TEST(Recipes, RecipeFileDrivesQuantize) {
   Synth s;
   write_text(s.tmp.path / "w16.json", R"({"name": "w16-mse", "scheme": "w4a16", "pipeline": "blockscale{rule=mse},pack"})");

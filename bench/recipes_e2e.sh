@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Build time of each recipe against `plain` on the same model and calibration set, statistics reused
+# from a warm --stats-cache (the issue's target: smoothquant at most 1.2x plain). Prints the median
+# wall time of each recipe over REPEATS interleaved runs, and its ratio to plain's.
+#
+#   bench/recipes_e2e.sh [PRESET] [REPEATS] [RECIPES]     e.g. bench/recipes_e2e.sh qwen2.5-0.5b 5 "plain smoothquant best"
+#
+# Env: BUILD (default build), WORK (default /tmp/fp4c-bench), THREADS (default 2), CALIB (default
+# testdata/tokenizers/corpus.txt, 16 chunks of 512 tokens).
+set -euo pipefail
+preset=${1:-qwen2.5-0.5b}
+repeats=${2:-5}
+recipes=${3:-plain smoothquant best}
+build=${BUILD:-build}
+work=${WORK:-/tmp/fp4c-bench}
+threads=${THREADS:-2}
+calib=${CALIB:-testdata/tokenizers/corpus.txt}
+model=$work/$preset
+mkdir -p "$work"
+if [ ! -f "$model/config.json" ]; then
+  echo "generating $preset into $model"
+  "$build/fp4c-synth" --preset "$preset" --out "$model"
+fi
+cache=$work/stats-cache-recipes
+set_opts=(--calib "$calib" --packing chunks --seq-len 512 --calib-samples 16 --seed 1 --stats-cache "$cache"
+          --threads "$threads" --quiet --force)
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+now() { date +%s.%N; }
+
+echo "warming the statistics cache (each recipe once; the smoothed model's statistics are computed here)"
+for r in $recipes; do "$build/fp4c" quantize --model "$model" --out "$work/out-$r" --recipe "$r" "${set_opts[@]}"; done
+
+declare -A times
+for i in $(seq "$repeats"); do
+  for r in $recipes; do
+    cat "$model"/*.safetensors > /dev/null
+    t0=$(now)
+    "$build/fp4c" quantize --model "$model" --out "$work/out-$r" --recipe "$r" "${set_opts[@]}"
+    t1=$(now)
+    times[$r]+="$(echo "$t1 - $t0" | bc -l) "
+  done
+done
+base=$(printf '%s\n' ${times[plain]} | median)
+for r in $recipes; do
+  m=$(printf '%s\n' ${times[$r]} | median)
+  printf '%-12s median %.3f s over %s runs, %.2fx plain  (pipeline: %s)\n' "$r" "$m" "$repeats" \
+    "$(echo "$m / $base" | bc -l)" "$("$build/fp4c" recipes | awk -v r="$r" '$1==r {getline; getline; print $2}')"
+done
+for r in $recipes; do rm -rf "$work/out-$r"; done
