@@ -1,0 +1,67 @@
+// `fp4c eval` as a function: open a checkpoint and, optionally, an artifact made from it, load the
+// evaluation tokens, run passes::evaluate (per Linear too when asked) and record the figures in the
+// artifact's manifest. The command and `fp4c compare` both call it.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "formats/hash.h"
+#include "ir/expected.h"
+#include "ir/model.h"
+#include "passes/evaluate.h"
+#include "tools/fp4c/calibration_input.h"
+
+namespace fp4c::tools {
+
+struct EvalRequest {
+  std::string model;            // the reference BF16 checkpoint
+  std::string artifact;         // an fp4c artifact made from it (empty: reference perplexity only)
+  std::string data;             // evaluation set
+  TokenSetOptions tokens;
+  std::string precision = "f32";
+  std::string memory_budget = "4GiB";
+  int threads = 0;              // 0: leave OpenMP's setting
+  bool per_layer = false;       // output error of every quantized Linear
+  bool record_in_manifest = true;   // append an Accuracy entry to the artifact's manifest
+  bool progress = false;        // "layer i of n" on stderr
+};
+
+struct LinearOutputError {
+  std::string module;           // e.g. "model.layers.3.self_attn.q_proj"
+  ir::Role role = ir::Role::Other;
+  int layer = 0;
+  double output_error = 0;
+};
+
+// Perplexity, recovery and their inputs over a subset of the evaluation sequences.
+struct SubsetFigures {
+  int64_t sequences = 0, predictions = 0;
+  double reference_nll = 0, nll = 0;
+  double reference_perplexity = 0, perplexity = 0, recovery = 0;
+};
+
+struct EvalOutcome {
+  passes::EvalResult result;
+  std::vector<LinearOutputError> layers;   // with module names, when per_layer
+  ir::ModelConfig config;
+  hash::Digest source_hash;     // of the evaluation set's file
+  int64_t sequences = 0;
+  int64_t tokens = 0;
+  double seconds = 0;           // the evaluation itself
+  std::string table;            // what `fp4c eval` prints
+  nlohmann::json json;          // what `fp4c eval --json` prints
+};
+
+Expected<EvalOutcome> run_evaluation(const EvalRequest& request);
+
+// Figures of sequences [begin, end) of an evaluation with a candidate; the two halves of the set
+// are halves(result)[0] (the first floor(n/2) sequences) and [1] (the rest).
+SubsetFigures subset_figures(const passes::EvalResult& r, size_t begin, size_t end);
+std::array<SubsetFigures, 2> halves(const passes::EvalResult& r);
+
+}  // namespace fp4c::tools
