@@ -58,6 +58,18 @@ TEST(Verdict, BeatsOnlyBeyondTheSpreadOfTheHalves) {
   EXPECT_EQ(verdict(recipe("a", 0.5, 0.5, 0.75, 1, 0), recipe("b", 0.75, 0.75, 0.75, 1, 0)).outcome,
             Verdict::Outcome::NoDifference);
 
+  // No statistics reused: no "built alone" figures.
+  EXPECT_FALSE(verdict(a, b).alone_extra_wall_seconds);
+  // The candidate reused the baseline's statistics: built alone it would also pay their stage.
+  a.stages = {{"open", 1, 1, 0}, {"stats", 6, 9, 0}, {"pack", 3, 2, 0}};
+  b.stats_reused = true;
+  v = verdict(a, b);
+  ASSERT_TRUE(v.alone_extra_wall_seconds);
+  EXPECT_NEAR(*v.alone_extra_wall_seconds, 15 + 6, 1e-12);
+  EXPECT_NEAR(*v.alone_extra_cpu_seconds, 30 + 9, 1e-12);
+  EXPECT_NEAR(*v.alone_extra_money, 0.02 + 0.01 * 6 / 10, 1e-12);
+  EXPECT_NE(v.text.find("built alone"), std::string::npos) << v.text;
+
   // Zero spread: any positive difference counts.
   EXPECT_EQ(verdict(recipe("a", 0.9, 0.9, 0.9, 1, 0), recipe("b", 0.9001, 0.9001, 0.9001, 1, 0)).outcome,
             Verdict::Outcome::CandidateBetter);

@@ -51,8 +51,6 @@ std::string cell(std::string_view s) {
   return out;
 }
 
-std::string signed_seconds(double s) { return fmt("%+.2f s", s); }
-
 std::string bytes_text(int64_t b) {
   return b < 0 ? "-" + format_bytes(uint64_t(-b)) : format_bytes(uint64_t(b));
 }
@@ -106,6 +104,14 @@ Verdict verdict(const RecipeReport& a, const RecipeReport& b) {
   v.extra_wall_seconds = b.build_wall_seconds - a.build_wall_seconds;
   v.extra_cpu_seconds = b.build_cpu_seconds - a.build_cpu_seconds;
   v.extra_money = b.money - a.money;
+  if (b.stats_reused && !a.stats_reused) {
+    double wall = 0, cpu = 0;
+    for (const auto& s : a.stages)
+      if (s.stage == "stats") wall += s.wall_seconds, cpu += s.cpu_seconds;
+    v.alone_extra_wall_seconds = v.extra_wall_seconds + wall;
+    v.alone_extra_cpu_seconds = v.extra_cpu_seconds + cpu;
+    v.alone_extra_money = v.extra_money + (a.build_wall_seconds > 0 ? a.money * wall / a.build_wall_seconds : 0);
+  }
   std::string what;
   switch (v.outcome) {
     case Verdict::Outcome::CandidateBetter: what = b.name + " beats " + a.name; break;
@@ -115,8 +121,12 @@ Verdict verdict(const RecipeReport& a, const RecipeReport& b) {
   v.text = fmt("%s vs %s: recovery %.4f vs %.4f (%+.4f), spread between evaluation halves %.4f: ", b.name.c_str(),
                a.name.c_str(), b.recovery, a.recovery, v.recovery_delta, v.spread) +
            what +
-           fmt("; %s costs %s wall, %+.2f CPU s, %+.4f money to build over %s.", b.name.c_str(),
-               signed_seconds(v.extra_wall_seconds).c_str(), v.extra_cpu_seconds, v.extra_money, a.name.c_str());
+           fmt("; build cost of %s over %s: %+.2f s wall, %+.2f CPU s, %+.4f money", b.name.c_str(), a.name.c_str(),
+               v.extra_wall_seconds, v.extra_cpu_seconds, v.extra_money);
+  if (v.alone_extra_wall_seconds)
+    v.text += fmt(" as run (it reused the statistics %s collected), %+.2f s wall, %+.2f CPU s, %+.4f money built alone",
+                  a.name.c_str(), *v.alone_extra_wall_seconds, *v.alone_extra_cpu_seconds, *v.alone_extra_money);
+  v.text += ".";
   return v;
 }
 
@@ -192,10 +202,6 @@ std::string render_markdown(const CompareReport& r) {
     for (size_t i = 1; i < r.recipes.size(); ++i) {
       const auto v = verdict(r.recipes[0], r.recipes[i]);
       line("- " + v.text);
-      if (r.recipes[i].stats_reused && !r.recipes[0].stats_reused)
-        line(fmt("  (%s reused the statistics collected for an earlier recipe; built alone it would also pay their "
-                 "collection.)",
-                 r.recipes[i].name.c_str()));
     }
     line();
   }
@@ -269,7 +275,8 @@ std::string render_markdown(const CompareReport& r) {
   line("## Per-Linear output error");
   line();
   line("Relative squared error of each Linear's output on the reference's input, over the evaluation set "
-       "(`fp4c eval --per-layer`); lower is better. In parentheses: the ratio to the first recipe's.");
+       "(`fp4c eval --per-layer`); lower is better; 0 means exact (e.g. a Linear kept BF16). In parentheses: the "
+       "ratio to the first recipe's.");
   line();
   line(std::string("![per-Linear output error](") + kLayerErrorSvg + ")");
   line();
@@ -397,6 +404,9 @@ nlohmann::json to_json(const CompareReport& r) {
                         {"extra_wall_seconds", v.extra_wall_seconds},
                         {"extra_cpu_seconds", v.extra_cpu_seconds},
                         {"extra_money", v.extra_money},
+                        {"alone_extra_wall_seconds", v.alone_extra_wall_seconds ? json(*v.alone_extra_wall_seconds) : json()},
+                        {"alone_extra_cpu_seconds", v.alone_extra_cpu_seconds ? json(*v.alone_extra_cpu_seconds) : json()},
+                        {"alone_extra_money", v.alone_extra_money ? json(*v.alone_extra_money) : json()},
                         {"text", v.text},
                         {"layers_helped", e.helps},
                         {"layers_hurt", e.hurts}});
@@ -453,6 +463,13 @@ std::string layer_error_svg(const CompareReport& r) {
   if (!any)
     s += fmt("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">no non-zero output error</text>\n", left + pw / 2,
              top + ph / 2);
+  bool any_zero = false;
+  for (const auto& rec : r.recipes)
+    for (const auto& l : rec.layers) any_zero = any_zero || l.output_error == 0;
+  if (any_zero)
+    s += fmt("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"9\">no bar: error 0 (the Linear is "
+             "exact, e.g. kept BF16)</text>\n",
+             left + pw, height - 26);
   // Bars.
   const size_t label_every = std::max<size_t>(1, size_t(std::ceil(10.0 / gw)));
   for (size_t j = 0; j < rows.size(); ++j) {

@@ -94,7 +94,10 @@ struct Verdict {
   double recovery_delta = 0;   // candidate - baseline
   double spread = 0;
   Outcome outcome = Outcome::NoDifference;
-  double extra_wall_seconds = 0, extra_cpu_seconds = 0, extra_money = 0;
+  double extra_wall_seconds = 0, extra_cpu_seconds = 0, extra_money = 0;   // as run
+  // When the candidate reused statistics the baseline collected ("stats" stage), the extra cost of
+  // building it alone: the figures above plus that stage's.
+  std::optional<double> alone_extra_wall_seconds, alone_extra_cpu_seconds, alone_extra_money;
   std::string text;            // one sentence
 };
 Verdict verdict(const RecipeReport& baseline, const RecipeReport& candidate);
