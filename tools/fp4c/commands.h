@@ -29,7 +29,7 @@ Runner setup_compare(CLI::App& app, const CommandLine& cl);
 
 inline std::vector<Runner> register_commands(CLI::App& app, const CommandLine& cl) {
   return {setup_quantize(app, cl), setup_inspect(app, cl), setup_eval(app, cl), setup_passes(app, cl),
-          setup_recipes(app, cl)};
+          setup_recipes(app, cl), setup_compare(app, cl)};
 }
 
 }  // namespace fp4c::tools
