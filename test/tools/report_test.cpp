@@ -70,6 +70,11 @@ TEST(Verdict, BeatsOnlyBeyondTheSpreadOfTheHalves) {
   EXPECT_NEAR(*v.alone_extra_money, 0.02 + 0.01 * 6 / 10, 1e-12);
   EXPECT_NE(v.text.find("built alone"), std::string::npos) << v.text;
 
+  // A half without predictions (a one-sequence evaluation set): no spread, no verdict either way.
+  v = verdict(recipe("a", 0.5, NAN, 0.5, 1, 0), recipe("b", 0.9, NAN, 0.9, 1, 0));
+  EXPECT_EQ(v.outcome, Verdict::Outcome::NoDifference);
+  EXPECT_TRUE(std::isnan(v.spread));
+
   // Zero spread: any positive difference counts.
   EXPECT_EQ(verdict(recipe("a", 0.9, 0.9, 0.9, 1, 0), recipe("b", 0.9001, 0.9001, 0.9001, 1, 0)).outcome,
             Verdict::Outcome::CandidateBetter);

@@ -165,7 +165,9 @@ SubsetFigures subset_figures(const passes::EvalResult& r, size_t begin, size_t e
     f.reference_nll += r.reference_sequence_nll[s];
     if (s < r.sequence_nll.size()) f.nll += r.sequence_nll[s];
   }
-  if (f.predictions > 0) {
+  if (f.predictions == 0) {   // nothing to measure (e.g. the first half of a one-sequence set)
+    f.reference_perplexity = f.perplexity = f.recovery = NAN;
+  } else {
     const double n = double(f.predictions);
     f.reference_perplexity = std::exp(f.reference_nll / n);
     f.perplexity = std::exp(f.nll / n);

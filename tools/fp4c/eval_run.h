@@ -59,7 +59,8 @@ struct EvalOutcome {
 
 Expected<EvalOutcome> run_evaluation(const EvalRequest& request);
 
-// Figures of sequences [begin, end) of an evaluation with a candidate; the two halves of the set
+// Figures of sequences [begin, end) of an evaluation with a candidate (perplexities and recovery NaN
+// when the subset has no prediction); the two halves of the set
 // are halves(result)[0] (the first floor(n/2) sequences) and [1] (the rest).
 SubsetFigures subset_figures(const passes::EvalResult& r, size_t begin, size_t end);
 std::array<SubsetFigures, 2> halves(const passes::EvalResult& r);

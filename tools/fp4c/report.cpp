@@ -98,7 +98,10 @@ Verdict verdict(const RecipeReport& a, const RecipeReport& b) {
   v.recovery_delta = b.recovery - a.recovery;
   v.spread = std::max(std::fabs(a.half_recovery[0] - a.half_recovery[1]),
                       std::fabs(b.half_recovery[0] - b.half_recovery[1]));
-  if (v.recovery_delta > v.spread) v.outcome = Verdict::Outcome::CandidateBetter;
+  for (double h : {a.half_recovery[0], a.half_recovery[1], b.half_recovery[0], b.half_recovery[1]})
+    if (!std::isfinite(h)) v.spread = NAN;   // a half without predictions: no spread, no verdict
+  if (!std::isfinite(v.spread) || !std::isfinite(v.recovery_delta)) v.outcome = Verdict::Outcome::NoDifference;
+  else if (v.recovery_delta > v.spread) v.outcome = Verdict::Outcome::CandidateBetter;
   else if (-v.recovery_delta > v.spread) v.outcome = Verdict::Outcome::BaselineBetter;
   else v.outcome = Verdict::Outcome::NoDifference;
   v.extra_wall_seconds = b.build_wall_seconds - a.build_wall_seconds;
@@ -118,9 +121,10 @@ Verdict verdict(const RecipeReport& a, const RecipeReport& b) {
     case Verdict::Outcome::BaselineBetter: what = a.name + " beats " + b.name; break;
     case Verdict::Outcome::NoDifference: what = "no measurable difference between " + b.name + " and " + a.name; break;
   }
-  v.text = fmt("%s vs %s: recovery %.4f vs %.4f (%+.4f), spread between evaluation halves %.4f: ", b.name.c_str(),
-               a.name.c_str(), b.recovery, a.recovery, v.recovery_delta, v.spread) +
-           what +
+  v.text = fmt("%s vs %s: recovery %.4f vs %.4f (%+.4f), spread between evaluation halves ", b.name.c_str(),
+               a.name.c_str(), b.recovery, a.recovery, v.recovery_delta) +
+           (std::isfinite(v.spread) ? fmt("%.4f", v.spread) : std::string("unknown (a half has no prediction)")) +
+           ": " + what +
            fmt("; build cost of %s over %s: %+.2f s wall, %+.2f CPU s, %+.4f money", b.name.c_str(), a.name.c_str(),
                v.extra_wall_seconds, v.extra_cpu_seconds, v.extra_money);
   if (v.alone_extra_wall_seconds)
