@@ -25,6 +25,18 @@ Status plan_weights(ir::Model& model, const WeightPlanOptions& options) {
     }
   }
 
+  for (const auto& [id, reason] : options.keep) {
+    if (id >= model.tensors.size())
+      return make_error("weight plan: kept tensor id " + std::to_string(id) + " outside the model's " +
+                        std::to_string(model.tensors.size()) + " tensors");
+    const ir::TensorInfo& t = model.tensors[id];
+    if (t.kind != ir::ParamKind::Weight || !ir::is_linear(t.role) || t.role == ir::Role::LmHead ||
+        t.role == ir::Role::Router)
+      return make_error("weight plan: the keep list names '" + t.name + "', which is not a quantizable Linear weight");
+  }
+  std::vector<const ir::SkipReason*> kept_by_option(model.tensors.size(), nullptr);
+  for (const auto& [id, reason] : options.keep) kept_by_option[id] = &reason;
+
   auto& decisions = model.annotations.decision;
   decisions.assign(model.tensors.size(), ir::Decision{});
   for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
@@ -55,6 +67,7 @@ Status plan_weights(ir::Model& model, const WeightPlanOptions& options) {
         break;
       }
     }
+    if (d.format == ir::Format::NVFP4 && kept_by_option[id]) d = keep(kept_by_option[id]->kind, kept_by_option[id]->detail);
   }
 
   if (options.scheme == Scheme::W4A4) {

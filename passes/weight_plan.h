@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ir/expected.h"
@@ -20,6 +21,10 @@ struct WeightPlanOptions {
   std::vector<std::string> ignore;
   // W4A4: the statistics the input global scales come from (required for W4A4).
   const ActivationStats* stats = nullptr;
+  // Linears kept in BF16 with the given reason (the sensitivity pass's skip list), as for --ignore:
+  // a Linear that stays BF16 for a reason listed above keeps that reason; the other members of its
+  // fused group are kept too. Each id must be a Linear weight (not lm_head or a router).
+  std::vector<std::pair<ir::TensorId, ir::SkipReason>> keep;
 };
 
 // Writes model.annotations.decision for every tensor:
@@ -27,11 +32,13 @@ struct WeightPlanOptions {
 //  - lm_head: kept (reason lm_head), as every peer does by default;
 //  - a Linear whose in_features % 16 != 0: kept, reason names in_features;
 //  - a Linear matching --ignore: kept, reason names the pattern;
+//  - a Linear in options.keep: kept with the reason given there;
 //  - the other members of a fused group with a kept member: kept too (a serving engine runs the group
 //    as one GEMM in one format), reason names the member that was kept.
 //  - W4A4: each NVFP4 Linear gets the max |x| of its input from the statistics; a Linear whose input
 //    saw no token or only zeros (no scale can be chosen) is kept, reason no_calibration_data.
-// Errors: an invalid regex (naming it); W4A4 without statistics.
+// Errors: an invalid regex (naming it); W4A4 without statistics; a keep entry that is not a Linear
+// weight of the model.
 Status plan_weights(ir::Model& model, const WeightPlanOptions& options);
 
 }  // namespace fp4c::passes
