@@ -175,6 +175,32 @@ TEST(Recipes, OutliersPassReachesTheManifestAndInspect) {
   EXPECT_NE(r.out.find("proj"), std::string::npos) << r.out;
 }
 
+TEST(Recipes, SensitivityPassKeepsGroupsWithinTheBudget) {
+  Synth s;
+  const auto out = s.tmp.path / "o";
+  auto r = fp4c(s.base(out) + " --passes 'stats,sensitivity{budget=30%},blockscale,pack' --print-after sensitivity");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("kept in BF16:"), std::string::npos) << r.out;
+  auto m = backends::read_manifest((out / backends::kManifestFile).string());
+  ASSERT_TRUE(m.ok());
+  uint64_t kept = 0, quantizable = 0;
+  int ranked = 0;
+  for (const auto& t : m->tensors()) {
+    if (t.has_sensitivity()) {
+      ++ranked;
+      EXPECT_GE(t.sensitivity().rank(), 1);
+      EXPECT_GT(t.sensitivity().output_error(), 0.0);
+    }
+    if (t.role() == "lm_head" || t.role() == "embedding" || t.shape_size() != 2 || !t.has_sensitivity()) continue;
+    const uint64_t n = uint64_t(t.shape(0) * t.shape(1));
+    quantizable += n;
+    if (t.skip().kind() == "sensitivity" || t.skip().kind() == "fused_with_skipped") kept += n;
+  }
+  EXPECT_GE(ranked, 14);
+  EXPECT_GT(kept, 0u);
+  EXPECT_LE(double(kept), 0.30 * double(quantizable));
+}
+
 TEST(Recipes, RecipeFileDrivesQuantize) {
   Synth s;
   write_text(s.tmp.path / "w16.json", R"({"name": "w16-mse", "scheme": "w4a16", "pipeline": "blockscale{rule=mse},pack"})");

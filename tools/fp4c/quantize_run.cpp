@@ -18,17 +18,11 @@
 #include "backends/manifest.h"
 #include "frontend/checkpoint.h"
 #include "ir/cost.h"
-#if __has_include("passes/outliers.h")  // TEMP until the outliers pass lands
 #include "passes/outliers.h"
-#define FP4C_HAVE_OUTLIERS 1
-#endif
 #include "passes/pack.h"
 #include "passes/pipeline.h"
 #include "passes/recipes.h"
-#if __has_include("passes/sensitivity.h")  // TEMP until the sensitivity pass lands
 #include "passes/sensitivity.h"
-#define FP4C_HAVE_SENSITIVITY 1
-#endif
 #include "passes/smoothquant.h"
 #include "passes/stats.h"
 #include "passes/weight_plan.h"
@@ -382,13 +376,10 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
       so.extra = pass.option("extra") == "true";
       FP4C_TRY(passes::smooth_model(model, ckpt.refs, *stats, so));
       stats.reset();  // the smoothed sites' statistics no longer hold
-#ifdef FP4C_HAVE_OUTLIERS
     } else if (pass.name == "outliers") {
       FP4C_TRY(passes::analyze_outliers(
           model, [&](ir::TensorId id) { return runtime::read_tensor(model, ckpt.refs[id], id, false); }, stats.get(),
           std::stod(pass.option("k")), std::stoi(pass.option("top"))));
-#endif
-#ifdef FP4C_HAVE_SENSITIVITY
     } else if (pass.name == "sensitivity") {
       // A plan of what would be NVFP4 (with the input scales of the statistics), then each Linear's error.
       passes::WeightPlanOptions plan_options{scheme, o.ignore, stats.get()};
@@ -405,14 +396,10 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
       runtime::CheckpointWeights weights(model, ckpt.refs, /*release_pages=*/true);
       FP4C_ASSIGN(keep, passes::run_sensitivity(model, forward, weights, tokens->sequences, so,
                                                 progress_line(tty, "sensitivity", double(tokens->total_tokens()))));
-#endif
     } else if (pass.name == "blockscale") {
       rule = *nvfp4::parse_scale_rule(pass.option("rule"));
     } else if (pass.name == "pack") {
-      passes::WeightPlanOptions plan_options{scheme, o.ignore, stats.get()};
-#ifdef FP4C_HAVE_SENSITIVITY
-      plan_options.keep = keep;
-#endif
+      passes::WeightPlanOptions plan_options{scheme, o.ignore, stats.get(), keep};
       FP4C_TRY(passes::plan_weights(model, plan_options));
       plan = ct::plan_layout(model, layout);
       {
@@ -436,12 +423,12 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
       std::string text;
       if (pass.name == "stats") text = format_stats(*stats);
       else if (pass.name == "smoothquant") text = passes::format_smoothing(model);
-#ifdef FP4C_HAVE_OUTLIERS
       else if (pass.name == "outliers") text = passes::format_outliers(model);
-#endif
-#ifdef FP4C_HAVE_SENSITIVITY
-      else if (pass.name == "sensitivity") text = passes::format_sensitivity(model);
-#endif
+      else if (pass.name == "sensitivity") {
+        text = passes::format_sensitivity(model);
+        text += keep.empty() ? "kept in BF16: none within the budget\n" : "kept in BF16:\n";
+        for (const auto& [id, why] : keep) text += "  " + model.tensors[id].name + "  (" + why.detail + ")\n";
+      }
       else if (pass.name == "blockscale") text = "rule=" + pass.option("rule") + "\n";
       else if (pass.name == "pack") text = format_packed(model);
       std::printf("--- after %s (run %d) ---\n%s", pass.name.c_str(), run, text.c_str());
