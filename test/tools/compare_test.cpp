@@ -117,6 +117,14 @@ TEST(Compare, SyntheticPlainVsSmoothquant) {
   EXPECT_EQ(j["recipes"][0]["serving_memory"][0]["gpu_memory_bytes"], 24000000000ull);
   // The statistics were collected once: the second recipe reused them.
   EXPECT_EQ(j["recipes"][1]["build"]["stats_reused"], true);
+  // plain: one stats pass, measured; smoothquant: stats (reused), smoothquant, stats#2 (measured).
+  EXPECT_EQ(j["recipes"][0]["build"]["stats_passes"], 1);
+  EXPECT_EQ(j["recipes"][0]["build"]["stats_passes_reused"], 0);
+  EXPECT_EQ(j["recipes"][1]["build"]["stats_passes"], 2);
+  EXPECT_EQ(j["recipes"][1]["build"]["stats_passes_reused"], 1);
+  EXPECT_GT(j["recipes"][1]["build"]["alone_wall_seconds"].get<double>(),
+            j["recipes"][1]["build"]["wall_seconds"].get<double>());
+  EXPECT_TRUE(j["verdicts"][0]["alone_extra_wall_seconds"].is_number());
   // The artifacts' manifests hold the per-Linear errors of their evaluation.
   auto m = backends::read_manifest((out / "artifacts" / "plain" / "fp4c-manifest.json").string());
   ASSERT_TRUE(m.ok()) << m.error().message;

@@ -60,14 +60,17 @@ TEST(Verdict, BeatsOnlyBeyondTheSpreadOfTheHalves) {
 
   // No statistics reused: no "built alone" figures.
   EXPECT_FALSE(verdict(a, b).alone_extra_wall_seconds);
-  // The candidate reused the baseline's statistics: built alone it would also pay their stage.
-  a.stages = {{"open", 1, 1, 0}, {"stats", 6, 9, 0}, {"pack", 3, 2, 0}};
-  b.stats_reused = true;
+  // The candidate reused statistics: the extra cost had each been built alone comes from the
+  // built-alone figures.
+  a.alone_wall_seconds = 10, a.alone_cpu_seconds = 20, a.alone_money = 0.01;
+  b.alone_wall_seconds = 31, b.alone_cpu_seconds = 59, b.alone_money = 0.035;
+  EXPECT_FALSE(verdict(a, b).alone_extra_wall_seconds);   // nothing reused: as run is alone
+  b.stats_passes = 2, b.stats_passes_reused = 1;
   v = verdict(a, b);
   ASSERT_TRUE(v.alone_extra_wall_seconds);
-  EXPECT_NEAR(*v.alone_extra_wall_seconds, 15 + 6, 1e-12);
-  EXPECT_NEAR(*v.alone_extra_cpu_seconds, 30 + 9, 1e-12);
-  EXPECT_NEAR(*v.alone_extra_money, 0.02 + 0.01 * 6 / 10, 1e-12);
+  EXPECT_NEAR(*v.alone_extra_wall_seconds, 21, 1e-12);
+  EXPECT_NEAR(*v.alone_extra_cpu_seconds, 39, 1e-12);
+  EXPECT_NEAR(*v.alone_extra_money, 0.025, 1e-12);
   EXPECT_NE(v.text.find("built alone"), std::string::npos) << v.text;
 
   // A half without predictions (a one-sequence evaluation set): no spread, no verdict either way.
@@ -175,6 +178,10 @@ CompareReport hand_report() {
   }
   b.stages.insert(b.stages.begin() + 2, ReportStage{"smoothquant", 0.3, 0.3, 3 << 20});
   b.stats_reused = true;
+  a.stats_passes = 1, b.stats_passes = 1, b.stats_passes_reused = 1;
+  a.alone_wall_seconds = a.build_wall_seconds, a.alone_cpu_seconds = a.build_cpu_seconds, a.alone_money = a.money;
+  b.alone_wall_seconds = b.build_wall_seconds + 0.5, b.alone_cpu_seconds = b.build_cpu_seconds + 1.0;
+  b.alone_money = *b.alone_wall_seconds / 3600 * 3.5;
   r.recipes = {a, b};
   return r;
 }
@@ -208,7 +215,7 @@ TEST(Report, MarkdownHasEverySection) {
   for (const char* s : {"# fp4c compare: /models/tiny", "## Accuracy against BF16", "## Verdict", "## Size",
                         "## Build cost", "## Serving memory (computed, not measured)", "## Per-Linear output error",
                         "steady-512-output-128", "prefill-2048-output-128", "layer_error.svg", "recovery.svg",
-                        "smoothquant beats plain", "0.9456", "0.9123", "12.500000", "reused"})
+                        "smoothquant beats plain", "0.9456", "0.9123", "12.500000", "| 1 of 1 | 3.00 |"})
     EXPECT_NE(md.find(s), std::string::npos) << s << "\n" << md;
   // Helps: q_proj of both layers (ratio 0.2); hurts: down_proj of both (ratio 2.86).
   EXPECT_NE(md.find("- helps 2: `model.layers.0.self_attn.q_proj`, `model.layers.1.self_attn.q_proj`"),
@@ -232,6 +239,9 @@ TEST(Report, JsonHoldsEverything) {
   EXPECT_EQ(j["recipes"][1]["layers"][0]["module"], "model.layers.0.self_attn.q_proj");
   EXPECT_EQ(j["recipes"][1]["build"]["stages"].size(), 4u);
   EXPECT_EQ(j["recipes"][1]["build"]["stats_reused"], true);
+  EXPECT_EQ(j["recipes"][1]["build"]["stats_passes_reused"], 1);
+  EXPECT_NEAR(j["recipes"][1]["build"]["alone_wall_seconds"].get<double>(), 3.0, 1e-12);
+  EXPECT_NEAR(j["verdicts"][0]["alone_extra_wall_seconds"].get<double>(), 1.5, 1e-12);
   EXPECT_EQ(j["recipes"][0]["serving_memory"].size(), 2u);
   EXPECT_EQ(j["recipes"][0]["serving_memory"][0]["kv_bytes_per_request"], 163840);
   EXPECT_EQ(j["recipes"][0]["serving_memory"][0]["note"], "computed, not measured");

@@ -62,6 +62,8 @@ std::string artifact_name(const std::string& recipe) {
   return s.empty() ? "recipe" : s;
 }
 
+bool is_stats_stage(const std::string& stage) { return stage == "stats" || stage.rfind("stats#", 0) == 0; }
+
 RecipeReport recipe_report(const std::string& name, const std::string& artifact, const QuantizeOutcome& q,
                            const EvalOutcome& e, double gpu_memory_gb) {
   RecipeReport rec;
@@ -93,7 +95,29 @@ RecipeReport recipe_report(const std::string& name, const std::string& artifact,
   rec.money = bc.cost();
   rec.stats_reused = m.options().has_calibration() && m.options().calibration().stats_from_cache();
   rec.serving = serving_memory(e.config, rec.artifact_bytes, gpu_memory_gb);
+  for (const auto& s : rec.stages) rec.stats_passes += is_stats_stage(s.stage);
   return rec;
+}
+
+// Built-alone costs: each reused stats pass priced at the slowest stats pass the run computed (each
+// recipe's `computed` slowest stats stages are the ones it measured; a reused pass costs ~nothing).
+void add_alone_costs(CompareReport& report, const std::vector<int>& computed, double price_per_hour) {
+  double wall = -1, cpu = 0;
+  for (size_t i = 0; i < report.recipes.size(); ++i) {
+    std::vector<const ReportStage*> stats;
+    for (const auto& s : report.recipes[i].stages)
+      if (is_stats_stage(s.stage)) stats.push_back(&s);
+    std::sort(stats.begin(), stats.end(),
+              [](const ReportStage* a, const ReportStage* b) { return a->wall_seconds > b->wall_seconds; });
+    for (size_t k = 0; k < stats.size() && int(k) < computed[i]; ++k)
+      if (stats[k]->wall_seconds > wall) wall = stats[k]->wall_seconds, cpu = stats[k]->cpu_seconds;
+  }
+  if (wall < 0) return;   // no stats pass computed in this run: no estimate
+  for (auto& rec : report.recipes) {
+    rec.alone_wall_seconds = rec.build_wall_seconds + rec.stats_passes_reused * wall;
+    rec.alone_cpu_seconds = rec.build_cpu_seconds + rec.stats_passes_reused * cpu;
+    rec.alone_money = *rec.alone_wall_seconds / 3600 * price_per_hour;
+  }
 }
 
 int run_compare(const CompareOptions& o, const CommandLine& cl) {
@@ -149,6 +173,7 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
 
   TokenSetOptions eval_tokens = o.calib_tokens;
   eval_tokens.samples = o.eval_samples;
+  std::vector<int> computed_stats(o.recipes.size(), 0);
   for (size_t i = 0; i < o.recipes.size(); ++i) {
     const auto& name = names[i];
     const std::string& dir_name = name;
@@ -156,6 +181,7 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
     q.recipe = o.recipes[i];
     q.out = (stage_dir / "artifacts" / dir_name).string();
     std::fprintf(stderr, "[%zu/%zu] %s: quantizing\n", i + 1, o.recipes.size(), name.c_str());
+    const size_t memo_before = memo.by_key.size();
     auto quantized = quantize(q);
     if (!quantized) return fail("recipe '" + name + "': " + quantized.error().message);
 
@@ -196,7 +222,14 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
     }
     report.recipes.push_back(recipe_report(name, (final_dir / "artifacts" / dir_name).string(), *quantized,
                                            *evaluated, o.gpu_memory_gb));
+    // The statistics this recipe added to the memo were measured (or read from the cache) by it; its
+    // other stats passes found theirs already there.
+    auto& rec = report.recipes.back();
+    const int added = int(memo.by_key.size() - memo_before);
+    rec.stats_passes_reused = std::max(0, rec.stats_passes - added);
+    computed_stats[i] = added;
   }
+  add_alone_costs(report, computed_stats, o.price_per_hour);
 
   if (auto st = write_report(report, stage_dir.string()); !st) return fail(st.error().message);
   if (auto st = staging->commit(); !st) return fail(st.error().message);

@@ -107,13 +107,10 @@ Verdict verdict(const RecipeReport& a, const RecipeReport& b) {
   v.extra_wall_seconds = b.build_wall_seconds - a.build_wall_seconds;
   v.extra_cpu_seconds = b.build_cpu_seconds - a.build_cpu_seconds;
   v.extra_money = b.money - a.money;
-  if (b.stats_reused && !a.stats_reused) {
-    double wall = 0, cpu = 0;
-    for (const auto& s : a.stages)
-      if (s.stage == "stats") wall += s.wall_seconds, cpu += s.cpu_seconds;
-    v.alone_extra_wall_seconds = v.extra_wall_seconds + wall;
-    v.alone_extra_cpu_seconds = v.extra_cpu_seconds + cpu;
-    v.alone_extra_money = v.extra_money + (a.build_wall_seconds > 0 ? a.money * wall / a.build_wall_seconds : 0);
+  if ((a.stats_passes_reused > 0 || b.stats_passes_reused > 0) && a.alone_wall_seconds && b.alone_wall_seconds) {
+    v.alone_extra_wall_seconds = *b.alone_wall_seconds - *a.alone_wall_seconds;
+    v.alone_extra_cpu_seconds = b.alone_cpu_seconds.value_or(0) - a.alone_cpu_seconds.value_or(0);
+    v.alone_extra_money = b.alone_money.value_or(0) - a.alone_money.value_or(0);
   }
   std::string what;
   switch (v.outcome) {
@@ -128,8 +125,9 @@ Verdict verdict(const RecipeReport& a, const RecipeReport& b) {
            fmt("; build cost of %s over %s: %+.2f s wall, %+.2f CPU s, %+.4f money", b.name.c_str(), a.name.c_str(),
                v.extra_wall_seconds, v.extra_cpu_seconds, v.extra_money);
   if (v.alone_extra_wall_seconds)
-    v.text += fmt(" as run (it reused the statistics %s collected), %+.2f s wall, %+.2f CPU s, %+.4f money built alone",
-                  a.name.c_str(), *v.alone_extra_wall_seconds, *v.alone_extra_cpu_seconds, *v.alone_extra_money);
+    v.text += fmt(" as run (statistics shared between recipes), %+.2f s wall, %+.2f CPU s, %+.4f money with each "
+                  "built alone (estimated)",
+                  *v.alone_extra_wall_seconds, *v.alone_extra_cpu_seconds, *v.alone_extra_money);
   v.text += ".";
   return v;
 }
@@ -226,12 +224,19 @@ std::string render_markdown(const CompareReport& r) {
            "`fp4c compare` process builds every recipe, so a later recipe's figure includes earlier ones'.",
            r.price_per_hour));
   line();
-  line("| recipe | wall s | CPU s | peak RSS | money | statistics | eval s |");
-  line("|---|---:|---:|---:|---:|---|---:|");
+  line("Statistics are collected once and shared: a recipe whose stats pass found them already measured (by an "
+       "earlier recipe, or in the cache) skips the work. \"Built alone\" adds, for each such pass, the cost of the "
+       "slowest stats pass this run computed: an estimate of the recipe's cost without the others.");
+  line();
+  line("| recipe | wall s | CPU s | peak RSS | money | stats passes reused | built alone: wall s | CPU s | money | eval s |");
+  line("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+  auto opt = [](const std::optional<double>& v, const char* f) { return v ? fmt(f, *v) : std::string("-"); };
   for (const auto& rec : r.recipes)
-    line(fmt("| %s | %.2f | %.2f | %s | %.4f | %s | %.2f |", cell(rec.name).c_str(), rec.build_wall_seconds,
-             rec.build_cpu_seconds, format_bytes(rec.peak_rss_bytes).c_str(), rec.money,
-             rec.stats_reused ? "reused" : "computed", rec.eval_seconds));
+    line(fmt("| %s | %.2f | %.2f | %s | %.4f | %d of %d | ", cell(rec.name).c_str(), rec.build_wall_seconds,
+             rec.build_cpu_seconds, format_bytes(rec.peak_rss_bytes).c_str(), rec.money, rec.stats_passes_reused,
+             rec.stats_passes) +
+         opt(rec.alone_wall_seconds, "%.2f") + " | " + opt(rec.alone_cpu_seconds, "%.2f") + " | " +
+         opt(rec.alone_money, "%.4f") + fmt(" | %.2f |", rec.eval_seconds));
   line();
   // Per pass, recipes side by side; passes in order of first appearance.
   std::vector<std::string> stage_names;
@@ -392,7 +397,12 @@ nlohmann::json to_json(const CompareReport& r) {
                                   {"cpu_seconds", rec.build_cpu_seconds},
                                   {"peak_rss_bytes", rec.peak_rss_bytes},
                                   {"money", rec.money},
-                                  {"stats_reused", rec.stats_reused}}},
+                                  {"stats_reused", rec.stats_reused},
+                                  {"stats_passes", rec.stats_passes},
+                                  {"stats_passes_reused", rec.stats_passes_reused},
+                                  {"alone_wall_seconds", rec.alone_wall_seconds ? json(*rec.alone_wall_seconds) : json()},
+                                  {"alone_cpu_seconds", rec.alone_cpu_seconds ? json(*rec.alone_cpu_seconds) : json()},
+                                  {"alone_money", rec.alone_money ? json(*rec.alone_money) : json()}}},
                        {"serving_memory", serving}});
   }
   j["recipes"] = recipes;

@@ -51,7 +51,12 @@ struct RecipeReport {
   double build_wall_seconds = 0, build_cpu_seconds = 0;
   uint64_t peak_rss_bytes = 0;
   double money = 0;          // build wall hours x price per hour
-  bool stats_reused = false; // its statistics came from an earlier recipe or the cache
+  bool stats_reused = false; // its first statistics came from an earlier recipe or the cache
+  int stats_passes = 0;      // stats passes in its pipeline
+  int stats_passes_reused = 0;   // of those, how many took statistics an earlier recipe or the cache held
+  // The build cost had it been built alone: the figures above plus, for each reused stats pass, the
+  // cost of one computed stats pass (an estimate; unset when no stats pass was computed in the run).
+  std::optional<double> alone_wall_seconds, alone_cpu_seconds, alone_money;
   // Serving memory, one entry per decision case.
   std::vector<ServingMemory> serving;
 };
@@ -95,8 +100,7 @@ struct Verdict {
   double spread = 0;
   Outcome outcome = Outcome::NoDifference;
   double extra_wall_seconds = 0, extra_cpu_seconds = 0, extra_money = 0;   // as run
-  // When the candidate reused statistics the baseline collected ("stats" stage), the extra cost of
-  // building it alone: the figures above plus that stage's.
+  // When either reused statistics: the extra cost had both been built alone (estimated).
   std::optional<double> alone_extra_wall_seconds, alone_extra_cpu_seconds, alone_extra_money;
   std::string text;            // one sentence
 };
