@@ -52,6 +52,12 @@ Error nonfinite_error(const safetensors::Checkpoint::Ref& r) {
 // own dtype as a framework would hold the rewritten model.
 std::vector<std::byte> rewritten_bytes(const ir::Model& model, ir::TensorId id, std::span<const std::byte> bytes,
                                        DType dtype) {
+  if (dtype == DType::BF16) {  // one fused pass, bit-equal to the general path below
+    std::vector<std::byte> out(bytes.size());
+    runtime::apply_transform_bf16(model, id, reinterpret_cast<const uint16_t*>(bytes.data()),
+                                  reinterpret_cast<uint16_t*>(out.data()), int64_t(bytes.size() / 2));
+    return out;
+  }
   auto values = to_f32(bytes, dtype);
   runtime::apply_transform(model, id, values);
   std::vector<std::byte> out(bytes.size());

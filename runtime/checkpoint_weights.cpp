@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "formats/bf16.h"
 #include "formats/convert.h"
 
 namespace fp4c::runtime {
@@ -87,6 +88,27 @@ void apply_transform(const ir::Model& model, ir::TensorId id, std::span<float> v
       for (int64_t c = 0; c < cols; ++c) v[c] *= rs;
   }
   round_to_dtype(values.data(), int64_t(values.size()), t.dtype);
+}
+
+void apply_transform_bf16(const ir::Model& model, ir::TensorId id, const uint16_t* src, uint16_t* dst, int64_t n) {
+  const ir::TensorInfo& t = model.tensors[id];
+  const auto& a = model.annotations;
+  const std::vector<float>* col = id < a.channel_scale.size() && !a.channel_scale[id].empty() ? &a.channel_scale[id] : nullptr;
+  const std::vector<float>* row = id < a.row_scale.size() && !a.row_scale[id].empty() ? &a.row_scale[id] : nullptr;
+  const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
+  const int64_t rows = cols ? n / cols : 0;
+#pragma omp parallel for schedule(static) if (n >= (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t* in = src + r * cols;
+    uint16_t* out = dst + r * cols;
+    const float rs = row ? (*row)[size_t(r)] : 1.0f;
+    if (col)
+      for (int64_t c = 0; c < cols; ++c) out[c] = bf16::from_float(bf16::to_float(in[c]) * ((*col)[size_t(c)] * rs));
+    else if (rs != 1.0f)
+      for (int64_t c = 0; c < cols; ++c) out[c] = bf16::from_float(bf16::to_float(in[c]) * rs);
+    else
+      std::memcpy(out, in, size_t(cols) * 2);
+  }
 }
 
 Expected<std::vector<float>> read_tensor(const ir::Model& model, const safetensors::Checkpoint::Ref& ref,

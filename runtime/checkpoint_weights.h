@@ -18,6 +18,9 @@ namespace fp4c::runtime {
 // Applies the rewrites passes recorded for tensor `id` (model.annotations.channel_scale / row_scale) to
 // its float values, then rounds them to the tensor's dtype; nothing when it has none.
 void apply_transform(const ir::Model& model, ir::TensorId id, std::span<float> values);
+// The same on BF16 storage in one pass (bit-equal to converting, apply_transform, and storing as BF16):
+// dst[i] = bf16(src[i] * scale). OpenMP over rows.
+void apply_transform_bf16(const ir::Model& model, ir::TensorId id, const uint16_t* src, uint16_t* dst, int64_t n);
 
 // Tensor `id`'s values as float (BF16, F16 or F32 in the checkpoint), rewrites applied; `release` hands
 // its mapped pages back after. Errors name the file and tensor.

@@ -185,6 +185,36 @@ TEST(SmoothModel, RewritesCompose) {
   EXPECT_TRUE(changed);
 }
 
+TEST(SmoothModel, FusedBf16RewriteIsBitEqualToTheGeneralPath) {
+  TinyShape shape;
+  shape.kv_heads = shape.heads;
+  Fixture f(shape);
+  SCOPED_TRACE("seed " + std::to_string(f.seed));
+  ASSERT_TRUE(f.ckpt);
+  auto& model = f.ckpt->model;
+  runtime::Forward forward(model.config, {.precision = runtime::Precision::F32});
+  runtime::CheckpointWeights w(model, f.ckpt->refs, false);
+  auto stats = passes::collect_stats(forward, w, sequences(f.seed, shape.vocab), {});
+  ASSERT_TRUE(stats.ok());
+  ASSERT_TRUE(passes::smooth_model(model, f.ckpt->refs, *stats, {.alpha = 0.55f, .extra = true}).ok());
+  int checked = 0;
+  for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
+    if (!model.transformed(id)) continue;
+    const auto& ref = f.ckpt->refs[id];
+    ASSERT_EQ(ref.entry->dtype, DType::BF16);
+    auto general = runtime::read_tensor(model, ref, id, false);
+    ASSERT_TRUE(general.ok());
+    const int64_t n = int64_t(general->size());
+    std::vector<uint16_t> fused(static_cast<size_t>(n), 0);
+    runtime::apply_transform_bf16(model, id, reinterpret_cast<const uint16_t*>(ref.file->bytes(*ref.entry).data()),
+                                  fused.data(), n);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(fused[size_t(i)], bf16::from_float((*general)[size_t(i)])) << model.tensors[id].name << " " << i;
+    ++checked;
+  }
+  EXPECT_GT(checked, 7 * shape.layers);   // norms, q, k, v, gate, up, and the extra up/down/v/o rewrites
+}
+
 TEST(SmoothModel, ErrorsNameTheLayerAndSite) {
   Fixture f({});
   ASSERT_TRUE(f.ckpt);
