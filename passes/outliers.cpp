@@ -8,6 +8,8 @@
 #include <limits>
 #include <numeric>
 
+#include "formats/bf16.h"
+
 namespace fp4c::passes {
 
 ir::ChannelOutliers channel_outliers(std::span<const float> magnitudes, double k, int top) {
@@ -64,7 +66,12 @@ ir::ChannelOutliers channel_outliers(std::span<const float> magnitudes, double k
   return o;
 }
 
-std::vector<float> column_absmax(std::span<const float> w, int64_t out, int64_t in) {
+namespace {
+
+// Per-column maxima of magnitude(row[j]) over the rows, OpenMP over rows with per-thread maxima merged in
+// thread order, so the result does not depend on the thread count.
+template <typename T, typename Magnitude>
+std::vector<float> column_max(const T* w, int64_t out, int64_t in, Magnitude magnitude) {
   std::vector<float> result(size_t(std::max<int64_t>(in, 0)), 0.0f);
   if (out <= 0 || in <= 0) return result;
   // Enough rows per thread to pay for its private maxima.
@@ -76,10 +83,10 @@ std::vector<float> column_absmax(std::span<const float> w, int64_t out, int64_t 
     const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
     float* m = partial.data() + t * in;
     for (int64_t r = out * t / nt, end = out * (t + 1) / nt; r < end; ++r) {
-      const float* row = w.data() + r * in;
+      const T* row = w + r * in;
 #pragma omp simd
       for (int64_t j = 0; j < in; ++j) {
-        const float a = std::fabs(row[j]);
+        const float a = magnitude(row[j]);
         m[j] = a > m[j] ? a : m[j];  // a NaN compares false: ignored
       }
     }
@@ -90,6 +97,16 @@ std::vector<float> column_absmax(std::span<const float> w, int64_t out, int64_t 
     for (int64_t j = 0; j < in; ++j) result[size_t(j)] = std::max(result[size_t(j)], m[j]);
   }
   return result;
+}
+
+}  // namespace
+
+std::vector<float> column_absmax(std::span<const float> w, int64_t out, int64_t in) {
+  return column_max(w.data(), out, in, [](float v) { return std::fabs(v); });
+}
+
+std::vector<float> column_absmax_bf16(std::span<const uint16_t> w, int64_t out, int64_t in) {
+  return column_max(w.data(), out, in, [](uint16_t v) { return bf16::to_float(uint16_t(v & 0x7fff)); });
 }
 
 Status analyze_outliers(ir::Model& model, const std::function<Expected<std::vector<float>>(ir::TensorId)>& read,

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "passes/outliers.h"
 #include "runtime/checkpoint_weights.h"
 
 namespace fp4c::passes {
@@ -122,32 +123,19 @@ std::optional<ir::TensorId> find_tensor(const ir::Model& model, int layer, ir::R
   return std::nullopt;
 }
 
-// max |W[:, j]| of a [out, in] weight as the model now holds it. An untouched BF16 weight is read
-// straight from its bytes (|x| of BF16 orders as its bits with the sign cleared).
-Expected<std::vector<float>> column_absmax(const ir::Model& model, const safetensors::Checkpoint::Ref& ref,
-                                           ir::TensorId id) {
+// max |W[:, j]| of a [out, in] weight as the model now holds it; an untouched BF16 weight straight from its
+// bytes.
+Expected<std::vector<float>> weight_column_absmax(const ir::Model& model, const safetensors::Checkpoint::Ref& ref,
+                                                  ir::TensorId id) {
   const ir::TensorInfo& t = model.tensors[id];
   if (t.shape.size() != 2) return make_error("smoothquant: '" + t.name + "' is not a matrix");
   const int64_t rows = t.shape[0], cols = t.shape[1];
-  std::vector<float> out(size_t(cols), 0.0f);
   if (!model.transformed(id) && ref.entry->dtype == DType::BF16 && ref.entry->nbytes() == uint64_t(rows * cols * 2)) {
     const auto bytes = ref.file->bytes(*ref.entry);
-    std::vector<uint16_t> m(size_t(cols), 0);
-    const uint16_t* w = reinterpret_cast<const uint16_t*>(bytes.data());
-    for (int64_t r = 0; r < rows; ++r) {
-      const uint16_t* row = w + r * cols;
-      for (int64_t j = 0; j < cols; ++j) m[size_t(j)] = std::max<uint16_t>(m[size_t(j)], uint16_t(row[j] & 0x7fff));
-    }
-    for (int64_t j = 0; j < cols; ++j) {
-      const uint32_t bits = uint32_t(m[size_t(j)]) << 16;
-      std::memcpy(&out[size_t(j)], &bits, 4);
-    }
-    return out;
+    return column_absmax_bf16({reinterpret_cast<const uint16_t*>(bytes.data()), size_t(rows * cols)}, rows, cols);
   }
   FP4C_ASSIGN(auto v, runtime::read_tensor(model, ref, id, false));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < cols; ++j) out[size_t(j)] = std::max(out[size_t(j)], std::fabs(v[size_t(r * cols + j)]));
-  return out;
+  return column_absmax(v, rows, cols);
 }
 
 void compose(std::vector<float>& slot, const std::vector<float>& s, bool inverse) {
@@ -218,7 +206,7 @@ Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::R
       if (t.shape.size() != 2 || t.shape[1] != cols)
         return make_error(where + ": '" + t.name + "' has " + std::to_string(t.shape.size() == 2 ? t.shape[1] : 0) +
                           " inputs, statistics " + std::to_string(cols) + " channels");
-      FP4C_ASSIGN(auto cm, column_absmax(model, refs[b], b));
+      FP4C_ASSIGN(auto cm, weight_column_absmax(model, refs[b], b));
       for (int64_t j = 0; j < cols; ++j) max_w[size_t(j)] = std::max(max_w[size_t(j)], cm[size_t(j)]);
     }
     const std::vector<float> s = smoothing_factors(*site, max_w, options.alpha, options.min_scale);
