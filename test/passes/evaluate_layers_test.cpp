@@ -16,31 +16,10 @@
 #include "passes/stats.h"
 #include "runtime/checkpoint_weights.h"
 #include "test/support/tiny_checkpoint.h"
+#include "test/support/tiny_runtime.h"
 
 namespace fp4c::testing {
 namespace {
-
-// Another source's weights with `edit` applied to each layer.
-class EditedWeights : public runtime::WeightSource {
- public:
-  EditedWeights(runtime::WeightSource& inner, std::function<void(int, runtime::LayerParams&)> edit)
-      : inner_(inner), edit_(std::move(edit)) {}
-  Expected<std::vector<float>> embedding() override { return inner_.embedding(); }
-  Expected<std::vector<float>> embedding_rows(std::span<const int32_t> ids, int64_t hidden) override {
-    return inner_.embedding_rows(ids, hidden);
-  }
-  Expected<runtime::LayerParams> layer(int index) override {
-    auto p = inner_.layer(index);
-    if (p.ok()) edit_(index, *p);
-    return p;
-  }
-  Expected<std::vector<float>> final_norm() override { return inner_.final_norm(); }
-  Expected<runtime::LinearParams> lm_head() override { return inner_.lm_head(); }
-
- private:
-  runtime::WeightSource& inner_;
-  std::function<void(int, runtime::LayerParams&)> edit_;
-};
 
 std::vector<std::vector<int32_t>> random_sequences(std::mt19937_64& rng, int vocab) {
   std::vector<std::vector<int32_t>> seqs;

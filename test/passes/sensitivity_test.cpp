@@ -21,6 +21,7 @@
 #include "passes/weight_plan.h"
 #include "runtime/checkpoint_weights.h"
 #include "test/support/tiny_checkpoint.h"
+#include "test/support/tiny_runtime.h"
 
 namespace fp4c::testing {
 namespace {
@@ -102,28 +103,6 @@ TEST(SelectUnits, RandomUnitsNeverExceedTheBudgetAndFollowTheRule) {
     }
   }
 }
-
-// Another source's weights with `edit` applied to each layer.
-class EditedWeights : public runtime::WeightSource {
- public:
-  EditedWeights(runtime::WeightSource& inner, std::function<void(int, runtime::LayerParams&)> edit)
-      : inner_(inner), edit_(std::move(edit)) {}
-  Expected<std::vector<float>> embedding() override { return inner_.embedding(); }
-  Expected<std::vector<float>> embedding_rows(std::span<const int32_t> ids, int64_t hidden) override {
-    return inner_.embedding_rows(ids, hidden);
-  }
-  Expected<runtime::LayerParams> layer(int index) override {
-    auto p = inner_.layer(index);
-    if (p.ok()) edit_(index, *p);
-    return p;
-  }
-  Expected<std::vector<float>> final_norm() override { return inner_.final_norm(); }
-  Expected<runtime::LinearParams> lm_head() override { return inner_.lm_head(); }
-
- private:
-  runtime::WeightSource& inner_;
-  std::function<void(int, runtime::LayerParams&)> edit_;
-};
 
 // A weight outlier channel that does not change the function: input channel j of the gate/up input
 // divided by s (the post-attention norm), the gate/up columns j multiplied by s. Every block holding

@@ -14,45 +14,10 @@
 #include "passes/stats.h"
 #include "runtime/checkpoint_weights.h"
 #include "test/support/tiny_checkpoint.h"
+#include "test/support/tiny_runtime.h"
 
 namespace fp4c::testing {
 namespace {
-
-std::vector<std::vector<int32_t>> sequences(uint64_t seed, int vocab) {
-  std::mt19937_64 rng(seed);
-  std::vector<std::vector<int32_t>> seqs;
-  for (int s = 0; s < 3; ++s) {
-    std::vector<int32_t> ids(size_t(7 + 8 * s));
-    for (auto& id : ids) id = int32_t(rng() % uint64_t(vocab));
-    seqs.push_back(ids);
-  }
-  return seqs;
-}
-
-std::vector<float> logits(const runtime::Forward& forward, runtime::WeightSource& w,
-                          const std::vector<std::vector<int32_t>>& seqs, int layers) {
-  auto acts = forward.embed(w, seqs);
-  EXPECT_TRUE(acts.ok());
-  if (!acts.ok()) return {};
-  for (int i = 0; i < layers; ++i) {
-    auto p = w.layer(i);
-    EXPECT_TRUE(p.ok()) << p.error().message;
-    if (!p.ok()) return {};
-    EXPECT_TRUE(forward.layer(i, *p, *acts).ok());
-  }
-  auto fn = w.final_norm();
-  auto head = w.lm_head();
-  if (!fn.ok() || !head.ok()) return {};
-  const int64_t vocab = head->out;
-  std::vector<float> out(size_t(acts->tokens() * vocab));
-  EXPECT_TRUE(forward
-                  .head(*fn, *head, *acts,
-                        [&](int64_t first, const float* l, int64_t rows) {
-                          std::copy(l, l + rows * vocab, out.begin() + first * vocab);
-                        })
-                  .ok());
-  return out;
-}
 
 struct Fixture {
   TempDir tmp;
@@ -74,7 +39,7 @@ TEST(SmoothModel, RewritesEqualTheReferenceFactors) {
   auto& model = f.ckpt->model;
   runtime::Forward forward(model.config, {.precision = runtime::Precision::F32});
   runtime::CheckpointWeights w(model, f.ckpt->refs, false);
-  auto stats = passes::collect_stats(forward, w, sequences(f.seed, f.shape.vocab), {});
+  auto stats = passes::collect_stats(forward, w, random_sequences(f.seed, f.shape.vocab), {});
   ASSERT_TRUE(stats.ok()) << stats.error().message;
   auto factors = passes::compute_smoothquant(*stats, w, f.shape.layers, 0.6f);
   ASSERT_TRUE(factors.ok()) << factors.error().message;
@@ -132,7 +97,7 @@ TEST_P(SmoothModelLogits, RewrittenModelComputesTheSameLogits) {
   SCOPED_TRACE("seed " + std::to_string(f.seed));
   ASSERT_TRUE(f.ckpt);
   auto& model = f.ckpt->model;
-  const auto seqs = sequences(f.seed ^ 0x51ed27, shape.vocab);
+  const auto seqs = random_sequences(f.seed ^ 0x51ed27, shape.vocab);
   runtime::Forward forward(model.config, {.precision = runtime::Precision::F32});
   runtime::CheckpointWeights w(model, f.ckpt->refs, false);
   const auto ref = logits(forward, w, seqs, shape.layers);
@@ -164,7 +129,7 @@ TEST(SmoothModel, RewritesCompose) {
   auto& model = f.ckpt->model;
   runtime::Forward forward(model.config, {.precision = runtime::Precision::F32});
   runtime::CheckpointWeights w(model, f.ckpt->refs, false);
-  const auto seqs = sequences(f.seed, f.shape.vocab);
+  const auto seqs = random_sequences(f.seed, f.shape.vocab);
   auto s1 = passes::collect_stats(forward, w, seqs, {});
   ASSERT_TRUE(s1.ok());
   ASSERT_TRUE(passes::smooth_model(model, f.ckpt->refs, *s1, {}).ok());
@@ -194,7 +159,7 @@ TEST(SmoothModel, FusedBf16RewriteIsBitEqualToTheGeneralPath) {
   auto& model = f.ckpt->model;
   runtime::Forward forward(model.config, {.precision = runtime::Precision::F32});
   runtime::CheckpointWeights w(model, f.ckpt->refs, false);
-  auto stats = passes::collect_stats(forward, w, sequences(f.seed, shape.vocab), {});
+  auto stats = passes::collect_stats(forward, w, random_sequences(f.seed, shape.vocab), {});
   ASSERT_TRUE(stats.ok());
   ASSERT_TRUE(passes::smooth_model(model, f.ckpt->refs, *stats, {.alpha = 0.55f, .extra = true}).ok());
   int checked = 0;

@@ -12,6 +12,7 @@
 #include "passes/stats.h"
 #include "runtime/checkpoint_weights.h"
 #include "test/support/tiny_checkpoint.h"
+#include "test/support/tiny_runtime.h"
 
 namespace fp4c::testing {
 namespace {
@@ -77,44 +78,6 @@ TEST(SmoothQuant, ApplyScalesColumnsAndDividesTheNorm) {
     for (size_t r = 0; r < 2; ++r) EXPECT_FLOAT_EQ(h.a.weight[r * 5 + j], a0[r * 5 + j] * s[j]);
     EXPECT_FLOAT_EQ(h.b.weight[j], b0[j] * s[j]);
   }
-}
-
-std::vector<std::vector<int32_t>> random_sequences(uint64_t seed, int vocab) {
-  std::mt19937_64 rng(seed);
-  std::vector<std::vector<int32_t>> seqs;
-  for (int s = 0; s < 3; ++s) {
-    std::vector<int32_t> ids(size_t(6 + 9 * s));
-    for (auto& id : ids) id = int32_t(rng() % uint64_t(vocab));
-    seqs.push_back(ids);
-  }
-  return seqs;
-}
-
-std::vector<float> logits(const runtime::Forward& forward, runtime::WeightSource& w,
-                          const std::vector<std::vector<int32_t>>& seqs, int layers) {
-  std::vector<float> out;
-  auto acts = forward.embed(w, seqs);
-  EXPECT_TRUE(acts.ok()) << acts.error().message;
-  if (!acts.ok()) return out;
-  for (int i = 0; i < layers; ++i) {
-    auto p = w.layer(i);
-    EXPECT_TRUE(p.ok()) << p.error().message;
-    if (!p.ok()) return {};
-    EXPECT_TRUE(forward.layer(i, *p, *acts).ok());
-  }
-  auto fn = w.final_norm();
-  auto head = w.lm_head();
-  EXPECT_TRUE(fn.ok() && head.ok());
-  if (!fn.ok() || !head.ok()) return {};
-  const int64_t vocab = head->out;
-  out.resize(size_t(acts->tokens() * vocab));
-  EXPECT_TRUE(forward
-                  .head(*fn, *head, *acts,
-                        [&](int64_t first, const float* l, int64_t rows) {
-                          std::copy(l, l + rows * vocab, out.begin() + first * vocab);
-                        })
-                  .ok());
-  return out;
 }
 
 // Planted outlier channels: a few input_layernorm weights multiplied by 30.
