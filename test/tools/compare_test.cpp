@@ -15,24 +15,7 @@ namespace {
 
 const fs::path kStories = fs::path(FP4C_SHARED_DIR) / "models" / "stories260K";
 
-struct Synthetic {
-  TempDir tmp;
-  fs::path model = tmp.path / "tiny";
-  fs::path calib = tmp.path / "calib.txt";
-  fs::path eval = tmp.path / "eval.txt";
-  Synthetic() {
-    auto synth = run(tool_path("FP4C_SYNTH_BIN", "fp4c-synth") + " --preset tiny --out " + model.string());
-    EXPECT_EQ(synth.exit_code, 0) << synth.out;
-    write_text(calib,
-               "The quick brown fox jumps over the lazy dog.\n\nfor (int i = 0; i < n; ++i) sum += x[i];\n\n"
-               "Quantization maps many values onto few; calibration decides which.\n\n"
-               "A block of sixteen values shares one scale, and a tensor shares one more.\n");
-    write_text(eval,
-               "Evaluation text is kept apart from calibration text.\n\nPerplexity is exp of the mean negative "
-               "log likelihood.\n\nThe reference runs beside the candidate, layer by layer.\n\nKL divergence "
-               "compares whole next-token distributions.\n");
-  }
-};
+using Synthetic = SynthModel;
 
 nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(read_file(p)); }
 

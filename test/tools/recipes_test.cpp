@@ -16,18 +16,7 @@ namespace {
 
 const fs::path kStories = fs::path(FP4C_SHARED_DIR) / "models" / "stories260K";
 
-struct Synth {
-  TempDir tmp;
-  fs::path model = tmp.path / "tiny";
-  fs::path calib = tmp.path / "calib.txt";
-  Synth() {
-    auto r = run(tool_path("FP4C_SYNTH_BIN", "fp4c-synth") + " --preset tiny --out " + model.string());
-    EXPECT_EQ(r.exit_code, 0) << r.out;
-    write_text(calib,
-               "The quick brown fox jumps over the lazy dog.\n\nfor (int i = 0; i < n; ++i) sum += x[i];\n\n"
-               "Quantization maps many values onto few; calibration decides which.\n\nA fourth paragraph, "
-               "with numbers 3.14159 and 2.71828, and some more words to calibrate on.\n");
-  }
+struct Synth : SynthModel {
   std::string base(const fs::path& out) const {
     return "quantize --model " + model.string() + " --out " + out.string() + " --calib " + calib.string();
   }
