@@ -1,0 +1,387 @@
+// GPTQ on the NVFP4 grid: see gptq.h for the algorithm and the choices made.
+#include "passes/gptq.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "formats/fp4.h"
+#include "formats/fp8_e4m3.h"
+
+namespace fp4c::passes {
+
+namespace {
+
+using nvfp4::kBlock;
+
+uint8_t zero_scale_code(nvfp4::ZeroScale zero) {
+  return zero == nvfp4::ZeroScale::ModelOpt ? uint8_t(0x38) : uint8_t(0x20);  // 1.0 : 0.125
+}
+
+float clamp_keep_nan(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+// H[a][b] of a symmetric H, read from its upper triangle (diagonal included).
+inline double h_sym(const double* h, int64_t n, int64_t a, int64_t b) {
+  return a <= b ? h[a * n + b] : h[b * n + a];
+}
+
+// A dead input channel (H_jj == 0) counts as H_jj = 1.
+inline double diag_fixed(const double* h, int64_t n, int64_t j) {
+  const double d = h[j * n + j];
+  return d == 0.0 ? 1.0 : d;
+}
+
+// In-place lower Cholesky of the row-major [n, n] matrix a (lower triangle read; on success its
+// lower triangle holds L, the upper triangle is scratch). Right-looking, panels of kPanel columns,
+// the trailing update vectorised along rows; each element receives its updates in a fixed order, so
+// the result does not depend on the thread count. Returns the failing pivot, or -1.
+int64_t cholesky_lower(double* a, int64_t n) {
+  constexpr int64_t kPanel = 64;
+  std::vector<double> pt;  // the panel transposed: pt[k * n + j] = a[j][k0 + k]
+  for (int64_t k0 = 0; k0 < n; k0 += kPanel) {
+    const int64_t k1 = std::min(k0 + kPanel, n), nb = k1 - k0;
+    // 1. the diagonal block.
+    for (int64_t j = k0; j < k1; ++j) {
+      double d = a[j * n + j];
+      for (int64_t k = k0; k < j; ++k) d -= a[j * n + k] * a[j * n + k];
+      if (!(d > 0.0) || !std::isfinite(d)) return j;
+      const double ljj = std::sqrt(d);
+      a[j * n + j] = ljj;
+      for (int64_t i = j + 1; i < k1; ++i) {
+        double s = a[i * n + j];
+        for (int64_t k = k0; k < j; ++k) s -= a[i * n + k] * a[j * n + k];
+        a[i * n + j] = s / ljj;
+      }
+    }
+    if (k1 == n) break;
+    // 2. the panel below it: a[i][k0:k1] <- a[i][k0:k1] L11^-T.
+#pragma omp parallel for schedule(static) if ((n - k1) * nb * nb >= (1 << 16))
+    for (int64_t i = k1; i < n; ++i) {
+      for (int64_t j = k0; j < k1; ++j) {
+        double s = a[i * n + j];
+        for (int64_t k = k0; k < j; ++k) s -= a[i * n + k] * a[j * n + k];
+        a[i * n + j] = s / a[j * n + j];
+      }
+    }
+    // 3. the trailing matrix: a[i][j] -= sum_k a[i][k] a[j][k], k in [k0, k1), j in [k1, i].
+    pt.assign(size_t(nb * n), 0.0);
+    for (int64_t j = k1; j < n; ++j) {
+      for (int64_t k = 0; k < nb; ++k) pt[size_t(k * n + j)] = a[j * n + k0 + k];
+    }
+    constexpr int64_t kRows = 4, kChunk = 256;
+    const int64_t tiles = (n - k1 + kRows - 1) / kRows;
+#pragma omp parallel for schedule(dynamic, 1) if ((n - k1) * (n - k1) * nb >= (1 << 18))
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t i0 = k1 + t * kRows, i1 = std::min(i0 + kRows, n);
+      // Columns up to the tile's last row; rows above it also update a few upper-triangle
+      // (scratch) entries, which keeps the loop rectangular.
+      for (int64_t c0 = k1; c0 < i1; c0 += kChunk) {
+        const int64_t c1 = std::min(c0 + kChunk, i1);
+        for (int64_t i = i0; i < i1; ++i) {
+          double* ai = a + i * n;
+          for (int64_t k = 0; k < nb; ++k) {
+            const double p = ai[k0 + k];
+            const double* ptk = pt.data() + k * n;
+#pragma omp simd
+            for (int64_t j = c0; j < c1; ++j) ai[j] -= p * ptk[j];
+          }
+        }
+      }
+    }
+  }
+  return -1;
+}
+
+// M = L^-1 for lower triangular L (row-major [n, n], lower triangle read); M lower, zeros above.
+// Columns of M are independent: OpenMP over chunks of columns, each element's sum in a fixed order.
+std::vector<double> invert_lower(const double* l, int64_t n) {
+  std::vector<double> m(size_t(n * n), 0.0);
+  constexpr int64_t kCols = 32;
+  const int64_t chunks = (n + kCols - 1) / kCols;
+#pragma omp parallel for schedule(dynamic, 1) if (n >= 128)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t c0 = c * kCols, c1 = std::min(c0 + kCols, n), w = c1 - c0;
+    // This chunk's columns of M, rows c0..n-1, contiguous: mc[(i - c0) * kCols + (j - c0)].
+    std::vector<double> mc(size_t((n - c0) * kCols), 0.0);
+    for (int64_t i = c0; i < n; ++i) {
+      double acc[kCols];
+      for (int64_t j = 0; j < kCols; ++j) acc[j] = (i - c0 == j) ? 1.0 : 0.0;
+      const double* li = l + i * n;
+      for (int64_t k = c0; k < i; ++k) {
+        const double lik = li[k];
+        const double* mk = mc.data() + (k - c0) * kCols;
+#pragma omp simd
+        for (int64_t j = 0; j < kCols; ++j) acc[j] -= lik * mk[j];
+      }
+      const double lii = li[i];
+      double* mi = mc.data() + (i - c0) * kCols;
+      const int64_t upto = std::min<int64_t>(w, i - c0 + 1);  // only j <= i
+      for (int64_t j = 0; j < upto; ++j) mi[j] = acc[j] / lii;
+    }
+    for (int64_t i = c0; i < n; ++i) {
+      for (int64_t j = 0; j < w; ++j) m[size_t(i * n + c0 + j)] = mc[size_t((i - c0) * kCols + j)];
+    }
+  }
+  return m;
+}
+
+// Lazy-batch GEMM update of a tile of rows: w[r][k] -= sum_i e[r][i] * u[b0 + i][k] for k in
+// [k_begin, cols), i in [0, nb), each element's subtractions in ascending i (the unblocked order).
+// Four rows by eight columns held in registers.
+void lazy_update(float* w, int64_t rows, int64_t cols, const float* e, int64_t e_stride,
+                 const float* u, int64_t b0, int64_t nb, int64_t k_begin) {
+  constexpr int kR = 4, kV = 8;
+  int64_t r = 0;
+  for (; r + kR <= rows; r += kR) {
+    for (int64_t k = k_begin; k < cols; k += kV) {
+      float acc[kR][kV];
+      for (int rr = 0; rr < kR; ++rr) {
+#pragma omp simd
+        for (int t = 0; t < kV; ++t) acc[rr][t] = w[(r + rr) * cols + k + t];
+      }
+      for (int64_t i = 0; i < nb; ++i) {
+        const float* ui = u + (b0 + i) * cols + k;
+        for (int rr = 0; rr < kR; ++rr) {
+          const float er = e[(r + rr) * e_stride + i];
+#pragma omp simd
+          for (int t = 0; t < kV; ++t) acc[rr][t] -= er * ui[t];
+        }
+      }
+      for (int rr = 0; rr < kR; ++rr) {
+#pragma omp simd
+        for (int t = 0; t < kV; ++t) w[(r + rr) * cols + k + t] = acc[rr][t];
+      }
+    }
+  }
+  for (; r < rows; ++r) {
+    float* wr = w + r * cols;
+    for (int64_t i = 0; i < nb; ++i) {
+      const float er = e[r * e_stride + i];
+      const float* ui = u + (b0 + i) * cols;
+#pragma omp simd
+      for (int64_t k = k_begin; k < cols; ++k) wr[k] -= er * ui[k];
+    }
+  }
+}
+
+// Step 5 of gptq.h for one tile of `rows` rows (w, codes: stride cols; scale_codes: stride cols/16).
+void quantize_tile(float* w, int64_t rows, int64_t cols, const float* u, float G, int64_t block,
+                   uint8_t zero_code, uint8_t* codes, uint8_t* scale_codes, std::vector<float>& e,
+                   std::vector<float>& d) {
+  const int64_t groups = cols / kBlock;
+  e.resize(size_t(rows * block));
+  d.resize(size_t(rows));
+  for (int64_t b0 = 0; b0 < cols; b0 += block) {
+    const int64_t b1 = std::min(b0 + block, cols), nb = b1 - b0;
+    for (int64_t i = b0; i < b1; ++i) {
+      if (i % kBlock == 0) {  // the group's scale, from its current weights
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* x = w + r * cols + i;
+          float a = 0.0f;
+          for (int t = 0; t < kBlock; ++t) {
+            const float ax = std::fabs(x[t]);
+            if (std::isnan(ax) || ax > a) a = ax;
+          }
+          uint8_t s = fp8_e4m3::encode(clamp_keep_nan(G * (a / 6.0f), -448.0f, 448.0f));
+          if ((s & 0x7F) == 0) s = zero_code;
+          scale_codes[r * groups + i / kBlock] = s;
+          d[size_t(r)] = fp8_e4m3::decode(s) / G;
+        }
+      }
+      const float* ui = u + i * cols;
+      const float uii = ui[i];
+      for (int64_t r = 0; r < rows; ++r) {
+        float* wr = w + r * cols;
+        const float x = wr[i], dr = d[size_t(r)];
+        const uint8_t q = fp4::encode(clamp_keep_nan(x / dr, -6.0f, 6.0f));
+        codes[r * cols + i] = q;
+        const float er = (x - fp4::decode(q) * dr) / uii;
+        e[size_t(r * block + (i - b0))] = er;
+#pragma omp simd
+        for (int64_t k = i + 1; k < b1; ++k) wr[k] -= er * ui[k];
+      }
+    }
+    if (b1 < cols) lazy_update(w, rows, cols, e.data(), block, u, b0, nb, b1);
+  }
+}
+
+}  // namespace
+
+namespace gptq_detail {
+
+std::vector<int64_t> column_order(const double* h, int64_t cols, bool act_order) {
+  std::vector<int64_t> order(static_cast<size_t>(cols));
+  std::iota(order.begin(), order.end(), int64_t(0));
+  if (!act_order) return order;
+  const int64_t groups = cols / kBlock;
+  std::vector<double> sum(size_t(groups), 0.0);
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int t = 0; t < kBlock; ++t) sum[size_t(g)] += diag_fixed(h, cols, g * kBlock + t);
+  }
+  std::vector<int64_t> g_order(static_cast<size_t>(groups));
+  std::iota(g_order.begin(), g_order.end(), int64_t(0));
+  std::stable_sort(g_order.begin(), g_order.end(),
+                   [&](int64_t a, int64_t b) { return sum[size_t(a)] > sum[size_t(b)]; });
+  for (int64_t p = 0; p < groups; ++p) {
+    for (int t = 0; t < kBlock; ++t) order[size_t(p * kBlock + t)] = g_order[size_t(p)] * kBlock + t;
+  }
+  return order;
+}
+
+Expected<std::vector<double>> inverse_cholesky_upper(const double* h, int64_t n, double damp,
+                                                     const std::vector<int64_t>& order) {
+  double mean = 0.0;
+  for (int64_t j = 0; j < n; ++j) mean += diag_fixed(h, n, j);
+  mean /= double(n);
+  const double add = damp * mean;
+  // B = J H' J (H' = H permuted by order, dead diagonals fixed, damped): B[i][j] = H'[n-1-i][n-1-j];
+  // only its lower triangle is needed.
+  std::vector<double> b(size_t(n * n), 0.0);
+#pragma omp parallel for schedule(static) if (n >= 256)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t oi = order[size_t(n - 1 - i)];
+    for (int64_t j = 0; j < i; ++j) b[size_t(i * n + j)] = h_sym(h, n, oi, order[size_t(n - 1 - j)]);
+    b[size_t(i * n + i)] = diag_fixed(h, n, oi) + add;
+  }
+  const int64_t failed = cholesky_lower(b.data(), n);
+  if (failed >= 0) {
+    return make_error("GPTQ: H + damp * mean(diag H) * I is not positive definite (Cholesky pivot " +
+                      std::to_string(n - 1 - failed) + " in processing order, damp " +
+                      std::to_string(damp) + "); raise damp");
+  }
+  const std::vector<double> m = invert_lower(b.data(), n);
+  // U = J M J: U[i][j] = M[n-1-i][n-1-j], upper.
+  std::vector<double> u(size_t(n * n), 0.0);
+#pragma omp parallel for schedule(static) if (n >= 256)
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = i; j < n; ++j) u[size_t(i * n + j)] = m[size_t((n - 1 - i) * n + (n - 1 - j))];
+  }
+  return u;
+}
+
+void quantize_columns(float* w, int64_t rows, int64_t cols, const float* u, float global_scale,
+                      int block, nvfp4::ZeroScale zero, uint8_t* codes, uint8_t* scale_codes) {
+  constexpr int64_t kTile = 32;
+  const uint8_t zc = zero_scale_code(zero);
+  const int64_t tiles = (rows + kTile - 1) / kTile;
+#pragma omp parallel if (tiles > 1)
+  {
+    std::vector<float> e, d;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * kTile, nr = std::min(kTile, rows - r0);
+      quantize_tile(w + r0 * cols, nr, cols, u, global_scale, block, zc, codes + r0 * cols,
+                    scale_codes + r0 * (cols / kBlock), e, d);
+    }
+  }
+}
+
+}  // namespace gptq_detail
+
+Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h, float global_scale,
+                     const GptqOptions& options, uint8_t* packed, uint8_t* scales,
+                     nvfp4::ZeroScale zero, float* dequantized, nvfp4::ErrorStats* err) {
+  auto fail = [](const std::string& what) { return make_error("gptq_quantize: " + what); };
+  if (rows < 0 || cols <= 0 || cols % kBlock != 0) {
+    return fail("cols must be a positive multiple of 16 and rows >= 0 (got [" + std::to_string(rows) +
+                ", " + std::to_string(cols) + "]): NVFP4 blocks are 16 input channels");
+  }
+  if (!w || !h || (rows > 0 && (!packed || !scales))) return fail("null weight, H or output buffer");
+  if (!std::isfinite(global_scale) || !(global_scale > 0.0f)) {
+    return fail("the global scale must be finite and > 0 (got " + std::to_string(global_scale) + ")");
+  }
+  if (!std::isfinite(options.damp) || options.damp < 0.0) {
+    return fail("damp must be finite and >= 0 (got " + std::to_string(options.damp) + ")");
+  }
+  if (options.block <= 0 || options.block % kBlock != 0) {
+    return fail("block must be a positive multiple of 16 (got " + std::to_string(options.block) + ")");
+  }
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    if (!std::isfinite(w[i])) {
+      return fail(std::string("W[") + std::to_string(i / cols) + ", " + std::to_string(i % cols) +
+                  "] is " + (std::isnan(w[i]) ? "NaN" : "Inf") + ": the weight must be finite");
+    }
+  }
+  for (int64_t i = 0; i < cols * cols; ++i) {
+    if (!std::isfinite(h[i])) {
+      return fail(std::string("H[") + std::to_string(i / cols) + ", " + std::to_string(i % cols) +
+                  "] is " + (std::isnan(h[i]) ? "NaN" : "Inf") + ": H must be finite");
+    }
+  }
+  for (int64_t j = 0; j < cols; ++j) {
+    if (h[j * cols + j] < 0.0) {
+      return fail("H[" + std::to_string(j) + ", " + std::to_string(j) +
+                  "] is negative: H must be a second-moment matrix X^T X / n");
+    }
+  }
+  if (rows == 0) return Status();
+
+  const std::vector<int64_t> order = gptq_detail::column_order(h, cols, options.act_order);
+  FP4C_ASSIGN(std::vector<double> u64,
+              gptq_detail::inverse_cholesky_upper(h, cols, options.damp, order));
+  std::vector<float> u(u64.size());
+  for (size_t i = 0; i < u64.size(); ++i) u[i] = float(u64[i]);
+  u64 = {};
+
+  const int64_t groups = cols / kBlock;
+  std::vector<float> wp(size_t(rows * cols));
+#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) wp[size_t(r * cols + c)] = w[r * cols + order[size_t(c)]];
+  }
+  std::vector<uint8_t> codes(size_t(rows * cols)), sc(size_t(rows * groups));
+  gptq_detail::quantize_columns(wp.data(), rows, cols, u.data(), global_scale, options.block, zero,
+                                codes.data(), sc.data());
+  for (int64_t i = 0; i < rows * groups; ++i) {
+    if ((sc[size_t(i)] & 0x7F) == 0x7F) {
+      return fail("the error updates overflowed (row " + std::to_string(i / groups) +
+                  "): H is too ill-conditioned for this damp; raise damp");
+    }
+  }
+
+  // Back to the original column order: a processing group p is the original group order[16p] / 16.
+  std::vector<nvfp4::ErrorStats> row_err(err ? size_t(rows) : 0);
+#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<uint8_t> q(static_cast<size_t>(cols));
+    for (int64_t p = 0; p < groups; ++p) {
+      const int64_t g = order[size_t(p * kBlock)] / kBlock;
+      scales[r * groups + g] = sc[size_t(r * groups + p)];
+      for (int t = 0; t < kBlock; ++t) {
+        q[size_t(g * kBlock + t)] = codes[size_t(r * cols + p * kBlock + t)];
+      }
+    }
+    for (int64_t c = 0; c < cols; c += 2) {
+      packed[(r * cols + c) / 2] = fp4::pack(q[size_t(c)], q[size_t(c + 1)]);
+    }
+    nvfp4::ErrorStats* re = err ? &row_err[size_t(r)] : nullptr;
+    for (int64_t g = 0; g < groups; ++g) {
+      const float d = fp8_e4m3::decode(scales[r * groups + g]) / global_scale;
+      for (int t = 0; t < kBlock; ++t) {
+        const int64_t c = g * kBlock + t;
+        const float v = w[r * cols + c], vq = fp4::decode(q[size_t(c)]) * d;
+        if (dequantized) dequantized[r * cols + c] = vq;
+        if (re) {
+          const double e = double(v) - double(vq);
+          re->sum_sq_err += e * e;
+          re->sum_sq_ref += double(v) * double(v);
+          if (std::fabs(e) > re->max_abs_err) re->max_abs_err = std::fabs(e);
+        }
+      }
+    }
+    if (re) re->count += cols;
+  }
+  if (err) {
+    for (const nvfp4::ErrorStats& re : row_err) {
+      err->sum_sq_err += re.sum_sq_err;
+      err->sum_sq_ref += re.sum_sq_ref;
+      if (re.max_abs_err > err->max_abs_err) err->max_abs_err = re.max_abs_err;
+      err->count += re.count;
+    }
+  }
+  return Status();
+}
+
+}  // namespace fp4c::passes

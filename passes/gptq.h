@@ -1,0 +1,85 @@
+// GPTQ on the NVFP4 grid (issue 6; Frantar et al., "GPTQ", as AutoGPTQ / llm-compressor run it):
+// error-compensating quantization of a Linear weight W [rows, cols] from its input second-moment
+// matrix H = X^T X / n, written in exactly the layout of nvfp4::quantize_f32_ref (packed FP4 codes,
+// FP8 E4M3 block scales, one global scale G), so the artifact format does not change.
+//
+// The algorithm, as implemented here:
+//  1. Dead columns (H_jj == 0: the input channel never fired in calibration) get H_jj = 1. Their
+//     weights are KEPT as they are (GPTQ implementations zero them; keeping them changes nothing on
+//     the calibration data and keeps the channel usable on inputs calibration did not see). With H
+//     PSD the rest of row/column j is 0, so such a column neither sends nor receives error: it is
+//     quantized round-to-nearest with its group's scale.
+//  2. Dampening: H += damp * mean(diag H) * I (after step 1), as llm-compressor's percdamp.
+//  3. act_order: the 16-column groups (not single columns: each group must stay contiguous in the
+//     ORIGINAL column order for the scales' layout) are processed in descending order of their summed
+//     diag(H) (ties: lower group first); columns inside a group keep their order. H and W are permuted
+//     accordingly and the result is written back in the original order.
+//  4. U = the upper Cholesky factor of H^-1 (H^-1 = U^T U), computed in float64 as
+//     U = J chol(J H J)^-1 J (J the reversal; the same matrix as torch's
+//     cholesky(cholesky_inverse(cholesky(H)), upper=True), one factorization fewer), then rounded to
+//     float32 for the column loop.
+//  5. Columns left to right (in processing order). When the first column of a 16-column group is
+//     reached, each row's block scale is chosen by the max rule, s = fp8(G * amax / 6) (zero replaced
+//     per `zero`), over the CURRENT weights of those 16 columns, i.e. after every error update from
+//     the columns before them (AutoGPTQ reads the group from W, which misses the updates from
+//     earlier columns of the same lazy batch; here the group always sees them, so the result does
+//     not depend on `block`). Each column is quantized with that scale exactly as NVFP4.md §3 step 3,
+//     q = fp4(clamp(w / (s / G), -6, 6)), and its error (w - Q(w)) / U_jj is propagated to the
+//     columns after it: W[:, k] -= err * U[j, k]. The updates are done in lazy batches of `block`
+//     columns (inside a batch eagerly, beyond it as one GEMM per batch), each element receiving its
+//     subtractions in column order, so the result is bit-identical to the plain unblocked loop.
+//  Rows are independent given U: OpenMP over tiles of rows; the bytes do not depend on the thread
+//  count.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "formats/nvfp4.h"
+#include "ir/expected.h"
+
+namespace fp4c::passes {
+
+struct GptqOptions {
+  double damp = 0.01;      // relative: H += damp * mean(diag H) * I; >= 0 and finite
+  bool act_order = false;  // process 16-column groups in descending summed diag(H) order (see above)
+  int block = 128;         // lazy-batch width (columns) for the blocked updates; a positive multiple of 16
+};
+
+// Error-compensating quantization of W [rows, cols] (row-major float, cols % 16 == 0) to NVFP4 with
+// the given global scale G (finite, > 0), from H = X^T X / n ([cols, cols] row-major double,
+// symmetric: only its upper triangle and diagonal are read). Output exactly as nvfp4::quantize_*
+// lays it out: packed codes rows*cols/2 bytes, FP8 block scales rows*cols/16 bytes, zero-scale
+// convention `zero`. `dequantized` (rows*cols floats, may be null) receives Q(W) as nvfp4::dequantize
+// computes it. err (may be null): ErrorStats of Q(W) vs W, accumulated as nvfp4::quantize_f32_ref
+// does (per row in double, rows summed in order).
+// Errors (nothing written): cols not a multiple of 16, null buffers, a NaN or Inf in W or H (named
+// by position), a negative diagonal in H, G not finite and positive, bad options, and H + damp not
+// positive definite (raise damp).
+Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h, float global_scale,
+                     const GptqOptions& options, uint8_t* packed, uint8_t* scales,
+                     nvfp4::ZeroScale zero, float* dequantized, nvfp4::ErrorStats* err);
+
+// The pieces of gptq_quantize, exposed so that tests can check each against a plain reference.
+namespace gptq_detail {
+
+// Processing order of the columns: act_order off -> identity; on -> groups of 16 sorted by descending
+// summed diag(H) (dead diagonals counted as 1), stable.
+std::vector<int64_t> column_order(const double* h, int64_t cols, bool act_order);
+
+// Steps 1, 2 and 4 on H permuted by `order` (H'[i][j] = H[order[i]][order[j]]): U, upper triangular,
+// [cols, cols] row-major float64, zeros below the diagonal. Error if H + damp is not positive
+// definite.
+Expected<std::vector<double>> inverse_cholesky_upper(const double* h, int64_t cols, double damp,
+                                                     const std::vector<int64_t>& order);
+
+// Step 5 for W with columns already in processing order (w [rows, cols], modified in place: it ends
+// holding the error-updated weights), with U (float32, [cols, cols] row-major, upper). Writes the
+// FP4 code of every element (one per byte, processing order) and each row's scale code per group
+// (processing order), [rows, cols/16].
+void quantize_columns(float* w, int64_t rows, int64_t cols, const float* u, float global_scale,
+                      int block, nvfp4::ZeroScale zero, uint8_t* codes, uint8_t* scale_codes);
+
+}  // namespace gptq_detail
+
+}  // namespace fp4c::passes
