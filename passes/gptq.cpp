@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -15,6 +16,16 @@ namespace fp4c::passes {
 namespace {
 
 using nvfp4::kBlock;
+
+// The hot loops are compiled for AVX-512, AVX2 and the baseline, picked at load time. Contraction
+// into fused multiply-adds is off, so every clone does the same roundings (a multiply, then a
+// subtract): the bytes do not depend on the CPU, and equal a plain loop's.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FP4C_GPTQ_CLONES \
+  __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
+#else
+#define FP4C_GPTQ_CLONES
+#endif
 
 uint8_t zero_scale_code(nvfp4::ZeroScale zero) {
   return zero == nvfp4::ZeroScale::ModelOpt ? uint8_t(0x38) : uint8_t(0x20);  // 1.0 : 0.125
@@ -31,6 +42,27 @@ inline double h_sym(const double* h, int64_t n, int64_t a, int64_t b) {
 inline double diag_fixed(const double* h, int64_t n, int64_t j) {
   const double d = h[j * n + j];
   return d == 0.0 ? 1.0 : d;
+}
+
+// Cholesky's trailing update for rows [i0, i1): a[i][j] -= sum_k a[i][k0 + k] pt[k][j], k in [0, nb),
+// j in [k1, i1) (columns up to the tile's last row: rows above it also update a few upper-triangle
+// scratch entries, which keeps the loop rectangular), k ascending for every element.
+FP4C_GPTQ_CLONES
+void trailing_update(double* a, int64_t n, const double* pt, int64_t k0, int64_t nb, int64_t k1,
+                     int64_t i0, int64_t i1) {
+  constexpr int64_t kChunk = 256;
+  for (int64_t c0 = k1; c0 < i1; c0 += kChunk) {
+    const int64_t c1 = std::min(c0 + kChunk, i1);
+    for (int64_t i = i0; i < i1; ++i) {
+      double* ai = a + i * n;
+      for (int64_t k = 0; k < nb; ++k) {
+        const double p = ai[k0 + k];
+        const double* ptk = pt + k * n;
+#pragma omp simd
+        for (int64_t j = c0; j < c1; ++j) ai[j] -= p * ptk[j];
+      }
+    }
+  }
 }
 
 // In-place lower Cholesky of the row-major [n, n] matrix a (lower triangle read; on success its
@@ -70,103 +102,138 @@ int64_t cholesky_lower(double* a, int64_t n) {
     for (int64_t j = k1; j < n; ++j) {
       for (int64_t k = 0; k < nb; ++k) pt[size_t(k * n + j)] = a[j * n + k0 + k];
     }
-    constexpr int64_t kRows = 4, kChunk = 256;
+    constexpr int64_t kRows = 4;
     const int64_t tiles = (n - k1 + kRows - 1) / kRows;
 #pragma omp parallel for schedule(dynamic, 1) if ((n - k1) * (n - k1) * nb >= (1 << 18))
     for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t i0 = k1 + t * kRows, i1 = std::min(i0 + kRows, n);
-      // Columns up to the tile's last row; rows above it also update a few upper-triangle
-      // (scratch) entries, which keeps the loop rectangular.
-      for (int64_t c0 = k1; c0 < i1; c0 += kChunk) {
-        const int64_t c1 = std::min(c0 + kChunk, i1);
-        for (int64_t i = i0; i < i1; ++i) {
-          double* ai = a + i * n;
-          for (int64_t k = 0; k < nb; ++k) {
-            const double p = ai[k0 + k];
-            const double* ptk = pt.data() + k * n;
-#pragma omp simd
-            for (int64_t j = c0; j < c1; ++j) ai[j] -= p * ptk[j];
-          }
-        }
-      }
+      const int64_t i0 = k1 + t * kRows;
+      trailing_update(a, n, pt.data(), k0, nb, k1, i0, std::min(i0 + kRows, n));
     }
   }
   return -1;
+}
+
+constexpr int64_t kInvCols = 32;
+
+// Columns [c0, c0 + w) of M = L^-1, rows c0..n-1, into mc[(i - c0) * kInvCols + (j - c0)] (zeroed
+// by the caller): M[i][j] = (delta_ij - sum_{k<i} L[i][k] M[k][j]) / L[i][i], k ascending.
+FP4C_GPTQ_CLONES
+void invert_chunk(const double* l, int64_t n, int64_t c0, int64_t w, double* mc) {
+  for (int64_t i = c0; i < n; ++i) {
+    double acc[kInvCols];
+    for (int64_t j = 0; j < kInvCols; ++j) acc[j] = (i - c0 == j) ? 1.0 : 0.0;
+    const double* li = l + i * n;
+    for (int64_t k = c0; k < i; ++k) {
+      const double lik = li[k];
+      const double* mk = mc + (k - c0) * kInvCols;
+#pragma omp simd
+      for (int64_t j = 0; j < kInvCols; ++j) acc[j] -= lik * mk[j];
+    }
+    const double lii = li[i];
+    double* mi = mc + (i - c0) * kInvCols;
+    const int64_t upto = std::min<int64_t>(w, i - c0 + 1);  // only j <= i
+    for (int64_t j = 0; j < upto; ++j) mi[j] = acc[j] / lii;
+  }
 }
 
 // M = L^-1 for lower triangular L (row-major [n, n], lower triangle read); M lower, zeros above.
 // Columns of M are independent: OpenMP over chunks of columns, each element's sum in a fixed order.
 std::vector<double> invert_lower(const double* l, int64_t n) {
   std::vector<double> m(size_t(n * n), 0.0);
-  constexpr int64_t kCols = 32;
-  const int64_t chunks = (n + kCols - 1) / kCols;
+  const int64_t chunks = (n + kInvCols - 1) / kInvCols;
 #pragma omp parallel for schedule(dynamic, 1) if (n >= 128)
   for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t c0 = c * kCols, c1 = std::min(c0 + kCols, n), w = c1 - c0;
-    // This chunk's columns of M, rows c0..n-1, contiguous: mc[(i - c0) * kCols + (j - c0)].
-    std::vector<double> mc(size_t((n - c0) * kCols), 0.0);
+    const int64_t c0 = c * kInvCols, w = std::min(c0 + kInvCols, n) - c0;
+    std::vector<double> mc(size_t((n - c0) * kInvCols), 0.0);
+    invert_chunk(l, n, c0, w, mc.data());
     for (int64_t i = c0; i < n; ++i) {
-      double acc[kCols];
-      for (int64_t j = 0; j < kCols; ++j) acc[j] = (i - c0 == j) ? 1.0 : 0.0;
-      const double* li = l + i * n;
-      for (int64_t k = c0; k < i; ++k) {
-        const double lik = li[k];
-        const double* mk = mc.data() + (k - c0) * kCols;
-#pragma omp simd
-        for (int64_t j = 0; j < kCols; ++j) acc[j] -= lik * mk[j];
-      }
-      const double lii = li[i];
-      double* mi = mc.data() + (i - c0) * kCols;
-      const int64_t upto = std::min<int64_t>(w, i - c0 + 1);  // only j <= i
-      for (int64_t j = 0; j < upto; ++j) mi[j] = acc[j] / lii;
-    }
-    for (int64_t i = c0; i < n; ++i) {
-      for (int64_t j = 0; j < w; ++j) m[size_t(i * n + c0 + j)] = mc[size_t((i - c0) * kCols + j)];
+      for (int64_t j = 0; j < w; ++j) m[size_t(i * n + c0 + j)] = mc[size_t((i - c0) * kInvCols + j)];
     }
   }
   return m;
 }
 
-// Lazy-batch GEMM update of a tile of rows: w[r][k] -= sum_i e[r][i] * u[b0 + i][k] for k in
-// [k_begin, cols), i in [0, nb), each element's subtractions in ascending i (the unblocked order).
-// Four rows by eight columns held in registers.
-void lazy_update(float* w, int64_t rows, int64_t cols, const float* e, int64_t e_stride,
-                 const float* u, int64_t b0, int64_t nb, int64_t k_begin) {
-  constexpr int kR = 4, kV = 8;
+// fp4::encode(clamp(y, -6, 6)) for a non-NaN y, inline and branch-free: the thresholds of NVFP4.md
+// §1 that |y| passes (> and >= alternate so that ties go to the even code), and the sign.
+inline uint8_t fp4_code(float y) {
+  const float ay = std::fabs(y);
+  const int m = (ay > 0.25f) + (ay >= 0.75f) + (ay > 1.25f) + (ay >= 1.75f) + (ay > 2.5f) + (ay >= 3.5f) +
+                (ay > 5.0f);
+  return uint8_t(m | (std::signbit(y) ? 8 : 0));
+}
+// fp4::decode.
+constexpr float kFp4Value[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                 -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // V16 by value between inlined helpers of this file only
+
+// Sixteen floats: GCC vector extensions, so that the register-blocked kernel below keeps its
+// accumulators in registers (one zmm each with AVX-512); lane-wise IEEE arithmetic, nothing fused.
+typedef float V16 __attribute__((vector_size(64)));
+
+inline V16 load16(const float* p) {
+  V16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store16(float* p, V16 v) { std::memcpy(p, &v, sizeof v); }
+
+// Lazy-batch GEMM update of a tile of rows: w[r][k] -= sum_i e[r][i] * u[i0 + i][k] for k in
+// [k_begin, k_end) (a multiple of 16 wide), i in [0, ni), each element's subtractions in ascending i
+// (the order of the plain unblocked loop). e[r][i] is e[r * e_stride + i]. Eight rows by sixteen
+// columns in registers.
+FP4C_GPTQ_CLONES
+void lazy_update(float* w, int64_t rows, int64_t cols, const float* e, int64_t e_stride, const float* u,
+                 int64_t i0, int64_t ni, int64_t k_begin, int64_t k_end) {
+  constexpr int kR = 8;
   int64_t r = 0;
   for (; r + kR <= rows; r += kR) {
-    for (int64_t k = k_begin; k < cols; k += kV) {
-      float acc[kR][kV];
-      for (int rr = 0; rr < kR; ++rr) {
-#pragma omp simd
-        for (int t = 0; t < kV; ++t) acc[rr][t] = w[(r + rr) * cols + k + t];
+    float* wr = w + r * cols;
+    const float* er = e + r * e_stride;
+    for (int64_t k = k_begin; k < k_end; k += 16) {
+      V16 a0 = load16(wr + k), a1 = load16(wr + cols + k), a2 = load16(wr + 2 * cols + k),
+          a3 = load16(wr + 3 * cols + k), a4 = load16(wr + 4 * cols + k), a5 = load16(wr + 5 * cols + k),
+          a6 = load16(wr + 6 * cols + k), a7 = load16(wr + 7 * cols + k);
+      const float* ui = u + i0 * cols + k;
+      for (int64_t i = 0; i < ni; ++i, ui += cols) {
+        const V16 v = load16(ui);
+        a0 -= er[i] * v;
+        a1 -= er[e_stride + i] * v;
+        a2 -= er[2 * e_stride + i] * v;
+        a3 -= er[3 * e_stride + i] * v;
+        a4 -= er[4 * e_stride + i] * v;
+        a5 -= er[5 * e_stride + i] * v;
+        a6 -= er[6 * e_stride + i] * v;
+        a7 -= er[7 * e_stride + i] * v;
       }
-      for (int64_t i = 0; i < nb; ++i) {
-        const float* ui = u + (b0 + i) * cols + k;
-        for (int rr = 0; rr < kR; ++rr) {
-          const float er = e[(r + rr) * e_stride + i];
-#pragma omp simd
-          for (int t = 0; t < kV; ++t) acc[rr][t] -= er * ui[t];
-        }
-      }
-      for (int rr = 0; rr < kR; ++rr) {
-#pragma omp simd
-        for (int t = 0; t < kV; ++t) w[(r + rr) * cols + k + t] = acc[rr][t];
-      }
+      store16(wr + k, a0);
+      store16(wr + cols + k, a1);
+      store16(wr + 2 * cols + k, a2);
+      store16(wr + 3 * cols + k, a3);
+      store16(wr + 4 * cols + k, a4);
+      store16(wr + 5 * cols + k, a5);
+      store16(wr + 6 * cols + k, a6);
+      store16(wr + 7 * cols + k, a7);
     }
   }
   for (; r < rows; ++r) {
     float* wr = w + r * cols;
-    for (int64_t i = 0; i < nb; ++i) {
-      const float er = e[r * e_stride + i];
-      const float* ui = u + (b0 + i) * cols;
-#pragma omp simd
-      for (int64_t k = k_begin; k < cols; ++k) wr[k] -= er * ui[k];
+    for (int64_t k = k_begin; k < k_end; k += 16) {
+      V16 a = load16(wr + k);
+      const float* ui = u + i0 * cols + k;
+      for (int64_t i = 0; i < ni; ++i, ui += cols) a -= e[r * e_stride + i] * load16(ui);
+      store16(wr + k, a);
     }
   }
 }
 
 // Step 5 of gptq.h for one tile of `rows` rows (w, codes: stride cols; scale_codes: stride cols/16).
+// Two levels of lazy batches: inside a group of 16 columns the updates are eager; after each group,
+// the rest of the `block`-wide batch is updated with that group's errors; after each batch, every
+// column beyond it with the batch's errors. Every element still receives its subtractions in column
+// order.
+FP4C_GPTQ_CLONES
 void quantize_tile(float* w, int64_t rows, int64_t cols, const float* u, float G, int64_t block,
                    uint8_t zero_code, uint8_t* codes, uint8_t* scale_codes, std::vector<float>& e,
                    std::vector<float>& d) {
@@ -175,37 +242,41 @@ void quantize_tile(float* w, int64_t rows, int64_t cols, const float* u, float G
   d.resize(size_t(rows));
   for (int64_t b0 = 0; b0 < cols; b0 += block) {
     const int64_t b1 = std::min(b0 + block, cols), nb = b1 - b0;
-    for (int64_t i = b0; i < b1; ++i) {
-      if (i % kBlock == 0) {  // the group's scale, from its current weights
+    for (int64_t g0 = b0; g0 < b1; g0 += kBlock) {
+      const int64_t g1 = g0 + kBlock;
+      // The group's scale, from its current weights.
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* x = w + r * cols + g0;
+        float a = 0.0f;
+        for (int t = 0; t < kBlock; ++t) {
+          const float ax = std::fabs(x[t]);
+          if (std::isnan(ax) || ax > a) a = ax;
+        }
+        uint8_t s = fp8_e4m3::encode(clamp_keep_nan(G * (a / 6.0f), -448.0f, 448.0f));
+        if ((s & 0x7F) == 0) s = zero_code;
+        scale_codes[r * groups + g0 / kBlock] = s;
+        d[size_t(r)] = fp8_e4m3::decode(s) / G;
+      }
+      for (int64_t i = g0; i < g1; ++i) {
+        const float* ui = u + i * cols;
+        const float uii = ui[i];
         for (int64_t r = 0; r < rows; ++r) {
-          const float* x = w + r * cols + i;
-          float a = 0.0f;
-          for (int t = 0; t < kBlock; ++t) {
-            const float ax = std::fabs(x[t]);
-            if (std::isnan(ax) || ax > a) a = ax;
-          }
-          uint8_t s = fp8_e4m3::encode(clamp_keep_nan(G * (a / 6.0f), -448.0f, 448.0f));
-          if ((s & 0x7F) == 0) s = zero_code;
-          scale_codes[r * groups + i / kBlock] = s;
-          d[size_t(r)] = fp8_e4m3::decode(s) / G;
+          float* wr = w + r * cols;
+          const float x = wr[i], dr = d[size_t(r)];
+          const uint8_t q = fp4_code(x / dr);
+          codes[r * cols + i] = q;
+          const float er = (x - kFp4Value[q] * dr) / uii;
+          e[size_t(r * block + (i - b0))] = er;
+          for (int64_t k = i + 1; k < g1; ++k) wr[k] -= er * ui[k];
         }
       }
-      const float* ui = u + i * cols;
-      const float uii = ui[i];
-      for (int64_t r = 0; r < rows; ++r) {
-        float* wr = w + r * cols;
-        const float x = wr[i], dr = d[size_t(r)];
-        const uint8_t q = fp4::encode(clamp_keep_nan(x / dr, -6.0f, 6.0f));
-        codes[r * cols + i] = q;
-        const float er = (x - fp4::decode(q) * dr) / uii;
-        e[size_t(r * block + (i - b0))] = er;
-#pragma omp simd
-        for (int64_t k = i + 1; k < b1; ++k) wr[k] -= er * ui[k];
-      }
+      if (g1 < b1) lazy_update(w, rows, cols, e.data() + (g0 - b0), block, u, g0, kBlock, g1, b1);
     }
-    if (b1 < cols) lazy_update(w, rows, cols, e.data(), block, u, b0, nb, b1);
+    if (b1 < cols) lazy_update(w, rows, cols, e.data(), block, u, b0, nb, b1, cols);
   }
 }
+
+#pragma GCC diagnostic pop
 
 }  // namespace
 
