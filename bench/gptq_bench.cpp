@@ -1,6 +1,7 @@
 // GPTQ on the NVFP4 grid (passes/gptq.h): gptq_quantize end to end, and its two stages (the float64
 // factor U of H^-1, the column loop with its lazy-batch updates), on Qwen2.5-0.5B MLP shapes
-// (gate/up 4864x896, down 896x4864), with 1 and 2 OpenMP threads.
+// (gate/up 4864x896, down 896x4864), with 1 and 2 OpenMP threads; and the local-Hessian block-scale
+// rule (passes/localhessian.h) on the same layers.
 // Run with --benchmark_repetitions=5 --benchmark_report_aggregates_only=true for medians.
 #include <benchmark/benchmark.h>
 #include <omp.h>
@@ -13,6 +14,7 @@
 
 #include "formats/nvfp4.h"
 #include "passes/gptq.h"
+#include "passes/localhessian.h"
 
 namespace {
 
@@ -127,6 +129,20 @@ void BM_QuantizeColumns(benchmark::State& state) {
   state.counters["threads"] = threads;
 }
 
+void BM_LocalHessian(benchmark::State& state) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  const int threads = int(state.range(2));
+  const Layer& l = layer(rows, cols);
+  omp_set_num_threads(threads);
+  std::vector<uint8_t> packed(size_t(rows * cols / 2)), scales(size_t(rows * cols / 16));
+  for (auto _ : state) {
+    fp4c::passes::quantize_rows_localhessian(l.w.data(), rows, cols, l.G, l.h.data(), packed.data(), scales.data(),
+                                             fp4c::nvfp4::ZeroScale::CompressedTensors, nullptr);
+    benchmark::DoNotOptimize(packed.data());
+  }
+  state.counters["threads"] = threads;
+}
+
 void shapes_and_threads(benchmark::internal::Benchmark* b) {
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{4864, 896}, {896, 4864}}) {
     for (int threads : {1, 2}) b->Args({rows, cols, threads});
@@ -136,6 +152,7 @@ void shapes_and_threads(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_Gptq)->Name("gptq_quantize")->Apply(shapes_and_threads);
 BENCHMARK(BM_InverseCholesky)->Name("gptq_inverse_cholesky")->Apply(shapes_and_threads);
+BENCHMARK(BM_LocalHessian)->Name("quantize_rows_localhessian")->Apply(shapes_and_threads);
 BENCHMARK(BM_QuantizeColumns)->Name("gptq_quantize_columns")->Apply(shapes_and_threads);
 
 }  // namespace
