@@ -10,6 +10,7 @@
 
 #include "formats/fp4.h"
 #include "formats/fp8_e4m3.h"
+#include "passes/localhessian.h"
 
 namespace fp4c::passes {
 
@@ -235,8 +236,8 @@ void lazy_update(float* w, int64_t rows, int64_t cols, const float* e, int64_t e
 // order.
 FP4C_GPTQ_CLONES
 void quantize_tile(float* w, int64_t rows, int64_t cols, const float* u, float G, int64_t block,
-                   uint8_t zero_code, uint8_t* codes, uint8_t* scale_codes, std::vector<float>& e,
-                   std::vector<float>& d) {
+                   uint8_t zero_code, const double* group_hessians, uint8_t* codes, uint8_t* scale_codes,
+                   std::vector<float>& e, std::vector<float>& d) {
   const int64_t groups = cols / kBlock;
   e.resize(size_t(rows * block));
   d.resize(size_t(rows));
@@ -247,6 +248,13 @@ void quantize_tile(float* w, int64_t rows, int64_t cols, const float* u, float G
       // The group's scale, from its current weights.
       for (int64_t r = 0; r < rows; ++r) {
         const float* x = w + r * cols + g0;
+        if (group_hessians) {
+          uint8_t q[kBlock];
+          const uint8_t s = localhessian_block(x, G, group_hessians + (g0 / kBlock) * kBlock * kBlock, zero_code, q);
+          scale_codes[r * groups + g0 / kBlock] = s;
+          d[size_t(r)] = fp8_e4m3::decode(s) / G;
+          continue;
+        }
         float a = 0.0f;
         for (int t = 0; t < kBlock; ++t) {
           const float ax = std::fabs(x[t]);
@@ -333,7 +341,8 @@ Expected<std::vector<double>> inverse_cholesky_upper(const double* h, int64_t n,
 }
 
 void quantize_columns(float* w, int64_t rows, int64_t cols, const float* u, float global_scale,
-                      int block, nvfp4::ZeroScale zero, uint8_t* codes, uint8_t* scale_codes) {
+                      int block, nvfp4::ZeroScale zero, uint8_t* codes, uint8_t* scale_codes,
+                      const double* group_hessians) {
   constexpr int64_t kTile = 32;
   const uint8_t zc = zero_scale_code(zero);
   const int64_t tiles = (rows + kTile - 1) / kTile;
@@ -343,7 +352,7 @@ void quantize_columns(float* w, int64_t rows, int64_t cols, const float* u, floa
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t r0 = t * kTile, nr = std::min(kTile, rows - r0);
-      quantize_tile(w + r0 * cols, nr, cols, u, global_scale, block, zc, codes + r0 * cols,
+      quantize_tile(w + r0 * cols, nr, cols, u, global_scale, block, zc, group_hessians, codes + r0 * cols,
                     scale_codes + r0 * (cols / kBlock), e, d);
     }
   }
@@ -402,9 +411,19 @@ Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) wp[size_t(r * cols + c)] = w[r * cols + order[size_t(c)]];
   }
+  // With local-Hessian scales: each processing group's 16x16 block of H (as given).
+  std::vector<double> group_h(options.localhessian_scales ? size_t(cols * kBlock) : 0);
+  for (int64_t p = 0; p < (options.localhessian_scales ? groups : 0); ++p) {
+    for (int i = 0; i < kBlock; ++i) {
+      for (int j = 0; j < kBlock; ++j) {
+        group_h[size_t((p * kBlock + i) * kBlock + j)] =
+            h_sym(h, cols, order[size_t(p * kBlock + i)], order[size_t(p * kBlock + j)]);
+      }
+    }
+  }
   std::vector<uint8_t> codes(size_t(rows * cols)), sc(size_t(rows * groups));
   gptq_detail::quantize_columns(wp.data(), rows, cols, u.data(), global_scale, options.block, zero,
-                                codes.data(), sc.data());
+                                codes.data(), sc.data(), options.localhessian_scales ? group_h.data() : nullptr);
   for (int64_t i = 0; i < rows * groups; ++i) {
     if ((sc[size_t(i)] & 0x7F) == 0x7F) {
       return fail("the error updates overflowed (row " + std::to_string(i / groups) +

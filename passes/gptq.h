@@ -19,7 +19,8 @@
 //     cholesky(cholesky_inverse(cholesky(H)), upper=True), one factorization fewer), then rounded to
 //     float32 for the column loop.
 //  5. Columns left to right (in processing order). When the first column of a 16-column group is
-//     reached, each row's block scale is chosen by the max rule, s = fp8(G * amax / 6) (zero replaced
+//     reached, each row's block scale is chosen by the max rule (or the local-Hessian rule, see
+//     GptqOptions::localhessian_scales), s = fp8(G * amax / 6) (zero replaced
 //     per `zero`), over the CURRENT weights of those 16 columns, i.e. after every error update from
 //     the columns before them (AutoGPTQ reads the group from W, which misses the updates from
 //     earlier columns of the same lazy batch; here the group always sees them, so the result does
@@ -44,6 +45,11 @@ struct GptqOptions {
   double damp = 0.01;      // relative: H += damp * mean(diag H) * I; >= 0 and finite
   bool act_order = false;  // process 16-column groups in descending summed diag(H) order (see above)
   int block = 128;         // lazy-batch width (columns) for the blocked updates; a positive multiple of 16
+  // Each group's block scales by the local-Hessian criterion (passes/localhessian.h) instead of the
+  // max rule: per row, among the Mse window of candidate FP8 codes, the one minimizing e^T H_b e over
+  // the group's CURRENT (error-updated) weights, H_b the group's 16x16 diagonal block of H as given
+  // (not damped; dead diagonals stay 0).
+  bool localhessian_scales = false;
 };
 
 // Error-compensating quantization of W [rows, cols] (row-major float, cols % 16 == 0) to NVFP4 with
@@ -76,9 +82,11 @@ Expected<std::vector<double>> inverse_cholesky_upper(const double* h, int64_t co
 // Step 5 for W with columns already in processing order (w [rows, cols], modified in place: it ends
 // holding the error-updated weights), with U (float32, [cols, cols] row-major, upper). Writes the
 // FP4 code of every element (one per byte, processing order) and each row's scale code per group
-// (processing order), [rows, cols/16].
+// (processing order), [rows, cols/16]. group_hessians: null for the max rule; else the local-Hessian
+// rule with, for each group p of the processing order, its 16x16 block of H at group_hessians[p * 256].
 void quantize_columns(float* w, int64_t rows, int64_t cols, const float* u, float global_scale,
-                      int block, nvfp4::ZeroScale zero, uint8_t* codes, uint8_t* scale_codes);
+                      int block, nvfp4::ZeroScale zero, uint8_t* codes, uint8_t* scale_codes,
+                      const double* group_hessians = nullptr);
 
 }  // namespace gptq_detail
 

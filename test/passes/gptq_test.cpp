@@ -23,6 +23,8 @@
 #include "formats/fp4.h"
 #include "formats/fp8_e4m3.h"
 #include "formats/nvfp4.h"
+#include "formats/nvfp4_rules.h"
+#include "passes/localhessian.h"
 
 namespace fp4c::passes {
 namespace {
@@ -229,7 +231,8 @@ std::vector<double> plain_inverse_cholesky_upper(const std::vector<double>& h, i
 // Unblocked GPTQ, column by column, every update applied at once (GPTQ's Algorithm 1 with the
 // group scale taken at each group's first column from the current weights).
 Quantized plain_gptq(const std::vector<float>& w, int64_t rows, int64_t cols, const std::vector<double>& h,
-                     float G, double damp, bool act_order, ZeroScale zero, const std::vector<double>* u_given) {
+                     float G, double damp, bool act_order, ZeroScale zero, const std::vector<double>* u_given,
+                     bool localhessian = false) {
   const std::vector<int64_t> order = plain_order(h, cols, act_order);
   const std::vector<double> u64 = u_given ? *u_given : plain_inverse_cholesky_upper(h, cols, damp, order);
   std::vector<float> u(u64.size());
@@ -247,7 +250,16 @@ Quantized plain_gptq(const std::vector<float>& w, int64_t rows, int64_t cols, co
     for (int64_t c = 0; c < cols; ++c) x[size_t(c)] = w[size_t(r * cols + order[size_t(c)])];
     float d = 0;
     for (int64_t j = 0; j < cols; ++j) {
-      if (j % kBlock == 0) {
+      if (j % kBlock == 0 && localhessian) {  // the local-Hessian rule on the current weights
+        double hb[kBlock * kBlock];
+        for (int i = 0; i < kBlock; ++i) {
+          for (int t = 0; t < kBlock; ++t) hb[i * kBlock + t] = h_sym(h, cols, order[size_t(j + i)], order[size_t(j + t)]);
+        }
+        uint8_t unused[kBlock];
+        const uint8_t s = localhessian_block(x.data() + j, G, hb, zc, unused);
+        out.scales[size_t(r * groups + order[size_t(j)] / kBlock)] = s;
+        d = fp8_e4m3::decode(s) / G;
+      } else if (j % kBlock == 0) {
         float a = 0;
         for (int t = 0; t < kBlock; ++t) a = std::max(a, std::fabs(x[size_t(j + t)]));
         uint8_t s = fp8_e4m3::encode(std::min(G * (a / 6.0f), 448.0f));
@@ -420,16 +432,78 @@ TEST(Gptq, OutputErrorBelowRoundToNearest) {
   }
 }
 
+TEST(Gptq, LocalHessianScales) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  // H = I, no damping: no error is propagated and the local-Hessian rule is the Mse rule.
+  {
+    const int64_t rows = 21, cols = 96;
+    const std::vector<float> w = random_weights(rng, rows, cols);
+    std::vector<double> h(static_cast<size_t>(cols * cols), 0.0);
+    for (int64_t j = 0; j < cols; ++j) h[size_t(j * cols + j)] = 1.0;
+    const float G = global_scale_of(w);
+    const Quantized g = run_gptq(w, rows, cols, h, G, GptqOptions{.damp = 0.0, .localhessian_scales = true});
+    Quantized mse;
+    mse.packed.resize(size_t(rows * cols / 2));
+    mse.scales.resize(size_t(rows * cols / 16));
+    nvfp4::quantize_rows_with_rule(w.data(), rows, cols, G, nvfp4::ScaleRule::Mse, nullptr, mse.packed.data(),
+                                   mse.scales.data(), ZeroScale::CompressedTensors, &mse.err);
+    EXPECT_EQ(g.packed, mse.packed);
+    EXPECT_EQ(g.scales, mse.scales);
+    EXPECT_EQ(g.err.sum_sq_err, mse.err.sum_sq_err);
+  }
+  // The blocked kernel equals the plain loop with the same rule; the output error is below RTN's.
+  for (double factors : {1.0, 0.2}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{48, 128}, {64, 256}}) {
+      Layer l = random_layer(rng, rows, cols, 2 * cols, factors);
+      const Quantized r = rtn(l.w, rows, cols, l.G);
+      const double e_rtn = output_error(l.w, r.deq, rows, cols, l.h);
+      for (bool act : {false, true}) {
+        SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + (act ? " act_order" : "") + " factors " +
+                     std::to_string(factors));
+        const std::vector<int64_t> order = gptq_detail::column_order(l.h.data(), cols, act);
+        auto u = gptq_detail::inverse_cholesky_upper(l.h.data(), cols, 0.01, order);
+        ASSERT_TRUE(u.ok());
+        const Quantized ref =
+            plain_gptq(l.w, rows, cols, l.h, l.G, 0.01, act, ZeroScale::CompressedTensors, &*u, /*localhessian=*/true);
+        for (int block : {16, 128}) {
+          const Quantized g = run_gptq(l.w, rows, cols, l.h, l.G,
+                                       GptqOptions{.act_order = act, .block = block, .localhessian_scales = true});
+          expect_same(g, ref, "blocked vs plain, local-Hessian scales");
+        }
+        const Quantized g_max = run_gptq(l.w, rows, cols, l.h, l.G, GptqOptions{.act_order = act});
+        Quantized lh;
+        lh.packed.resize(size_t(rows * cols / 2));
+        lh.scales.resize(size_t(rows * cols / 16));
+        lh.deq.resize(size_t(rows * cols));
+        quantize_rows_localhessian(l.w.data(), rows, cols, l.G, l.h.data(), lh.packed.data(), lh.scales.data(),
+                                   ZeroScale::CompressedTensors, nullptr);
+        nvfp4::dequantize(lh.packed.data(), lh.scales.data(), rows, cols, l.G, lh.deq.data());
+        const double e = output_error(l.w, ref.deq, rows, cols, l.h);
+        std::printf("[ gptq ] %lldx%lld%s, %s inputs: output error / RTN: GPTQ+local-Hessian scales %.4f, "
+                    "GPTQ (max scales) %.4f, local-Hessian RTN %.4f\n",
+                    (long long)rows, (long long)cols, act ? " act_order" : "",
+                    factors == 1.0 ? "strongly correlated" : "weakly correlated", e / e_rtn,
+                    output_error(l.w, g_max.deq, rows, cols, l.h) / e_rtn,
+                    output_error(l.w, lh.deq, rows, cols, l.h) / e_rtn);
+        EXPECT_LT(e, e_rtn);
+      }
+    }
+  }
+}
+
 TEST(Gptq, ResultDoesNotDependOnThreadCount) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   Layer l = random_layer(rng, 150, 320, 640);
   const int saved = omp_get_max_threads();
-  for (bool act : {false, true}) {
+  for (auto [act, lh] : {std::pair{false, false}, {true, false}, {false, true}}) {
     GptqOptions opt;
     opt.act_order = act;
     opt.block = 64;
+    opt.localhessian_scales = lh;
     omp_set_num_threads(1);
     const Quantized one = run_gptq(l.w, 150, 320, l.h, l.G, opt);
     omp_set_num_threads(2);
