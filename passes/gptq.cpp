@@ -28,6 +28,19 @@ using nvfp4::kBlock;
 #define FP4C_GPTQ_CLONES
 #endif
 
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // vectors by value between inlined helpers of this file only
+
+// Eight doubles: GCC vector extensions, so that the register-blocked kernels keep their accumulators
+// in registers (one zmm each with AVX-512); lane-wise IEEE arithmetic, nothing fused.
+typedef double V8D __attribute__((vector_size(64)));
+inline V8D load8d(const double* p) {
+  V8D v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store8d(double* p, V8D v) { std::memcpy(p, &v, sizeof v); }
+
 uint8_t zero_scale_code(nvfp4::ZeroScale zero) {
   return zero == nvfp4::ZeroScale::ModelOpt ? uint8_t(0x38) : uint8_t(0x20);  // 1.0 : 0.125
 }
@@ -47,21 +60,51 @@ inline double diag_fixed(const double* h, int64_t n, int64_t j) {
 
 // Cholesky's trailing update for rows [i0, i1): a[i][j] -= sum_k a[i][k0 + k] pt[k][j], k in [0, nb),
 // j in [k1, i1) (columns up to the tile's last row: rows above it also update a few upper-triangle
-// scratch entries, which keeps the loop rectangular), k ascending for every element.
+// scratch entries, which keeps the loop rectangular), k ascending for every element. Four rows by
+// sixteen columns in registers; the remaining columns (and shorter tiles) one row at a time.
 FP4C_GPTQ_CLONES
 void trailing_update(double* a, int64_t n, const double* pt, int64_t k0, int64_t nb, int64_t k1,
                      int64_t i0, int64_t i1) {
-  constexpr int64_t kChunk = 256;
-  for (int64_t c0 = k1; c0 < i1; c0 += kChunk) {
-    const int64_t c1 = std::min(c0 + kChunk, i1);
-    for (int64_t i = i0; i < i1; ++i) {
-      double* ai = a + i * n;
-      for (int64_t k = 0; k < nb; ++k) {
-        const double p = ai[k0 + k];
-        const double* ptk = pt + k * n;
-#pragma omp simd
-        for (int64_t j = c0; j < c1; ++j) ai[j] -= p * ptk[j];
+  int64_t j0 = k1;
+  if (i1 - i0 == 4) {
+    const double* p0 = a + i0 * n + k0;
+    const double* p1 = p0 + n;
+    const double* p2 = p1 + n;
+    const double* p3 = p2 + n;
+    for (; j0 + 16 <= i1; j0 += 16) {
+      double* r0 = a + i0 * n + j0;
+      V8D a00 = load8d(r0), a01 = load8d(r0 + 8), a10 = load8d(r0 + n), a11 = load8d(r0 + n + 8),
+          a20 = load8d(r0 + 2 * n), a21 = load8d(r0 + 2 * n + 8), a30 = load8d(r0 + 3 * n),
+          a31 = load8d(r0 + 3 * n + 8);
+      const double* ptk = pt + j0;
+      for (int64_t k = 0; k < nb; ++k, ptk += n) {
+        const V8D v0 = load8d(ptk), v1 = load8d(ptk + 8);
+        a00 -= p0[k] * v0;
+        a01 -= p0[k] * v1;
+        a10 -= p1[k] * v0;
+        a11 -= p1[k] * v1;
+        a20 -= p2[k] * v0;
+        a21 -= p2[k] * v1;
+        a30 -= p3[k] * v0;
+        a31 -= p3[k] * v1;
       }
+      store8d(r0, a00);
+      store8d(r0 + 8, a01);
+      store8d(r0 + n, a10);
+      store8d(r0 + n + 8, a11);
+      store8d(r0 + 2 * n, a20);
+      store8d(r0 + 2 * n + 8, a21);
+      store8d(r0 + 3 * n, a30);
+      store8d(r0 + 3 * n + 8, a31);
+    }
+  }
+  for (int64_t i = i0; i < i1; ++i) {
+    double* ai = a + i * n;
+    for (int64_t k = 0; k < nb; ++k) {
+      const double p = ai[k0 + k];
+      const double* ptk = pt + k * n;
+#pragma omp simd
+      for (int64_t j = j0; j < i1; ++j) ai[j] -= p * ptk[j];
     }
   }
 }
@@ -114,13 +157,67 @@ int64_t cholesky_lower(double* a, int64_t n) {
   return -1;
 }
 
-constexpr int64_t kInvCols = 32;
+constexpr int64_t kInvCols = 16;
 
-// Columns [c0, c0 + w) of M = L^-1, rows c0..n-1, into mc[(i - c0) * kInvCols + (j - c0)] (zeroed
-// by the caller): M[i][j] = (delta_ij - sum_{k<i} L[i][k] M[k][j]) / L[i][i], k ascending.
+// Columns [c0, c0 + w) of M = L^-1 (w <= 16), rows c0..n-1, into mc[(i - c0) * 16 + (j - c0)] (zeroed
+// by the caller): M[i][j] = (delta_ij - sum_{k<i} L[i][k] M[k][j]) / L[i][i], k ascending. Four rows
+// at a time: their sums over k below the first of them together (each M row loaded once for four),
+// then the small triangle among them in order.
 FP4C_GPTQ_CLONES
 void invert_chunk(const double* l, int64_t n, int64_t c0, int64_t w, double* mc) {
-  for (int64_t i = c0; i < n; ++i) {
+  auto delta = [c0](int64_t i, int half) {
+    V8D v = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int64_t j = i - c0 - 8 * half;
+    if (j >= 0 && j < 8) v[j] = 1.0;
+    return v;
+  };
+  int64_t i = c0;
+  for (; i + 4 <= n; i += 4) {
+    const double* l0 = l + i * n;
+    const double* l1 = l0 + n;
+    const double* l2 = l1 + n;
+    const double* l3 = l2 + n;
+    V8D a00 = delta(i, 0), a01 = delta(i, 1), a10 = delta(i + 1, 0), a11 = delta(i + 1, 1),
+        a20 = delta(i + 2, 0), a21 = delta(i + 2, 1), a30 = delta(i + 3, 0), a31 = delta(i + 3, 1);
+    const double* mk = mc;
+    for (int64_t k = c0; k < i; ++k, mk += kInvCols) {
+      const V8D v0 = load8d(mk), v1 = load8d(mk + 8);
+      a00 -= l0[k] * v0;
+      a01 -= l0[k] * v1;
+      a10 -= l1[k] * v0;
+      a11 -= l1[k] * v1;
+      a20 -= l2[k] * v0;
+      a21 -= l2[k] * v1;
+      a30 -= l3[k] * v0;
+      a31 -= l3[k] * v1;
+    }
+    const V8D m00 = a00 / l0[i], m01 = a01 / l0[i];
+    a10 -= l1[i] * m00;
+    a11 -= l1[i] * m01;
+    const V8D m10 = a10 / l1[i + 1], m11 = a11 / l1[i + 1];
+    a20 -= l2[i] * m00;
+    a21 -= l2[i] * m01;
+    a20 -= l2[i + 1] * m10;
+    a21 -= l2[i + 1] * m11;
+    const V8D m20 = a20 / l2[i + 2], m21 = a21 / l2[i + 2];
+    a30 -= l3[i] * m00;
+    a31 -= l3[i] * m01;
+    a30 -= l3[i + 1] * m10;
+    a31 -= l3[i + 1] * m11;
+    a30 -= l3[i + 2] * m20;
+    a31 -= l3[i + 2] * m21;
+    const V8D m30 = a30 / l3[i + 3], m31 = a31 / l3[i + 3];
+    double* mi = mc + (i - c0) * kInvCols;
+    store8d(mi, m00);
+    store8d(mi + 8, m01);
+    store8d(mi + 16, m10);
+    store8d(mi + 24, m11);
+    store8d(mi + 32, m20);
+    store8d(mi + 40, m21);
+    store8d(mi + 48, m30);
+    store8d(mi + 56, m31);
+  }
+  for (; i < n; ++i) {
     double acc[kInvCols];
     for (int64_t j = 0; j < kInvCols; ++j) acc[j] = (i - c0 == j) ? 1.0 : 0.0;
     const double* li = l + i * n;
@@ -130,10 +227,12 @@ void invert_chunk(const double* l, int64_t n, int64_t c0, int64_t w, double* mc)
 #pragma omp simd
       for (int64_t j = 0; j < kInvCols; ++j) acc[j] -= lik * mk[j];
     }
-    const double lii = li[i];
     double* mi = mc + (i - c0) * kInvCols;
-    const int64_t upto = std::min<int64_t>(w, i - c0 + 1);  // only j <= i
-    for (int64_t j = 0; j < upto; ++j) mi[j] = acc[j] / lii;
+    for (int64_t j = 0; j < kInvCols; ++j) mi[j] = acc[j] / li[i];
+  }
+  // Above the diagonal M is zero (the sums there are of exact zeros; this also clears their signs).
+  for (int64_t r = c0; r < std::min(n, c0 + w); ++r) {
+    for (int64_t j = r - c0 + 1; j < kInvCols; ++j) mc[(r - c0) * kInvCols + j] = 0.0;
   }
 }
 
@@ -165,9 +264,6 @@ inline uint8_t fp4_code(float y) {
 // fp4::decode.
 constexpr float kFp4Value[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
                                  -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"  // V16 by value between inlined helpers of this file only
 
 // Sixteen floats: GCC vector extensions, so that the register-blocked kernel below keeps its
 // accumulators in registers (one zmm each with AVX-512); lane-wise IEEE arithmetic, nothing fused.
@@ -330,13 +426,10 @@ Expected<std::vector<double>> inverse_cholesky_upper(const double* h, int64_t n,
                       std::to_string(n - 1 - failed) + " in processing order, damp " +
                       std::to_string(damp) + "); raise damp");
   }
-  const std::vector<double> m = invert_lower(b.data(), n);
-  // U = J M J: U[i][j] = M[n-1-i][n-1-j], upper.
-  std::vector<double> u(size_t(n * n), 0.0);
-#pragma omp parallel for schedule(static) if (n >= 256)
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = i; j < n; ++j) u[size_t(i * n + j)] = m[size_t((n - 1 - i) * n + (n - 1 - j))];
-  }
+  std::vector<double> u = invert_lower(b.data(), n);
+  b = {};
+  // U = J M J: U[i][j] = M[n-1-i][n-1-j], i.e. the row-major array reversed (M lower -> U upper).
+  std::reverse(u.begin(), u.end());
   return u;
 }
 
