@@ -30,20 +30,26 @@ now() { date +%s.%N; }
 echo "warming the statistics cache (each recipe once; the smoothed model's statistics are computed here)"
 for r in $recipes; do "$build/fp4c" quantize --model "$model" --out "$work/out-$r" --recipe "$r" "${set_opts[@]}"; done
 
-declare -A times
+# Wall time, and CPU time (user + system: steadier than wall on a shared machine).
+declare -A times cpus
 for i in $(seq "$repeats"); do
   for r in $recipes; do
     cat "$model"/*.safetensors > /dev/null
     t0=$(now)
-    "$build/fp4c" quantize --model "$model" --out "$work/out-$r" --recipe "$r" "${set_opts[@]}"
+    /usr/bin/time -f "%U %S" -o "$work/time.txt" \
+      "$build/fp4c" quantize --model "$model" --out "$work/out-$r" --recipe "$r" "${set_opts[@]}"
     t1=$(now)
     times[$r]+="$(echo "$t1 - $t0" | bc -l) "
+    cpus[$r]+="$(awk '{print $1 + $2}' "$work/time.txt") "
   done
 done
 base=$(printf '%s\n' ${times[plain]} | median)
+base_cpu=$(printf '%s\n' ${cpus[plain]} | median)
 for r in $recipes; do
   m=$(printf '%s\n' ${times[$r]} | median)
-  printf '%-12s median %.3f s over %s runs, %.2fx plain  (pipeline: %s)\n' "$r" "$m" "$repeats" \
-    "$(echo "$m / $base" | bc -l)" "$("$build/fp4c" recipes | awk -v r="$r" '$1==r {getline; getline; print $2}')"
+  c=$(printf '%s\n' ${cpus[$r]} | median)
+  printf '%-12s median %.3f s wall (%.2fx plain), %.3f s CPU (%.2fx plain) over %s runs  (pipeline: %s)\n' "$r" \
+    "$m" "$(echo "$m / $base" | bc -l)" "$c" "$(echo "$c / $base_cpu" | bc -l)" "$repeats" \
+    "$("$build/fp4c" recipes | awk -v r="$r" '$1==r {getline; getline; print $2}')"
 done
 for r in $recipes; do rm -rf "$work/out-$r"; done
