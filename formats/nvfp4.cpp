@@ -6,6 +6,7 @@
 #include <bit>
 #include <cassert>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -135,21 +136,32 @@ void quantize_row_bf16_portable(const uint16_t* x, int64_t cols, float G, uint8_
 using RowKernel = void (*)(const uint16_t* x, int64_t cols, float G, uint8_t* packed,
                            uint8_t* scales, uint8_t zero_code, ErrorStats* row_err);
 
-// OpenMP over rows. Per-row error figures are summed in row order afterwards, so the totals do not
-// depend on the thread count.
-void quantize_rows(RowKernel kernel, const uint16_t* x, int64_t rows, int64_t cols, float G,
-                   uint8_t* packed, uint8_t* scales, ZeroScale zero, ErrorStats* err) {
+// OpenMP over rows; `row(r, scratch)` gives row r (its own pointer, or `scratch` after filling it). Per-row
+// error figures are summed in row order afterwards, so the totals do not depend on the thread count.
+template <typename RowSource>
+void quantize_rows(RowKernel kernel, const RowSource& row, int64_t rows, int64_t cols, float G, uint8_t* packed,
+                   uint8_t* scales, ZeroScale zero, ErrorStats* err) {
   assert(cols % kBlock == 0);
   const uint8_t zc = zero_scale_code(zero);
   std::vector<ErrorStats> row_err(err ? size_t(rows) : 0);
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelQuantizeMin)
-  for (int64_t r = 0; r < rows; ++r) {
-    kernel(x + r * cols, cols, G, packed + r * cols / 2, scales + r * cols / kBlock, zc,
-           err ? &row_err[size_t(r)] : nullptr);
+#pragma omp parallel if (rows * cols >= kParallelQuantizeMin)
+  {
+    std::vector<uint16_t> scratch;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      kernel(row(r, scratch), cols, G, packed + r * cols / 2, scales + r * cols / kBlock, zc,
+             err ? &row_err[size_t(r)] : nullptr);
+    }
   }
   if (err) {
-    for (const ErrorStats& row : row_err) add_row_error(row, err);
+    for (const ErrorStats& row_e : row_err) add_row_error(row_e, err);
   }
+}
+
+void quantize_rows(RowKernel kernel, const uint16_t* x, int64_t rows, int64_t cols, float G, uint8_t* packed,
+                   uint8_t* scales, ZeroScale zero, ErrorStats* err) {
+  quantize_rows(kernel, [&](int64_t r, std::vector<uint16_t>&) { return x + r * cols; }, rows, cols, G, packed,
+                scales, zero, err);
 }
 
 // The AVX-512 kernel assumes a finite positive G (the only kind global_scale returns); the portable
@@ -242,6 +254,20 @@ void quantize_bf16(const uint16_t* x, int64_t rows, int64_t cols, float global_s
                                ? detail::quantize_row_bf16_avx512
                                : quantize_row_bf16_portable;
   quantize_rows(kernel, x, rows, cols, global_scale, packed, scales, zero, err);
+}
+
+void quantize_bf16_rows(const std::function<void(int64_t row, uint16_t* out)>& row, int64_t rows, int64_t cols,
+                        float global_scale, uint8_t* packed, uint8_t* scales, ZeroScale zero, ErrorStats* err) {
+  const RowKernel kernel = use_avx512() && avx512_handles(global_scale) ? detail::quantize_row_bf16_avx512
+                                                                         : quantize_row_bf16_portable;
+  quantize_rows(
+      kernel,
+      [&](int64_t r, std::vector<uint16_t>& scratch) -> const uint16_t* {
+        scratch.resize(size_t(cols));
+        row(r, scratch.data());
+        return scratch.data();
+      },
+      rows, cols, global_scale, packed, scales, zero, err);
 }
 
 void quantize_bf16_portable(const uint16_t* x, int64_t rows, int64_t cols, float global_scale,

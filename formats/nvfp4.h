@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 
 namespace fp4c::nvfp4 {
@@ -62,6 +63,13 @@ void quantize_f32_ref(const float* x, int64_t rows, int64_t cols, float global_s
 void quantize_bf16(const uint16_t* x, int64_t rows, int64_t cols, float global_scale, uint8_t* packed,
                    uint8_t* scales, ZeroScale zero = ZeroScale::CompressedTensors,
                    ErrorStats* err = nullptr);
+
+// quantize_bf16 on rows a callback writes (row(r, out) fills out[0, cols) with row r), one row at a time
+// per thread, so a rewritten matrix need not be held whole. The same bytes and figures as quantize_bf16
+// on the matrix of those rows.
+void quantize_bf16_rows(const std::function<void(int64_t row, uint16_t* out)>& row, int64_t rows, int64_t cols,
+                        float global_scale, uint8_t* packed, uint8_t* scales,
+                        ZeroScale zero = ZeroScale::CompressedTensors, ErrorStats* err = nullptr);
 
 // The kernel quantize_bf16 runs on this CPU: "avx512" or "portable" (for benchmarks and logs).
 const char* quantize_bf16_kernel();

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -48,20 +49,52 @@ Error nonfinite_error(const safetensors::Checkpoint::Ref& r) {
                     (n == 1 ? "" : "s") + " in a weight; refusing to quantize it");
 }
 
+// Buffers for rewritten tensors, reused from tensor to tensor: no zero-filling and no fresh pages to
+// fault in for every tensor (which cost more than the rewrite itself).
+class ScratchPool {
+ public:
+  struct Buffer {
+    std::unique_ptr<std::byte[]> data;
+    size_t capacity = 0, size = 0;
+    std::span<const std::byte> view() const { return {data.get(), size}; }
+  };
+  // The smallest free buffer that holds n bytes, or a new one.
+  Buffer take(size_t n) {
+    size_t best = free_.size();
+    for (size_t i = 0; i < free_.size(); ++i)
+      if (free_[i].capacity >= n && (best == free_.size() || free_[i].capacity < free_[best].capacity)) best = i;
+    Buffer b;
+    if (best < free_.size()) {
+      b = std::move(free_[best]);
+      free_.erase(free_.begin() + long(best));
+    } else {
+      b.data = std::make_unique_for_overwrite<std::byte[]>(n);
+      b.capacity = n;
+    }
+    b.size = n;
+    return b;
+  }
+  void give(Buffer b) {
+    if (b.data) free_.push_back(std::move(b));
+  }
+
+ private:
+  std::vector<Buffer> free_;
+};
+
 // A tensor a pass rewrote (SmoothQuant): its source values with the rewrite applied, stored in its
 // own dtype as a framework would hold the rewritten model.
-std::vector<std::byte> rewritten_bytes(const ir::Model& model, ir::TensorId id, std::span<const std::byte> bytes,
-                                       DType dtype) {
+ScratchPool::Buffer rewritten_bytes(const ir::Model& model, ir::TensorId id, std::span<const std::byte> bytes,
+                                    DType dtype, ScratchPool& pool) {
+  ScratchPool::Buffer out = pool.take(bytes.size());
   if (dtype == DType::BF16) {  // one fused pass, bit-equal to the general path below
-    std::vector<std::byte> out(bytes.size());
     runtime::apply_transform_bf16(model, id, reinterpret_cast<const uint16_t*>(bytes.data()),
-                                  reinterpret_cast<uint16_t*>(out.data()), int64_t(bytes.size() / 2));
+                                  reinterpret_cast<uint16_t*>(out.data.get()), int64_t(bytes.size() / 2));
     return out;
   }
   auto values = to_f32(bytes, dtype);
   runtime::apply_transform(model, id, values);
-  std::vector<std::byte> out(bytes.size());
-  convert_from_f32(values.data(), dtype, int64_t(values.size()), out.data());
+  convert_from_f32(values.data(), dtype, int64_t(values.size()), out.data.get());
   return out;
 }
 
@@ -205,7 +238,8 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
   PackResult result;
   InputHashes input_hashes(checkpoint);
   std::map<const ir::FusedGroup*, float> group_amax;
-  std::map<ir::TensorId, std::vector<std::byte>> rewritten_members;
+  ScratchPool scratch;
+  std::map<ir::TensorId, ScratchPool::Buffer> rewritten_members;
   std::vector<uint8_t> packed, scales;
   {  // the read-ahead thread lives for the loop
     ReadAhead ahead(refs, input_hashes, options.copy_chunk_bytes, options.read_ahead_bytes);
@@ -224,10 +258,11 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
         // Kept, but rewritten (a smoothed norm): converted, rewritten and stored in its dtype.
         ahead.wait_until(ahead.position(id, bytes.size()));
         if (count_nonfinite(bytes, t.dtype) != 0) return nonfinite_error(ref);
-        const auto out = rewritten_bytes(model, id, bytes, t.dtype);
-        if (count_nonfinite(out, t.dtype) != 0)
+        auto out = rewritten_bytes(model, id, bytes, t.dtype, scratch);
+        if (count_nonfinite(out.view(), t.dtype) != 0)
           return make_error(location(ref) + ": rewriting it (smoothquant) gave a NaN or Inf");
-        FP4C_TRY(sink.put(id, ir::TensorPart::Source, out));
+        FP4C_TRY(sink.put(id, ir::TensorPart::Source, out.view()));
+        scratch.give(std::move(out));
         advise_dontneed(bytes);
         ahead.consumed(ahead.position(id, bytes.size()));
         continue;
@@ -246,21 +281,28 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
         continue;
       }
       ahead.wait_until(ahead.position(id, bytes.size()));
-      // A rewritten weight (smoothquant) is quantized as the rewritten model holds it.
-      std::vector<std::byte> rewritten_weight;
-      if (rewritten) {
+      // A rewritten weight (smoothquant) is quantized as the rewritten model holds it: BF16 under the max
+      // rule row by row as the quantizer reaches each row (streamed), otherwise materialized first.
+      const auto streamed = [&](ir::TensorId m) {
+        return model.transformed(m) && model.tensors[m].dtype == DType::BF16 && options.rule == nvfp4::ScaleRule::Max;
+      };
+      const auto as_bf16 = [](std::span<const std::byte> b) { return reinterpret_cast<const uint16_t*>(b.data()); };
+      ScratchPool::Buffer rewritten_weight;
+      if (rewritten && !streamed(id)) {
         auto it = rewritten_members.find(id);
         if (it != rewritten_members.end()) {
           rewritten_weight = std::move(it->second);
           rewritten_members.erase(it);
         } else {
-          rewritten_weight = rewritten_bytes(model, id, bytes, t.dtype);
+          rewritten_weight = rewritten_bytes(model, id, bytes, t.dtype, scratch);
         }
-        bytes = rewritten_weight;
+        bytes = rewritten_weight.view();
       }
 
       // The global scale comes from the amax of the whole fused group (NVFP4.md §3).
-      const float own_amax = amax_of(bytes, t.dtype);
+      const float own_amax = streamed(id) ? runtime::transformed_amax_bf16(model, id, as_bf16(bytes),
+                                                                             int64_t(bytes.size() / 2))
+                                          : amax_of(bytes, t.dtype);
       if (!std::isfinite(own_amax)) return nonfinite_error(ref);
       float amax = own_amax;
       if (const ir::FusedGroup* g = model.group_of(id)) {
@@ -269,11 +311,14 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
           for (ir::TensorId m : g->members) {
             const auto& mref = refs[m];
             float a = own_amax;
-            if (m != id && model.transformed(m)) {
+            if (m != id && streamed(m)) {
+              const auto mb = mref.file->bytes(*mref.entry);
+              a = runtime::transformed_amax_bf16(model, m, as_bf16(mb), int64_t(mb.size() / 2));
+            } else if (m != id && model.transformed(m)) {
               // Kept until that member's turn, so it is rewritten once.
               auto& kept = rewritten_members[m];
-              kept = rewritten_bytes(model, m, mref.file->bytes(*mref.entry), model.tensors[m].dtype);
-              a = amax_of(kept, model.tensors[m].dtype);
+              kept = rewritten_bytes(model, m, mref.file->bytes(*mref.entry), model.tensors[m].dtype, scratch);
+              a = amax_of(kept.view(), model.tensors[m].dtype);
             } else if (m != id) {
               a = amax_of(mref.file->bytes(*mref.entry), model.tensors[m].dtype);
             }
@@ -303,6 +348,11 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
         nvfp4::quantize_rows_with_rule(values.data(), rows, cols, G, options.rule,
                                        weights.empty() ? nullptr : weights.data(), packed.data(), scales.data(),
                                        options.zero_scale, &err);
+      } else if (streamed(id)) {
+        const uint16_t* src = as_bf16(bytes);
+        nvfp4::quantize_bf16_rows(
+            [&](int64_t r, uint16_t* out) { runtime::transform_bf16_row(model, id, r, src + r * cols, out); }, rows,
+            cols, G, packed.data(), scales.data(), options.zero_scale, &err);
       } else if (t.dtype == DType::BF16) {
         nvfp4::quantize_bf16(reinterpret_cast<const uint16_t*>(bytes.data()), rows, cols, G,
                              packed.data(), scales.data(), options.zero_scale, &err);
@@ -313,6 +363,7 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       }
       advise_dontneed(source_bytes);
       ahead.consumed(ahead.position(id, source_bytes.size()));
+      scratch.give(std::move(rewritten_weight));
 
       FP4C_TRY(sink.put(id, ir::TensorPart::PackedWeight, as_bytes_of(packed)));
       FP4C_TRY(sink.put(id, ir::TensorPart::BlockScales, as_bytes_of(scales)));

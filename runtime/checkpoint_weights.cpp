@@ -1,5 +1,6 @@
 #include "runtime/checkpoint_weights.h"
 
+#include <bit>
 #include <cstring>
 
 #include "formats/bf16.h"
@@ -90,25 +91,110 @@ void apply_transform(const ir::Model& model, ir::TensorId id, std::span<float> v
   round_to_dtype(values.data(), int64_t(values.size()), t.dtype);
 }
 
-void apply_transform_bf16(const ir::Model& model, ir::TensorId id, const uint16_t* src, uint16_t* dst, int64_t n) {
-  const ir::TensorInfo& t = model.tensors[id];
-  const auto& a = model.annotations;
-  const std::vector<float>* col = id < a.channel_scale.size() && !a.channel_scale[id].empty() ? &a.channel_scale[id] : nullptr;
-  const std::vector<float>* row = id < a.row_scale.size() && !a.row_scale[id].empty() ? &a.row_scale[id] : nullptr;
-  const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
-  const int64_t rows = cols ? n / cols : 0;
-#pragma omp parallel for schedule(static) if (n >= (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint16_t* in = src + r * cols;
-    uint16_t* out = dst + r * cols;
-    const float rs = row ? (*row)[size_t(r)] : 1.0f;
-    if (col)
-      for (int64_t c = 0; c < cols; ++c) out[c] = bf16::from_float(bf16::to_float(in[c]) * ((*col)[size_t(c)] * rs));
-    else if (rs != 1.0f)
-      for (int64_t c = 0; c < cols; ++c) out[c] = bf16::from_float(bf16::to_float(in[c]) * rs);
-    else
-      std::memcpy(out, in, size_t(cols) * 2);
+namespace {
+
+struct RewriteScales {
+  const std::vector<float>* col = nullptr;
+  const std::vector<float>* row = nullptr;
+  int64_t cols = 1;
+  RewriteScales(const ir::Model& model, ir::TensorId id) {
+    const auto& a = model.annotations;
+    if (id < a.channel_scale.size() && !a.channel_scale[id].empty()) col = &a.channel_scale[id];
+    if (id < a.row_scale.size() && !a.row_scale[id].empty()) row = &a.row_scale[id];
+    const auto& shape = model.tensors[id].shape;
+    cols = shape.empty() ? 1 : shape.back();
   }
+  // Row r rewritten: out[c] = bf16(in[c] * (col[c] * row[r])), as apply_transform then storing BF16 gives.
+  void apply(int64_t r, const uint16_t* __restrict in, uint16_t* __restrict out) const {
+    const float rs = row ? (*row)[size_t(r)] : 1.0f;
+    if (!col && rs == 1.0f) {
+      std::memcpy(out, in, size_t(cols) * 2);
+      return;
+    }
+    if (col) {
+      const float* __restrict cs = col->data();
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) out[c] = to_bf16(bf16::to_float(in[c]) * (cs[c] * rs));
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) out[c] = to_bf16(bf16::to_float(in[c]) * rs);
+    }
+  }
+  // bf16::from_float without branches, so that the loop above vectorizes (the same bits).
+  static uint16_t to_bf16(float f) {
+    const uint32_t u = std::bit_cast<uint32_t>(f);
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = (u >> 16) | 0x40u;
+    return uint16_t((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+  }
+};
+
+// max |x| of the rewritten tensor by rewriting each row (NaN sorts above Inf, as in nvfp4::amax_bf16).
+float transformed_amax_general(const RewriteScales& s, const uint16_t* src, int64_t rows) {
+  int16_t m = 0;
+#pragma omp parallel if (rows * s.cols >= (1 << 16))
+  {
+    std::vector<uint16_t> row(size_t(s.cols));
+#pragma omp for reduction(max : m) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      s.apply(r, src + r * s.cols, row.data());
+      for (int64_t c = 0; c < s.cols; ++c) {
+        const int16_t v = int16_t(row[size_t(c)] & 0x7FFF);
+        m = v > m ? v : m;
+      }
+    }
+  }
+  return bf16::to_float(uint16_t(m));
+}
+
+}  // namespace
+
+void apply_transform_bf16(const ir::Model& model, ir::TensorId id, const uint16_t* src, uint16_t* dst, int64_t n) {
+  const RewriteScales s(model, id);
+  const int64_t rows = s.cols ? n / s.cols : 0;
+#pragma omp parallel for schedule(static) if (n >= (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) s.apply(r, src + r * s.cols, dst + r * s.cols);
+}
+
+void transform_bf16_row(const ir::Model& model, ir::TensorId id, int64_t r, const uint16_t* src_row, uint16_t* dst) {
+  RewriteScales(model, id).apply(r, src_row, dst);
+}
+
+float transformed_amax_bf16(const ir::Model& model, ir::TensorId id, const uint16_t* src, int64_t n) {
+  const RewriteScales s(model, id);
+  const int64_t cols = s.cols, rows = cols ? n / cols : 0;
+  if (!s.row && s.col) {
+    // Only columns scaled (the default SmoothQuant mappings): x -> bf16(x * s_j) is monotonic in |x| for s_j > 0,
+    // so the rewritten amax is the largest bf16(max_i |x_ij| * s_j): one integer column-max pass, no rewrite.
+    std::vector<int16_t> colmax(size_t(cols), 0);
+#pragma omp parallel if (n >= (1 << 16))
+    {
+      std::vector<int16_t> m(size_t(cols), 0);
+      int16_t* __restrict mp = m.data();
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint16_t* __restrict in = src + r * cols;
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) {
+          const int16_t v = int16_t(in[c] & 0x7FFF);
+          mp[c] = v > mp[c] ? v : mp[c];
+        }
+      }
+#pragma omp critical
+      for (int64_t c = 0; c < cols; ++c) colmax[size_t(c)] = std::max(colmax[size_t(c)], m[size_t(c)]);
+    }
+    int16_t best = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+      const uint16_t x = uint16_t(colmax[size_t(c)]);
+      const float scale = (*s.col)[size_t(c)];
+      if (x > 0x7F80) return bf16::to_float(x);  // a NaN
+      if (!(scale > 0.0f)) return transformed_amax_general(s, src, rows);
+      const int16_t v = int16_t(bf16::from_float(bf16::to_float(x) * scale) & 0x7FFF);
+      best = v > best ? v : best;
+    }
+    return bf16::to_float(uint16_t(best));
+  }
+  return transformed_amax_general(s, src, rows);
 }
 
 Expected<std::vector<float>> read_tensor(const ir::Model& model, const safetensors::Checkpoint::Ref& ref,

@@ -21,6 +21,10 @@ void apply_transform(const ir::Model& model, ir::TensorId id, std::span<float> v
 // The same on BF16 storage in one pass (bit-equal to converting, apply_transform, and storing as BF16):
 // dst[i] = bf16(src[i] * scale). OpenMP over rows.
 void apply_transform_bf16(const ir::Model& model, ir::TensorId id, const uint16_t* src, uint16_t* dst, int64_t n);
+// One row of it (row r of a [rows, cols] weight; cols elements).
+void transform_bf16_row(const ir::Model& model, ir::TensorId id, int64_t r, const uint16_t* src_row, uint16_t* dst);
+// max |x| over apply_transform_bf16's output (NaN-propagating, as nvfp4::amax_bf16), without writing it.
+float transformed_amax_bf16(const ir::Model& model, ir::TensorId id, const uint16_t* src, int64_t n);
 
 // Tensor `id`'s values as float (BF16, F16 or F32 in the checkpoint), rewrites applied; `release` hands
 // its mapped pages back after. Errors name the file and tensor.

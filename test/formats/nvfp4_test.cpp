@@ -637,3 +637,39 @@ TEST(Nvfp4Api, KernelName) {
 
 }  // namespace
 }  // namespace fp4c
+
+namespace fp4c {
+namespace {
+
+// Rows supplied by a callback (a rewrite done row by row) give the bytes and figures of the matrix.
+TEST(Nvfp4RowSource, EqualsQuantizingTheMatrix) {
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::student_t_distribution<float> t(4.0f);
+  for (const auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 16}, {37, 48}, {300, 896}}) {
+    std::vector<uint16_t> x(size_t(rows * cols));
+    for (auto& v : x) v = bf16::from_float(0.05f * t(rng));
+    const float G = nvfp4::global_scale(nvfp4::amax_bf16(x));
+    std::vector<uint8_t> p1(x.size() / 2), s1(x.size() / 16), p2(p1.size()), s2(s1.size());
+    nvfp4::ErrorStats e1, e2;
+    const int saved = omp_get_max_threads();
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      nvfp4::quantize_bf16(x.data(), rows, cols, G, p1.data(), s1.data(), nvfp4::ZeroScale::CompressedTensors, &e1);
+      nvfp4::quantize_bf16_rows(
+          [&](int64_t r, uint16_t* out) { std::copy(x.begin() + r * cols, x.begin() + (r + 1) * cols, out); }, rows,
+          cols, G, p2.data(), s2.data(), nvfp4::ZeroScale::CompressedTensors, &e2);
+      EXPECT_EQ(p1, p2) << rows << "x" << cols << ", " << threads << " threads";
+      EXPECT_EQ(s1, s2);
+      EXPECT_EQ(e1.sum_sq_err, e2.sum_sq_err);
+      EXPECT_EQ(e1.sum_sq_ref, e2.sum_sq_ref);
+      EXPECT_EQ(e1.max_abs_err, e2.max_abs_err);
+      e1 = e2 = {};
+    }
+    omp_set_num_threads(saved);
+  }
+}
+
+}  // namespace
+}  // namespace fp4c

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "formats/bf16.h"
+#include "formats/nvfp4.h"
 #include "frontend/checkpoint.h"
 #include "passes/smoothquant.h"
 #include "passes/stats.h"
@@ -175,6 +176,15 @@ TEST(SmoothModel, FusedBf16RewriteIsBitEqualToTheGeneralPath) {
                                   fused.data(), n);
     for (int64_t i = 0; i < n; ++i)
       ASSERT_EQ(fused[size_t(i)], bf16::from_float((*general)[size_t(i)])) << model.tensors[id].name << " " << i;
+    // Row by row, and the amax without writing the rewrite (what pack streams), agree with it.
+    const auto* src = reinterpret_cast<const uint16_t*>(ref.file->bytes(*ref.entry).data());
+    const int64_t cols = model.tensors[id].shape.back();
+    std::vector<uint16_t> row(static_cast<size_t>(cols), 0);
+    for (int64_t r = 0; r < n / cols; ++r) {
+      runtime::transform_bf16_row(model, id, r, src + r * cols, row.data());
+      ASSERT_TRUE(std::equal(row.begin(), row.end(), fused.begin() + r * cols)) << model.tensors[id].name << " row " << r;
+    }
+    EXPECT_EQ(runtime::transformed_amax_bf16(model, id, src, n), nvfp4::amax_bf16(fused)) << model.tensors[id].name;
     ++checked;
   }
   EXPECT_GT(checked, 7 * shape.layers);   // norms, q, k, v, gate, up, and the extra up/down/v/o rewrites
