@@ -25,20 +25,20 @@ std::string where(const safetensors::Checkpoint::Ref& r) {
   return r.file->path() + ": tensor '" + r.entry->name + "'";
 }
 
-Expected<float> read_scalar(const safetensors::Checkpoint::Ref& r) {
-  if (r.entry->dtype != DType::F32 || r.entry->numel() != 1)
-    return make_error(where(r) + ": expected one F32 value, found " + std::string(dtype_name(r.entry->dtype)) + " " +
-                      shape_text(r.entry->shape));
+Expected<float> read_scalar(const safetensors::Checkpoint::Ref& r, const std::vector<int64_t>& shape) {
+  if (r.entry->dtype != DType::F32 || r.entry->shape != shape)
+    return make_error(where(r) + ": expected one F32 value of shape " + shape_text(shape) + ", found " +
+                      std::string(dtype_name(r.entry->dtype)) + " " + shape_text(r.entry->shape));
   float v;
   std::memcpy(&v, r.file->bytes(*r.entry).data(), 4);
-  if (!(v > 0) || !std::isfinite(v)) return make_error(where(r) + ": global scale " + std::to_string(v) + " is not a positive finite number");
+  if (!(v > 0) || !std::isfinite(v)) return make_error(where(r) + ": scale " + std::to_string(v) + " is not a positive finite number");
   return v;
 }
 
 }  // namespace
 
 Expected<ArtifactReader> ArtifactReader::open(const std::string& dir, const ir::Model& reference) {
-  ArtifactReader r;
+  bool w4a4 = false;
   const std::string config_path = (fs::path(dir) / "config.json").string();
   {
     std::ifstream in(config_path, std::ios::binary);
@@ -53,26 +53,42 @@ Expected<ArtifactReader> ArtifactReader::open(const std::string& dir, const ir::
     const auto& groups = (*q)["config_groups"];
     if (groups.is_object())
       for (const auto& [name, g] : groups.items())
-        if (g.is_object() && g.contains("input_activations") && !g["input_activations"].is_null()) r.w4a4_ = true;
+        if (g.is_object() && g.contains("input_activations") && !g["input_activations"].is_null()) w4a4 = true;
   }
+  return open_tensors(dir, reference, compressed_tensors_names(), w4a4);
+}
+
+Expected<ArtifactReader> ArtifactReader::open_tensors(const std::string& dir, const ir::Model& reference,
+                                                      const QuantizedNames& names, bool w4a4) {
+  ArtifactReader r;
+  r.w4a4_ = w4a4;
+  r.names_ = names;
   FP4C_ASSIGN(r.files_, safetensors::Checkpoint::open(dir));
 
   r.tensors_.resize(reference.tensors.size());
   for (ir::TensorId id = 0; id < reference.tensors.size(); ++id) {
     const ir::TensorInfo& t = reference.tensors[id];
     ArtifactTensor& a = r.tensors_[id];
-    if (const auto* ref = r.files_.find(t.name)) {
+    // A Linear weight is NVFP4 when its block scales are there (ModelOpt's packed codes keep the
+    // weight's own name, so the name alone does not tell).
+    const bool linear_weight = t.kind == ir::ParamKind::Weight && ir::is_linear(t.role) && t.shape.size() == 2 &&
+                               t.name == t.module + ".weight";
+    const auto* scales = linear_weight ? r.files_.find(t.module + names.block_scales) : nullptr;
+    if (!scales) {
+      const auto* ref = r.files_.find(t.name);
+      if (!ref) return make_error(dir + ": artifact has neither '" + t.name + "' nor the NVFP4 tensors of '" + t.module + "'");
       if (ref->entry->shape != t.shape)
         return make_error(where(*ref) + ": shape " + shape_text(ref->entry->shape) + " differs from the reference's " +
                           shape_text(t.shape));
       a.source = *ref;
       continue;
     }
-    const auto* packed = r.files_.find(t.module + ".weight_packed");
-    const auto* scales = r.files_.find(t.module + ".weight_scale");
-    const auto* global = r.files_.find(t.module + ".weight_global_scale");
-    if (!packed || !scales || !global || t.shape.size() != 2)
-      return make_error(dir + ": artifact has neither '" + t.name + "' nor the NVFP4 tensors of '" + t.module + "'");
+    const auto* packed = r.files_.find(t.module + names.packed);
+    const auto* global = r.files_.find(t.module + names.weight_global);
+    for (const auto& [found, suffix] : {std::pair{packed, names.packed}, std::pair{global, names.weight_global}})
+      if (!found)
+        return make_error(where(*scales) + ": " + names.layout + " NVFP4 Linear '" + t.module + "' has no '" +
+                          t.module + suffix + "'");
     const int64_t out = t.shape[0], in = t.shape[1];
     if (packed->entry->dtype != DType::U8 || packed->entry->shape != std::vector<int64_t>{out, in / 2})
       return make_error(where(*packed) + ": expected U8 " + shape_text({out, in / 2}) + ", found " +
@@ -83,13 +99,15 @@ Expected<ArtifactReader> ArtifactReader::open(const std::string& dir, const ir::
     a.quantized = true;
     a.packed = *packed;
     a.scales = *scales;
-    FP4C_ASSIGN(a.weight_global_scale, read_scalar(*global));
-    if (const auto* input = r.files_.find(t.module + ".input_global_scale")) {
-      FP4C_ASSIGN(float gx, read_scalar(*input));
-      a.input_global_scale = gx;
+    FP4C_ASSIGN(const float g, read_scalar(*global, names.global_shape));
+    a.weight_global_scale = names.reciprocal_globals ? 1.0f / g : g;
+    if (names.reciprocal_globals) a.weight_scale_2 = g;
+    if (const auto* input = r.files_.find(t.module + names.input_global)) {
+      FP4C_ASSIGN(const float gx, read_scalar(*input, names.global_shape));
+      a.input_global_scale = names.reciprocal_globals ? 1.0f / gx : gx;
     } else if (r.w4a4_) {
-      return make_error(dir + ": W4A4 artifact has no input global scale for '" + t.module +
-                        "' (tensor '" + t.module + ".input_global_scale' is missing)");
+      return make_error(dir + ": W4A4 artifact has no input global scale for '" + t.module + "' (tensor '" +
+                        t.module + names.input_global + "' is missing)");
     }
   }
   return r;
@@ -101,7 +119,9 @@ std::vector<float> ArtifactReader::dequantize(ir::TensorId id, const ir::Model& 
   std::vector<float> out(size_t(shape[0] * shape[1]));
   nvfp4::dequantize(reinterpret_cast<const uint8_t*>(a.packed->file->bytes(*a.packed->entry).data()),
                     reinterpret_cast<const uint8_t*>(a.scales->file->bytes(*a.scales->entry).data()), shape[0],
-                    shape[1], a.weight_global_scale, out.data());
+                    shape[1], a.weight_scale_2 ? 1.0f : a.weight_global_scale, out.data());
+  if (a.weight_scale_2)
+    for (float& v : out) v *= *a.weight_scale_2;
   return out;
 }
 

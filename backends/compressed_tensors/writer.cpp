@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -42,6 +43,7 @@ std::string shard_name(size_t i, size_t n) {
 
 Plan plan_layout(const ir::Model& model, const LayoutOptions& options) {
   Plan plan;
+  plan.names = options.names;
   // Per source tensor, the artifact tensors it becomes (they always share a shard).
   std::vector<std::pair<size_t, size_t>> ranges;
   for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
@@ -49,11 +51,12 @@ Plan plan_layout(const ir::Model& model, const LayoutOptions& options) {
     const size_t first = plan.tensors.size();
     if (model.annotations.decision[id].format == ir::Format::NVFP4) {
       const int64_t out = t.shape[0], in = t.shape[1];
-      add(plan.tensors, t.module + ".weight_packed", DType::U8, {out, in / 2}, id, ir::TensorPart::PackedWeight);
-      add(plan.tensors, t.module + ".weight_scale", DType::F8_E4M3, {out, in / 16}, id, ir::TensorPart::BlockScales);
-      add(plan.tensors, t.module + ".weight_global_scale", DType::F32, {1}, id, ir::TensorPart::WeightGlobalScale);
+      const QuantizedNames& n = options.names;
+      add(plan.tensors, t.module + n.packed, DType::U8, {out, in / 2}, id, ir::TensorPart::PackedWeight);
+      add(plan.tensors, t.module + n.block_scales, DType::F8_E4M3, {out, in / 16}, id, ir::TensorPart::BlockScales);
+      add(plan.tensors, t.module + n.weight_global, DType::F32, n.global_shape, id, ir::TensorPart::WeightGlobalScale);
       if (model.annotations.decision[id].input_amax)
-        add(plan.tensors, t.module + ".input_global_scale", DType::F32, {1}, id, ir::TensorPart::InputGlobalScale);
+        add(plan.tensors, t.module + n.input_global, DType::F32, n.global_shape, id, ir::TensorPart::InputGlobalScale);
     } else {
       add(plan.tensors, t.name, t.dtype, t.shape, id, ir::TensorPart::Source);
     }
@@ -129,19 +132,31 @@ Status Writer::close_shard() {
 }
 
 Status Writer::put(ir::TensorId id, ir::TensorPart part, std::span<const std::byte> bytes) {
-  if (cursor_ >= plan_.tensors.size())
-    return make_error("compressed-tensors writer: received more tensors than planned");
+  const std::string who = plan_.names.layout + " writer: ";
+  if (cursor_ >= plan_.tensors.size()) return make_error(who + "received more tensors than planned");
   const PlannedTensor& pt = plan_.tensors[cursor_];
   if (pt.source != id || pt.part != part)
-    return make_error("compressed-tensors writer: expected " + pt.name + " (" +
+    return make_error(who + "expected " + pt.name + " (" +
                       std::string(ir::tensor_part_name(pt.part)) + "), received " +
                       std::string(ir::tensor_part_name(part)) + " of tensor #" + std::to_string(id));
   if (received_ + bytes.size() > pt.nbytes)
-    return make_error("compressed-tensors writer: " + pt.name + " received " +
+    return make_error(who + pt.name + " received " +
                       std::to_string(received_ + bytes.size()) + " bytes, planned " + std::to_string(pt.nbytes));
   if (!open_shard_index_ || *open_shard_index_ != pt.shard) {
     FP4C_TRY(close_shard());
     FP4C_TRY(open_shard(pt.shard));
+  }
+  float reciprocal;
+  if (plan_.names.reciprocal_globals &&
+      (part == ir::TensorPart::WeightGlobalScale || part == ir::TensorPart::InputGlobalScale)) {
+    // One float in one piece: the layout stores 1/G (ModelOpt's weight_scale_2, input_scale).
+    if (bytes.size() != sizeof(float))
+      return make_error(who + pt.name + ": a global scale arrives as one float, received " +
+                        std::to_string(bytes.size()) + " bytes");
+    float g;
+    std::memcpy(&g, bytes.data(), sizeof g);
+    reciprocal = 1.0f / g;
+    bytes = std::as_bytes(std::span<const float>(&reciprocal, 1));
   }
   FP4C_TRY(shard_->write(bytes));
   tensor_hash_.update(bytes);
@@ -157,7 +172,7 @@ Status Writer::put(ir::TensorId id, ir::TensorPart part, std::span<const std::by
 
 Status Writer::finish() {
   if (cursor_ != plan_.tensors.size())
-    return make_error("compressed-tensors writer: " + plan_.tensors[cursor_].name + " and " +
+    return make_error(plan_.names.layout + " writer: " + plan_.tensors[cursor_].name + " and " +
                       std::to_string(plan_.tensors.size() - cursor_ - 1) + " more tensors never arrived");
   FP4C_TRY(close_shard());
   // A shard with no tensors (an empty model) is still written, so the layout is complete.
@@ -203,8 +218,8 @@ nlohmann::json quant_args(bool activations) {
 
 }  // namespace
 
-Expected<WrittenFile> write_config(const std::string& source_config_path, const std::string& dir,
-                                   const ir::Model& model, bool w4a4) {
+Expected<WrittenFile> write_config_with(const std::string& source_config_path, const std::string& dir,
+                                        const std::string& quantization_config) {
   std::ifstream in(source_config_path, std::ios::binary);
   if (!in) return make_error(source_config_path + ": cannot open");
   std::stringstream ss;
@@ -212,7 +227,21 @@ Expected<WrittenFile> write_config(const std::string& source_config_path, const 
   nlohmann::ordered_json config = nlohmann::ordered_json::parse(ss.str(), nullptr, false);
   if (config.is_discarded() || !config.is_object())
     return make_error(source_config_path + ": not a JSON object");
+  config["quantization_config"] = nlohmann::ordered_json::parse(quantization_config);
 
+  const std::string path = (fs::path(dir) / "config.json").string();
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << config.dump(2) << "\n";
+    if (!out) return make_error(path + ": write failed");
+  }
+  WrittenFile f{"config.json", 0, {}};
+  FP4C_ASSIGN(f.hash, hash::hash_file(path, &f.bytes));
+  return f;
+}
+
+Expected<WrittenFile> write_config(const std::string& source_config_path, const std::string& dir,
+                                   const ir::Model& model, bool w4a4) {
   nlohmann::json group{
       {"format", "nvfp4-pack-quantized"},
       {"targets", {"Linear"}},
@@ -232,18 +261,8 @@ Expected<WrittenFile> write_config(const std::string& source_config_path, const 
       {"transform_config", nlohmann::json::object()},
       {"version", "0.18.0"},
   };
-  // nlohmann::json keeps keys sorted; carry that order into the ordered document.
-  config["quantization_config"] = nlohmann::ordered_json::parse(q.dump());
-
-  const std::string path = (fs::path(dir) / "config.json").string();
-  {
-    std::ofstream out(path, std::ios::binary);
-    out << config.dump(2) << "\n";
-    if (!out) return make_error(path + ": write failed");
-  }
-  WrittenFile f{"config.json", 0, {}};
-  FP4C_ASSIGN(f.hash, hash::hash_file(path, &f.bytes));
-  return f;
+  // nlohmann::json keeps keys sorted; that order is carried into the ordered document.
+  return write_config_with(source_config_path, dir, q.dump());
 }
 
 }  // namespace fp4c::backends::compressed_tensors

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends/artifact.h"
+#include "backends/quantized_names.h"
 #include "formats/safetensors.h"
 #include "ir/artifact.h"
 #include "ir/model.h"
@@ -33,6 +34,7 @@ struct Plan {
   std::vector<PlannedTensor> tensors;   // in the order the pack pass produces them
   std::vector<PlannedShard> shards;
   bool write_index = false;
+  QuantizedNames names;   // the layout's; the writer stores reciprocal global scales when it says so
   uint64_t total_bytes() const;
 };
 
@@ -43,6 +45,8 @@ struct LayoutOptions {
   // had an index.
   std::vector<std::string> source_file_of_tensor;
   bool source_sharded = false;
+  // Names and storage of the NVFP4 parts; the ModelOpt backend gives its own (backends/modelopt).
+  QuantizedNames names = compressed_tensors_names();
 };
 
 // The names, dtypes, shapes and shards of every artifact tensor, from the IR's decisions alone (no
@@ -53,7 +57,8 @@ Plan plan_layout(const ir::Model& model, const LayoutOptions& options);
 // BF16, in model order.
 std::vector<std::string> ignore_list(const ir::Model& model);
 
-// Streams the pack pass's output into safetensors shards in `dir`, then the index.
+// Streams the pack pass's output into safetensors shards in `dir`, then the index. With
+// plan.names.reciprocal_globals (ModelOpt) a global scale G arrives and 1/G is stored.
 class Writer final : public ir::ArtifactSink {
  public:
   Writer(std::string dir, Plan plan);
@@ -85,5 +90,10 @@ class Writer final : public ir::ArtifactSink {
 // `quantization_config` (keys sorted) for NVFP4 weights and, for W4A4, input activations.
 Expected<WrittenFile> write_config(const std::string& source_config_path, const std::string& dir,
                                    const ir::Model& model, bool w4a4);
+
+// Writes dir/config.json: the source config.json with its keys in their order, plus
+// `quantization_config` (given as serialized JSON text; its key order is kept).
+Expected<WrittenFile> write_config_with(const std::string& source_config_path, const std::string& dir,
+                                        const std::string& quantization_config);
 
 }  // namespace fp4c::backends::compressed_tensors
