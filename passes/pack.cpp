@@ -11,6 +11,7 @@
 
 #include "formats/convert.h"
 #include "formats/mmap_advice.h"
+#include "passes/localhessian.h"
 #include "runtime/checkpoint_weights.h"
 
 namespace fp4c::passes {
@@ -284,7 +285,8 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       // A rewritten weight (smoothquant) is quantized as the rewritten model holds it: BF16 under the max
       // rule row by row as the quantizer reaches each row (streamed), otherwise materialized first.
       const auto streamed = [&](ir::TensorId m) {
-        return model.transformed(m) && model.tensors[m].dtype == DType::BF16 && options.rule == nvfp4::ScaleRule::Max;
+        return model.transformed(m) && model.tensors[m].dtype == DType::BF16 && options.rule == nvfp4::ScaleRule::Max &&
+               !options.gptq && !options.local_hessian;
       };
       const auto as_bf16 = [](std::span<const std::byte> b) { return reinterpret_cast<const uint16_t*>(b.data()); };
       ScratchPool::Buffer rewritten_weight;
@@ -335,7 +337,24 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       packed.resize(size_t(rows * cols / 2));
       scales.resize(size_t(rows * cols / nvfp4::kBlock));
       nvfp4::ErrorStats err;
-      if (options.rule != nvfp4::ScaleRule::Max) {
+      if (options.gptq || options.local_hessian) {
+        const auto role = input_site_role(t.role);
+        const SiteStats* site = options.stats && role && t.layer ? options.stats->find(*t.layer, *role) : nullptr;
+        const char* what = options.gptq ? "gptq" : "blockscale{rule=localhessian}";
+        if (!site || site->cols() != cols || site->second_moment.size() != size_t(cols * cols))
+          return make_error(std::string(what) + ": no input second moments for " + t.module +
+                            " (run 'stats{second_moments=true}' before it)");
+        auto values = to_f32(bytes, t.dtype);
+        if (options.gptq) {
+          if (auto st = gptq_quantize(values.data(), rows, cols, site->second_moment.data(), G, *options.gptq,
+                                      packed.data(), scales.data(), options.zero_scale, nullptr, &err);
+              !st)
+            return make_error(t.name + ": " + st.error().message);
+        } else {
+          quantize_rows_localhessian(values.data(), rows, cols, G, site->second_moment.data(), packed.data(),
+                                     scales.data(), options.zero_scale, &err);
+        }
+      } else if (options.rule != nvfp4::ScaleRule::Max) {
         std::vector<float> weights;
         if (options.rule == nvfp4::ScaleRule::Weighted) {
           const auto role = input_site_role(t.role);

@@ -16,6 +16,7 @@
 #include "ir/artifact.h"
 #include "ir/expected.h"
 #include "ir/model.h"
+#include "passes/gptq.h"
 #include "passes/stats.h"
 
 namespace fp4c::passes {
@@ -25,8 +26,11 @@ struct PackOptions {
   uint64_t copy_chunk_bytes = 64ull << 20;   // pass-through tensors are copied and released in chunks
   uint64_t read_ahead_bytes = 256ull << 20;  // how far the read-ahead thread may run ahead
   nvfp4::ScaleRule rule = nvfp4::ScaleRule::Max;
-  // For ScaleRule::Weighted: each Linear's input statistics (their mean squares weight the error).
+  // For ScaleRule::Weighted: each Linear's input statistics (their mean squares weight the error); for
+  // local_hessian and gptq: their second-moment matrices.
   const ActivationStats* stats = nullptr;
+  bool local_hessian = false;            // block scales by the local-Hessian rule (instead of `rule`)
+  std::optional<GptqOptions> gptq;       // GPTQ (its own block-scale choice) instead of round-to-nearest
 };
 
 struct PackResult {

@@ -48,9 +48,21 @@ const std::vector<PassSpec>& pass_registry() {
        {{"rule", OptionType::Choice, "max",
          "max: the block max maps to 6 (NVFP4.md §3); mse: the FP8 scale with the least squared error of "
          "the block; weighted: the same error weighted by each input channel's mean square (needs stats); "
-         "4over6: the block max maps to 6 or to 4, whichever errs less",
-         {"max", "mse", "weighted", "4over6"}}},
+         "4over6: the block max maps to 6 or to 4, whichever errs less; localhessian: the FP8 scale minimizing "
+         "e^T H_b e with H_b the block's 16x16 input second-moment block (ModelOpt; needs stats{second_moments=true})",
+         {"max", "mse", "weighted", "4over6", "localhessian"}}},
        {},
+       {}},
+      {"gptq",
+       "GPTQ on the NVFP4 grid: each Linear's columns quantized in order, each one's error compensated on the "
+       "columns after it through the input second-moment matrix (needs stats{second_moments=true}); block "
+       "scales chosen from the error-updated weights as each group of 16 columns is reached",
+       {{"damp", OptionType::Float, "0.01", "dampening, relative to the mean of diag(H)", {}},
+        {"act_order", OptionType::Bool, "false", "process 16-column groups by descending diag(H)", {}},
+        {"block", OptionType::Int, "128", "lazy-batch width in columns (a multiple of 16; the result does not depend on it)", {}},
+        {"scales", OptionType::Choice, "max", "each group's block scales: max rule, or the local-Hessian rule",
+         {"max", "localhessian"}}},
+       {"stats"},
        {}},
       {"pack",
        "streams every tensor into the artifact: NVFP4 Linears packed, the rest as they came",

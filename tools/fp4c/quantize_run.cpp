@@ -250,18 +250,30 @@ Status check_pipeline(const passes::Pipeline& pipeline, passes::Scheme scheme, b
     return make_error("the pipeline runs 'pack' once, at the end");
   if (std::count_if(ps.begin(), ps.end(), [](const auto& p) { return p.name == "sensitivity"; }) > 1)
     return make_error("the pipeline runs 'sensitivity' at most once");
-  bool stats_valid = false;
+  bool stats_valid = false, second_moments = false;
   std::string rule = "max";
+  const auto need_moments = [&](const std::string& what) -> Status {
+    if (!stats_valid || !second_moments)
+      return make_error(what + " needs the input second moments: 'stats{second_moments=true}' before it (and after "
+                               "any 'smoothquant')");
+    return {};
+  };
   for (const auto& p : ps) {
     if (p.name == "stats") {
       if (!have_calib) return make_error("pass 'stats' needs a calibration set (--calib FILE)");
       stats_valid = true;
+      second_moments = p.option("second_moments") == "true";
     } else if (p.name == "smoothquant") {
       stats_valid = false;
+    } else if (p.name == "gptq") {
+      FP4C_TRY(need_moments("pass 'gptq'"));
+      const int block = std::stoi(p.option("block"));
+      if (block <= 0 || block % 16) return make_error("gptq{block=" + p.option("block") + "}: a positive multiple of 16");
     } else if (p.name == "blockscale") {
       rule = p.option("rule");
       if (rule == "weighted" && !stats_valid)
         return make_error("blockscale{rule=weighted} needs the 'stats' pass before it (and after any 'smoothquant')");
+      if (rule == "localhessian") FP4C_TRY(need_moments("blockscale{rule=localhessian}"));
     } else if (p.name == "pack") {
       if (scheme == passes::Scheme::W4A4 && !stats_valid)
         return make_error("--scheme w4a4 needs statistics of the model as it is packed (its input global scales): "
@@ -353,6 +365,8 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   std::optional<StatsResult> first_stats;                 // what the manifest's calibration record describes
   std::vector<std::pair<ir::TensorId, ir::SkipReason>> keep;
   nvfp4::ScaleRule rule = nvfp4::ScaleRule::Max;
+  bool local_hessian = false;
+  std::optional<passes::GptqOptions> gptq;
   std::map<std::string, int> runs;
   std::optional<backends::StagingDir> staging;
   std::optional<ct::Plan> plan;
@@ -396,8 +410,16 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
       runtime::CheckpointWeights weights(model, ckpt.refs, /*release_pages=*/true);
       FP4C_ASSIGN(keep, passes::run_sensitivity(model, forward, weights, tokens->sequences, so,
                                                 progress_line(tty, "sensitivity", double(tokens->total_tokens()))));
+    } else if (pass.name == "gptq") {
+      passes::GptqOptions g;
+      g.damp = std::stod(pass.option("damp"));
+      g.act_order = pass.option("act_order") == "true";
+      g.block = std::stoi(pass.option("block"));
+      g.localhessian_scales = pass.option("scales") == "localhessian";
+      gptq = g;
     } else if (pass.name == "blockscale") {
-      rule = *nvfp4::parse_scale_rule(pass.option("rule"));
+      local_hessian = pass.option("rule") == "localhessian";
+      rule = local_hessian ? nvfp4::ScaleRule::Max : *nvfp4::parse_scale_rule(pass.option("rule"));
     } else if (pass.name == "pack") {
       passes::WeightPlanOptions plan_options{scheme, o.ignore, stats.get(), keep};
       FP4C_TRY(passes::plan_weights(model, plan_options));
@@ -409,6 +431,8 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
       writer.emplace(staging->path(), *plan);
       passes::PackOptions pack_options;
       pack_options.rule = rule;
+      pack_options.local_hessian = local_hessian;
+      pack_options.gptq = gptq;
       pack_options.stats = stats.get();
       FP4C_ASSIGN(packed, passes::pack_weights(model, ckpt.files, ckpt.refs, *writer, pack_options));
       FP4C_TRY(writer->finish());
@@ -430,6 +454,8 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
         for (const auto& [id, why] : keep) text += "  " + model.tensors[id].name + "  (" + why.detail + ")\n";
       }
       else if (pass.name == "blockscale") text = "rule=" + pass.option("rule") + "\n";
+      else if (pass.name == "gptq") text = "GPTQ at pack: damp=" + pass.option("damp") + ", act_order=" +
+                                          pass.option("act_order") + ", scales=" + pass.option("scales") + "\n";
       else if (pass.name == "pack") text = format_packed(model);
       std::printf("--- after %s (run %d) ---\n%s", pass.name.c_str(), run, text.c_str());
     }
