@@ -28,6 +28,10 @@ using nvfp4::kBlock;
 #define FP4C_GPTQ_CLONES
 #endif
 
+// The factorization of an H smaller than this runs on one thread: at n = 896 it takes about 25 ms,
+// less than what dozens of fork/join points cost on a loaded machine.
+constexpr int64_t kParallelFactorMin = 2048;
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"  // vectors by value between inlined helpers of this file only
 
@@ -133,7 +137,7 @@ int64_t cholesky_lower(double* a, int64_t n) {
     }
     if (k1 == n) break;
     // 2. the panel below it: a[i][k0:k1] <- a[i][k0:k1] L11^-T.
-#pragma omp parallel for schedule(static) if ((n - k1) * nb * nb >= (1 << 16))
+#pragma omp parallel for schedule(static) if (n >= kParallelFactorMin)
     for (int64_t i = k1; i < n; ++i) {
       for (int64_t j = k0; j < k1; ++j) {
         double s = a[i * n + j];
@@ -148,7 +152,7 @@ int64_t cholesky_lower(double* a, int64_t n) {
     }
     constexpr int64_t kRows = 4;
     const int64_t tiles = (n - k1 + kRows - 1) / kRows;
-#pragma omp parallel for schedule(dynamic, 1) if ((n - k1) * (n - k1) * nb >= (1 << 18))
+#pragma omp parallel for schedule(dynamic, 1) if (n >= kParallelFactorMin && (n - k1) >= 256)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t i0 = k1 + t * kRows;
       trailing_update(a, n, pt.data(), k0, nb, k1, i0, std::min(i0 + kRows, n));
@@ -241,7 +245,7 @@ void invert_chunk(const double* l, int64_t n, int64_t c0, int64_t w, double* mc)
 std::vector<double> invert_lower(const double* l, int64_t n) {
   std::vector<double> m(size_t(n * n), 0.0);
   const int64_t chunks = (n + kInvCols - 1) / kInvCols;
-#pragma omp parallel for schedule(dynamic, 1) if (n >= 128)
+#pragma omp parallel for schedule(dynamic, 1) if (n >= kParallelFactorMin)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t c0 = c * kInvCols, w = std::min(c0 + kInvCols, n) - c0;
     std::vector<double> mc(size_t((n - c0) * kInvCols), 0.0);
@@ -414,7 +418,7 @@ Expected<std::vector<double>> inverse_cholesky_upper(const double* h, int64_t n,
   // B = J H' J (H' = H permuted by order, dead diagonals fixed, damped): B[i][j] = H'[n-1-i][n-1-j];
   // only its lower triangle is needed.
   std::vector<double> b(size_t(n * n), 0.0);
-#pragma omp parallel for schedule(static) if (n >= 256)
+#pragma omp parallel for schedule(static) if (n >= kParallelFactorMin)
   for (int64_t i = 0; i < n; ++i) {
     const int64_t oi = order[size_t(n - 1 - i)];
     for (int64_t j = 0; j < i; ++j) b[size_t(i * n + j)] = h_sym(h, n, oi, order[size_t(n - 1 - j)]);

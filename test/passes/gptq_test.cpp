@@ -370,6 +370,53 @@ TEST(Gptq, InverseCholeskyMatchesTextbook) {
   }
 }
 
+// At n >= 2048 the factorization runs threaded: the same bits at 1 and 2 threads, and U^T U is the
+// inverse of the damped H (checked on a few columns).
+TEST(Gptq, LargeFactorIsThreadIndependentAndInverts) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t n = 2050, k = 24;
+  std::normal_distribution<double> g(0.0, 1.0);
+  std::uniform_real_distribution<double> u01(0.0, 1.0);
+  std::vector<double> f(static_cast<size_t>(n * k)), sc(static_cast<size_t>(n));
+  for (double& v : f) v = g(rng);
+  for (double& v : sc) v = u01(rng) < 0.02 ? 20.0 : 0.5 + u01(rng);
+  std::vector<double> h(static_cast<size_t>(n * n));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t t = 0; t < k; ++t) s += f[size_t(i * k + t)] * f[size_t(j * k + t)];
+      h[size_t(i * n + j)] = s * sc[size_t(i)] * sc[size_t(j)] / double(k);
+    }
+    h[size_t(i * n + i)] += 0.05 * sc[size_t(i)] * sc[size_t(i)];
+  }
+  const std::vector<int64_t> order = gptq_detail::column_order(h.data(), n, false);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  auto one = gptq_detail::inverse_cholesky_upper(h.data(), n, 0.01, order);
+  omp_set_num_threads(2);
+  auto two = gptq_detail::inverse_cholesky_upper(h.data(), n, 0.01, order);
+  omp_set_num_threads(saved);
+  ASSERT_TRUE(one.ok() && two.ok());
+  ASSERT_EQ(0, std::memcmp(one->data(), two->data(), one->size() * sizeof(double)));
+  double mean = 0;
+  for (int64_t j = 0; j < n; ++j) mean += h[size_t(j * n + j)];
+  mean /= double(n);
+  const std::vector<double>& uu = *one;
+  for (int64_t c : {int64_t(0), int64_t(977), n - 1}) {
+    std::vector<double> a(static_cast<size_t>(n)), v(static_cast<size_t>(n), 0.0), y(static_cast<size_t>(n), 0.0);
+    for (int64_t i = 0; i < n; ++i) a[size_t(i)] = h[size_t(i * n + c)] + (i == c ? 0.01 * mean : 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = i; j < n; ++j) v[size_t(i)] += uu[size_t(i * n + j)] * a[size_t(j)];
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = i; j < n; ++j) y[size_t(j)] += uu[size_t(i * n + j)] * v[size_t(i)];
+    }
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(y[size_t(i)], i == c ? 1.0 : 0.0, 1e-8) << "column " << c << ", row " << i;
+  }
+}
+
 TEST(Gptq, BlockedKernelEqualsPlainUnblockedReference) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
