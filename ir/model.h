@@ -159,6 +159,13 @@ struct Smoothing {
   float factor_min = 0, factor_median = 0, factor_max = 0;
 };
 
+// The auto pass's choice for one Linear: every candidate quantizer's relative output error on held-out
+// calibration tokens, and the one kept (the least error over its fused group).
+struct QuantizerChoice {
+  std::string chosen;                                    // e.g. "gptq+localhessian"
+  std::vector<std::pair<std::string, double>> candidates;  // (quantizer, relative output error of this Linear)
+};
+
 // Per-tensor annotations, indexed by TensorId; each slot is written by one pass.
 struct Annotations {
   std::vector<Decision> decision;                 // weight plan
@@ -171,6 +178,7 @@ struct Annotations {
   std::vector<Smoothing> smoothing;               // smoothquant, in site order
   std::vector<std::optional<OutlierStats>> outliers;      // outliers (Linear weights)
   std::vector<std::optional<Sensitivity>> sensitivity;    // sensitivity (Linear weights)
+  std::vector<std::optional<QuantizerChoice>> choice;     // auto (Linear weights)
 };
 
 class Model {

@@ -11,7 +11,6 @@
 
 #include "formats/convert.h"
 #include "formats/mmap_advice.h"
-#include "passes/localhessian.h"
 #include "runtime/checkpoint_weights.h"
 
 namespace fp4c::passes {
@@ -240,6 +239,16 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
   InputHashes input_hashes(checkpoint);
   std::map<const ir::FusedGroup*, float> group_amax;
   ScratchPool scratch;
+  // The per-Linear choice of the auto pass, else the pipeline's.
+  std::vector<Quantizer> chosen(model.tensors.size(), options.quantizer);
+  for (ir::TensorId id = 0; id < model.tensors.size() && id < model.annotations.choice.size(); ++id)
+    if (const auto& c = model.annotations.choice[id]) {
+      auto q = parse_quantizer(c->chosen);
+      if (!q) return make_error("pack: " + model.tensors[id].name + ": unknown quantizer '" + c->chosen + "'");
+      q->gptq.damp = options.quantizer.gptq.damp;
+      chosen[id] = *q;
+    }
+  const auto quantizer_of = [&](ir::TensorId id) -> const Quantizer& { return chosen[id]; };
   std::map<ir::TensorId, ScratchPool::Buffer> rewritten_members;
   std::vector<uint8_t> packed, scales;
   {  // the read-ahead thread lives for the loop
@@ -285,8 +294,9 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       // A rewritten weight (smoothquant) is quantized as the rewritten model holds it: BF16 under the max
       // rule row by row as the quantizer reaches each row (streamed), otherwise materialized first.
       const auto streamed = [&](ir::TensorId m) {
-        return model.transformed(m) && model.tensors[m].dtype == DType::BF16 && options.rule == nvfp4::ScaleRule::Max &&
-               !options.gptq && !options.local_hessian;
+        const Quantizer& q = quantizer_of(m);
+        return model.transformed(m) && model.tensors[m].dtype == DType::BF16 && q.kind == Quantizer::Kind::Rule &&
+               q.rule == nvfp4::ScaleRule::Max;
       };
       const auto as_bf16 = [](std::span<const std::byte> b) { return reinterpret_cast<const uint16_t*>(b.data()); };
       ScratchPool::Buffer rewritten_weight;
@@ -337,36 +347,13 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       packed.resize(size_t(rows * cols / 2));
       scales.resize(size_t(rows * cols / nvfp4::kBlock));
       nvfp4::ErrorStats err;
-      if (options.gptq || options.local_hessian) {
+      const Quantizer& quantizer = quantizer_of(id);
+      if (quantizer.kind != Quantizer::Kind::Rule || quantizer.rule != nvfp4::ScaleRule::Max) {
         const auto role = input_site_role(t.role);
         const SiteStats* site = options.stats && role && t.layer ? options.stats->find(*t.layer, *role) : nullptr;
-        const char* what = options.gptq ? "gptq" : "blockscale{rule=localhessian}";
-        if (!site || site->cols() != cols || site->second_moment.size() != size_t(cols * cols))
-          return make_error(std::string(what) + ": no input second moments for " + t.module +
-                            " (run 'stats{second_moments=true}' before it)");
         auto values = to_f32(bytes, t.dtype);
-        if (options.gptq) {
-          if (auto st = gptq_quantize(values.data(), rows, cols, site->second_moment.data(), G, *options.gptq,
-                                      packed.data(), scales.data(), options.zero_scale, nullptr, &err);
-              !st)
-            return make_error(t.name + ": " + st.error().message);
-        } else {
-          quantize_rows_localhessian(values.data(), rows, cols, G, site->second_moment.data(), packed.data(),
-                                     scales.data(), options.zero_scale, &err);
-        }
-      } else if (options.rule != nvfp4::ScaleRule::Max) {
-        std::vector<float> weights;
-        if (options.rule == nvfp4::ScaleRule::Weighted) {
-          const auto role = input_site_role(t.role);
-          const SiteStats* site = options.stats && role && t.layer ? options.stats->find(*t.layer, *role) : nullptr;
-          if (!site || site->cols() != cols)
-            return make_error("blockscale{rule=weighted}: no input statistics for " + t.module + " (run 'stats' first)");
-          weights.assign(site->mean_square.begin(), site->mean_square.end());
-        }
-        auto values = to_f32(bytes, t.dtype);
-        nvfp4::quantize_rows_with_rule(values.data(), rows, cols, G, options.rule,
-                                       weights.empty() ? nullptr : weights.data(), packed.data(), scales.data(),
-                                       options.zero_scale, &err);
+        FP4C_TRY(quantize_weight(quantizer, values.data(), rows, cols, G, site, t.module, packed.data(), scales.data(),
+                                 options.zero_scale, &err));
       } else if (streamed(id)) {
         const uint16_t* src = as_bf16(bytes);
         nvfp4::quantize_bf16_rows(

@@ -16,7 +16,7 @@
 #include "ir/artifact.h"
 #include "ir/expected.h"
 #include "ir/model.h"
-#include "passes/gptq.h"
+#include "passes/quantizers.h"
 #include "passes/stats.h"
 
 namespace fp4c::passes {
@@ -25,12 +25,10 @@ struct PackOptions {
   nvfp4::ZeroScale zero_scale = nvfp4::ZeroScale::CompressedTensors;
   uint64_t copy_chunk_bytes = 64ull << 20;   // pass-through tensors are copied and released in chunks
   uint64_t read_ahead_bytes = 256ull << 20;  // how far the read-ahead thread may run ahead
-  nvfp4::ScaleRule rule = nvfp4::ScaleRule::Max;
-  // For ScaleRule::Weighted: each Linear's input statistics (their mean squares weight the error); for
-  // local_hessian and gptq: their second-moment matrices.
+  // How every NVFP4 Linear is quantized, unless model.annotations.quantizer names another for it (auto).
+  Quantizer quantizer;
+  // For the quantizers that need them (weighted, localhessian, gptq): each Linear's input statistics.
   const ActivationStats* stats = nullptr;
-  bool local_hessian = false;            // block scales by the local-Hessian rule (instead of `rule`)
-  std::optional<GptqOptions> gptq;       // GPTQ (its own block-scale choice) instead of round-to-nearest
 };
 
 struct PackResult {

@@ -364,9 +364,7 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   std::shared_ptr<const passes::ActivationStats> stats;   // of the model as it stands; null once invalidated
   std::optional<StatsResult> first_stats;                 // what the manifest's calibration record describes
   std::vector<std::pair<ir::TensorId, ir::SkipReason>> keep;
-  nvfp4::ScaleRule rule = nvfp4::ScaleRule::Max;
-  bool local_hessian = false;
-  std::optional<passes::GptqOptions> gptq;
+  passes::Quantizer quantizer;
   std::map<std::string, int> runs;
   std::optional<backends::StagingDir> staging;
   std::optional<ct::Plan> plan;
@@ -416,10 +414,13 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
       g.act_order = pass.option("act_order") == "true";
       g.block = std::stoi(pass.option("block"));
       g.localhessian_scales = pass.option("scales") == "localhessian";
-      gptq = g;
+      quantizer.kind = passes::Quantizer::Kind::Gptq;
+      quantizer.gptq = g;
     } else if (pass.name == "blockscale") {
-      local_hessian = pass.option("rule") == "localhessian";
-      rule = local_hessian ? nvfp4::ScaleRule::Max : *nvfp4::parse_scale_rule(pass.option("rule"));
+      if (quantizer.kind != passes::Quantizer::Kind::Gptq) {  // gptq chooses its own block scales
+        if (pass.option("rule") == "localhessian") quantizer.kind = passes::Quantizer::Kind::LocalHessian;
+        else quantizer.rule = *nvfp4::parse_scale_rule(pass.option("rule"));
+      }
     } else if (pass.name == "pack") {
       passes::WeightPlanOptions plan_options{scheme, o.ignore, stats.get(), keep};
       FP4C_TRY(passes::plan_weights(model, plan_options));
@@ -430,9 +431,7 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
       }
       writer.emplace(staging->path(), *plan);
       passes::PackOptions pack_options;
-      pack_options.rule = rule;
-      pack_options.local_hessian = local_hessian;
-      pack_options.gptq = gptq;
+      pack_options.quantizer = quantizer;
       pack_options.stats = stats.get();
       FP4C_ASSIGN(packed, passes::pack_weights(model, ckpt.files, ckpt.refs, *writer, pack_options));
       FP4C_TRY(writer->finish());

@@ -1,0 +1,39 @@
+// The ways fp4c turns one Linear weight into NVFP4 codes and block scales, by name: round-to-nearest
+// with a block-scale rule (max, mse, weighted, 4over6, localhessian) or GPTQ (with max or local-Hessian
+// group scales). pack uses the pipeline's choice or the per-Linear one of the `auto` pass, which tries
+// them all.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "formats/nvfp4.h"
+#include "formats/nvfp4_rules.h"
+#include "ir/expected.h"
+#include "passes/gptq.h"
+#include "passes/stats.h"
+
+namespace fp4c::passes {
+
+struct Quantizer {
+  enum class Kind : uint8_t { Rule, LocalHessian, Gptq };
+  Kind kind = Kind::Rule;
+  nvfp4::ScaleRule rule = nvfp4::ScaleRule::Max;   // Kind::Rule
+  GptqOptions gptq;                                // Kind::Gptq
+  std::string name() const;                        // "max", ..., "localhessian", "gptq", "gptq+localhessian"
+  bool needs_second_moments() const { return kind != Kind::Rule; }
+  bool needs_stats() const { return kind != Kind::Rule || rule == nvfp4::ScaleRule::Weighted; }
+};
+
+// Every quantizer `auto` tries, cheapest first (ties keep the earlier one).
+std::vector<Quantizer> auto_candidates(const GptqOptions& gptq = {});
+std::optional<Quantizer> parse_quantizer(const std::string& name);
+
+// Quantizes w [rows, cols] (float) with global scale G. `site`: the statistics of its input (needed by
+// weighted, localhessian and gptq: errors name `what` otherwise). `dequantized` may be null.
+Status quantize_weight(const Quantizer& q, const float* w, int64_t rows, int64_t cols, float G, const SiteStats* site,
+                       const std::string& what, uint8_t* packed, uint8_t* scales, nvfp4::ZeroScale zero,
+                       nvfp4::ErrorStats* err, float* dequantized = nullptr);
+
+}  // namespace fp4c::passes
