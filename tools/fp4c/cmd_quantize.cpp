@@ -1,5 +1,5 @@
-// fp4c quantize: a BF16 Hugging Face checkpoint in, an NVFP4 compressed-tensors artifact and its
-// manifest out (the work is quantize() in quantize_run.cpp).
+// fp4c quantize: a BF16 Hugging Face checkpoint in, an NVFP4 artifact (compressed-tensors or ModelOpt
+// layout) and its manifest out (the work is quantize() in quantize_run.cpp).
 #include <cstdio>
 
 #include "passes/recipes.h"
@@ -40,6 +40,11 @@ Runner setup_quantize(CLI::App& app, const CommandLine& cl) {
   sub->add_option("--threads", opts->threads, "threads (default: all cores)")->check(CLI::NonNegativeNumber);
   sub->add_option("--max-shard-size", opts->max_shard_size,
                   "shard the artifact by size (e.g. 5GB) instead of like the source");
+  sub->add_option("--format", opts->format,
+                  "artifact layout: compressed-tensors (vLLM's nvfp4-pack-quantized) or modelopt (ModelOpt's "
+                  "Hugging Face layout with hf_quant_config.json: TensorRT-LLM, vLLM modelopt_fp4, SGLang)")
+      ->check(CLI::IsMember({"compressed-tensors", "modelopt"}))
+      ->default_str("compressed-tensors");
   sub->add_flag("--dry-run", opts->dry_run, "print the per-tensor plan and projected size; write nothing");
   sub->add_flag("--force", opts->force, "replace an existing output directory");
   sub->add_flag("--quiet", opts->quiet, "print nothing on success");

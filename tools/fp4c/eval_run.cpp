@@ -11,7 +11,7 @@
 #include <map>
 #include <optional>
 
-#include "backends/compressed_tensors/reader.h"
+#include "backends/artifact_reader.h"
 #include "backends/manifest.h"
 #include "frontend/checkpoint.h"
 #include "runtime/checkpoint_weights.h"
@@ -52,7 +52,7 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
 
   std::optional<backends::compressed_tensors::ArtifactReader> artifact;
   if (!o.artifact.empty()) {
-    auto a = backends::compressed_tensors::ArtifactReader::open(o.artifact, ckpt->model);
+    auto a = backends::open_artifact(o.artifact, ckpt->model);   // either layout
     if (!a) return a.error();
     artifact.emplace(std::move(*a));
   }

@@ -16,6 +16,7 @@
 #include "backends/artifact.h"
 #include "backends/compressed_tensors/writer.h"
 #include "backends/manifest.h"
+#include "backends/modelopt/writer.h"
 #include "frontend/checkpoint.h"
 #include "ir/cost.h"
 #include "passes/outliers.h"
@@ -313,6 +314,9 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   }
   const auto budget = parse_size(o.memory_budget);
   if (!budget) return make_error("--memory-budget '" + o.memory_budget + "': not a size (e.g. 4GiB)");
+  if (o.format != "compressed-tensors" && o.format != "modelopt")
+    return make_error("--format '" + o.format + "': not compressed-tensors or modelopt");
+  const bool modelopt = o.format == "modelopt";
   for (const auto& name : o.print_after)
     if (!passes::find_pass(name)) {
       std::string names;
@@ -345,6 +349,7 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   ct::LayoutOptions layout;
   layout.max_shard_size = max_shard;
   layout.source_sharded = ckpt.files.sharded();
+  if (modelopt) layout.names = backends::modelopt_names();   // same plan and bytes, ModelOpt's names
   uint64_t source_bytes = 0;
   for (const auto& r : ckpt.refs) {
     layout.source_file_of_tensor.push_back(fs::path(r.file->path()).filename().string());
@@ -462,9 +467,16 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
 
   StageClock finish_clock("finalize");
   std::vector<backends::WrittenFile> outputs = writer->files();
-  FP4C_ASSIGN(auto config, ct::write_config((fs::path(o.model) / "config.json").string(), staging->path(), model,
-                                            scheme == passes::Scheme::W4A4));
-  outputs.push_back(config);
+  const std::string source_config = (fs::path(o.model) / "config.json").string();
+  const bool w4a4 = scheme == passes::Scheme::W4A4;
+  if (modelopt) {
+    FP4C_ASSIGN(auto configs, backends::modelopt::write_configs(source_config, staging->path(), model, w4a4,
+                                                                FP4C_VERSION));
+    outputs.insert(outputs.end(), configs.begin(), configs.end());
+  } else {
+    FP4C_ASSIGN(auto config, ct::write_config(source_config, staging->path(), model, w4a4));
+    outputs.push_back(config);
+  }
   FP4C_ASSIGN(auto aux, backends::copy_auxiliary_files(o.model, staging->path()));
   outputs.insert(outputs.end(), aux.begin(), aux.end());
   FP4C_ASSIGN(auto inputs, hash_inputs(ckpt, *packed));
@@ -494,7 +506,7 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   for (const auto& r : o.ignore) mi.options.add_ignore(r);
   mi.options.set_threads(threads);
   mi.options.set_max_shard_size(max_shard.value_or(0));
-  mi.options.set_format("compressed-tensors");
+  mi.options.set_format(o.format);
   mi.options.set_pipeline(pipeline.canonical());
   mi.inputs = std::move(inputs);
   mi.outputs = outputs;

@@ -34,6 +34,7 @@ struct QuantizeRequest {
   std::vector<std::string> ignore;
   int threads = 0;
   std::string max_shard_size;
+  std::string format = "compressed-tensors";   // artifact layout: "compressed-tensors" or "modelopt"
   bool dry_run = false;
   bool force = false;
   bool quiet = false;           // no summary on stdout, no progress on stderr
