@@ -270,6 +270,36 @@ TEST(ModelOpt, EvalMatchesCompressedTensorsW4A4) {
   check_eval(b);
 }
 
+// On a real model (stories260K) W4A16 agrees as closely; W4A4 does not: its activations are
+// fake-quantized to FP4, a discontinuous function, so the last-bit differences (3 of its 30 input global
+// scales and 6 of its 30 weight global scales do not survive float32's 1/(1/x)) flip some activation
+// codes, and perplexity moves by 3e-4 relative (4.70336 vs 4.70479; the input scales alone: 7e-5).
+// vLLM serves the two layouts with the same reciprocals (ModelOpt: 1/input_scale), so the difference
+// is the layouts', not the reader's.
+TEST(ModelOpt, Stories260KEvalAgreesWithCompressedTensors) {
+  const fs::path stories = fs::path(FP4C_SHARED_DIR) / "models" / "stories260K";
+  if (!fs::exists(stories / "model.safetensors")) GTEST_SKIP() << "no " << stories;
+  TempDir tmp;
+  for (const bool w4a4 : {false, true}) {
+    std::map<std::string, nlohmann::json> figures;
+    for (const std::string format : {"compressed-tensors", "modelopt"}) {
+      const auto out = tmp.path / (format + (w4a4 ? "-w4a4" : "-w4a16"));
+      auto r = fp4c("quantize --quiet --model " + stories.string() + " --out " + out.string() + " --format " + format +
+                    (w4a4 ? " --calib " + (stories / "calib.jsonl").string() : std::string()));
+      ASSERT_EQ(r.exit_code, 0) << r.out;
+      r = fp4c("eval --json --model " + stories.string() + " --artifact " + out.string() + " --data " +
+               (stories / "eval.jsonl").string());
+      ASSERT_EQ(r.exit_code, 0) << r.out;
+      figures[format] = nlohmann::json::parse(r.out);
+    }
+    const double x = figures["compressed-tensors"]["perplexity"].get<double>();
+    const double y = figures["modelopt"]["perplexity"].get<double>();
+    std::printf("note: stories260K %s perplexity %.9g (compressed-tensors) vs %.9g (modelopt), %.3g relative\n",
+                w4a4 ? "W4A4" : "W4A16", x, y, std::abs(x - y) / x);
+    EXPECT_NEAR(y, x, (w4a4 ? 1e-3 : 1e-6) * x);
+  }
+}
+
 TEST(ModelOpt, UnknownFormatIsRefused) {
   SynthModel s;
   auto r = fp4c("quantize --model " + s.model.string() + " --out " + (s.tmp.path / "o").string() +
