@@ -126,6 +126,15 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
       if (s->kl) rs->set_kl(*s->kl);
       rs->set_rank(s->rank);
     }
+    if (const ir::QuantizerChoice* c = slot(model.annotations.choice, id)) {
+      auto* rq = r->mutable_quantizer();
+      rq->set_chosen(c->chosen);
+      for (const auto& [name, e] : c->candidates) {
+        auto* cand = rq->add_candidates();
+        cand->set_name(name);
+        cand->set_output_error(e);
+      }
+    }
     r->set_smoothed(model.transformed(id));
     const uint64_t n = numel(t.shape);
     const uint64_t src = n * dtype_size(t.dtype);

@@ -34,6 +34,14 @@ const std::vector<Recipe>& builtin_recipes() {
               "the least squared error weighted by each input channel's mean square (stories260K W4A4 recovery "
               "0.906 against plain's 0.873; lowest KL on the synthetic outlier model)",
               "stats,smoothquant,stats,blockscale{rule=weighted},pack"),
+      builtin("auto",
+              "per Linear (fused groups together) the quantizer with the least output error on held-out calibration "
+              "sequences among max, mse, weighted, 4over6, localhessian, gptq and gptq+localhessian (stories260K W4A4 "
+              "recovery 0.915, KL 0.102; W4A16 0.953)",
+              "stats{second_moments=true},auto,blockscale,pack"),
+      builtin("auto-5pct",
+              "'auto' with up to 5% of the Linear parameters kept BF16 by the sensitivity pass",
+              "stats{second_moments=true},sensitivity{budget=5%},auto,blockscale,pack"),
       builtin("sensitive",
               "'best' plus a 2% BF16 budget: the Linear groups whose W4A4 output error is largest stay BF16",
               "stats,smoothquant,stats,sensitivity{budget=2%},blockscale{rule=weighted},pack"),

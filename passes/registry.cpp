@@ -64,6 +64,14 @@ const std::vector<PassSpec>& pass_registry() {
          {"max", "localhessian"}}},
        {"stats"},
        {}},
+      {"auto",
+       "per Linear (fused groups together), every quantizer (max, mse, weighted, 4over6, localhessian, gptq, "
+       "gptq+localhessian) measured by its output error on held-out calibration sequences, the least kept; the "
+       "statistics passes then see only the other sequences (needs stats{second_moments=true})",
+       {{"holdout", OptionType::Percent, "25%", "share of the calibration sequences held out for measuring (at least one)", {}},
+        {"damp", OptionType::Float, "0.01", "GPTQ dampening for the gptq candidates", {}}},
+       {"stats"},
+       {}},
       {"pack",
        "streams every tensor into the artifact: NVFP4 Linears packed, the rest as they came",
        {},

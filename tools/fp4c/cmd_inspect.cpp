@@ -215,6 +215,8 @@ int run_inspect(const InspectOptions& o) {
   }
   const bool sensitivity = std::any_of(m->tensors().begin(), m->tensors().end(),
                                        [](const auto& r) { return r.has_sensitivity(); });
+  const bool chosen = std::any_of(m->tensors().begin(), m->tensors().end(),
+                                  [](const auto& r) { return r.has_quantizer(); });
 
   std::vector<const manifest::TensorRecord*> rows;
   for (const auto& r : m->tensors())
@@ -249,6 +251,11 @@ int run_inspect(const InspectOptions& o) {
       j["smoothed"] = r->smoothed();
       if (r->has_outliers()) j["outliers"] = to_json(r->outliers());
       if (r->has_sensitivity()) j["sensitivity"] = to_json(r->sensitivity());
+      if (r->has_quantizer()) {
+        nlohmann::json c = nlohmann::json::object();
+        for (const auto& cand : r->quantizer().candidates()) c[cand.name()] = cand.output_error();
+        j["quantizer"] = {{"chosen", r->quantizer().chosen()}, {"candidates", c}};
+      }
       if (auto it = smoothing_of.find(r->name()); it != smoothing_of.end()) {
         j["smoothing"] = nlohmann::json::array();
         for (const auto* sm : it->second) j["smoothing"].push_back(to_json(*sm));
@@ -274,18 +281,30 @@ int run_inspect(const InspectOptions& o) {
       std::snprintf(buf, sizeof buf, " %11s %4s", "-", "-");
     return buf;
   };
-  std::printf("%-48s %-7s %5s %-6s %11s %9s %11s %11s%s  %s\n", "module", "role", "layer", "format", "global", "SQNR dB",
-              "rel MSE", "max |err|", sensitivity ? "    sens err rank" : "", "kept because");
+  // The auto pass's choice: the quantizer kept and its held-out output error.
+  auto quant = [&](const manifest::TensorRecord* r) -> std::string {
+    if (!chosen) return "";
+    char buf[64];
+    double e = NAN;
+    if (r->has_quantizer())
+      for (const auto& c : r->quantizer().candidates())
+        if (c.name() == r->quantizer().chosen()) e = c.output_error();
+    std::snprintf(buf, sizeof buf, " %-18s %10.3e", r->has_quantizer() ? r->quantizer().chosen().c_str() : "-", e);
+    return buf;
+  };
+  std::printf("%-48s %-7s %5s %-6s %11s %9s %11s %11s%s%s  %s\n", "module", "role", "layer", "format", "global", "SQNR dB",
+              "rel MSE", "max |err|", sensitivity ? "    sens err rank" : "",
+              chosen ? " quantizer           out error" : "", "kept because");
   for (auto* r : rows) {
     if (r->format() == "nvfp4") {
-      std::printf("%-48s %-7s %5s %-6s %11.4g %9.2f %11.3e %11.3e%s\n", r->module().c_str(), r->role().c_str(),
+      std::printf("%-48s %-7s %5s %-6s %11.4g %9.2f %11.3e %11.3e%s%s\n", r->module().c_str(), r->role().c_str(),
                   r->has_layer() ? std::to_string(r->layer()).c_str() : "-", r->format().c_str(),
                   r->weight_global_scale(), r->weight_error().sqnr_db(), r->weight_error().relative_mse(),
-                  r->weight_error().max_abs_error(), sens(r).c_str());
+                  r->weight_error().max_abs_error(), sens(r).c_str(), quant(r).c_str());
     } else {
-      std::printf("%-48s %-7s %5s %-6s %11s %9s %11s %11s%s  %s\n", r->module().c_str(), r->role().c_str(),
+      std::printf("%-48s %-7s %5s %-6s %11s %9s %11s %11s%s%s  %s\n", r->module().c_str(), r->role().c_str(),
                   r->has_layer() ? std::to_string(r->layer()).c_str() : "-", r->format().c_str(), "-", "-", "-",
-                  "-", sens(r).c_str(), r->skip().detail().c_str());
+                  "-", sens(r).c_str(), quant(r).c_str(), r->skip().detail().c_str());
     }
   }
   if (m->smoothing_size() > 0) {

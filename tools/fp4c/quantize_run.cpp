@@ -19,6 +19,7 @@
 #include "backends/modelopt/writer.h"
 #include "frontend/checkpoint.h"
 #include "ir/cost.h"
+#include "passes/auto_quantizer.h"
 #include "passes/outliers.h"
 #include "passes/pack.h"
 #include "passes/pipeline.h"
@@ -128,6 +129,7 @@ Expected<std::string> model_files_key(const frontend::LoadedCheckpoint& ckpt, co
 
 StatsKey stats_key(const std::string& files_key, const ir::Model& model, const QuantizeRequest& o,
                    const frontend::TokenSet& tokens, bool second_moments) {
+  // `tokens` may be the fit part of the set (auto holds sequences out): its count is part of the key.
   // The rewrites passes made: a smoothed model has other statistics than the checkpoint.
   hash::Hasher rewrites;
   bool any = false;
@@ -145,7 +147,8 @@ StatsKey stats_key(const std::string& files_key, const ir::Model& model, const Q
   k.model_key = any ? hash::xxh3_128(std::as_bytes(std::span(rewritten_key))).hex() : files_key;
   const std::string calib_text = tokens.source_hash.hex() + "|" + std::to_string(o.tokens.samples) + "|" +
                                  std::to_string(o.tokens.seq_len) + "|" + std::to_string(o.tokens.seed) + "|" +
-                                 o.tokens.packing + "|" + o.precision + "|" + (second_moments ? "m2" : "");
+                                 o.tokens.packing + "|" + o.precision + "|" + (second_moments ? "m2" : "") + "|" +
+                                 std::to_string(tokens.sequences.size());
   k.calibration_key = hash::xxh3_128(std::as_bytes(std::span(calib_text))).hex();
   k.short_key = k.model_key.substr(0, 16) + "-" + k.calibration_key.substr(0, 16);
   return k;
@@ -266,6 +269,8 @@ Status check_pipeline(const passes::Pipeline& pipeline, passes::Scheme scheme, b
       second_moments = p.option("second_moments") == "true";
     } else if (p.name == "smoothquant") {
       stats_valid = false;
+    } else if (p.name == "auto") {
+      FP4C_TRY(need_moments("pass 'auto'"));
     } else if (p.name == "gptq") {
       FP4C_TRY(need_moments("pass 'gptq'"));
       const int block = std::stoi(p.option("block"));
@@ -339,9 +344,23 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   FP4C_ASSIGN(frontend::LoadedCheckpoint ckpt, frontend::open_checkpoint(o.model));
   ir::Model& model = ckpt.model;
   std::optional<frontend::TokenSet> tokens;
+  std::vector<std::vector<int32_t>> heldout;   // auto's measuring sequences, out of `tokens`
   std::string files_key;
   if (!o.calib.empty() && !o.dry_run) {
     FP4C_ASSIGN(tokens, load_tokens(o.calib, o.model, model.config, o.tokens));
+    // `auto` measures on sequences the statistics (and so GPTQ's second moments) never saw: the last
+    // holdout share of them, at least one; the statistics passes get the rest.
+    if (const passes::PassInvocation* a = pipeline.find("auto")) {
+      const std::string h = a->option("holdout");
+      const double share = std::stod(h.substr(0, h.size() - 1)) / 100.0;
+      const size_t n = tokens->sequences.size();
+      const size_t held = std::max<size_t>(1, size_t(std::llround(double(n) * share)));
+      if (n < 2 || held >= n)
+        return make_error("pass 'auto' holds out " + h + " of " + std::to_string(n) +
+                          " calibration sequence(s), leaving none for the statistics: give more (--calib-samples)");
+      heldout.assign(tokens->sequences.end() - long(held), tokens->sequences.end());
+      tokens->sequences.resize(n - held);
+    }
     FP4C_ASSIGN(files_key, model_files_key(ckpt, o.model));
   }
   stages.push_back(open_clock.stop());
@@ -413,6 +432,18 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
       runtime::CheckpointWeights weights(model, ckpt.refs, /*release_pages=*/true);
       FP4C_ASSIGN(keep, passes::run_sensitivity(model, forward, weights, tokens->sequences, so,
                                                 progress_line(tty, "sensitivity", double(tokens->total_tokens()))));
+    } else if (pass.name == "auto") {
+      passes::WeightPlanOptions plan_options{scheme, o.ignore, stats.get(), keep};
+      FP4C_TRY(passes::plan_weights(model, plan_options));
+      passes::AutoOptions ao;
+      ao.gptq.damp = std::stod(pass.option("damp"));
+      quantizer.gptq.damp = ao.gptq.damp;
+      runtime::Forward forward(model.config, forward_options(o, *budget));
+      runtime::CheckpointWeights weights(model, ckpt.refs, /*release_pages=*/true);
+      int64_t held_tokens = 0;
+      for (const auto& s : heldout) held_tokens += int64_t(s.size());
+      FP4C_TRY(passes::choose_quantizers(model, forward, weights, *stats, heldout, ao,
+                                         progress_line(tty, "auto", double(held_tokens))));
     } else if (pass.name == "gptq") {
       passes::GptqOptions g;
       g.damp = std::stod(pass.option("damp"));
@@ -458,6 +489,7 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
         for (const auto& [id, why] : keep) text += "  " + model.tensors[id].name + "  (" + why.detail + ")\n";
       }
       else if (pass.name == "blockscale") text = "rule=" + pass.option("rule") + "\n";
+      else if (pass.name == "auto") text = passes::format_choices(model);
       else if (pass.name == "gptq") text = "GPTQ at pack: damp=" + pass.option("damp") + ", act_order=" +
                                           pass.option("act_order") + ", scales=" + pass.option("scales") + "\n";
       else if (pass.name == "pack") text = format_packed(model);
