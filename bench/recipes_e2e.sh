@@ -35,6 +35,7 @@ declare -A times cpus
 for i in $(seq "$repeats"); do
   for r in $recipes; do
     cat "$model"/*.safetensors > /dev/null
+    rm -rf "$work/out-$r"; sync   # no earlier run's writeback during this one
     t0=$(now)
     /usr/bin/time -f "%U %S" -o "$work/time.txt" \
       "$build/fp4c" quantize --model "$model" --out "$work/out-$r" --recipe "$r" "${set_opts[@]}"
