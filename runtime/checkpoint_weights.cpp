@@ -93,6 +93,30 @@ void apply_transform(const ir::Model& model, ir::TensorId id, std::span<float> v
 
 namespace {
 
+// bf16::from_float without branches, so that the loops below vectorize (the same bits).
+inline uint16_t to_bf16(float f) {
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t nan = (u >> 16) | 0x40u;
+  return uint16_t((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+
+// out[c] = bf16(in[c] * (cs[c] * rs)), or bf16(in[c] * rs) without cs. One multiply and one rounding per
+// element whatever the instruction set (no contraction), so every clone gives the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
+#endif
+void scale_row_bf16(const uint16_t* __restrict in, const float* __restrict cs, float rs, uint16_t* __restrict out,
+                    int64_t cols) {
+  if (cs) {
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) out[c] = to_bf16(bf16::to_float(in[c]) * (cs[c] * rs));
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) out[c] = to_bf16(bf16::to_float(in[c]) * rs);
+  }
+}
+
 struct RewriteScales {
   const std::vector<float>* col = nullptr;
   const std::vector<float>* row = nullptr;
@@ -111,21 +135,7 @@ struct RewriteScales {
       std::memcpy(out, in, size_t(cols) * 2);
       return;
     }
-    if (col) {
-      const float* __restrict cs = col->data();
-#pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) out[c] = to_bf16(bf16::to_float(in[c]) * (cs[c] * rs));
-    } else {
-#pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) out[c] = to_bf16(bf16::to_float(in[c]) * rs);
-    }
-  }
-  // bf16::from_float without branches, so that the loop above vectorizes (the same bits).
-  static uint16_t to_bf16(float f) {
-    const uint32_t u = std::bit_cast<uint32_t>(f);
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const uint32_t nan = (u >> 16) | 0x40u;
-    return uint16_t((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+    scale_row_bf16(in, col ? col->data() : nullptr, rs, out, cols);
   }
 };
 
