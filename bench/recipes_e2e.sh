@@ -30,8 +30,9 @@ now() { date +%s.%N; }
 echo "warming the statistics cache (each recipe once; the smoothed model's statistics are computed here)"
 for r in $recipes; do "$build/fp4c" quantize --model "$model" --out "$work/out-$r" --recipe "$r" "${set_opts[@]}"; done
 
-# Wall time, and CPU time (user + system: steadier than wall on a shared machine).
-declare -A times cpus
+# Wall time, CPU time (user + system) and user time alone: the system time of writing the artifact into
+# the page cache swings by 1 s from run to run on a shared VM, the same for every recipe.
+declare -A times cpus users
 for i in $(seq "$repeats"); do
   for r in $recipes; do
     cat "$model"/*.safetensors > /dev/null
@@ -42,15 +43,19 @@ for i in $(seq "$repeats"); do
     t1=$(now)
     times[$r]+="$(echo "$t1 - $t0" | bc -l) "
     cpus[$r]+="$(awk '{print $1 + $2}' "$work/time.txt") "
+    users[$r]+="$(awk '{print $1}' "$work/time.txt") "
   done
 done
 base=$(printf '%s\n' ${times[plain]} | median)
 base_cpu=$(printf '%s\n' ${cpus[plain]} | median)
+base_user=$(printf '%s\n' ${users[plain]} | median)
 for r in $recipes; do
   m=$(printf '%s\n' ${times[$r]} | median)
   c=$(printf '%s\n' ${cpus[$r]} | median)
-  printf '%-12s median %.3f s wall (%.2fx plain), %.3f s CPU (%.2fx plain) over %s runs  (pipeline: %s)\n' "$r" \
-    "$m" "$(echo "$m / $base" | bc -l)" "$c" "$(echo "$c / $base_cpu" | bc -l)" "$repeats" \
+  u=$(printf '%s\n' ${users[$r]} | median)
+  printf '%-12s median %.3f s wall (%.2fx plain), %.3f s CPU (%.2fx), %.3f s user (%.2fx) over %s runs  (pipeline: %s)\n' \
+    "$r" "$m" "$(echo "$m / $base" | bc -l)" "$c" "$(echo "$c / $base_cpu" | bc -l)" "$u" \
+    "$(echo "$u / $base_user" | bc -l)" "$repeats" \
     "$("$build/fp4c" recipes | awk -v r="$r" '$1==r {getline; getline; print $2}')"
 done
 for r in $recipes; do rm -rf "$work/out-$r"; done
