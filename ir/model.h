@@ -176,6 +176,9 @@ struct Annotations {
   std::vector<std::vector<float>> channel_scale;  // smoothquant
   std::vector<std::vector<float>> row_scale;      // smoothquant{extra}: for a [out, in] weight, row i times scale[i]
   std::vector<Smoothing> smoothing;               // smoothquant, in site order
+  // max |W[:, j]| of a Linear's stored BF16 source as BF16 bits (NaN sorting above Inf), recorded by smoothquant
+  // for the weights it read, so pack finds their rewritten amax without reading them again.
+  std::vector<std::vector<uint16_t>> source_column_absmax_bits;
   std::vector<std::optional<OutlierStats>> outliers;      // outliers (Linear weights)
   std::vector<std::optional<Sensitivity>> sensitivity;    // sensitivity (Linear weights)
   std::vector<std::optional<QuantizerChoice>> choice;     // auto (Linear weights)

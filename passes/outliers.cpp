@@ -8,8 +8,6 @@
 #include <limits>
 #include <numeric>
 
-#include "formats/bf16.h"
-
 namespace fp4c::passes {
 
 ir::ChannelOutliers channel_outliers(std::span<const float> magnitudes, double k, int top) {
@@ -103,10 +101,6 @@ std::vector<float> column_max(const T* w, int64_t out, int64_t in, Magnitude mag
 
 std::vector<float> column_absmax(std::span<const float> w, int64_t out, int64_t in) {
   return column_max(w.data(), out, in, [](float v) { return std::fabs(v); });
-}
-
-std::vector<float> column_absmax_bf16(std::span<const uint16_t> w, int64_t out, int64_t in) {
-  return column_max(w.data(), out, in, [](uint16_t v) { return bf16::to_float(uint16_t(v & 0x7fff)); });
 }
 
 Status analyze_outliers(ir::Model& model, const std::function<Expected<std::vector<float>>(ir::TensorId)>& read,

@@ -25,8 +25,6 @@ ir::ChannelOutliers channel_outliers(std::span<const float> magnitudes, double k
 // max |W[:, j]| for each column j of a row-major [out, in] matrix (NaN ignored). OpenMP over rows with
 // per-thread maxima merged in thread order: the same result whatever the thread count.
 std::vector<float> column_absmax(std::span<const float> w, int64_t out, int64_t in);
-// The same over BF16 bits (a NaN is ignored, as above).
-std::vector<float> column_absmax_bf16(std::span<const uint16_t> w, int64_t out, int64_t in);
 
 // For every Linear weight of `model` (ir::is_linear(role), ParamKind::Weight, 2-D [out, in], lm_head
 // included): the weight's column magnitudes max |W[:, j]| from `read(id)` (float values, [out, in]

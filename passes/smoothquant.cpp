@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "formats/bf16.h"
 #include "passes/outliers.h"
 #include "runtime/checkpoint_weights.h"
 
@@ -125,14 +126,22 @@ std::optional<ir::TensorId> find_tensor(const ir::Model& model, int layer, ir::R
 
 // max |W[:, j]| of a [out, in] weight as the model now holds it; an untouched BF16 weight straight from its
 // bytes.
-Expected<std::vector<float>> weight_column_absmax(const ir::Model& model, const safetensors::Checkpoint::Ref& ref,
+// (The BF16 source's maxima are kept in model.annotations.source_column_absmax_bits for pack.)
+Expected<std::vector<float>> weight_column_absmax(ir::Model& model, const safetensors::Checkpoint::Ref& ref,
                                                   ir::TensorId id) {
   const ir::TensorInfo& t = model.tensors[id];
   if (t.shape.size() != 2) return make_error("smoothquant: '" + t.name + "' is not a matrix");
   const int64_t rows = t.shape[0], cols = t.shape[1];
   if (!model.transformed(id) && ref.entry->dtype == DType::BF16 && ref.entry->nbytes() == uint64_t(rows * cols * 2)) {
     const auto bytes = ref.file->bytes(*ref.entry);
-    return column_absmax_bf16({reinterpret_cast<const uint16_t*>(bytes.data()), size_t(rows * cols)}, rows, cols);
+    auto bits = runtime::column_absmax_bits_bf16(reinterpret_cast<const uint16_t*>(bytes.data()), rows, cols);
+    std::vector<float> out(bits.size());
+    for (size_t j = 0; j < bits.size(); ++j)
+      out[j] = bits[j] > 0x7F80 ? 0.0f : bf16::to_float(bits[j]);   // a NaN column: pack reports it
+    auto& cache = model.annotations.source_column_absmax_bits;
+    cache.resize(model.tensors.size());
+    cache[id] = std::move(bits);
+    return out;
   }
   FP4C_ASSIGN(auto v, runtime::read_tensor(model, ref, id, false));
   return column_absmax(v, rows, cols);

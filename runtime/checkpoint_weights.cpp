@@ -1,6 +1,7 @@
 #include "runtime/checkpoint_weights.h"
 
 #include <bit>
+#include <cmath>
 #include <cstring>
 
 #include "formats/bf16.h"
@@ -170,32 +171,42 @@ void transform_bf16_row(const ir::Model& model, ir::TensorId id, int64_t r, cons
   RewriteScales(model, id).apply(r, src_row, dst);
 }
 
+std::vector<uint16_t> column_absmax_bits_bf16(const uint16_t* src, int64_t rows, int64_t cols) {
+  std::vector<int16_t> colmax(size_t(cols), 0);
+#pragma omp parallel if (rows * cols >= (1 << 16))
+  {
+    std::vector<int16_t> m(size_t(cols), 0);
+    int16_t* __restrict mp = m.data();
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint16_t* __restrict in = src + r * cols;
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) {
+        const int16_t v = int16_t(in[c] & 0x7FFF);
+        mp[c] = v > mp[c] ? v : mp[c];
+      }
+    }
+#pragma omp critical
+    for (int64_t c = 0; c < cols; ++c) colmax[size_t(c)] = std::max(colmax[size_t(c)], m[size_t(c)]);
+  }
+  return {colmax.begin(), colmax.end()};
+}
+
 float transformed_amax_bf16(const ir::Model& model, ir::TensorId id, const uint16_t* src, int64_t n) {
   const RewriteScales s(model, id);
   const int64_t cols = s.cols, rows = cols ? n / cols : 0;
   if (!s.row && s.col) {
     // Only columns scaled (the default SmoothQuant mappings): x -> bf16(x * s_j) is monotonic in |x| for s_j > 0,
-    // so the rewritten amax is the largest bf16(max_i |x_ij| * s_j): one integer column-max pass, no rewrite.
-    std::vector<int16_t> colmax(size_t(cols), 0);
-#pragma omp parallel if (n >= (1 << 16))
-    {
-      std::vector<int16_t> m(size_t(cols), 0);
-      int16_t* __restrict mp = m.data();
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
-        const uint16_t* __restrict in = src + r * cols;
-#pragma omp simd
-        for (int64_t c = 0; c < cols; ++c) {
-          const int16_t v = int16_t(in[c] & 0x7FFF);
-          mp[c] = v > mp[c] ? v : mp[c];
-        }
-      }
-#pragma omp critical
-      for (int64_t c = 0; c < cols; ++c) colmax[size_t(c)] = std::max(colmax[size_t(c)], m[size_t(c)]);
-    }
+    // so the rewritten amax is the largest bf16(max_i |x_ij| * s_j), from the source's column maxima (those
+    // smoothquant recorded, else one integer column-max pass); no rewrite.
+    const auto& cached = model.annotations.source_column_absmax_bits;
+    const std::vector<uint16_t> computed = id < cached.size() && cached[id].size() == size_t(cols)
+                                               ? std::vector<uint16_t>{}
+                                               : column_absmax_bits_bf16(src, rows, cols);
+    const std::vector<uint16_t>& colmax = computed.empty() ? cached[id] : computed;
     int16_t best = 0;
     for (int64_t c = 0; c < cols; ++c) {
-      const uint16_t x = uint16_t(colmax[size_t(c)]);
+      const uint16_t x = colmax[size_t(c)];
       const float scale = (*s.col)[size_t(c)];
       if (x > 0x7F80) return bf16::to_float(x);  // a NaN
       if (!(scale > 0.0f)) return transformed_amax_general(s, src, rows);
@@ -222,6 +233,13 @@ Expected<std::vector<float>> read_tensor(const ir::Model& model, const safetenso
   std::vector<float> out(static_cast<size_t>(n));
   convert_to_f32(bytes.data(), dtype, n, out.data());
   if (release) ref.file->release(*ref.entry);
+  int64_t nonfinite = 0;
+#pragma omp parallel for simd reduction(+ : nonfinite) if (n >= (1 << 18))
+  for (int64_t i = 0; i < n; ++i) nonfinite += !std::isfinite(out[size_t(i)]);
+  if (nonfinite)
+    return make_error(ref.file->path() + ": tensor '" + t.name + "' at file offset " +
+                      std::to_string(ref.file->data_offset() + ref.entry->begin) + ": " + std::to_string(nonfinite) +
+                      " NaN or Inf value" + (nonfinite == 1 ? "" : "s") + " in a weight");
   apply_transform(model, id, out);
   return out;
 }

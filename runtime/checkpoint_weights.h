@@ -23,6 +23,8 @@ void apply_transform(const ir::Model& model, ir::TensorId id, std::span<float> v
 void apply_transform_bf16(const ir::Model& model, ir::TensorId id, const uint16_t* src, uint16_t* dst, int64_t n);
 // One row of it (row r of a [rows, cols] weight; cols elements).
 void transform_bf16_row(const ir::Model& model, ir::TensorId id, int64_t r, const uint16_t* src_row, uint16_t* dst);
+// max |W[:, j]| of a BF16 [rows, cols] matrix as BF16 bits, NaN-propagating (a NaN pattern sorts above Inf).
+std::vector<uint16_t> column_absmax_bits_bf16(const uint16_t* src, int64_t rows, int64_t cols);
 // max |x| over apply_transform_bf16's output (NaN-propagating, as nvfp4::amax_bf16), without writing it.
 float transformed_amax_bf16(const ir::Model& model, ir::TensorId id, const uint16_t* src, int64_t n);
 

@@ -10,7 +10,6 @@
 #include <random>
 #include <set>
 
-#include "formats/bf16.h"
 #include "passes/outliers.h"
 
 namespace fp4c::testing {
@@ -139,14 +138,6 @@ TEST(Outliers, ColumnMaximaDoNotDependOnTheThreadCount) {
   for (int threads : {1, 2, 3, 8}) {
     omp_set_num_threads(threads);
     EXPECT_EQ(passes::column_absmax(w, out, in), direct) << threads << " threads";
-    // The BF16 reading gives the maxima of the BF16-rounded weight.
-    std::vector<uint16_t> bits(w.size());
-    std::vector<float> rounded(w.size());
-    for (size_t i = 0; i < w.size(); ++i) {
-      bits[i] = bf16::from_float(w[i]);
-      rounded[i] = bf16::to_float(bits[i]);
-    }
-    EXPECT_EQ(passes::column_absmax_bf16(bits, out, in), passes::column_absmax(rounded, out, in)) << threads;
   }
   omp_set_num_threads(saved);
 }

@@ -185,6 +185,17 @@ TEST(SmoothModel, FusedBf16RewriteIsBitEqualToTheGeneralPath) {
       ASSERT_TRUE(std::equal(row.begin(), row.end(), fused.begin() + r * cols)) << model.tensors[id].name << " row " << r;
     }
     EXPECT_EQ(runtime::transformed_amax_bf16(model, id, src, n), nvfp4::amax_bf16(fused)) << model.tensors[id].name;
+    // What smoothquant recorded of the source (pack's shortcut) is its column maxima.
+    const auto& cached = model.annotations.source_column_absmax_bits;
+    if (id < cached.size() && !cached[id].empty()) {
+      ASSERT_EQ(int64_t(cached[id].size()), cols);
+      EXPECT_EQ(cached[id], runtime::column_absmax_bits_bf16(src, n / cols, cols));
+      for (int64_t c = 0; c < cols; ++c) {
+        uint16_t m = 0;
+        for (int64_t r = 0; r < n / cols; ++r) m = std::max<uint16_t>(m, uint16_t(src[r * cols + c] & 0x7FFF));
+        ASSERT_EQ(cached[id][size_t(c)], m) << c;
+      }
+    }
     ++checked;
   }
   EXPECT_GT(checked, 7 * shape.layers);   // norms, q, k, v, gate, up, and the extra up/down/v/o rewrites

@@ -194,6 +194,23 @@ TEST(Recipes, SensitivityPassKeepsGroupsWithinTheBudget) {
   EXPECT_LE(double(kept), 0.30 * double(quantizable));
 }
 
+TEST(Recipes, NanInASmoothedWeightIsAnErrorNamingIt) {
+  TempDir tmp;
+  TinyShape shape;
+  auto tensors = tiny_tensors(shape, 11);
+  for (auto& t : tensors)
+    if (t.name == "model.layers.1.self_attn.k_proj.weight") t.bf16[100] = 0x7FC0;   // NaN
+  write_checkpoint(tmp.path / "m", shape, tensors);
+  write_text(tmp.path / "calib.jsonl", "{\"input_ids\": [1, 5, 9, 12, 40, 3, 7, 8]}\n{\"input_ids\": [2, 6, 10, 11, 30]}\n");
+  const auto out = tmp.path / "o";
+  auto r = fp4c("quantize --model " + (tmp.path / "m").string() + " --out " + out.string() + " --calib " +
+                (tmp.path / "calib.jsonl").string() + " --recipe smoothquant");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("model.layers.1.self_attn.k_proj.weight"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("NaN"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out));
+}
+
 TEST(Recipes, RecipeFileDrivesQuantize) {
   Synth s;
   write_text(s.tmp.path / "w16.json", R"({"name": "w16-mse", "scheme": "w4a16", "pipeline": "blockscale{rule=mse},pack"})");
