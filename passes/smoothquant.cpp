@@ -135,6 +135,7 @@ Expected<std::vector<float>> weight_column_absmax(ir::Model& model, const safete
   if (!model.transformed(id) && ref.entry->dtype == DType::BF16 && ref.entry->nbytes() == uint64_t(rows * cols * 2)) {
     const auto bytes = ref.file->bytes(*ref.entry);
     auto bits = runtime::column_absmax_bits_bf16(reinterpret_cast<const uint16_t*>(bytes.data()), rows, cols);
+    ref.file->release(*ref.entry);   // not kept resident until pack: a 7B model's balanced weights are ~10 GB
     std::vector<float> out(bits.size());
     for (size_t j = 0; j < bits.size(); ++j)
       out[j] = bits[j] > 0x7F80 ? 0.0f : bf16::to_float(bits[j]);   // a NaN column: pack reports it
