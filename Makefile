@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test demo bench clean
+.PHONY: all setup configure build test demo bench conformance clean
 
 all: build
 
@@ -36,6 +36,17 @@ demo: build
 	$(BUILD)/fp4c eval --model $(BUILD)/demo/model --artifact $(BUILD)/demo/model-w4a4 --data $(DEMO_TEXT) \
 	  $(DEMO_SET) --samples 32 --seed 2
 	$(BUILD)/fp4c inspect $(BUILD)/demo/model-w4a4 --verify
+
+# Loader conformance (not in `make test`: it downloads PyTorch, compressed-tensors and transformers from PyPI
+# into a virtual environment): fp4c's compressed-tensors artifacts of ../shared/models/stories260K loaded and
+# decompressed by them, every weight compared with the packed bytes' NVFP4 values, perplexity against fp4c eval.
+STORIES ?= ../shared/models/stories260K
+CONFORMANCE_VENV ?= $(BUILD)/conformance-venv
+conformance: build
+	test -x $(CONFORMANCE_VENV)/bin/python || python3 -m venv $(CONFORMANCE_VENV)
+	$(CONFORMANCE_VENV)/bin/pip install -q torch compressed-tensors transformers safetensors numpy
+	$(CONFORMANCE_VENV)/bin/python scripts/conformance/loader_conformance.py --fp4c $(BUILD)/fp4c \
+	  --model $(STORIES) --eval $(STORIES)/eval.jsonl --calib $(STORIES)/calib.jsonl --work $(BUILD)/conformance
 
 bench: build
 	@for b in $(BUILD)/*_bench; do $$b --benchmark_repetitions=3 --benchmark_report_aggregates_only=true; done

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Loads fp4c's compressed-tensors artifacts with Hugging Face transformers + compressed-tensors (PyPI),
+decompresses them, checks every dequantized Linear weight against the NVFP4 formula applied to the packed
+bytes (NVFP4.md §3, what fp4c's own dequantization computes), and compares the perplexity transformers
+computes on an evaluation set with `fp4c eval`'s.
+
+    loader_conformance.py --fp4c BUILD/fp4c --model DIR --eval FILE.jsonl --work DIR
+
+Not part of `make test` (it needs PyTorch); `make conformance` sets up a virtual environment and runs it.
+Exit status 1 when a weight differs or the perplexities disagree by more than --ppl-rtol."""
+import argparse, json, math, os, subprocess, sys
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+from transformers.utils.quantization_config import CompressedTensorsConfig
+
+FP4 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], dtype=np.float32)
+
+
+def fp8_e4m3(b):
+    b = b.astype(np.int32)
+    sign = np.where(b & 0x80, -1.0, 1.0)
+    exp = (b >> 3) & 0xF
+    man = b & 0x7
+    val = np.where(exp == 0, man / 8.0 * 2.0 ** -6, (1 + man / 8.0) * 2.0 ** (exp - 7.0))
+    val = np.where((exp == 0xF) & (man == 0x7), np.nan, val)
+    return (sign * val).astype(np.float32)
+
+
+def dequantize(packed, scales, gscale):
+    lo, hi = packed & 0xF, packed >> 4
+    codes = np.stack([lo, hi], axis=-1).reshape(packed.shape[0], -1)
+    vals = FP4[codes]
+    # Per block of 16: value * (scale / G), the division rounded to float32 as in quantization.
+    step = (fp8_e4m3(scales) / np.float32(gscale)).astype(np.float32)
+    return (vals.reshape(vals.shape[0], -1, 16) * step[:, :, None]).reshape(vals.shape).astype(np.float32)
+
+
+def artifact_tensors(art):
+    t = {}
+    for f in sorted(os.listdir(art)):
+        if f.endswith(".safetensors"):
+            for k, v in load_file(os.path.join(art, f)).items():
+                if v.dtype == torch.float8_e4m3fn:
+                    v = v.view(torch.uint8)
+                t[k] = v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()
+    return t
+
+
+def perplexity(model, eval_path):
+    nll, n = 0.0, 0
+    with open(eval_path) as f:
+        for line in f:
+            ids = json.loads(line)["input_ids"]
+            x = torch.tensor([ids])
+            with torch.no_grad():
+                logits = model(x).logits[0, :-1].double()
+            lp = torch.log_softmax(logits, dim=-1)
+            nll -= lp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum().item()
+            n += len(ids) - 1
+    return math.exp(nll / n), n
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fp4c", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--eval", required=True)
+    ap.add_argument("--calib")
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--ppl-rtol", type=float, default=2e-3)
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    ok = True
+    report = []
+    for scheme in ["w4a16", "w4a4"]:
+        art = os.path.join(a.work, scheme)
+        cmd = [a.fp4c, "quantize", "--quiet", "--force", "--model", a.model, "--out", art, "--scheme", scheme]
+        if scheme == "w4a4":
+            cmd += ["--calib", a.calib or a.eval]
+        subprocess.run(cmd, check=True)
+        fp4c_eval = json.loads(subprocess.run([a.fp4c, "eval", "--json", "--no-manifest", "--model", a.model,
+                                               "--artifact", art, "--data", a.eval], check=True,
+                                              capture_output=True, text=True).stdout)
+        model = AutoModelForCausalLM.from_pretrained(
+            art, torch_dtype=torch.float32, quantization_config=CompressedTensorsConfig(run_compressed=False))
+        params = dict(model.named_parameters())
+        t = artifact_tensors(art)
+        checked, differ, bf16_rounded = 0, 0, 0
+        for name in t:
+            if not name.endswith(".weight_packed"):
+                continue
+            base = name[: -len(".weight_packed")]
+            want = dequantize(t[name], t[base + ".weight_scale"], t[base + ".weight_global_scale"][0])
+            got = params[base + ".weight"].detach().numpy()
+            checked += 1
+            if got.shape == want.shape and not np.array_equal(got, want):
+                # compressed-tensors dequantizes into the checkpoint's dtype (BF16): compare at that precision.
+                want_bf16 = torch.from_numpy(want).to(torch.bfloat16).float().numpy()
+                if np.array_equal(got, want_bf16):
+                    bf16_rounded += 1
+                    continue
+            if got.shape != want.shape or not np.array_equal(got, want):
+                differ += 1
+                d = np.abs(got - want).max() if got.shape == want.shape else float("nan")
+                print(f"{scheme}: {base}: transformers' weight differs from the packed bytes' value (max {d})")
+        ppl, n = perplexity(model, a.eval)
+        rel = abs(ppl - fp4c_eval["perplexity"]) / fp4c_eval["perplexity"]
+        line = (f"{scheme}: {checked} NVFP4 Linears decompressed by compressed-tensors: {checked - differ - bf16_rounded} "
+                f"equal the packed bytes' NVFP4 values exactly, {bf16_rounded} equal them rounded to BF16, {differ} "
+                f"differ; perplexity transformers {ppl:.6f} vs fp4c eval "
+                f"{fp4c_eval['perplexity']:.6f} ({n} predictions, relative difference {rel:.2e})")
+        if scheme == "w4a4":
+            line += " [transformers runs the decompressed weights with BF16/F32 activations: no activation fake-quant]"
+        print(line)
+        report.append(line)
+        ok &= differ == 0 and checked > 0 and (scheme == "w4a4" or rel <= a.ppl_rtol)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
