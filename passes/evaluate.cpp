@@ -95,14 +95,14 @@ class LayerErrorHook {
 
 }  // namespace
 
-Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSource& reference,
+Expected<EvalResult> evaluate(const runtime::Engine& forward, runtime::WeightSource& reference,
                               runtime::WeightSource* candidate,
                               const std::vector<std::vector<int32_t>>& sequences,
                               const std::function<void(int, int)>& progress) {
   return evaluate(forward, reference, candidate, sequences, EvalOptions{}, progress);
 }
 
-Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSource& reference,
+Expected<EvalResult> evaluate(const runtime::Engine& forward, runtime::WeightSource& reference,
                               runtime::WeightSource* candidate,
                               const std::vector<std::vector<int32_t>>& sequences, const EvalOptions& options,
                               const std::function<void(int, int)>& progress) {

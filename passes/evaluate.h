@@ -52,12 +52,12 @@ struct EvalResult {
 
 // `candidate` may be null (reference perplexity only). `progress` (may be empty) is told after each
 // layer.
-Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSource& reference,
+Expected<EvalResult> evaluate(const runtime::Engine& forward, runtime::WeightSource& reference,
                               runtime::WeightSource* candidate,
                               const std::vector<std::vector<int32_t>>& sequences, const EvalOptions& options,
                               const std::function<void(int layer, int layers)>& progress = {});
 // The same with default options.
-Expected<EvalResult> evaluate(const runtime::Forward& forward, runtime::WeightSource& reference,
+Expected<EvalResult> evaluate(const runtime::Engine& forward, runtime::WeightSource& reference,
                               runtime::WeightSource* candidate,
                               const std::vector<std::vector<int32_t>>& sequences,
                               const std::function<void(int layer, int layers)>& progress = {});

@@ -246,6 +246,8 @@ Expected<std::vector<float>> read_tensor(const ir::Model& model, const safetenso
 
 std::optional<float> CheckpointWeights::input_global_scale(ir::TensorId) const { return std::nullopt; }
 
+std::optional<PackedNvfp4> CheckpointWeights::packed(ir::TensorId) const { return std::nullopt; }
+
 Expected<std::vector<float>> CheckpointWeights::read_weight(ir::TensorId id, bool release) const {
   return read_tensor(model_, refs_[id], id, release);
 }
@@ -259,6 +261,7 @@ Expected<LinearParams> CheckpointWeights::linear(ir::TensorId weight, std::optio
   p.in = t.shape[1];
   FP4C_ASSIGN(p.weight, read_weight(weight, release));
   p.input_global_scale = input_global_scale(weight);
+  p.packed = packed(weight);
   if (bias) {
     FP4C_ASSIGN(p.bias, read_weight(*bias, release));
   }

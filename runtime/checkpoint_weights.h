@@ -57,6 +57,8 @@ class CheckpointWeights : public WeightSource {
   // rewrites (apply_transform) are applied by the base only.
   virtual Expected<std::vector<float>> read_weight(ir::TensorId id, bool release) const;
   virtual std::optional<float> input_global_scale(ir::TensorId id) const;
+  // The packed NVFP4 bytes of a Linear weight, for engines that multiply them (here: none).
+  virtual std::optional<PackedNvfp4> packed(ir::TensorId id) const;
 
  private:
   static constexpr size_t kLinears = 7;  // q, k, v, o, gate, up, down

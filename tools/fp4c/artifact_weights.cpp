@@ -14,11 +14,13 @@ detail::ArtifactRefs ArtifactWeights::refs_for(const ir::Model& reference,
 }
 
 ArtifactWeights::ArtifactWeights(const ir::Model& reference,
-                                 const backends::compressed_tensors::ArtifactReader& artifact)
+                                 const backends::compressed_tensors::ArtifactReader& artifact,
+                                 bool with_packed)
     : detail::ArtifactRefs(refs_for(reference, artifact)),
       runtime::CheckpointWeights(reference, detail::ArtifactRefs::refs, /*release_pages=*/false),
       reference_(reference),
-      artifact_(artifact) {}
+      artifact_(artifact),
+      with_packed_(with_packed) {}
 
 Expected<std::vector<float>> ArtifactWeights::read_weight(ir::TensorId id, bool release) const {
   if (artifact_.tensor(id).quantized) return artifact_.dequantize(id, reference_);
@@ -27,6 +29,20 @@ Expected<std::vector<float>> ArtifactWeights::read_weight(ir::TensorId id, bool 
 
 std::optional<float> ArtifactWeights::input_global_scale(ir::TensorId id) const {
   return artifact_.tensor(id).input_global_scale;
+}
+
+std::optional<runtime::PackedNvfp4> ArtifactWeights::packed(ir::TensorId id) const {
+  const auto& a = artifact_.tensor(id);
+  if (!with_packed_ || !a.quantized) return std::nullopt;
+  runtime::PackedNvfp4 p;
+  const auto codes = a.packed->file->bytes(*a.packed->entry);
+  const auto scales = a.scales->file->bytes(*a.scales->entry);
+  p.codes.assign(reinterpret_cast<const uint8_t*>(codes.data()), reinterpret_cast<const uint8_t*>(codes.data()) + codes.size());
+  p.block_scales.assign(reinterpret_cast<const uint8_t*>(scales.data()),
+                        reinterpret_cast<const uint8_t*>(scales.data()) + scales.size());
+  p.global_scale = a.weight_global_scale;
+  p.weight_scale_2 = a.weight_scale_2;
+  return p;
 }
 
 }  // namespace fp4c::tools

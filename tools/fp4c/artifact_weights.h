@@ -18,17 +18,22 @@ struct ArtifactRefs {
 
 class ArtifactWeights : private detail::ArtifactRefs, public runtime::CheckpointWeights {
  public:
-  ArtifactWeights(const ir::Model& reference, const backends::compressed_tensors::ArtifactReader& artifact);
+  // With `with_packed`, NVFP4 Linears carry their packed bytes too (LinearParams::packed), for an
+  // engine that multiplies them directly.
+  ArtifactWeights(const ir::Model& reference, const backends::compressed_tensors::ArtifactReader& artifact,
+                  bool with_packed = false);
 
  protected:
   Expected<std::vector<float>> read_weight(ir::TensorId id, bool release) const override;
   std::optional<float> input_global_scale(ir::TensorId id) const override;
+  std::optional<runtime::PackedNvfp4> packed(ir::TensorId id) const override;
 
  private:
   static detail::ArtifactRefs refs_for(const ir::Model& reference,
                                        const backends::compressed_tensors::ArtifactReader& artifact);
   const ir::Model& reference_;
   const backends::compressed_tensors::ArtifactReader& artifact_;
+  bool with_packed_;
 };
 
 }  // namespace fp4c::tools

@@ -1,0 +1,40 @@
+// The decoder forward behind one interface, whatever runs it: the CPU Forward (runtime/forward.h) or
+// the CUDA engine (runtime/cuda/). Evaluation (passes::evaluate), fp4c eval and fp4c-verify take an
+// Engine, so the same code and the same test suite drive every device. Hidden states stay on the host
+// between calls (Activations); an engine that computes elsewhere copies them in and out per layer.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ir/expected.h"
+#include "ir/model.h"
+#include "runtime/weights.h"
+
+namespace fp4c::runtime {
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual const ir::ModelConfig& config() const = 0;
+  // "cpu", or e.g. "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)".
+  virtual std::string device() const = 0;
+  // How W4A4 products are computed: "fake-quantized f32" (CPU), "native" (block-scaled FP4 MMA) or
+  // "emulated" (the same numbers without FP4 hardware). Reports label every figure with it.
+  virtual std::string fp4_path() const = 0;
+  // Embedding lookup of every sequence, reading only the rows used; errors on ids outside the
+  // vocabulary (naming sequence and position).
+  virtual Expected<Activations> embed(WeightSource& weights, const std::vector<std::vector<int32_t>>& sequences) const = 0;
+  // One decoder layer in place; `hook` (may be empty) sees each Linear group's input.
+  virtual Status layer(int index, const LayerParams& params, Activations& acts, const LinearHook& hook = {}) const = 0;
+  // Final norm and output projection, `chunk_rows` tokens at a time: sink(first_row, logits, rows)
+  // with logits [rows, vocab] (host memory, valid during the call).
+  virtual Status head(const std::vector<float>& final_norm, const LinearParams& lm_head, const Activations& acts,
+                      const std::function<void(int64_t, const float*, int64_t)>& sink, int64_t chunk_rows = 256) const = 0;
+  // Frees temporaries kept between calls.
+  virtual void release_memory() const = 0;
+};
+
+}  // namespace fp4c::runtime

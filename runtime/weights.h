@@ -1,0 +1,89 @@
+// What the decoder forward consumes and produces, shared by every engine (runtime/engine.h): a layer's
+// weights, the source that supplies them, the hidden states of all sequences, and the hook that sees
+// each Linear's input.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "ir/expected.h"
+#include "ir/model.h"
+#include "runtime/spill.h"
+
+namespace fp4c::runtime {
+
+enum class Precision : uint8_t {
+  F32,    // FP32 activations and GEMMs (the correctness reference)
+  BF16,   // GEMM inputs rounded to BF16, FP32 accumulation (as GPU frameworks run a BF16 model)
+};
+
+// The artifact's own bytes of an NVFP4 Linear, for an engine that multiplies them directly (CUDA);
+// LinearParams::weight holds the same values dequantized, which the CPU multiplies.
+// Element (r, c) = e2m1(code) * (e4m3(block_scales[r, c/16]) / global_scale) in float32, or, when
+// weight_scale_2 is set (ModelOpt layout), (e2m1(code) * e4m3(scale)) * weight_scale_2: exactly the
+// expression of ArtifactReader::dequantize, so every engine sees the same weights bit for bit.
+struct PackedNvfp4 {
+  std::vector<uint8_t> codes;          // [out, in/2]: element 2i in the low nibble, 2i+1 in the high
+  std::vector<uint8_t> block_scales;   // [out, in/16] FP8 E4M3
+  float global_scale = 1;              // G
+  std::optional<float> weight_scale_2; // ModelOpt: 1/G as stored
+};
+
+// A Linear as the forward uses it: dense float32 weight [out, in] row-major (dequantized when the
+// source is quantized), an optional bias [out], and for W4A4 the input global scale with which its
+// input is fake-quantized to NVFP4 (blocks of 16 along in, FP8 block scales), as a serving engine does.
+struct LinearParams {
+  int64_t out = 0, in = 0;
+  std::vector<float> weight;
+  std::optional<PackedNvfp4> packed;       // set for NVFP4 Linears read from an artifact
+  std::vector<float> bias;                 // empty: no bias
+  std::optional<float> input_global_scale; // set: W4A4 activation fake-quantization
+};
+
+struct LayerParams {
+  std::vector<float> input_norm;           // [hidden]
+  std::vector<float> post_norm;            // [hidden]
+  LinearParams q, k, v, o, gate, up, down;
+};
+
+// Supplies weights one layer at a time (from a BF16 checkpoint, or dequantized from an artifact).
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual Expected<std::vector<float>> embedding() = 0;  // [vocab, hidden]
+  // Rows `ids` of the embedding, [ids.size(), hidden]; a source that can read single rows should,
+  // so that a large vocabulary is never held whole. The default gathers from embedding().
+  virtual Expected<std::vector<float>> embedding_rows(std::span<const int32_t> ids, int64_t hidden);
+  virtual Expected<LayerParams> layer(int index) = 0;
+  virtual Expected<std::vector<float>> final_norm() = 0; // [hidden]
+  virtual Expected<LinearParams> lm_head() = 0;          // [vocab, hidden] (the embedding when tied)
+};
+
+// The input of a Linear group, FP32, [rows = tokens of all sequences, cols = in_features]. `role` is
+// the role of the group's first member: Q for {q,k,v}, O, Gate for {gate,up}, Down.
+struct LinearInput {
+  int layer;
+  ir::Role role;
+  const float* x;
+  int64_t rows;
+  int64_t cols;
+};
+using LinearHook = std::function<void(const LinearInput&)>;
+
+// Hidden states of all sequences, [total tokens, hidden], sequences back to back.
+struct Activations {
+  HiddenStates hidden;            // spilled to a temporary file beyond ForwardOptions::spill's budget
+  std::vector<int64_t> offsets;   // sequence s is rows [offsets[s], offsets[s+1])
+  int64_t tokens() const { return offsets.empty() ? 0 : offsets.back(); }
+};
+
+struct ForwardOptions {
+  Precision precision = Precision::F32;
+  int threads = 0;  // OpenMP threads for the forward (oneDNN's included); 0: OpenMP's default
+  SpillPolicy spill; // hidden states of all sequences beyond spill.memory_budget go to a temporary file
+};
+
+}  // namespace fp4c::runtime
