@@ -6,8 +6,13 @@
 #include <fstream>
 #include <random>
 
+#include <zlib.h>
+
+#include <cstring>
+
 #include "frontend/checkpoint.h"
 #include "passes/stats.h"
+#include "stats.pb.h"
 #include "runtime/checkpoint_weights.h"
 #include "test/support/tiny_checkpoint.h"
 
@@ -108,6 +113,91 @@ TEST(StatsPass, MatchesADirectComputationOfEveryLinearInput) {
   auto bad = passes::load_stats(path);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find(path), std::string::npos);
+}
+
+// A statistics file too large to compress (stored, checksummed): round trip, a flipped byte, a
+// truncated file; and a version 1 file (a zlib stream of full second moments) still reads.
+TEST(StatsFile, LargeFileIsStoredWithAChecksumAndVersion1StillReads) {
+  TempDir tmp;
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> nd;
+  passes::ActivationStats stats;
+  stats.model_key = "model";
+  stats.calibration_key = "calib";
+  stats.precision = "f32";
+  for (int64_t c : {int64_t(48), int64_t(2912)}) {   // the second: upper triangle ~34 MB, above 32 MiB
+    passes::SiteStats s;
+    s.layer = int(c % 7);
+    s.role = c == 48 ? ir::Role::Q : ir::Role::Down;
+    s.tokens = 100;
+    for (int64_t j = 0; j < c; ++j) {
+      s.absmax.push_back(float(std::fabs(nd(rng))));
+      s.min.push_back(-s.absmax.back());
+      s.max.push_back(s.absmax.back());
+      s.mean_square.push_back(std::fabs(nd(rng)));
+    }
+    s.second_moment.assign(size_t(c * c), 0);
+    for (int64_t a = 0; a < c; ++a)
+      for (int64_t b = a; b < c; ++b) s.second_moment[size_t(a * c + b)] = s.second_moment[size_t(b * c + a)] = nd(rng);
+    stats.sites.push_back(std::move(s));
+  }
+  const std::string path = (tmp.path / "big.fp4c-stats").string();
+  ASSERT_TRUE(passes::save_stats(stats, path).ok());
+  const std::string bytes = read_file(path);
+  ASSERT_EQ(bytes.substr(0, 8), "FP4CST02");
+  EXPECT_EQ(bytes[16], 0) << "stored, not compressed";
+  EXPECT_LT(bytes.size(), size_t(2912) * 2913 / 2 * 8 + (1 << 20)) << "the upper triangle only";
+  auto back = passes::load_stats(path);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  ASSERT_EQ(back->sites.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(back->sites[i].second_moment, stats.sites[i].second_moment);
+    EXPECT_EQ(back->sites[i].absmax, stats.sites[i].absmax);
+    EXPECT_EQ(back->sites[i].role, stats.sites[i].role);
+  }
+
+  std::string flipped = bytes;
+  flipped[bytes.size() - 1000 - size_t(rng() % 100000)] ^= 0x10;
+  write_text(path, flipped);
+  auto bad = passes::load_stats(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("checksum"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find(path), std::string::npos);
+
+  write_text(path, bytes.substr(0, bytes.size() - 5));
+  bad = passes::load_stats(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("truncated"), std::string::npos) << bad.error().message;
+
+  // Version 1: the serialized StatsFile (full second moments) behind its size, zlib-compressed.
+  stats::StatsFile f;
+  f.set_model_key("model");
+  f.set_calibration_key("calib");
+  auto* p = f.add_sites();
+  const auto& s0 = stats.sites[0];
+  p->set_layer(s0.layer);
+  p->set_role("q");
+  p->set_tokens(s0.tokens);
+  *p->mutable_absmax() = {s0.absmax.begin(), s0.absmax.end()};
+  *p->mutable_min() = {s0.min.begin(), s0.min.end()};
+  *p->mutable_max() = {s0.max.begin(), s0.max.end()};
+  *p->mutable_mean_square() = {s0.mean_square.begin(), s0.mean_square.end()};
+  *p->mutable_second_moment() = {s0.second_moment.begin(), s0.second_moment.end()};
+  const std::string raw = f.SerializeAsString();
+  uLongf n = compressBound(raw.size());
+  std::string v1(8 + n, '\0');
+  const uint64_t size = raw.size();
+  std::memcpy(v1.data(), &size, 8);
+  ASSERT_EQ(compress2(reinterpret_cast<Bytef*>(v1.data() + 8), &n, reinterpret_cast<const Bytef*>(raw.data()), raw.size(), 6), Z_OK);
+  v1.resize(8 + n);
+  write_text(path, v1);
+  auto old = passes::load_stats(path);
+  ASSERT_TRUE(old.ok()) << old.error().message;
+  ASSERT_EQ(old->sites.size(), 1u);
+  EXPECT_EQ(old->sites[0].second_moment, s0.second_moment);
+  EXPECT_EQ(old->calibration_key, "calib");
 }
 
 }  // namespace
