@@ -4,12 +4,17 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <list>
+#include <memory>
+#include <mutex>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "formats/fp4.h"
 #include "formats/fp8_e4m3.h"
+#include "formats/hash.h"
 #include "passes/localhessian.h"
 
 namespace fp4c::passes {
@@ -457,6 +462,89 @@ void quantize_columns(float* w, int64_t rows, int64_t cols, const float* u, floa
 
 }  // namespace gptq_detail
 
+namespace {
+
+// The processing order and U (rounded to float32) of one H, damp and act_order: what the column loop
+// needs. Several quantizations share one H (q, k and v; gate and up; auto's gptq candidates and then
+// pack's), so the factors are kept in a process-wide cache keyed by the contents of H (its XXH3-128),
+// its size, damp and act_order, least recently used first out beyond kFactorCacheBytes. The result is a
+// pure function of the key, so the cache changes no byte.
+struct Factor {
+  std::vector<int64_t> order;
+  std::vector<float> u;
+  size_t bytes() const { return order.size() * sizeof(int64_t) + u.size() * sizeof(float); }
+};
+
+struct FactorKey {
+  hash::Digest h;
+  int64_t cols;
+  double damp;
+  bool act_order;
+  bool operator==(const FactorKey&) const = default;
+};
+
+constexpr size_t kFactorCacheBytes = size_t(512) << 20;
+
+class FactorCache {
+ public:
+  std::shared_ptr<const Factor> find(const FactorKey& key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->first == key) {
+        entries_.splice(entries_.begin(), entries_, it);
+        return it->second;
+      }
+    }
+    return nullptr;
+  }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    entries_.clear();
+    bytes_ = 0;
+  }
+  void insert(const FactorKey& key, std::shared_ptr<const Factor> f) {
+    const size_t b = f->bytes();
+    if (b > kFactorCacheBytes) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& e : entries_)
+      if (e.first == key) return;
+    entries_.emplace_front(key, std::move(f));
+    bytes_ += b;
+    while (bytes_ > kFactorCacheBytes && !entries_.empty()) {
+      bytes_ -= entries_.back().second->bytes();
+      entries_.pop_back();
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::list<std::pair<FactorKey, std::shared_ptr<const Factor>>> entries_;
+  size_t bytes_ = 0;
+};
+
+FactorCache& factor_cache() {
+  static FactorCache* cache = new FactorCache;  // never destroyed: no exit-order hazards
+  return *cache;
+}
+
+Expected<std::shared_ptr<const Factor>> factor_for(const double* h, int64_t cols, const GptqOptions& options) {
+  const FactorKey key{hash::xxh3_128(std::as_bytes(std::span(h, size_t(cols * cols)))), cols, options.damp,
+                      options.act_order};
+  if (auto f = factor_cache().find(key)) return f;
+  auto f = std::make_shared<Factor>();
+  f->order = gptq_detail::column_order(h, cols, options.act_order);
+  FP4C_ASSIGN(std::vector<double> u64, gptq_detail::inverse_cholesky_upper(h, cols, options.damp, f->order));
+  f->u.resize(u64.size());
+  for (size_t i = 0; i < u64.size(); ++i) f->u[i] = float(u64[i]);
+  std::shared_ptr<const Factor> out = std::move(f);
+  factor_cache().insert(key, out);
+  return out;
+}
+
+}  // namespace
+
+void gptq_detail::clear_factor_cache() { factor_cache().clear(); }
+
 Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h, float global_scale,
                      const GptqOptions& options, uint8_t* packed, uint8_t* scales,
                      nvfp4::ZeroScale zero, float* dequantized, nvfp4::ErrorStats* err) {
@@ -495,12 +583,9 @@ Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h
   }
   if (rows == 0) return Status();
 
-  const std::vector<int64_t> order = gptq_detail::column_order(h, cols, options.act_order);
-  FP4C_ASSIGN(std::vector<double> u64,
-              gptq_detail::inverse_cholesky_upper(h, cols, options.damp, order));
-  std::vector<float> u(u64.size());
-  for (size_t i = 0; i < u64.size(); ++i) u[i] = float(u64[i]);
-  u64 = {};
+  FP4C_ASSIGN(const std::shared_ptr<const Factor> factor, factor_for(h, cols, options));
+  const std::vector<int64_t>& order = factor->order;
+  const std::vector<float>& u = factor->u;
 
   const int64_t groups = cols / kBlock;
   std::vector<float> wp(size_t(rows * cols));

@@ -88,6 +88,10 @@ void quantize_columns(float* w, int64_t rows, int64_t cols, const float* u, floa
                       int block, nvfp4::ZeroScale zero, uint8_t* codes, uint8_t* scale_codes,
                       const double* group_hessians = nullptr);
 
+// gptq_quantize keeps the order and U of recent H (keyed by H's contents, damp and act_order; at most
+// 512 MiB) so that quantizations against the same H factor it once; this empties that cache.
+void clear_factor_cache();
+
 }  // namespace gptq_detail
 
 }  // namespace fp4c::passes

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "formats/fp4.h"
 #include "formats/fp8_e4m3.h"
 #include "formats/nvfp4.h"
 
@@ -310,6 +311,99 @@ TEST(ScaleRules, ThreadCountDoesNotMatter) {
     EXPECT_EQ(a.err.sum_sq_err, b.err.sum_sq_err) << scale_rule_name(rule);
   }
   omp_set_num_threads(saved);
+}
+
+}  // namespace
+}  // namespace fp4c::nvfp4
+
+namespace fp4c::nvfp4 {
+namespace {
+
+// The search written the slow obvious way (fp4::encode per element, every candidate in order, strictly
+// smaller error wins, the Max code first): the rules' bytes equal it exactly, on heavy-tailed data and
+// on values placed exactly on rounding ties of some candidate's grid.
+void reference_rule(const float* x, int64_t cols, float G, ScaleRule rule, const float* weights, uint8_t* packed,
+                    uint8_t* scales) {
+  auto code_for = [](float wanted, bool* was_zero) {
+    uint8_t c = fp8_e4m3::encode(std::isnan(wanted) ? wanted : std::clamp(wanted, -448.0f, 448.0f));
+    *was_zero = (c & 0x7F) == 0;
+    return *was_zero ? uint8_t(0x20) : c;
+  };
+  auto encode = [&](const float* xb, uint8_t s, const float* w, uint8_t* q) {
+    const float d = fp8_e4m3::decode(s) / G;
+    double sum = 0;
+    for (int i = 0; i < kBlock; ++i) {
+      const float y = xb[i] / d;
+      q[i] = fp4::encode(std::isnan(y) ? y : std::clamp(y, -6.0f, 6.0f));
+      const double e = double(xb[i]) - double(fp4::decode(q[i]) * d);
+      sum += w ? double(w[i]) * e * e : e * e;
+    }
+    return sum;
+  };
+  for (int64_t b = 0; b < cols / kBlock; ++b) {
+    const float* xb = x + b * kBlock;
+    float a = 0;
+    for (int i = 0; i < kBlock; ++i) a = std::isnan(xb[i]) || std::fabs(xb[i]) > a ? std::fabs(xb[i]) : a;
+    bool zero = false;
+    const uint8_t m = code_for(G * (a / 6.0f), &zero);
+    const float* w = rule == ScaleRule::Weighted ? weights + b * kBlock : nullptr;
+    uint8_t best_q[kBlock], q[kBlock];
+    uint8_t best_s = m;
+    double best = encode(xb, m, w, best_q);
+    std::vector<int> cands;
+    if (rule == ScaleRule::FourOverSix) {
+      bool z = false;
+      cands.push_back(code_for(G * (a / 4.0f), &z));
+    } else if (rule != ScaleRule::Max) {
+      for (int c = zero ? 1 : std::max(1, int(m) - kSearchBelow); c <= std::min(0x7E, int(m) + kSearchAbove); ++c)
+        cands.push_back(c);
+    }
+    if (!(a > 0) || std::isnan(a)) cands.clear();
+    for (int c : cands) {
+      if (c == best_s) continue;
+      const double e = encode(xb, uint8_t(c), w, q);
+      if (e < best) {
+        best = e;
+        best_s = uint8_t(c);
+        std::copy(q, q + kBlock, best_q);
+      }
+    }
+    scales[b] = best_s;
+    for (int i = 0; i < kBlock; i += 2) packed[(b * kBlock + i) / 2] = fp4::pack(best_q[i], best_q[i + 1]);
+  }
+}
+
+TEST(ScaleRules, EqualTheSlowObviousSearchByteForByte) {
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(0.5f, 2.0f);
+  for (int trial = 0; trial < 6; ++trial) {
+    const int64_t rows = 1 + int64_t(rng() % 40), cols = kBlock * (1 + int64_t(rng() % 24));
+    std::vector<float> x = heavy_tailed(rng, rows, cols);
+    const float G = 448.0f * 6.0f / (1.0f + float(rng() % 1000));
+    // Some elements exactly on a tie of a candidate's grid: (k + 1/2)-steps of the FP4 values times s / G.
+    for (int64_t i = 0; i < rows * cols; i += 7) {
+      const uint8_t s = uint8_t(0x28 + rng() % 40);
+      const float d = fp8_e4m3::decode(s) / G;
+      const float ties[] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+      x[size_t(i)] = ties[rng() % 7] * d * ((rng() & 1) ? -1.0f : 1.0f);
+    }
+    std::vector<float> w(static_cast<size_t>(cols));
+    for (auto& v : w) v = u(rng);
+    for (ScaleRule rule : kAllRules) {
+      SCOPED_TRACE(std::string(scale_rule_name(rule)) + " " + std::to_string(rows) + "x" + std::to_string(cols));
+      std::vector<uint8_t> p(size_t(rows * cols / 2)), s(size_t(rows * cols / kBlock));
+      std::vector<uint8_t> rp(p.size()), rs(s.size());
+      quantize_rows_with_rule(x.data(), rows, cols, G, rule, w.data(), p.data(), s.data(), ZeroScale::CompressedTensors,
+                              nullptr);
+      for (int64_t r = 0; r < rows; ++r)
+        reference_rule(x.data() + r * cols, cols, G, rule, w.data(), rp.data() + r * cols / 2,
+                       rs.data() + r * cols / kBlock);
+      ASSERT_EQ(s, rs);
+      ASSERT_EQ(p, rp);
+    }
+  }
 }
 
 }  // namespace

@@ -552,10 +552,13 @@ TEST(Gptq, ResultDoesNotDependOnThreadCount) {
     opt.block = 64;
     opt.localhessian_scales = lh;
     omp_set_num_threads(1);
+    gptq_detail::clear_factor_cache();
     const Quantized one = run_gptq(l.w, 150, 320, l.h, l.G, opt);
     omp_set_num_threads(2);
+    gptq_detail::clear_factor_cache();
     const Quantized two = run_gptq(l.w, 150, 320, l.h, l.G, opt);
     omp_set_num_threads(3);
+    gptq_detail::clear_factor_cache();
     const Quantized three = run_gptq(l.w, 150, 320, l.h, l.G, opt);
     expect_same(one, two, "1 vs 2 threads");
     expect_same(one, three, "1 vs 3 threads");
@@ -563,6 +566,34 @@ TEST(Gptq, ResultDoesNotDependOnThreadCount) {
     EXPECT_EQ(one.err.sum_sq_err, three.err.sum_sq_err);
   }
   omp_set_num_threads(saved);
+}
+
+// The factor cache is keyed by H's contents: H changed in place (same address) gets its own factor, a
+// copy of it elsewhere reuses that one, and every result equals the one computed with an empty cache.
+TEST(Gptq, FactorCacheFollowsTheContentsOfH) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Layer l = random_layer(rng, 40, 128, 256);
+  GptqOptions opt;
+  gptq_detail::clear_factor_cache();
+  const Quantized first = run_gptq(l.w, 40, 128, l.h, l.G, opt);
+  const Quantized again = run_gptq(l.w, 40, 128, l.h, l.G, opt);
+  expect_same(first, again, "cached");
+  std::vector<double> h = l.h;
+  const Quantized same_h = run_gptq(l.w, 40, 128, h, l.G, opt);
+  expect_same(first, same_h, "a copy of H");
+  std::vector<double> changed = random_layer(rng, 1, 128, 256).h;
+  h = changed;  // in place
+  const Quantized in_place = run_gptq(l.w, 40, 128, h, l.G, opt);
+  gptq_detail::clear_factor_cache();
+  const Quantized fresh = run_gptq(l.w, 40, 128, changed, l.G, opt);
+  expect_same(in_place, fresh, "H changed in place");
+  EXPECT_NE(in_place.packed, first.packed);
+  opt.damp = 0.1;
+  const Quantized damped = run_gptq(l.w, 40, 128, changed, l.G, opt);
+  gptq_detail::clear_factor_cache();
+  expect_same(damped, run_gptq(l.w, 40, 128, changed, l.G, opt), "another damp");
 }
 
 TEST(Gptq, DeadColumnsKeepTheirWeights) {
