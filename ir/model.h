@@ -166,6 +166,19 @@ struct QuantizerChoice {
   std::vector<std::pair<std::string, double>> candidates;  // (quantizer, relative output error of this Linear)
 };
 
+// A Linear's NVFP4 bytes as the auto pass computed them for its chosen quantizer, so that pack does not
+// compute them again (GPTQ, local-Hessian): pack takes them only when the weight it reads has the same
+// XXH3-128 (of its float32 values), the same global scale, zero-scale convention and quantizer.
+struct Prequantized {
+  std::string quantizer;
+  uint64_t weight_hash_high = 0, weight_hash_low = 0;
+  float global_scale = 0;
+  uint8_t zero_scale = 0;            // nvfp4::ZeroScale
+  std::vector<uint8_t> packed, scales;
+  double sum_sq_err = 0, sum_sq_ref = 0, max_abs_err = 0;   // the weight error, as nvfp4::ErrorStats
+  int64_t count = 0;
+};
+
 // Per-tensor annotations, indexed by TensorId; each slot is written by one pass.
 struct Annotations {
   std::vector<Decision> decision;                 // weight plan
@@ -182,6 +195,7 @@ struct Annotations {
   std::vector<std::optional<OutlierStats>> outliers;      // outliers (Linear weights)
   std::vector<std::optional<Sensitivity>> sensitivity;    // sensitivity (Linear weights)
   std::vector<std::optional<QuantizerChoice>> choice;     // auto (Linear weights)
+  std::vector<std::optional<Prequantized>> prequantized;  // auto (chosen GPTQ / local-Hessian results), for pack
 };
 
 class Model {

@@ -5,13 +5,18 @@
 #include <cstdio>
 #include <map>
 #include <optional>
+#include <span>
 
+#include "formats/hash.h"
 #include "formats/nvfp4.h"
 #include "passes/output_error.h"
 #include "passes/quantizers.h"
 
 namespace fp4c::passes {
 namespace {
+
+// At most this many bytes of chosen results are kept for pack; beyond, pack computes the rest again.
+constexpr uint64_t kPrequantizedBytes = uint64_t(1) << 30;
 
 const runtime::LinearParams* slot(const runtime::LayerParams& p, ir::Role role) {
   switch (role) {
@@ -44,6 +49,63 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       linear[{*t.layer, t.role}] = id;
   }
   std::vector<std::vector<OutputError>> errors(model.tensors.size());
+  // The bytes of every candidate of the current layer's Linears (those pack would have to recompute:
+  // GPTQ and local-Hessian), until the layer's units are decided.
+  struct Result {
+    std::vector<uint8_t> packed, scales;
+    nvfp4::ErrorStats err;
+    hash::Digest weight;
+    float G = 0;
+  };
+  std::map<ir::TensorId, std::vector<std::optional<Result>>> layer_results;
+  auto& prequantized = model.annotations.prequantized;
+  prequantized.assign(model.tensors.size(), std::nullopt);
+  uint64_t kept_bytes = 0;
+  const uint8_t zero_code = uint8_t(nvfp4::ZeroScale::CompressedTensors);
+  auto& choice = model.annotations.choice;
+  choice.assign(model.tensors.size(), std::nullopt);
+  // Units (fused groups decided together) of the Linears measured so far that have no choice yet.
+  const auto decide = [&] {
+    for (const auto& [key, id] : linear) {
+      if (choice[id] || errors[id].empty()) continue;
+      std::vector<ir::TensorId> unit{id};
+      if (const ir::FusedGroup* g = model.group_of(id)) unit = g->members;
+      size_t best = 0;
+      double best_err = INFINITY;
+      for (size_t c = 0; c < candidates.size(); ++c) {
+        double e = 0, ref = 0;
+        for (ir::TensorId m : unit)
+          if (!errors[m].empty()) e += errors[m][c].error_sq, ref += errors[m][c].reference_sq;
+        const double rel = ref > 0 ? e / ref : e;
+        if (rel < best_err) best_err = rel, best = c;
+      }
+      for (ir::TensorId m : unit) {
+        if (errors[m].empty()) continue;
+        ir::QuantizerChoice qc;
+        qc.chosen = candidates[best].name();
+        for (size_t c = 0; c < candidates.size(); ++c) qc.candidates.emplace_back(candidates[c].name(), errors[m][c].relative());
+        choice[m] = std::move(qc);
+        auto it = layer_results.find(m);
+        if (it == layer_results.end() || !it->second[best] || kept_bytes > kPrequantizedBytes) continue;
+        Result& r = *it->second[best];
+        ir::Prequantized p;
+        p.quantizer = candidates[best].name();
+        p.weight_hash_high = r.weight.high;
+        p.weight_hash_low = r.weight.low;
+        p.global_scale = r.G;
+        p.zero_scale = zero_code;
+        p.sum_sq_err = r.err.sum_sq_err;
+        p.sum_sq_ref = r.err.sum_sq_ref;
+        p.max_abs_err = r.err.max_abs_err;
+        p.count = r.err.count;
+        kept_bytes += r.packed.size() + r.scales.size();
+        p.packed = std::move(r.packed);
+        p.scales = std::move(r.scales);
+        prequantized[m] = std::move(p);
+      }
+    }
+    layer_results.clear();
+  };
 
   const int layers = int(model.config.num_hidden_layers);
   FP4C_ASSIGN(runtime::Activations acts, forward.embed(weights, heldout));
@@ -75,45 +137,27 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         std::vector<uint8_t> packed(size_t(w->out * w->in / 2)), scales(size_t(w->out * w->in / 16));
         std::vector<float> deq(w->weight.size());
         errors[id].resize(candidates.size());
+        auto& results = layer_results[id];
+        results.assign(candidates.size(), std::nullopt);
+        const hash::Digest weight_hash = hash::xxh3_128(std::as_bytes(std::span(w->weight)));
         for (size_t c = 0; c < candidates.size(); ++c) {
+          nvfp4::ErrorStats err;
           if (auto st = quantize_weight(candidates[c], w->weight.data(), w->out, w->in, G, site, t.module, packed.data(),
-                                        scales.data(), nvfp4::ZeroScale::CompressedTensors, nullptr, deq.data());
+                                        scales.data(), nvfp4::ZeroScale::CompressedTensors, &err, deq.data());
               !st) {
             failure = st.error();
             return;
           }
           errors[id][c] = linear_output_error(in.x, in.rows, in.cols, w->weight.data(), deq.data(), w->out, gx);
+          if (candidates[c].kind != Quantizer::Kind::Rule)
+            results[c] = Result{packed, scales, err, weight_hash, G};
         }
       }
     };
     FP4C_TRY(forward.layer(l, p, acts, hook));
     if (failure) return make_error("auto: " + failure->message);
+    decide();
     if (progress) progress(l + 1, layers);
-  }
-
-  // Units: fused groups decided together.
-  auto& choice = model.annotations.choice;
-  choice.assign(model.tensors.size(), std::nullopt);
-  for (const auto& [key, id] : linear) {
-    if (choice[id] || errors[id].empty()) continue;
-    std::vector<ir::TensorId> unit{id};
-    if (const ir::FusedGroup* g = model.group_of(id)) unit = g->members;
-    size_t best = 0;
-    double best_err = INFINITY;
-    for (size_t c = 0; c < candidates.size(); ++c) {
-      double e = 0, ref = 0;
-      for (ir::TensorId m : unit)
-        if (!errors[m].empty()) e += errors[m][c].error_sq, ref += errors[m][c].reference_sq;
-      const double rel = ref > 0 ? e / ref : e;
-      if (rel < best_err) best_err = rel, best = c;
-    }
-    for (ir::TensorId m : unit) {
-      if (errors[m].empty()) continue;
-      ir::QuantizerChoice qc;
-      qc.chosen = candidates[best].name();
-      for (size_t c = 0; c < candidates.size(); ++c) qc.candidates.emplace_back(candidates[c].name(), errors[m][c].relative());
-      choice[m] = std::move(qc);
-    }
   }
   return {};
 }

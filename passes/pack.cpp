@@ -352,8 +352,26 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
         const auto role = input_site_role(t.role);
         const SiteStats* site = options.stats && role && t.layer ? options.stats->find(*t.layer, *role) : nullptr;
         auto values = to_f32(bytes, t.dtype);
-        FP4C_TRY(quantize_weight(quantizer, values.data(), rows, cols, G, site, t.module, packed.data(), scales.data(),
-                                 options.zero_scale, &err));
+        const auto& pre = id < model.annotations.prequantized.size() ? model.annotations.prequantized[id]
+                                                                      : std::optional<ir::Prequantized>();
+        const auto same_weight = [&] {
+          const hash::Digest d = hash::xxh3_128(std::as_bytes(std::span(values)));
+          return d.high == pre->weight_hash_high && d.low == pre->weight_hash_low;
+        };
+        if (pre && pre->quantizer == quantizer.name() && pre->global_scale == G &&
+            pre->zero_scale == uint8_t(options.zero_scale) && pre->packed.size() == packed.size() &&
+            pre->scales.size() == scales.size() && same_weight()) {
+          // The auto pass quantized exactly this weight with this quantizer already.
+          std::copy(pre->packed.begin(), pre->packed.end(), packed.begin());
+          std::copy(pre->scales.begin(), pre->scales.end(), scales.begin());
+          err.sum_sq_err = pre->sum_sq_err;
+          err.sum_sq_ref = pre->sum_sq_ref;
+          err.max_abs_err = pre->max_abs_err;
+          err.count = pre->count;
+        } else {
+          FP4C_TRY(quantize_weight(quantizer, values.data(), rows, cols, G, site, t.module, packed.data(),
+                                   scales.data(), options.zero_scale, &err));
+        }
       } else if (streamed(id)) {
         const uint16_t* src = as_bf16(bytes);
         nvfp4::quantize_bf16_rows(

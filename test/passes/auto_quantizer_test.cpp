@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <map>
 #include <random>
 
 #include "formats/nvfp4.h"
 #include "frontend/checkpoint.h"
 #include "passes/auto_quantizer.h"
+#include "passes/pack.h"
 #include "passes/output_error.h"
 #include "passes/quantizers.h"
 #include "passes/stats.h"
@@ -161,6 +163,56 @@ TEST(AutoQuantizer, Errors) {
   st = g.run();
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().message.find("second moments"), std::string::npos) << st.error().message;
+}
+
+// Every byte pack writes, by tensor and part.
+class MemorySink : public ir::ArtifactSink {
+ public:
+  Status put(ir::TensorId id, ir::TensorPart part, std::span<const std::byte> bytes) override {
+    auto& v = parts[{id, int(part)}];
+    v.insert(v.end(), bytes.begin(), bytes.end());
+    return {};
+  }
+  std::map<std::pair<ir::TensorId, int>, std::vector<std::byte>> parts;
+};
+
+// pack takes auto's bytes for the chosen GPTQ / local-Hessian results instead of computing them again:
+// the artifact's bytes and weight errors are those of computing them; a result for another weight is
+// not taken.
+TEST(AutoQuantizer, PackReusesTheChosenResultsByteForByte) {
+  Fixture f(true);
+  SCOPED_TRACE("seed " + std::to_string(f.seed));
+  ASSERT_TRUE(f.run().ok());
+  auto& model = f.ckpt->model;
+  int reused = 0;
+  for (const auto& p : model.annotations.prequantized) reused += p.has_value();
+  ASSERT_GT(reused, 0) << "no Linear chose gptq or localhessian";
+  passes::PackOptions po;
+  po.stats = &f.stats;
+  auto pack = [&](ir::Model& m) {
+    MemorySink sink;
+    auto r = passes::pack_weights(m, f.ckpt->files, f.ckpt->refs, sink, po);
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+    return sink.parts;
+  };
+  const auto with = pack(model);
+  const auto packed_with = model.annotations.packed;
+  ir::Model fresh = model;
+  fresh.annotations.prequantized.assign(fresh.tensors.size(), std::nullopt);
+  const auto without = pack(fresh);
+  EXPECT_EQ(with, without);
+  ASSERT_EQ(packed_with.size(), fresh.annotations.packed.size());
+  for (size_t i = 0; i < packed_with.size(); ++i) {
+    ASSERT_EQ(packed_with[i].has_value(), fresh.annotations.packed[i].has_value());
+    if (!packed_with[i]) continue;
+    EXPECT_EQ(packed_with[i]->error.relative_mse, fresh.annotations.packed[i]->error.relative_mse);
+    EXPECT_EQ(packed_with[i]->error.max_abs_error, fresh.annotations.packed[i]->error.max_abs_error);
+  }
+  // A result recorded for other bytes is not used.
+  ir::Model tampered = model;
+  for (auto& p : tampered.annotations.prequantized)
+    if (p) std::fill(p->packed.begin(), p->packed.end(), uint8_t(0x77)), p->weight_hash_low ^= 1;
+  EXPECT_EQ(pack(tampered), without);
 }
 
 }  // namespace
