@@ -59,14 +59,6 @@ struct Nvfp4Matmul::Impl {
   // The tiled kernel's oneDNN primitives by (rows, tile rows).
   mutable std::mutex mutex;
   mutable std::vector<std::pair<std::pair<int64_t, int64_t>, dnnl::matmul>> primitives;
-
-  // Weight (r, c), as ArtifactReader::dequantize computes it.
-  float weight(int64_t r, int64_t c) const {
-    const uint8_t byte = w.codes[size_t((r * in + c) / 2)];
-    const uint8_t code = (c % 2) ? uint8_t(byte >> 4) : uint8_t(byte & 0xF);
-    const float s = scale_table[w.block_scales[size_t(r * (in / kBlock) + c / kBlock)]];
-    return ws2 ? (kE2m1[code] * s) * ws2_value : kE2m1[code] * s;
-  }
 };
 
 namespace {
@@ -311,6 +303,24 @@ bool cpu_has_avx2() {
 #endif
 }
 
+// Row r of W as floats: e2m1 * (e4m3 / G), or (e2m1 * e4m3) * weight_scale_2, as ArtifactReader::dequantize.
+void decode_row(const Impl& w, int64_t r, float* dst) {
+  const int64_t K = w.in, nblocks = K / kBlock;
+  const uint8_t* codes = w.w.codes.data() + r * (K / 2);
+  const uint8_t* scales = w.w.block_scales.data() + r * nblocks;
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const float s = w.scale_table[scales[b]];
+    float* d = dst + b * kBlock;
+    for (int i = 0; i < kBlock; i += 2) {
+      const uint8_t byte = codes[b * 8 + i / 2];
+      d[i] = kE2m1[byte & 0xF] * s;
+      d[i + 1] = kE2m1[byte >> 4] * s;
+    }
+    if (w.ws2)
+      for (int i = 0; i < kBlock; ++i) d[i] *= w.ws2_value;
+  }
+}
+
 Status run_tiled(const Impl& w, const float* x, int64_t M, float* y) {
   using dnnl::memory;
   using dt = memory::data_type;
@@ -325,8 +335,7 @@ Status run_tiled(const Impl& w, const float* x, int64_t M, float* y) {
       const int64_t nt = std::min(tile_rows, N - n0);
 #pragma omp parallel for schedule(static) if (nt * K >= (1 << 15))
       for (int64_t r = 0; r < nt; ++r) {
-        float* dst = tile.data() + r * K;
-        for (int64_t c = 0; c < K; ++c) dst[c] = w.weight(n0 + r, c);
+        decode_row(w, n0 + r, tile.data() + r * K);
       }
       const dnnl::matmul* prim = nullptr;
       {

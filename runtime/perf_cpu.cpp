@@ -19,6 +19,7 @@
 #include "formats/nvfp4.h"
 #include "runtime/activation_quant.h"
 #include "runtime/cuda/cuda_api.h"
+#include "runtime/decoder.h"
 #include "runtime/elementwise.h"
 #include "runtime/matmul.h"
 #include "runtime/nvfp4_matmul.h"
@@ -261,7 +262,8 @@ class CpuPerfDevice final : public PerfDevice {
   }
 
   Expected<ServingFigures> serve(WeightSource& weights, const ir::ModelConfig& config, const ServingSpec& spec) override {
-    return make_error("serve: the CPU decoder is not in this build yet (runtime/decoder.h lands next)");
+    ThreadScope scope(threads_);
+    return serve_cpu(weights, config, spec, threads_);
   }
 
  private:
