@@ -6,8 +6,11 @@
 // The tiled kernel decodes 128 weight rows at a time into a float tile and hands the product to
 // oneDNN's f32 matmul (the same weight values, FP32 accumulation, its own summation order).
 //
-// Where the tiled kernel starts (kTiledMinRows) was chosen by measurement on the development machine
-// (Xeon, Sapphire Rapids, 2 threads; bench/perf_cpu_bench.cpp): see the commit that set it.
+// Where the tiled kernel starts (kTiledMinRows) was chosen by measurement (bench/perf_cpu_bench.cpp, one
+// thread, Xeon Sapphire Rapids with AVX-512): the AVX-512 GEMV kernel against the tiled one crosses
+// over at about M = 40 for the stories260K shapes (K = 64: 64x64 at M = 64 takes 13.6 vs 9.7 us) and at
+// about M = 100..128 for Qwen2.5-0.5B's (896x896 at M = 64: 1.12 vs 1.41 ms; at 128: 2.11 vs 2.00 ms);
+// 64 is within 40% of the better one on both sides.
 #include "runtime/nvfp4_matmul.h"
 
 #include <omp.h>
@@ -40,7 +43,7 @@ namespace {
 constexpr int64_t kBlock = 16;
 constexpr int64_t kTiledMinRows = 64;   // see the file comment
 constexpr int64_t kTileRows = 128;      // weight rows per decoded tile (128 x 4864 floats: 2.4 MB)
-constexpr int64_t kRowsPerPass = 48;    // rows of x per pass over W in the GEMV kernels (a multiple of 6 and 4)
+constexpr int64_t kRowsPerPass = 48;    // rows of x per pass over W in the GEMV kernels (a multiple of each MB: 6, 4)
 
 constexpr float kE2m1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
                              -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
@@ -108,44 +111,63 @@ FP4C_AVX2 inline __m128i block_codes_avx2(const uint8_t* p) {
                       _mm_and_si128(_mm_slli_epi16(v16, 4), _mm_set1_epi16(0x0F00)));
 }
 
-FP4C_AVX512 inline __m128i block_codes_avx512(const uint8_t* p) {
-  uint64_t bits;
-  std::memcpy(&bits, p, 8);
-  const __m128i v16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(bits)));
-  return _mm_or_si128(_mm_and_si128(v16, _mm_set1_epi16(0x0F)),
-                      _mm_and_si128(_mm_slli_epi16(v16, 4), _mm_set1_epi16(0x0F00)));
-}
-
 // ---------------------------------------------------------------------------------------------
-// AVX-512: MB (<= 6) rows of x by NB (<= 4) weight rows; 16 lanes = one block.
+// AVX-512: MB (<= 6) rows of x by NB (<= 4) weight rows; 16 lanes = one block. A block's 8 code bytes
+// are broadcast to every 64-bit lane and each 32-bit lane shifted to its code (the table lookup reads
+// the low 4 bits only): lane 2j holds element j, lane 2j + 1 element 8 + j. x is permuted into that
+// order once per call (interleave_blocks), so a block costs a broadcast load, a shift, a lookup and a
+// multiply per weight row, and one multiply-add per (x row, weight row).
+
+// x [rows, K] with each block of 16 reordered as e0 e8 e1 e9 ... e7 e15.
+void interleave_blocks(const float* x, int64_t rows, int64_t K, float* out) {
+#pragma omp parallel for schedule(static) if (rows * K >= (1 << 16))
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < K; b += kBlock)
+      for (int j = 0; j < 8; ++j) {
+        out[r * K + b + 2 * j] = x[r * K + b + j];
+        out[r * K + b + 2 * j + 1] = x[r * K + b + 8 + j];
+      }
+}
 
 template <int MB, int NB>
 FP4C_AVX512 void tile_avx512(const Impl& w, const float* x, int64_t n0, float* y, int64_t ldy) {
   const int64_t K = w.in, nblocks = K / kBlock;
   const __m512 lut = _mm512_loadu_ps(kE2m1);
   const __m512 ws2 = _mm512_set1_ps(w.ws2_value);
+  const __m512i shifts = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
   const uint8_t* codes[NB];
   const uint8_t* scales[NB];
+  #pragma GCC unroll 8
   for (int j = 0; j < NB; ++j) {
     codes[j] = w.w.codes.data() + (n0 + j) * (K / 2);
     scales[j] = w.w.block_scales.data() + (n0 + j) * nblocks;
   }
   __m512 acc[MB][NB];
+  #pragma GCC unroll 8
   for (int m = 0; m < MB; ++m)
+    #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) acc[m][j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nblocks; ++b) {
     __m512 wv[NB];
+    #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
-      const __m512 e = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(block_codes_avx512(codes[j] + b * 8)), lut);
+      long long packed8;
+      std::memcpy(&packed8, codes[j] + b * 8, 8);
+      const __m512i bits = _mm512_set1_epi64(packed8);
+      const __m512 e = _mm512_permutexvar_ps(_mm512_srlv_epi32(bits, shifts), lut);
       wv[j] = _mm512_mul_ps(e, _mm512_set1_ps(w.scale_table[scales[j][b]]));
       if (w.ws2) wv[j] = _mm512_mul_ps(wv[j], ws2);
     }
+    #pragma GCC unroll 8
     for (int m = 0; m < MB; ++m) {
       const __m512 xv = _mm512_loadu_ps(x + m * K + b * kBlock);
+      #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) acc[m][j] = _mm512_fmadd_ps(xv, wv[j], acc[m][j]);
     }
   }
+  #pragma GCC unroll 8
   for (int m = 0; m < MB; ++m)
+    #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) y[m * ldy + j] = _mm512_reduce_add_ps(acc[m][j]);
 }
 
@@ -173,33 +195,43 @@ FP4C_AVX2 void tile_avx2(const Impl& w, const float* x, int64_t n0, float* y, in
   const __m256 ws2 = _mm256_set1_ps(w.ws2_value);
   const uint8_t* codes[NB];
   const uint8_t* scales[NB];
+  #pragma GCC unroll 8
   for (int j = 0; j < NB; ++j) {
     codes[j] = w.w.codes.data() + (n0 + j) * (K / 2);
     scales[j] = w.w.block_scales.data() + (n0 + j) * nblocks;
   }
   __m256 acc[MB][NB];
+  #pragma GCC unroll 8
   for (int m = 0; m < MB; ++m)
+    #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) acc[m][j] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nblocks; ++b) {
     __m128i c[NB];
     __m256 s[NB];
+    #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
       c[j] = block_codes_avx2(codes[j] + b * 8);
       s[j] = _mm256_set1_ps(w.scale_table[scales[j][b]]);
     }
+    #pragma GCC unroll 8
     for (int half = 0; half < 2; ++half) {
       __m256 wv[NB];
+      #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
         wv[j] = decode8_avx2(half ? _mm_srli_si128(c[j], 8) : c[j], lut, s[j]);
         if (w.ws2) wv[j] = _mm256_mul_ps(wv[j], ws2);
       }
+      #pragma GCC unroll 8
       for (int m = 0; m < MB; ++m) {
         const __m256 xv = _mm256_loadu_ps(x + m * K + b * kBlock + half * 8);
+        #pragma GCC unroll 8
         for (int j = 0; j < NB; ++j) acc[m][j] = _mm256_fmadd_ps(xv, wv[j], acc[m][j]);
       }
     }
   }
+  #pragma GCC unroll 8
   for (int m = 0; m < MB; ++m)
+    #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) y[m * ldy + j] = reduce_add_avx2(acc[m][j]);
 }
 
@@ -450,7 +482,9 @@ Status Nvfp4Matmul::run(const float* x, int64_t rows, float* y, Nvfp4Kernel kern
         TileTable<Avx512Tile, 6, 4>::fill(t.f);
         return t;
       }();
-      gemv<6, 4>(w, fns.f, x, rows, y);
+      std::vector<float> xi(size_t(rows * w.in));
+      interleave_blocks(x, rows, w.in, xi.data());
+      gemv<6, 4>(w, fns.f, xi.data(), rows, y);
       break;
     }
     case Nvfp4Kernel::Avx2: {
