@@ -1,8 +1,8 @@
 // BF16 (oneDNN) against NVFP4 (the fused-dequant kernels of runtime/nvfp4_matmul.h) on the CPU, for the
 // NVFP4 Linear shapes of stories260K and two of Qwen2.5-0.5B.
 //
-//   perf_cpu_bench --table     BF16 vs NVFP4 time at M = 1, 32, 512 and their ratio, through the
-//                              PerfDevice that fp4c-verify uses (its default kernel choice)
+//   perf_cpu_bench --table     the ceilings, then BF16 vs NVFP4 time at M = 1, 32, 512 and their ratio,
+//                              through the PerfDevice that fp4c-verify uses (its default kernel choice)
 //   perf_cpu_bench [gbench flags]   every NVFP4 kernel forced in turn, against BF16, per shape and M
 //                                   (what chose nvfp4_tiled_min_rows)
 #include <benchmark/benchmark.h>
@@ -121,6 +121,12 @@ int table() {
   }
   const DeviceInfo info = (*dev)->info();
   std::printf("device: %s, %d threads, NVFP4 %s\n", info.name.c_str(), info.threads, info.fp4_path.c_str());
+  auto c = (*dev)->ceilings();
+  if (!c.ok()) {
+    std::fprintf(stderr, "%s\n", c.error().message.c_str());
+    return 1;
+  }
+  std::printf("ceilings: %.1f GB/s read, %.3f TFLOP/s BF16 (%s)\n", c->bandwidth_gbs, c->bf16_tflops, c->how.c_str());
   std::printf("%-32s %5s %12s %12s %8s  %s\n", "shape [n x k]", "M", "bf16 us", "nvfp4 us", "bf16/fp4", "nvfp4 path");
   for (const Shape& s : kShapes)
     for (int64_t m : {1, 32, 512}) {

@@ -156,12 +156,17 @@ struct Decoder::Impl {
   bool bf16_cache() const { return options.precision == Precision::BF16; }
   int64_t kv_dim() const { return config.num_key_value_heads * config.head_dim; }
 
-  // Rotates one head vector (rotate-half layout) at position `pos`, as runtime/attention.cpp does.
+  // cos and sin of position * inv_freq, [capacity, head_dim / 2], in double rounded to float (as
+  // runtime/attention.cpp computes them); made by start().
+  std::vector<float> rope_cos, rope_sin;
+
+  // Rotates one head vector (rotate-half layout) at position `pos` < capacity, as runtime/attention.cpp does.
   void rotate(float* x, int64_t pos) const {
     const int64_t half = config.head_dim / 2;
+    const float* cs = &rope_cos[size_t(pos * half)];
+    const float* sn = &rope_sin[size_t(pos * half)];
     for (int64_t i = 0; i < half; ++i) {
-      const double a = double(pos) * inv_freq[size_t(i)];
-      const float c = float(std::cos(a)), s = float(std::sin(a));
+      const float c = cs[i], s = sn[i];
       const float x1 = x[i], x2 = x[i + half];
       x[i] = x1 * c - x2 * s;
       x[i + half] = x2 * c + x1 * s;
@@ -232,54 +237,70 @@ struct Decoder::Impl {
   }
 
   // Attention of one new query row per sequence over its cache (positions 0..lengths[b], the new one
-  // included): q [batch, heads * head_dim], rotated; out [batch, heads * head_dim].
-  void cached_attention(int layer, const float* q_rot, float* out) {
+  // included): q [batch, heads * head_dim], rotated; out [batch, heads * head_dim]. One task per
+  // (sequence, KV head): each cached key and value row is read once for the g query heads sharing it.
+  template <typename E>
+  void cached_attention_impl(const E* kc, const E* vc, const float* q_rot, float* out) {
     const int64_t nH = config.num_attention_heads, nKV = config.num_key_value_heads, hd = config.head_dim;
     const int64_t g = nH / nKV, D = kv_dim(), B = batch;
     const float scale = float(1.0 / std::sqrt(double(hd)));
     const int64_t longest = *std::max_element(lengths.begin(), lengths.end()) + 1;
     const int team = omp_get_max_threads();
-    scores.resize(size_t(team * longest));
-    const bool bf = bf16_cache();
-    const float* kf = bf ? nullptr : k_f32[size_t(layer)].data();
-    const float* vf = bf ? nullptr : v_f32[size_t(layer)].data();
-    const uint16_t* kb = bf ? k_bf16[size_t(layer)].data() : nullptr;
-    const uint16_t* vb = bf ? v_bf16[size_t(layer)].data() : nullptr;
+    const size_t per_thread = size_t(g * longest + 2 * hd);
+    scores.resize(size_t(team) * per_thread);
 #pragma omp parallel for schedule(dynamic, 1) if (B * nH * longest * hd >= 32768)
-    for (int64_t task = 0; task < B * nH; ++task) {
-      const int64_t b = task / nH, h = task % nH, j = h / g;
+    for (int64_t task = 0; task < B * nKV; ++task) {
+      const int64_t b = task / nKV, j = task % nKV;
       const int64_t n = lengths[size_t(b)] + 1;
-      float* s = scores.data() + size_t(omp_get_thread_num()) * size_t(longest);
-      const float* qv = q_rot + b * nH * hd + h * hd;
-      const size_t base = size_t(b * capacity * D + j * hd);
-      float m = -INFINITY;
+      float* s = scores.data() + size_t(omp_get_thread_num()) * per_thread;  // [g][n]
+      float* row = s + g * longest;                                          // one K or V row as floats
+      const E* kb = kc + b * capacity * D + j * hd;
+      const E* vb = vc + b * capacity * D + j * hd;
+      const float* q0 = q_rot + b * nH * hd + j * g * hd;  // the g heads of KV head j are contiguous
       for (int64_t p = 0; p < n; ++p) {
-        const size_t row = base + size_t(p * D);
-        float dot = 0;
-        if (bf)
-          for (int64_t i = 0; i < hd; ++i) dot += qv[i] * bf16::to_float(kb[row + size_t(i)]);
-        else
-          for (int64_t i = 0; i < hd; ++i) dot += qv[i] * kf[row + size_t(i)];
-        s[p] = dot * scale;
-        m = std::max(m, s[p]);
+        for (int64_t i = 0; i < hd; ++i) row[i] = to_f32(kb[p * D + i]);
+        for (int64_t t = 0; t < g; ++t) {
+          const float* qv = q0 + t * hd;
+          float dot = 0;
+          for (int64_t i = 0; i < hd; ++i) dot += qv[i] * row[i];
+          s[t * longest + p] = dot * scale;
+        }
       }
-      float sum = 0;
-      for (int64_t p = 0; p < n; ++p) {
-        s[p] = std::exp(s[p] - m);
-        sum += s[p];
+      for (int64_t t = 0; t < g; ++t) {
+        float* st = s + t * longest;
+        float m = st[0];
+        for (int64_t p = 1; p < n; ++p) m = std::max(m, st[p]);
+        float sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t p = 0; p < n; ++p) {
+          st[p] = exp_approx(st[p] - m);
+          sum += st[p];
+        }
+        const float inv = 1.0f / sum;
+#pragma omp simd
+        for (int64_t p = 0; p < n; ++p) st[p] *= inv;
+        float* o = out + b * nH * hd + (j * g + t) * hd;
+        for (int64_t i = 0; i < hd; ++i) o[i] = 0;
       }
-      const float inv = 1.0f / sum;
-      float* o = out + b * nH * hd + h * hd;
-      for (int64_t i = 0; i < hd; ++i) o[i] = 0;
       for (int64_t p = 0; p < n; ++p) {
-        const float w = s[p] * inv;
-        const size_t row = base + size_t(p * D);
-        if (bf)
-          for (int64_t i = 0; i < hd; ++i) o[i] += w * bf16::to_float(vb[row + size_t(i)]);
-        else
-          for (int64_t i = 0; i < hd; ++i) o[i] += w * vf[row + size_t(i)];
+        for (int64_t i = 0; i < hd; ++i) row[i] = to_f32(vb[p * D + i]);
+        for (int64_t t = 0; t < g; ++t) {
+          const float w = s[t * longest + p];
+          float* o = out + b * nH * hd + (j * g + t) * hd;
+          for (int64_t i = 0; i < hd; ++i) o[i] += w * row[i];
+        }
       }
     }
+  }
+
+  static float to_f32(float x) { return x; }
+  static float to_f32(uint16_t x) { return bf16::to_float(x); }
+
+  void cached_attention(int layer, const float* q_rot, float* out) {
+    if (bf16_cache())
+      cached_attention_impl(k_bf16[size_t(layer)].data(), v_bf16[size_t(layer)].data(), q_rot, out);
+    else
+      cached_attention_impl(k_f32[size_t(layer)].data(), v_f32[size_t(layer)].data(), q_rot, out);
   }
 };
 
@@ -384,6 +405,15 @@ Status Decoder::start(int batch, int64_t capacity) {
   d.batch = batch;
   d.capacity = capacity;
   d.lengths.assign(size_t(batch), 0);
+  const int64_t half = d.config.head_dim / 2;
+  d.rope_cos.resize(size_t(capacity * half));
+  d.rope_sin.resize(size_t(capacity * half));
+  for (int64_t p = 0; p < capacity; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      const double a = double(p) * d.inv_freq[size_t(i)];
+      d.rope_cos[size_t(p * half + i)] = float(std::cos(a));
+      d.rope_sin[size_t(p * half + i)] = float(std::sin(a));
+    }
   const size_t n = size_t(batch) * size_t(capacity) * size_t(d.kv_dim());
   const size_t layers = d.layers.size();
   d.k_f32.assign(d.bf16_cache() ? 0 : layers, {});

@@ -119,8 +119,11 @@ void to_nvfp4(LinearParams& p, std::optional<float> input_global_scale) {
 
 // Forward's logits of whole sequences, [tokens, vocab] per sequence.
 std::vector<std::vector<float>> forward_logits(WeightSource& w, const ir::ModelConfig& config,
-                                               const std::vector<std::vector<int32_t>>& seqs) {
-  Forward forward(config, ForwardOptions{});
+                                               const std::vector<std::vector<int32_t>>& seqs,
+                                               Precision precision = Precision::F32) {
+  ForwardOptions options;
+  options.precision = precision;
+  Forward forward(config, options);
   const std::vector<float> all = testing::logits(forward, w, seqs, int(config.num_hidden_layers));
   std::vector<std::vector<float>> out;
   size_t at = 0;
@@ -147,10 +150,10 @@ double rel_diff(const float* a, const float* b, int64_t n) {
 // one token at a time; every logits row it gives must match Forward's for that position.
 void expect_decoder_matches_forward(WeightSource& w, const ir::ModelConfig& config,
                                     const std::vector<std::vector<int32_t>>& seqs, const std::vector<size_t>& prompt_lens,
-                                    double tolerance = 1e-4) {
-  const auto ref = forward_logits(w, config, seqs);
+                                    double tolerance = 1e-4, Precision precision = Precision::F32) {
+  const auto ref = forward_logits(w, config, seqs, precision);
   ASSERT_EQ(ref.size(), seqs.size());
-  auto dec = Decoder::load(w, config, DecoderOptions{Precision::F32, 0});
+  auto dec = Decoder::load(w, config, DecoderOptions{precision, 0});
   ASSERT_TRUE(dec.ok()) << dec.error().message;
   size_t longest = 0;
   for (const auto& s : seqs) longest = std::max(longest, s.size());
@@ -188,7 +191,9 @@ void expect_decoder_matches_forward(WeightSource& w, const ir::ModelConfig& conf
     }
   }
   EXPECT_LE(worst, tolerance);
-  ::testing::Test::RecordProperty("worst_relative_difference", std::to_string(worst));
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3g", worst);
+  ::testing::Test::RecordProperty("worst_relative_difference", text);
 }
 
 std::vector<std::vector<int32_t>> random_seqs(std::mt19937_64& rng, int vocab, std::vector<size_t> lens) {
@@ -210,6 +215,17 @@ TEST(Decoder, MatchesForwardWithBiasAndGqa) {
   // the prefill's query positions.
   expect_decoder_matches_forward(m, m.config, random_seqs(rng, 80, {17, 21}), {5, 9});
   expect_decoder_matches_forward(m, m.config, random_seqs(rng, 80, {75}), {70});
+}
+
+// In BF16 the two round at different places (Forward rounds q and the probabilities too, the decoder
+// keeps them FP32 and rounds the cached keys and values): equal within BF16's precision, a check that
+// the BF16 cache and Linears are wired right.
+TEST(Decoder, Bf16MatchesForwardBf16WithinBf16Precision) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  MemoryWeights m = tiny_model(TinySpec{true, 4, 2}, seed);
+  std::mt19937_64 rng(seed + 1);
+  expect_decoder_matches_forward(m, m.config, random_seqs(rng, 80, {17, 21}), {5, 9}, 3e-2, Precision::BF16);
 }
 
 TEST(Decoder, MatchesForwardWithoutBiasMultiHead) {
