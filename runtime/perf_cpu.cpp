@@ -103,6 +103,8 @@ uint64_t proc_kb(const char* file, const std::string& key) {
 
 MemoryInfo memory_info() { return {proc_kb("/proc/meminfo", "MemTotal"), proc_kb("/proc/meminfo", "MemAvailable")}; }
 
+uint64_t current_rss_bytes() { return proc_kb("/proc/self/status", "VmRSS"); }
+
 uint64_t peak_rss_bytes() {
   const uint64_t hwm = proc_kb("/proc/self/status", "VmHWM");
   if (hwm) return hwm;

@@ -16,5 +16,7 @@ MemoryInfo memory_info();
 
 // The process's peak resident set (VmHWM, else getrusage's ru_maxrss), bytes.
 uint64_t peak_rss_bytes();
+// The process's resident set now (VmRSS), bytes; 0 when unreadable.
+uint64_t current_rss_bytes();
 
 }  // namespace fp4c::runtime

@@ -383,7 +383,7 @@ TEST(Decoder, DISABLED_ServingFiguresOnStories260K) {
   auto dev = make_perf_device("cpu", 0);
   ASSERT_TRUE(dev.ok());
   std::printf("%-26s %-6s %5s %9s %9s %9s %9s %9s %8s %9s %9s %9s\n", "case", "model", "batch", "ttft ms", "p50 ms",
-              "p95 ms", "p99 ms", "tok/s", "req/s", "peakRSS MB", "weights KB", "KV KB");
+              "p95 ms", "p99 ms", "tok/s", "req/s", "RSS MB", "weights KB", "KV KB");
   for (const auto& [name, prompt] : {std::pair<std::string, int64_t>{"steady-512-output-128", 512},
                                      std::pair<std::string, int64_t>{"prefill-2048-output-128", 2048}})
     for (int batch : {1, 8})
