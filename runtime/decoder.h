@@ -66,7 +66,9 @@ class Decoder {
 std::vector<int32_t> greedy_tokens(const std::vector<float>& logits, int64_t vocab);
 
 // The serving case `spec` on the CPU (see PerfDevice::serve): BF16 decoder, spec.batch random prompts of
-// spec.prompt ids (fresh seed), greedy decoding of spec.output tokens per request. memory_used is the
+// spec.prompt ids (fresh seed), greedy decoding of spec.output tokens per request, timed after an
+// untimed warm-up of the same shapes (one prefill and one step; oneDNN makes its primitives for a row
+// count on first use, and a serving engine warms up before taking requests). memory_used is the
 // process's resident set while serving (the larger of VmRSS after the prefill and at the end, when the
 // weights, the whole KV cache and the prefill's temporaries are held), not the process's lifetime peak,
 // which an earlier phase (the ceilings' 512 MiB buffer, a previous case) would dominate.

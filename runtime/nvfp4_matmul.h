@@ -6,8 +6,9 @@
 // time in registers and reuse them for up to 6 rows of x; the tiled kernel (large M) decodes 128 rows
 // of W at a time into a float tile and multiplies it with oneDNN.
 //
-// Each y[m, n] is computed by one thread in an order fixed by the kernel, so results do not depend on
-// the thread count (they may differ between kernels in the last bits).
+// In the GEMV kernels each y[m, n] is computed by one thread in an order fixed by the kernel, so their
+// results do not depend on the thread count (tested); the tiled kernel sums in oneDNN's order, like the
+// runtime's other products. Kernels may differ from each other in the last bits.
 #pragma once
 
 #include <cstdint>
