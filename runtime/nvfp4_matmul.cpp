@@ -129,6 +129,16 @@ void interleave_blocks(const float* x, int64_t rows, int64_t K, float* out) {
       }
 }
 
+// The four horizontal sums of a0..a3 at once, in a fixed order: pairs of lanes within each 128-bit
+// quarter, then the quarters.
+FP4C_AVX512 inline __m128 reduce4_avx512(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+  const __m512 v01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));  // a0 a1 a0 a1
+  const __m512 v23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+  const __m512 w = _mm512_add_ps(_mm512_shuffle_ps(v01, v23, 0x44), _mm512_shuffle_ps(v01, v23, 0xEE));  // a0 a1 a2 a3
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(w), _mm512_extractf32x8_ps(w, 1));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 template <int MB, int NB>
 FP4C_AVX512 void tile_avx512(const Impl& w, const float* x, int64_t n0, float* y, int64_t ldy) {
   const int64_t K = w.in, nblocks = K / kBlock;
@@ -166,9 +176,15 @@ FP4C_AVX512 void tile_avx512(const Impl& w, const float* x, int64_t n0, float* y
     }
   }
   #pragma GCC unroll 8
-  for (int m = 0; m < MB; ++m)
+  for (int m = 0; m < MB; ++m) {
+    const __m512 zero = _mm512_setzero_ps();
+    const __m128 sums = reduce4_avx512(acc[m][0], NB > 1 ? acc[m][NB > 1 ? 1 : 0] : zero,
+                                       NB > 2 ? acc[m][NB > 2 ? 2 : 0] : zero, NB > 3 ? acc[m][NB > 3 ? 3 : 0] : zero);
+    alignas(16) float out[4];
+    _mm_store_ps(out, sums);
     #pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) y[m * ldy + j] = _mm512_reduce_add_ps(acc[m][j]);
+    for (int j = 0; j < NB; ++j) y[m * ldy + j] = out[j];
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
