@@ -44,6 +44,7 @@ Runner setup_eval(CLI::App& app, const CommandLine&) {
   sub->add_option("--precision", r.precision, "f32 or bf16 activations and GEMMs")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->default_str("f32");
+  sub->add_option("--device", r.device, "cpu, cuda or cuda:N (the GPU runtime, in a CUDA build)")->default_str("cpu");
   sub->add_option("--threads", r.threads, "threads (default: all cores)");
   sub->add_option("--memory-budget", r.memory_budget,
                   "hidden states of each model beyond this size live in a temporary file ($TMPDIR)")

@@ -6,11 +6,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
-#include <set>
 
 #include "backends/manifest.h"
-#include "formats/hash.h"
-#include "formats/safetensors.h"
+#include "backends/verify_hashes.h"
 #include "tools/fp4c/commands.h"
 
 namespace fp4c::tools {
@@ -30,49 +28,6 @@ struct InspectOptions {
 int fail(const Error& e) {
   std::fprintf(stderr, "fp4c inspect: error: %s\n", e.message.c_str());
   return 1;
-}
-
-// Recomputes every file and tensor hash the manifest records; returns the mismatches.
-std::vector<std::string> verify(const manifest::Manifest& m, const std::string& dir) {
-  std::vector<std::string> problems;
-  std::set<std::string> listed{backends::kManifestFile};
-  for (const auto& f : m.outputs()) {
-    listed.insert(f.path());
-    const std::string p = (fs::path(dir) / f.path()).string();
-    uint64_t size = 0;
-    auto h = hash::hash_file(p, &size);
-    if (!h) problems.push_back(h.error().message);
-    else if (h->hex() != f.hash().hex() || size != f.bytes())
-      problems.push_back(f.path() + ": file hash " + h->hex() + " (" + std::to_string(size) +
-                         " bytes) differs from the manifest's " + f.hash().hex() + " (" +
-                         std::to_string(f.bytes()) + " bytes)");
-  }
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec))
-    if (!listed.count(e.path().filename().string()))
-      problems.push_back(e.path().filename().string() + ": file not listed in the manifest");
-  std::map<std::string, safetensors::File> opened;
-  for (const auto& t : m.output_tensors()) {
-    auto it = opened.find(t.file());
-    if (it == opened.end()) {
-      auto f = safetensors::File::open((fs::path(dir) / t.file()).string());
-      if (!f) {
-        problems.push_back(f.error().message);
-        continue;
-      }
-      it = opened.emplace(t.file(), std::move(*f)).first;
-    }
-    const auto* e = it->second.find(t.name());
-    if (!e) {
-      problems.push_back(t.file() + ": tensor '" + t.name() + "' listed in the manifest is missing");
-      continue;
-    }
-    const auto h = hash::xxh3_128(it->second.bytes(*e));
-    if (h.hex() != t.hash().hex())
-      problems.push_back(t.file() + ": tensor '" + t.name() + "' hash " + h.hex() +
-                         " differs from the manifest's " + t.hash().hex());
-  }
-  return problems;
 }
 
 double sqnr_of(const manifest::TensorRecord& r) {
@@ -195,10 +150,10 @@ int run_inspect(const InspectOptions& o) {
   if (!m) return fail(m.error());
 
   if (o.verify) {
-    auto problems = verify(*m, o.artifact);
-    for (const auto& p : problems) std::fprintf(stderr, "fp4c inspect: mismatch: %s\n", p.c_str());
-    if (!problems.empty()) {
-      std::fprintf(stderr, "fp4c inspect: %zu mismatch(es) against %s\n", problems.size(), path.c_str());
+    const auto check = backends::check_artifact_hashes(*m, o.artifact);
+    for (const auto& p : check.problems) std::fprintf(stderr, "fp4c inspect: mismatch: %s\n", p.c_str());
+    if (!check.ok()) {
+      std::fprintf(stderr, "fp4c inspect: %zu mismatch(es) against %s\n", check.problems.size(), path.c_str());
       return 1;
     }
     std::printf("verified %d file(s) and %d tensor(s) against %s\n", m->outputs_size(),

@@ -15,6 +15,7 @@
 #include "backends/manifest.h"
 #include "frontend/checkpoint.h"
 #include "runtime/checkpoint_weights.h"
+#include "runtime/device.h"
 #include "tools/fp4c/artifact_weights.h"
 #include "tools/fp4c/size_option.h"
 
@@ -62,15 +63,16 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   const auto budget = parse_size(o.memory_budget);
   if (!budget) return make_error("--memory-budget '" + o.memory_budget + "': not a size (e.g. 4GiB)");
   fo.spill.memory_budget = *budget;
-  runtime::Forward forward(ckpt->model.config, fo);
+  FP4C_ASSIGN(auto engine, runtime::make_engine(o.device, ckpt->model.config, fo));
   runtime::CheckpointWeights reference(ckpt->model, ckpt->refs, /*release_pages=*/false);
   std::optional<ArtifactWeights> candidate;
-  if (artifact) candidate.emplace(ckpt->model, *artifact);
+  // An engine other than the CPU's multiplies the packed bytes themselves.
+  if (artifact) candidate.emplace(ckpt->model, *artifact, /*with_packed=*/o.device != "cpu");
 
   passes::EvalOptions eo;
   eo.per_layer = o.per_layer;
   const auto t0 = std::chrono::steady_clock::now();
-  auto result = passes::evaluate(forward, reference, candidate ? &*candidate : nullptr, tokens->sequences, eo,
+  auto result = passes::evaluate(*engine, reference, candidate ? &*candidate : nullptr, tokens->sequences, eo,
                                  [&](int i, int n) {
                                    if (o.progress) std::fprintf(stderr, "\rlayer %d of %d", i, n);
                                  });
@@ -81,6 +83,8 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   out.result = std::move(*result);
   out.config = ckpt->model.config;
+  out.device = engine->device();
+  out.fp4_path = engine->fp4_path();
   out.source_hash = tokens->source_hash;
   out.sequences = int64_t(tokens->sequences.size());
   out.tokens = tokens->total_tokens();
@@ -88,27 +92,30 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   for (const auto& l : r.layers)
     out.layers.push_back({module_of(ckpt->model, l.layer, l.role), l.role, l.layer, l.output_error});
 
-  if (artifact && o.record_in_manifest) {
-    const std::string path = (fs::path(o.artifact) / backends::kManifestFile).string();
-    FP4C_ASSIGN(auto m, backends::read_manifest(path));
-    auto* acc = m.add_accuracy();
-    acc->set_device(std::string("cpu-") + o.precision);
-    acc->set_perplexity_reference(r.reference_perplexity);
-    acc->set_perplexity(*r.perplexity);
-    acc->set_recovery(*r.recovery);
-    acc->set_kl_mean(*r.kl_mean);
-    acc->set_kl_median(*r.kl_median);
-    acc->set_kl_p99(*r.kl_p99);
-    acc->set_top1_agreement(*r.top1_agreement);
-    acc->set_tokens(uint64_t(r.predictions));
-    *acc->mutable_eval_hash() = backends::to_proto(tokens->source_hash);
+  if (artifact) {
+    auto& acc = out.accuracy;
+    acc.set_device(o.device + "-" + o.precision);
+    acc.set_perplexity_reference(r.reference_perplexity);
+    acc.set_perplexity(*r.perplexity);
+    acc.set_recovery(*r.recovery);
+    acc.set_kl_mean(*r.kl_mean);
+    acc.set_kl_median(*r.kl_median);
+    acc.set_kl_p99(*r.kl_p99);
+    acc.set_top1_agreement(*r.top1_agreement);
+    acc.set_tokens(uint64_t(r.predictions));
+    *acc.mutable_eval_hash() = backends::to_proto(tokens->source_hash);
     for (const auto& l : out.layers) {
-      auto* le = acc->add_layers();
+      auto* le = acc.add_layers();
       le->set_module(l.module);
       le->set_role(std::string(ir::role_name(l.role)));
       le->set_layer(l.layer);
       le->set_output_error(l.output_error);
     }
+  }
+  if (artifact && o.record_in_manifest) {
+    const std::string path = (fs::path(o.artifact) / backends::kManifestFile).string();
+    FP4C_ASSIGN(auto m, backends::read_manifest(path));
+    *m.add_accuracy() = out.accuracy;
     FP4C_TRY(backends::write_manifest(m, path));
   }
 
@@ -117,6 +124,7 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
                             {"reference_nll", r.reference_nll},
                             {"reference_perplexity", r.reference_perplexity},
                             {"precision", o.precision},
+                            {"device", out.device},
                             {"seconds", out.seconds},
                             {"tokens_per_second", tokens_per_second}};
   if (artifact) {
@@ -145,8 +153,8 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   if (artifact)
     t += printf_string("%-10s %10.6f %14.4f %10.4f %10.5f %10.5f %10.5f %8.4f\n", "artifact", *r.perplexity, *r.nll,
                        *r.recovery, *r.kl_mean, *r.kl_median, *r.kl_p99, *r.top1_agreement);
-  t += printf_string("%lld predictions over %lld sequences, %s, %.2f s\n", static_cast<long long>(r.predictions),
-                     static_cast<long long>(out.sequences), o.precision.c_str(), out.seconds);
+  t += printf_string("%lld predictions over %lld sequences, %s, %s, %.2f s\n", static_cast<long long>(r.predictions),
+                     static_cast<long long>(out.sequences), out.device.c_str(), o.precision.c_str(), out.seconds);
   if (o.per_layer && !out.layers.empty()) {
     t += printf_string("\n%-48s %-6s %5s %14s\n", "Linear", "role", "layer", "output error");
     for (const auto& l : out.layers)

@@ -13,6 +13,7 @@
 #include "formats/hash.h"
 #include "ir/expected.h"
 #include "ir/model.h"
+#include "manifest.pb.h"
 #include "passes/evaluate.h"
 #include "tools/fp4c/calibration_input.h"
 
@@ -23,6 +24,7 @@ struct EvalRequest {
   std::string artifact;         // an fp4c artifact made from it (empty: reference perplexity only)
   std::string data;             // evaluation set
   TokenSetOptions tokens;
+  std::string device = "cpu";   // "cpu", "cuda" or "cuda:N" (runtime::make_engine)
   std::string precision = "f32";
   std::string memory_budget = "4GiB";
   int threads = 0;              // 0: leave OpenMP's setting
@@ -53,6 +55,11 @@ struct EvalOutcome {
   int64_t sequences = 0;
   int64_t tokens = 0;
   double seconds = 0;           // the evaluation itself
+  std::string device;           // the engine's: "cpu", or e.g. "cuda:0 NVIDIA H100 ... (sm_90)"
+  std::string fp4_path;         // how the engine computed W4A4 products (runtime::Engine::fp4_path)
+  // The figures as the manifest records them (with a candidate): Accuracy.device is the request's
+  // device and precision, e.g. "cpu-f32".
+  manifest::Accuracy accuracy;
   std::string table;            // what `fp4c eval` prints
   nlohmann::json json;          // what `fp4c eval --json` prints
 };
