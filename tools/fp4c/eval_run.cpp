@@ -94,7 +94,9 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
 
   if (artifact) {
     auto& acc = out.accuracy;
-    acc.set_device(o.device + "-" + o.precision);
+    // "cpu-f32" as before; a GPU by its name, with how its W4A4 products ran (native or emulated).
+    acc.set_device(o.device == "cpu" ? "cpu-" + o.precision
+                                     : out.device + "-" + o.precision + " (FP4 " + out.fp4_path + ")");
     acc.set_perplexity_reference(r.reference_perplexity);
     acc.set_perplexity(*r.perplexity);
     acc.set_recovery(*r.recovery);

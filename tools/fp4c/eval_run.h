@@ -57,8 +57,8 @@ struct EvalOutcome {
   double seconds = 0;           // the evaluation itself
   std::string device;           // the engine's: "cpu", or e.g. "cuda:0 NVIDIA H100 ... (sm_90)"
   std::string fp4_path;         // how the engine computed W4A4 products (runtime::Engine::fp4_path)
-  // The figures as the manifest records them (with a candidate): Accuracy.device is the request's
-  // device and precision, e.g. "cpu-f32".
+  // The figures as the manifest records them (with a candidate): Accuracy.device is e.g. "cpu-f32", or
+  // "cuda:0 NVIDIA H100 ... (sm_90)-f32 (FP4 emulated)".
   manifest::Accuracy accuracy;
   std::string table;            // what `fp4c eval` prints
   nlohmann::json json;          // what `fp4c eval --json` prints
