@@ -52,7 +52,7 @@ class VerifyBadInput : public ::testing::Test {
     return dir;
   }
   std::string args(const fs::path& art, const fs::path& reference, const fs::path& eval) {
-    return "--artifact " + art.string() + " --reference " + reference.string() + " --eval " +
+    return "--no-speed --artifact " + art.string() + " --reference " + reference.string() + " --eval " +
            eval.string();
   }
   std::string args(const fs::path& art) { return args(art, synth->model, synth->eval); }
@@ -205,6 +205,9 @@ TEST_F(VerifyBadInput, BadOptionsAreRefusals) {
   r = fp4c_verify(args(*artifact) + " --precision f16");
   EXPECT_EQ(r.exit_code, verify::kExitRefused) << r.out;
   EXPECT_NE(r.out.find("--precision"), std::string::npos) << r.out;
+  r = fp4c_verify(args(*artifact) + " --batch 0");
+  EXPECT_EQ(r.exit_code, verify::kExitRefused) << r.out;
+  EXPECT_NE(r.out.find("--batch 0: must be at least 1"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -42,7 +42,7 @@ class VerifyGate : public ::testing::Test {
     delete synth;
   }
   static std::string args(const fs::path& art) {
-    return "--artifact " + art.string() + " --reference " + synth->model.string() + " --eval " +
+    return "--no-speed --artifact " + art.string() + " --reference " + synth->model.string() + " --eval " +
            synth->eval.string();
   }
   static SynthModel* synth;
@@ -70,7 +70,8 @@ TEST_F(VerifyGate, PassesAndRecordsFp4cEvalsFigures) {
   EXPECT_GE(v.hash_check().reference_files(), 2);   // config.json and the shard at least
   EXPECT_EQ(v.manifest_hash().hex().size(), 32u);
   EXPECT_EQ(v.eval_hash().hex().size(), 32u);
-  EXPECT_NE(v.command_line().find("--artifact " + ct->string()), std::string::npos);
+  EXPECT_NE(v.command_line().find("--no-speed"), std::string::npos);
+  EXPECT_FALSE(v.has_performance());   // --no-speed
   ASSERT_TRUE(v.has_accuracy());
   const auto& a = v.accuracy();
   EXPECT_EQ(a.device(), "cpu-f32");
@@ -161,6 +162,7 @@ TEST_F(VerifyGate, TheLibraryCallGivesTheRecordAndTable) {
   q.reference = synth->model.string();
   q.eval = synth->eval.string();
   q.write_file = false;
+  q.speed = false;
   q.per_layer = false;
   q.min_recovery = 2.0;   // recovery can never reach it
   const auto out = verify::run_verification(q);

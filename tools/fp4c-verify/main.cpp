@@ -13,12 +13,12 @@
 int main(int argc, char** argv) {
   using namespace fp4c;
   CLI::App app{"fp4c-verify: checks an NVFP4 artifact against its manifest and reference, measures its accuracy "
-               "(as fp4c eval), writes verification.json beside the manifest and gates on thresholds.\n"
+               "(as fp4c eval) and speed, writes verification.json beside the manifest and gates on thresholds.\n"
                "Exit codes: 0 pass, 1 a threshold failed, 2 inputs refused (hashes, another model's manifest, bad "
                "artifact or evaluation set, unusable device, bad options)."};
   app.set_version_flag("--version", std::string("fp4c-verify ") + FP4C_VERSION);
   verify::VerifyRequest q;
-  bool json = false, no_per_layer = false;
+  bool json = false, no_speed = false, no_per_layer = false;
   double min_recovery = 0, max_kl_mean = 0, max_kl_p99 = 0;
   app.add_option("--artifact", q.artifact, "the artifact directory (with fp4c-manifest.json)")->required();
   app.add_option("--reference", q.reference, "the BF16 checkpoint the artifact was made from")->required();
@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
   app.add_option("--memory-budget", q.memory_budget, "hidden states beyond this size live in a temporary file")
       ->default_str("4GiB");
   app.add_flag("--no-per-layer", no_per_layer, "skip each quantized Linear's output error");
+  app.add_option("--batch", q.batch, "requests run together in the serving cases")->default_str("1");
+  app.add_option("--repetitions", q.repetitions, "timed repetitions of each matrix multiply")->default_str("10");
+  app.add_flag("--no-speed", no_speed, "skip the speed and memory section");
   app.add_flag("--json", json, "print verification.json's content instead of the table");
   bool no_write = false;
   app.add_flag("--no-write", no_write, "do not write verification.json");
@@ -48,6 +51,7 @@ int main(int argc, char** argv) {
   if (o_klm->count()) q.max_kl_mean = max_kl_mean;
   if (o_klp->count()) q.max_kl_p99 = max_kl_p99;
   q.write_file = !no_write;
+  q.speed = !no_speed;
   q.per_layer = !no_per_layer;
   q.command_line = tools::CommandLine{argc, argv}.joined();
   q.progress = isatty(fileno(stderr)) && !json;

@@ -16,6 +16,8 @@
 #include "formats/hash.h"
 #include "frontend/checkpoint.h"
 #include "runtime/device.h"
+#include "runtime/perf.h"
+#include "tools/fp4c-verify/speed.h"
 #include "tools/fp4c/eval_run.h"
 
 #ifndef FP4C_VERSION
@@ -136,6 +138,10 @@ VerifyOutcome run_verification(const VerifyRequest& q) {
     return finish(kExitRefused);
   };
 
+  // The options themselves.
+  if (q.batch < 1) return refuse("--batch " + std::to_string(q.batch) + ": must be at least 1");
+  if (q.repetitions < 1) return refuse("--repetitions " + std::to_string(q.repetitions) + ": must be at least 1");
+
   auto m = backends::read_manifest(manifest_path);
   if (!m) return refuse(m.error().message);
   may_write = true;
@@ -160,6 +166,12 @@ VerifyOutcome run_verification(const VerifyRequest& q) {
     auto engine = runtime::make_engine(q.device, ckpt->model.config, fo);
     if (!engine) return refuse("--device " + q.device + ": " + engine.error().message);
   }
+  std::unique_ptr<runtime::PerfDevice> perf;
+  if (q.speed) {
+    auto p = runtime::make_perf_device(q.device, q.threads);
+    if (!p) return refuse("--device " + q.device + ": " + p.error().message);
+    perf = std::move(*p);
+  }
 
   // (a) The artifact is what its manifest says, and the manifest belongs to the reference.
   auto artifact_check = backends::check_artifact_hashes(*m, q.artifact);
@@ -182,14 +194,12 @@ VerifyOutcome run_verification(const VerifyRequest& q) {
 
   // The artifact's tensors against the reference model: every NVFP4 Linear complete, and for W4A4 an
   // input global scale each (the reader's checks), the scheme the manifest says.
-  {
-    auto reader = backends::open_artifact(q.artifact, ckpt->model);
-    if (!reader) return refuse(reader.error().message);
-    const bool manifest_w4a4 = m->options().scheme() == "w4a4";
-    if (reader->w4a4() != manifest_w4a4)
-      return refuse(q.artifact + ": the manifest says scheme " + m->options().scheme() + " but the artifact's config is " +
-                    (reader->w4a4() ? "W4A4" : "W4A16"));
-  }
+  auto reader = backends::open_artifact(q.artifact, ckpt->model);
+  if (!reader) return refuse(reader.error().message);
+  const bool manifest_w4a4 = m->options().scheme() == "w4a4";
+  if (reader->w4a4() != manifest_w4a4)
+    return refuse(q.artifact + ": the manifest says scheme " + m->options().scheme() + " but the artifact's config is " +
+                  (reader->w4a4() ? "W4A4" : "W4A16"));
 
   // (b) Accuracy, as fp4c eval defines it.
   tools::EvalRequest er;
@@ -215,6 +225,21 @@ VerifyOutcome run_verification(const VerifyRequest& q) {
   if (q.max_kl_mean)
     check_threshold(out, "kl_mean", "--max-kl-mean", *q.max_kl_mean, eval->accuracy.kl_mean(), false);
   if (q.max_kl_p99) check_threshold(out, "kl_p99", "--max-kl-p99", *q.max_kl_p99, eval->accuracy.kl_p99(), false);
+
+  // (c) Speed and memory on the same device.
+  if (perf) {
+    SpeedOptions so;
+    so.batch = q.batch;
+    so.repetitions = q.repetitions;
+    so.decode_m = q.decode_m;
+    so.prefill_m = q.prefill_m;
+    so.serving = q.serving;
+    if (q.progress) so.progress = [](const std::string& what) { std::fprintf(stderr, "\rspeed: %-60s", what.c_str()); };
+    auto p = measure_performance(*perf, *ckpt, *reader, so);
+    if (q.progress) std::fprintf(stderr, "\n");
+    if (!p) return refuse("speed and memory on " + q.device + ": " + p.error().message);
+    *v.mutable_performance() = std::move(*p);
+  }
 
   return finish(out.failures.empty() ? kExitPass : kExitThreshold);
 }

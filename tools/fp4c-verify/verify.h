@@ -1,7 +1,8 @@
 // fp4c-verify as a function: the gate a release pipeline runs after `fp4c quantize`. In order: (a) the
 // artifact matches its manifest (every output file and tensor hash, no unlisted file) and the manifest
 // was made from the reference checkpoint (its input hashes); (b) accuracy, exactly as `fp4c eval`
-// computes it (tools/fp4c/eval_run.h), on the chosen device. The outcome is a Verification message (formats/manifest.proto),
+// computes it (tools/fp4c/eval_run.h), on the chosen device; (c) speed and memory on that device
+// (runtime/perf.h, tools/fp4c-verify/speed.h), unless turned off. The outcome is a Verification message (formats/manifest.proto),
 // written as verification.json beside the manifest, a readable table, and an exit code.
 #pragma once
 
@@ -12,6 +13,7 @@
 
 #include "ir/expected.h"
 #include "manifest.pb.h"
+#include "runtime/perf.h"
 #include "tools/fp4c/calibration_input.h"
 
 namespace fp4c::verify {
@@ -33,6 +35,12 @@ struct VerifyRequest {
   std::string memory_budget = "4GiB";
   int threads = 0;                         // 0: all cores
   bool per_layer = true;                   // each quantized Linear's output error too
+  // Speed and memory (runtime::PerfDevice).
+  bool speed = true;
+  int batch = 1;                           // requests of the serving cases
+  int repetitions = 10;                    // timed repetitions of each matrix multiply
+  std::vector<int64_t> decode_m{1, 8, 32}, prefill_m{512, 2048};
+  std::vector<runtime::ServingSpec> serving;   // empty: the two decision cases at `batch`
   std::string command_line;                // recorded as given
   bool write_file = true;                  // verification.json beside the manifest
   bool progress = false;                   // "layer i of n" on stderr
