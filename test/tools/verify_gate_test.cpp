@@ -175,6 +175,24 @@ TEST_F(VerifyGate, TheLibraryCallGivesTheRecordAndTable) {
   EXPECT_NE(out.table.find("accuracy on cpu-f32"), std::string::npos) << out.table;
 }
 
+TEST_F(VerifyGate, TheAccuracyRecordIsTheSameWhateverTheThreadCount) {
+  verify::VerifyRequest q;
+  q.artifact = ct->string();
+  q.reference = synth->model.string();
+  q.eval = synth->eval.string();
+  q.write_file = false;
+  q.speed = false;
+  std::string bytes[2];
+  for (int threads : {1, 2}) {
+    q.threads = threads;
+    const auto out = verify::run_verification(q);
+    ASSERT_EQ(out.exit_code, verify::kExitPass) << out.refused;
+    ASSERT_GT(out.record.accuracy().layers_size(), 0);
+    bytes[threads - 1] = out.record.accuracy().SerializeAsString();
+  }
+  EXPECT_EQ(bytes[0], bytes[1]);
+}
+
 TEST(VerificationFile, IsWrittenWholeByRename) {
   TempDir tmp;
   manifest::Verification v;
