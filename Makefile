@@ -17,7 +17,7 @@ build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 1200
+	cd $(BUILD) && ctest -LE gpu --output-on-failure -j $(JOBS) --timeout 1200
 
 # The main job on the embedded default model: a synthetic Qwen2-shaped checkpoint made on the fly,
 # quantized to NVFP4 W4A16 and, calibrated on text, W4A4; each evaluated against the BF16 model and
