@@ -141,8 +141,10 @@ Expected<bool> LinearRunner::fp4_gemm(const uint8_t* x_codes, const uint8_t* x_s
   const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(lt_, op, a, b, c, c, pref, 1, &result, &found);
   if (hs != CUBLAS_STATUS_SUCCESS || found == 0) return false;
   const float beta = 0.0f;
-  FP4C_CUBLAS_TRY(w, cublasLtMatmul(lt_, op, &alpha, w_codes, a, x_codes, b, &beta, y, c, y, c, &result.algo,
-                                    lt_workspace_.as<void>(), kLtWorkspace, stream_));
+  const cublasStatus_t st = cublasLtMatmul(lt_, op, &alpha, w_codes, a, x_codes, b, &beta, y, c, y, c, &result.algo,
+                                           lt_workspace_.as<void>(), kLtWorkspace, stream_);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) return false;
+  FP4C_CUBLAS_TRY(w, st);
   return true;
 }
 
