@@ -131,6 +131,45 @@ __global__ void __launch_bounds__(256) nvfp4_gemm_kernel(const float* x, int64_t
     }
 }
 
+// Few rows (decode): one warp per output column n, each lane a block of 16 weights at a time (8 code
+// bytes, one scale), every row of x against them, then a fixed-order warp reduction. Each weight byte
+// is read once for all rows.
+constexpr int kGemvRows = 8, kGemvWarps = 4;
+
+__global__ void __launch_bounds__(32 * kGemvWarps) nvfp4_gemv_kernel(const float* x, int64_t M, Nvfp4Weight w,
+                                                                      const float* bias, bool rb, float* y) {
+  const int lane = threadIdx.x % 32;
+  const int64_t n = int64_t(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+  if (n >= w.n) return;
+  const int64_t K = w.k, blocks = K / num::kBlock;
+  float acc[kGemvRows] = {};
+  for (int64_t b = lane; b < blocks; b += 32) {
+    const uint8_t* codes = w.codes + n * (K / 2) + b * (num::kBlock / 2);
+    const uint8_t scale = w.scales[n * blocks + b];
+    float wv[num::kBlock];
+    for (int i = 0; i < num::kBlock / 2; ++i) {
+      const uint8_t byte = codes[i];
+      const float lo = num::nvfp4_weight(uint8_t(byte & 0xF), scale, w.global_scale, w.use_ws2, w.ws2);
+      const float hi = num::nvfp4_weight(uint8_t(byte >> 4), scale, w.global_scale, w.use_ws2, w.ws2);
+      wv[2 * i] = rb ? num::round_bf16(lo) : lo;
+      wv[2 * i + 1] = rb ? num::round_bf16(hi) : hi;
+    }
+    for (int m = 0; m < kGemvRows; ++m) {
+      if (m >= M) break;
+      const float* xr = x + m * K + b * num::kBlock;
+      float a = acc[m];
+      for (int i = 0; i < num::kBlock; ++i) a = fmaf(rb ? num::round_bf16(xr[i]) : xr[i], wv[i], a);
+      acc[m] = a;
+    }
+  }
+  for (int m = 0; m < kGemvRows; ++m) {
+    if (m >= M) break;
+    float v = acc[m];
+    for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if (lane == 0) y[m * w.n + n] = v + (bias ? bias[n] : 0.0f);
+  }
+}
+
 __global__ void nvfp4_dequantize_kernel(Nvfp4Weight w, float* out) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= w.n * w.k) return;
@@ -286,6 +325,10 @@ cudaError_t nvfp4_gemm(const float* x, int64_t m, const Nvfp4Weight& w, const fl
                        cudaStream_t s) {
   if (m <= 0 || w.n <= 0) return cudaSuccess;
   if (w.k % num::kBlock != 0) return cudaErrorInvalidValue;
+  if (m <= kGemvRows) {
+    nvfp4_gemv_kernel<<<unsigned((w.n + kGemvWarps - 1) / kGemvWarps), 32 * kGemvWarps, 0, s>>>(x, m, w, bias, rb, y);
+    return cudaGetLastError();
+  }
   const dim3 grid(unsigned((w.n + kBN - 1) / kBN), unsigned((m + kBM - 1) / kBM));
   nvfp4_gemm_kernel<<<grid, 256, 0, s>>>(x, m, w, bias, rb, y);
   return cudaGetLastError();

@@ -32,9 +32,11 @@ cudaError_t quantize_fp4(const float* x, int64_t rows, int64_t cols, float globa
 // Scales [rows, cols] row-major -> the swizzled layout (padding zeroed).
 cudaError_t swizzle_scales(const uint8_t* scales, int64_t rows, int64_t cols, uint8_t* out, cudaStream_t s);
 
-// y[m, n] = sum_k x[m, k] * w(n, k) (+ bias[n]), FP32 accumulation in k order, with w(n, k) the NVFP4
+// y[m, n] = sum_k x[m, k] * w(n, k) (+ bias[n]), FP32 accumulation, with w(n, k) the NVFP4
 // weight decoded from codes [N, K/2] and scales [N, K/16] (num::nvfp4_weight). round_bf16: x and the
 // decoded weight are rounded to BF16 first (Precision::BF16, as a BF16 GEMM on dequantized weights).
+// Up to 8 rows run a GEMV-shaped kernel (a warp per output, lanes over blocks of 16 of k, then a warp
+// reduction), more rows a tiled one (FP32 accumulation in k order).
 struct Nvfp4Weight {
   const uint8_t* codes;
   const uint8_t* scales;
