@@ -2,8 +2,6 @@
 // buffer that frees itself, and what a device is called in reports.
 #pragma once
 
-#include <cublasLt.h>
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -11,6 +9,7 @@
 #include <utility>
 
 #include "ir/expected.h"
+#include "runtime/cuda/cublas_loader.cuh"
 
 namespace fp4c::runtime::cuda {
 
@@ -18,7 +17,9 @@ inline Error cuda_error(const std::string& what, cudaError_t e) {
   return make_error(what + ": " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")");
 }
 inline Error cublas_error(const std::string& what, cublasStatus_t s) {
-  return make_error(what + ": cuBLAS " + cublasGetStatusName(s) + " (" + cublasGetStatusString(s) + ")");
+  auto api = cublas_api();  // loaded: a status comes from a call through it
+  if (!api.ok()) return make_error(what + ": cuBLAS status " + std::to_string(int(s)));
+  return make_error(what + ": cuBLAS " + (*api)->status_name(s) + " (" + (*api)->status_string(s) + ")");
 }
 
 #define FP4C_CUDA_TRY(what, expr)                                                       \

@@ -41,20 +41,21 @@ Status check_linear_params(const LinearParams& p, int64_t out, int64_t in, const
 }
 
 LinearRunner::~LinearRunner() {
-  if (f32_) cublasDestroy(f32_);
-  if (bf16_) cublasDestroy(bf16_);
-  if (lt_) cublasLtDestroy(lt_);
+  if (f32_) api_->destroy(f32_);
+  if (bf16_) api_->destroy(bf16_);
+  if (lt_) api_->lt_destroy(lt_);
 }
 
 Status LinearRunner::init(int sm, cudaStream_t stream) {
   stream_ = stream;
-  FP4C_CUBLAS_TRY("cublasCreate", cublasCreate(&f32_));
-  FP4C_CUBLAS_TRY("cublasSetStream", cublasSetStream(f32_, stream));
+  FP4C_ASSIGN(api_, cublas_api());
+  FP4C_CUBLAS_TRY("cublasCreate", api_->create(&f32_));
+  FP4C_CUBLAS_TRY("cublasSetStream", api_->set_stream(f32_, stream));
   // FP32 products in FP32: no TF32 or other reduced-precision shortcut.
-  FP4C_CUBLAS_TRY("cublasSetMathMode", cublasSetMathMode(f32_, CUBLAS_PEDANTIC_MATH));
-  FP4C_CUBLAS_TRY("cublasCreate", cublasCreate(&bf16_));
-  FP4C_CUBLAS_TRY("cublasSetStream", cublasSetStream(bf16_, stream));
-  FP4C_CUBLAS_TRY("cublasLtCreate", cublasLtCreate(&lt_));
+  FP4C_CUBLAS_TRY("cublasSetMathMode", api_->set_math_mode(f32_, CUBLAS_PEDANTIC_MATH));
+  FP4C_CUBLAS_TRY("cublasCreate", api_->create(&bf16_));
+  FP4C_CUBLAS_TRY("cublasSetStream", api_->set_stream(bf16_, stream));
+  FP4C_CUBLAS_TRY("cublasLtCreate", api_->lt_create(&lt_));
   native_ = has_native_fp4(sm);
   return {};
 }
@@ -105,43 +106,44 @@ Expected<bool> LinearRunner::fp4_gemm(const uint8_t* x_codes, const uint8_t* x_s
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulPreference_t pref = nullptr;
   struct Cleanup {
+    const CublasApi* api_;
     cublasLtMatmulDesc_t& op;
     cublasLtMatrixLayout_t &a, &b, &c;
     cublasLtMatmulPreference_t& pref;
     ~Cleanup() {
-      if (pref) cublasLtMatmulPreferenceDestroy(pref);
-      if (c) cublasLtMatrixLayoutDestroy(c);
-      if (b) cublasLtMatrixLayoutDestroy(b);
-      if (a) cublasLtMatrixLayoutDestroy(a);
-      if (op) cublasLtMatmulDescDestroy(op);
+      if (pref) api_->lt_pref_destroy(pref);
+      if (c) api_->lt_layout_destroy(c);
+      if (b) api_->lt_layout_destroy(b);
+      if (a) api_->lt_layout_destroy(a);
+      if (op) api_->lt_desc_destroy(op);
     }
-  } cleanup{op, a, b, c, pref};
+  } cleanup{api_, op, a, b, c, pref};
   const std::string w = what + ": cuBLASLt FP4 GEMM";
-  FP4C_CUBLAS_TRY(w, cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  FP4C_CUBLAS_TRY(w, api_->lt_desc_create(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  FP4C_CUBLAS_TRY(w, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  FP4C_CUBLAS_TRY(w, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  FP4C_CUBLAS_TRY(w, api_->lt_desc_set(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  FP4C_CUBLAS_TRY(w, api_->lt_desc_set(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
   const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3;
-  FP4C_CUBLAS_TRY(w, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
-  FP4C_CUBLAS_TRY(w, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
+  FP4C_CUBLAS_TRY(w, api_->lt_desc_set(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
+  FP4C_CUBLAS_TRY(w, api_->lt_desc_set(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
   const void* sa = w_scales;
   const void* sb = x_scales;
-  FP4C_CUBLAS_TRY(w, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
-  FP4C_CUBLAS_TRY(w, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
-  FP4C_CUBLAS_TRY(w, cublasLtMatrixLayoutCreate(&a, CUDA_R_4F_E2M1, uint64_t(k), uint64_t(n), k));
-  FP4C_CUBLAS_TRY(w, cublasLtMatrixLayoutCreate(&b, CUDA_R_4F_E2M1, uint64_t(k), uint64_t(m), k));
-  FP4C_CUBLAS_TRY(w, cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, uint64_t(n), uint64_t(m), n));
+  FP4C_CUBLAS_TRY(w, api_->lt_desc_set(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
+  FP4C_CUBLAS_TRY(w, api_->lt_desc_set(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
+  FP4C_CUBLAS_TRY(w, api_->lt_layout_create(&a, CUDA_R_4F_E2M1, uint64_t(k), uint64_t(n), k));
+  FP4C_CUBLAS_TRY(w, api_->lt_layout_create(&b, CUDA_R_4F_E2M1, uint64_t(k), uint64_t(m), k));
+  FP4C_CUBLAS_TRY(w, api_->lt_layout_create(&c, CUDA_R_32F, uint64_t(n), uint64_t(m), n));
   FP4C_TRY(lt_workspace_.reserve(kLtWorkspace, "cuBLASLt workspace"));
-  FP4C_CUBLAS_TRY(w, cublasLtMatmulPreferenceCreate(&pref));
+  FP4C_CUBLAS_TRY(w, api_->lt_pref_create(&pref));
   const size_t ws_bytes = kLtWorkspace;
-  FP4C_CUBLAS_TRY(w, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+  FP4C_CUBLAS_TRY(w, api_->lt_pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
                                                           sizeof ws_bytes));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(lt_, op, a, b, c, c, pref, 1, &result, &found);
+  const cublasStatus_t hs = api_->lt_heuristic(lt_, op, a, b, c, c, pref, 1, &result, &found);
   if (hs != CUBLAS_STATUS_SUCCESS || found == 0) return false;
   const float beta = 0.0f;
-  const cublasStatus_t st = cublasLtMatmul(lt_, op, &alpha, w_codes, a, x_codes, b, &beta, y, c, y, c, &result.algo,
+  const cublasStatus_t st = api_->lt_matmul(lt_, op, &alpha, w_codes, a, x_codes, b, &beta, y, c, y, c, &result.algo,
                                            lt_workspace_.as<void>(), kLtWorkspace, stream_);
   if (st == CUBLAS_STATUS_NOT_SUPPORTED) return false;
   FP4C_CUBLAS_TRY(w, st);
@@ -186,12 +188,12 @@ Status LinearRunner::run(const DeviceLinear& w, const float* x, int64_t rows, bo
     FP4C_TRY(x_bf16_.reserve(size_t(rows * k) * sizeof(uint16_t), "BF16 activations"));
     FP4C_CUDA_TRY(what + ": BF16 conversion", kernels::to_bf16(in, x_bf16_.as<uint16_t>(), rows * k, stream_));
     FP4C_CUBLAS_TRY(what + ": cublasGemmEx BF16",
-                    cublasGemmEx(bf16_, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(rows), int(k), &one, w.weight.as<void>(),
+                    api_->gemm_ex(bf16_, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(rows), int(k), &one, w.weight.as<void>(),
                                  CUDA_R_16BF, int(k), x_bf16_.as<void>(), CUDA_R_16BF, int(k), &zero, y, CUDA_R_32F,
                                  int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   } else {
     if (w.bf16) return make_error(what + ": FP32 product with a BF16 weight on the GPU");
-    FP4C_CUBLAS_TRY(what + ": cublasSgemm", cublasSgemm(f32_, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(rows), int(k), &one,
+    FP4C_CUBLAS_TRY(what + ": cublasSgemm", api_->sgemm(f32_, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(rows), int(k), &one,
                                                         w.weight.as<float>(), int(k), in, int(k), &zero, y, int(n)));
   }
   if (bias) FP4C_CUDA_TRY(what + ": bias", kernels::add_bias(y, bias, rows, n, stream_));

@@ -57,12 +57,14 @@ class LinearRunner {
   bool native() const { return native_; }
   bool fell_back() const { return fell_back_; }
   cublasHandle_t default_handle() const { return bf16_; }
+  const CublasApi& api() const { return *api_; }
   // The native block-scaled FP4 product on already quantized operands (codes, swizzled scales):
   // y[m, n] = alpha * sum_k ... ; false when cuBLASLt has no kernel for it.
   Expected<bool> fp4_gemm(const uint8_t* x_codes, const uint8_t* x_scales, int64_t m, const uint8_t* w_codes,
                           const uint8_t* w_scales, int64_t n, int64_t k, float alpha, float* y, const std::string& what);
 
  private:
+  const CublasApi* api_ = nullptr;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t f32_ = nullptr, bf16_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;

@@ -181,7 +181,7 @@ Expected<Ceilings> CudaPerfDevice::ceilings() {
     FP4C_CUDA_TRY("memset", cudaMemsetAsync(b.as<void>(), 0, b.bytes(), stream_));
     const float one = 1, zero = 0;
     FP4C_ASSIGN(const double t, time_median(stream_, 5, [&]() -> Status {
-      FP4C_CUBLAS_TRY("cublasGemmEx", cublasGemmEx(linear_.default_handle(), CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(n), int(n),
+      FP4C_CUBLAS_TRY("cublasGemmEx", linear_.api().gemm_ex(linear_.default_handle(), CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(n), int(n),
                                                    &one, a.as<void>(), CUDA_R_16BF, int(n), b.as<void>(), CUDA_R_16BF,
                                                    int(n), &zero, y.as<void>(), CUDA_R_32F, int(n), CUBLAS_COMPUTE_32F,
                                                    CUBLAS_GEMM_DEFAULT));
@@ -242,7 +242,7 @@ Expected<MatmulFigures> CudaPerfDevice::matmul(const MatmulCase& shape, int repe
     FP4C_CUDA_TRY("BF16 conversion", kernels::to_bf16(dx.as<float>(), xb.as<uint16_t>(), m * k, stream_));
     const float one = 1, zero = 0;
     FP4C_ASSIGN(f.bf16_seconds, time_median(stream_, repetitions, [&]() -> Status {
-      FP4C_CUBLAS_TRY("cublasGemmEx", cublasGemmEx(linear_.default_handle(), CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k),
+      FP4C_CUBLAS_TRY("cublasGemmEx", linear_.api().gemm_ex(linear_.default_handle(), CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k),
                                                    &one, w.weight.as<void>(), CUDA_R_16BF, int(k), xb.as<void>(), CUDA_R_16BF,
                                                    int(k), &zero, dy.as<void>(), CUDA_R_32F, int(n), CUBLAS_COMPUTE_32F,
                                                    CUBLAS_GEMM_DEFAULT));
