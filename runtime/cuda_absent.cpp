@@ -3,6 +3,7 @@
 #ifndef FP4C_WITH_CUDA
 
 #include "runtime/cuda/cuda_api.h"
+#include "runtime/cuda/kernel_checks.h"
 
 namespace fp4c::runtime::cuda {
 
@@ -16,6 +17,16 @@ Expected<std::unique_ptr<Engine>> make_engine(int, const ir::ModelConfig&, const
 }
 Expected<std::unique_ptr<PerfDevice>> make_perf_device(int) { return make_error(kAbsent); }
 bool built() { return false; }
+
+namespace check {
+Expected<std::vector<float>> fake_quantize(const std::vector<float>&, int64_t, int64_t, float) { return make_error(kAbsent); }
+Expected<Fp4Activations> quantize_fp4(const std::vector<float>&, int64_t, int64_t, float) { return make_error(kAbsent); }
+Expected<std::vector<float>> nvfp4_dequantize(const PackedNvfp4&, int64_t, int64_t) { return make_error(kAbsent); }
+Expected<std::vector<float>> nvfp4_gemm(const std::vector<float>&, int64_t, const PackedNvfp4&, int64_t, int64_t,
+                                        const std::vector<float>&, bool) {
+  return make_error(kAbsent);
+}
+}  // namespace check
 
 }  // namespace fp4c::runtime::cuda
 
