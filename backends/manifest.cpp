@@ -107,7 +107,7 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
     if (const ir::FusedGroup* g = model.group_of(id)) r->set_fused_group(model.group_label(*g));
     if (id < model.annotations.packed.size() && model.annotations.packed[id]) {
       const ir::PackedWeight& p = *model.annotations.packed[id];
-      r->set_weight_global_scale(p.weight_global_scale);
+      if (d.format == ir::Format::NVFP4) r->set_weight_global_scale(p.weight_global_scale);  // MXFP4 has none
       r->set_weight_amax(p.weight_amax);
       if (p.input_global_scale) r->set_input_global_scale(*p.input_global_scale);
       r->mutable_weight_error()->set_relative_mse(p.error.relative_mse);
@@ -153,7 +153,7 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
     if (t.kind == ir::ParamKind::Weight && ir::is_linear(t.role) && t.role != ir::Role::LmHead) {
       linear_params += n;
       linear_artifact_bytes += out;
-      if (d.format == ir::Format::NVFP4) quantized_params += n;
+      if (ir::is_fp4(d.format)) quantized_params += n;
     }
   }
 

@@ -34,6 +34,7 @@ std::string_view format_name(Format f) {
   switch (f) {
     case Format::BF16: return "bf16";
     case Format::NVFP4: return "nvfp4";
+    case Format::MXFP4: return "mxfp4";
   }
   return "?";
 }
@@ -45,6 +46,7 @@ std::string_view skip_kind_name(SkipKind k) {
     case SkipKind::Embedding: return "embedding";
     case SkipKind::Router: return "router";
     case SkipKind::InFeaturesNotMultipleOf16: return "in_features_not_multiple_of_16";
+    case SkipKind::InFeaturesNotMultipleOf32: return "in_features_not_multiple_of_32";
     case SkipKind::UserIgnore: return "user_ignore";
     case SkipKind::TiedEmbedding: return "tied_embedding";
     case SkipKind::FusedWithSkipped: return "fused_with_skipped";

@@ -77,8 +77,9 @@ struct ActivationSite {
   std::vector<TensorId> consumers; // Linear weights
 };
 
-enum class Format : uint8_t { BF16, NVFP4 };
+enum class Format : uint8_t { BF16, NVFP4, MXFP4 };
 std::string_view format_name(Format f);
+inline bool is_fp4(Format f) { return f != Format::BF16; }   // NVFP4 or MXFP4: packed by the pack pass
 
 enum class SkipKind : uint8_t {
   NotLinear,          // embeddings, norms, biases: never quantized
@@ -86,6 +87,7 @@ enum class SkipKind : uint8_t {
   Embedding,
   Router,
   InFeaturesNotMultipleOf16,
+  InFeaturesNotMultipleOf32,  // MXFP4 blocks are 32 wide
   UserIgnore,         // matched an --ignore pattern
   TiedEmbedding,      // lm_head tied to the embedding
   FusedWithSkipped,   // another member of its fused group stays BF16, so it must too

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "formats/convert.h"
+#include "formats/mxfp4.h"
 #include "formats/mmap_advice.h"
 #include "runtime/checkpoint_weights.h"
 
@@ -225,6 +226,49 @@ class ReadAhead {
   std::thread thread_;
 };
 
+// An MXFP4 Linear: no global scale, so no fused-group pass; the rewritten weight (smoothquant) is
+// materialized in its dtype first, as the rewritten model holds it. Only the MXFP4 scale rule of
+// formats/mxfp4.h (the pipeline's checks refuse other quantizers for MXFP4).
+Status pack_mxfp4(ir::Model& model, ir::TensorId id, const safetensors::Checkpoint::Ref& ref, ReadAhead& ahead,
+                  ScratchPool& scratch, ir::ArtifactSink& sink) {
+  const ir::TensorInfo& t = model.tensors[id];
+  const auto source_bytes = ref.file->bytes(*ref.entry);
+  ahead.wait_until(ahead.position(id, source_bytes.size()));
+  auto bytes = source_bytes;
+  ScratchPool::Buffer rewritten;
+  if (model.transformed(id)) {
+    rewritten = rewritten_bytes(model, id, bytes, t.dtype, scratch);
+    bytes = rewritten.view();
+  }
+  const float own_amax = amax_of(bytes, t.dtype);
+  if (!std::isfinite(own_amax)) {
+    if (model.transformed(id) && count_nonfinite(source_bytes, t.dtype) == 0)
+      return make_error(location(ref) + ": rewriting it (smoothquant) gave a NaN or Inf");
+    return nonfinite_error(ref);
+  }
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  std::vector<uint8_t> packed(size_t(rows * cols / 2)), scales(size_t(rows * cols / mxfp4::kBlock));
+  nvfp4::ErrorStats err;
+  if (t.dtype == DType::BF16) {
+    mxfp4::quantize_bf16(reinterpret_cast<const uint16_t*>(bytes.data()), rows, cols, packed.data(), scales.data(),
+                         mxfp4::kDefaultRule, &err);
+  } else {
+    auto values = to_f32(bytes, t.dtype);
+    mxfp4::quantize_f32(values.data(), rows, cols, packed.data(), scales.data(), mxfp4::kDefaultRule, &err);
+  }
+  advise_dontneed(source_bytes);
+  ahead.consumed(ahead.position(id, source_bytes.size()));
+  scratch.give(std::move(rewritten));
+  FP4C_TRY(sink.put(id, ir::TensorPart::PackedWeight, as_bytes_of(packed)));
+  FP4C_TRY(sink.put(id, ir::TensorPart::BlockScales, as_bytes_of(scales)));
+  ir::PackedWeight info;
+  info.weight_amax = own_amax;
+  info.group_amax = own_amax;
+  info.error = to_weight_error(err);
+  model.annotations.packed[id] = info;
+  return {};
+}
+
 }  // namespace
 
 Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoint& checkpoint,
@@ -264,7 +308,7 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       const bool rewritten = model.transformed(id);
       if (rewritten && t.dtype != DType::BF16 && t.dtype != DType::F16 && t.dtype != DType::F32)
         return make_error(location(ref) + ": a pass rewrote this tensor, but it is not BF16, F16 or F32");
-      if (decisions[id].format != ir::Format::NVFP4 && rewritten) {
+      if (!ir::is_fp4(decisions[id].format) && rewritten) {
         // Kept, but rewritten (a smoothed norm): converted, rewritten and stored in its dtype.
         ahead.wait_until(ahead.position(id, bytes.size()));
         if (count_nonfinite(bytes, t.dtype) != 0) return nonfinite_error(ref);
@@ -275,6 +319,10 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
         scratch.give(std::move(out));
         advise_dontneed(bytes);
         ahead.consumed(ahead.position(id, bytes.size()));
+        continue;
+      }
+      if (decisions[id].format == ir::Format::MXFP4) {
+        FP4C_TRY(pack_mxfp4(model, id, ref, ahead, scratch, sink));
         continue;
       }
       if (decisions[id].format != ir::Format::NVFP4) {

@@ -1,6 +1,6 @@
 // The pack pass: streams every tensor of the checkpoint once, in file order, into an artifact sink:
-// NVFP4 Linears as packed codes, FP8 block scales and the fused group's global scale; the others as
-// their source bytes. Weights are read through the mapping and released behind it, so memory stays
+// NVFP4 Linears as packed codes, FP8 block scales and the fused group's global scale; MXFP4 Linears as
+// packed codes and E8M0 block scales (formats/mxfp4.h's rule); the others as their source bytes. Weights are read through the mapping and released behind it, so memory stays
 // bounded by the largest fused group, not the model.
 #pragma once
 

@@ -5,7 +5,25 @@
 
 namespace fp4c::passes {
 
-std::string_view scheme_name(Scheme s) { return s == Scheme::W4A4 ? "w4a4" : "w4a16"; }
+std::string_view scheme_name(Scheme s) {
+  switch (s) {
+    case Scheme::W4A16: return "w4a16";
+    case Scheme::W4A4: return "w4a4";
+    case Scheme::Mxfp4A16: return "mxfp4a16";
+    case Scheme::Mxfp4: return "mxfp4";
+  }
+  return "?";
+}
+
+std::optional<Scheme> parse_scheme(std::string_view name) {
+  for (Scheme s : {Scheme::W4A16, Scheme::W4A4, Scheme::Mxfp4A16, Scheme::Mxfp4})
+    if (scheme_name(s) == name) return s;
+  return std::nullopt;
+}
+
+bool is_mxfp4(Scheme s) { return s == Scheme::Mxfp4A16 || s == Scheme::Mxfp4; }
+bool quantizes_activations(Scheme s) { return s == Scheme::W4A4 || s == Scheme::Mxfp4; }
+ir::Format weight_format(Scheme s) { return is_mxfp4(s) ? ir::Format::MXFP4 : ir::Format::NVFP4; }
 
 namespace {
 
@@ -38,7 +56,9 @@ Status plan_weights(ir::Model& model, const WeightPlanOptions& options) {
   for (const auto& [id, reason] : options.keep) kept_by_option[id] = &reason;
 
   auto& decisions = model.annotations.decision;
-  decisions.assign(model.tensors.size(), ir::Decision{});
+  const ir::Format fp4 = weight_format(options.scheme);
+  const int64_t block = is_mxfp4(options.scheme) ? 32 : 16;
+  decisions.assign(model.tensors.size(), ir::Decision{fp4, std::nullopt, std::nullopt});
   for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
     const ir::TensorInfo& t = model.tensors[id];
     ir::Decision& d = decisions[id];
@@ -56,9 +76,9 @@ Status plan_weights(ir::Model& model, const WeightPlanOptions& options) {
       continue;
     }
     const int64_t in_features = t.shape.size() == 2 ? t.shape[1] : 0;
-    if (in_features % 16 != 0 || in_features == 0) {
-      d = keep(ir::SkipKind::InFeaturesNotMultipleOf16,
-               "in_features " + std::to_string(in_features) + " is not a multiple of 16");
+    if (in_features % block != 0 || in_features == 0) {
+      d = keep(block == 32 ? ir::SkipKind::InFeaturesNotMultipleOf32 : ir::SkipKind::InFeaturesNotMultipleOf16,
+               "in_features " + std::to_string(in_features) + " is not a multiple of " + std::to_string(block));
       continue;
     }
     for (const auto& [text, re] : patterns) {
@@ -67,14 +87,14 @@ Status plan_weights(ir::Model& model, const WeightPlanOptions& options) {
         break;
       }
     }
-    if (d.format == ir::Format::NVFP4 && kept_by_option[id]) d = keep(kept_by_option[id]->kind, kept_by_option[id]->detail);
+    if (ir::is_fp4(d.format) && kept_by_option[id]) d = keep(kept_by_option[id]->kind, kept_by_option[id]->detail);
   }
 
   if (options.scheme == Scheme::W4A4) {
     if (!options.stats) return make_error("--scheme w4a4 needs activation statistics: give a calibration set (--calib)");
     for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
       ir::Decision& d = decisions[id];
-      if (d.format != ir::Format::NVFP4) continue;
+      if (!ir::is_fp4(d.format)) continue;
       const ir::TensorInfo& t = model.tensors[id];
       const auto site_role = input_site_role(t.role);
       const SiteStats* site = site_role && t.layer ? options.stats->find(*t.layer, *site_role) : nullptr;
@@ -94,10 +114,10 @@ Status plan_weights(ir::Model& model, const WeightPlanOptions& options) {
   for (const ir::FusedGroup& g : model.fused_groups) {
     const ir::TensorInfo* kept = nullptr;
     for (ir::TensorId m : g.members)
-      if (decisions[m].format != ir::Format::NVFP4) kept = &model.tensors[m];
+      if (!ir::is_fp4(decisions[m].format)) kept = &model.tensors[m];
     if (!kept) continue;
     for (ir::TensorId m : g.members)
-      if (decisions[m].format == ir::Format::NVFP4)
+      if (ir::is_fp4(decisions[m].format))
         decisions[m] = keep(ir::SkipKind::FusedWithSkipped,
                             "fused with " + kept->module + ", which stays BF16");
   }

@@ -5,6 +5,7 @@
 #include <cassert>
 
 #include "formats/fp8_e4m3.h"
+#include "formats/mxfp4.h"
 #include "formats/nvfp4.h"
 #include "runtime/vectorize.h"
 
@@ -60,7 +61,54 @@ FP4C_VECTOR_CLONES void fake_quantize_row(const float* x, int64_t cols, float G,
   }
 }
 
+// One row of MXFP4 fake quantization: the block amax's bits, the scale byte by mxfp4::scale_code,
+// x * (1 / s) (the same real number as x / s: 1 / s is an exact power of two), then the FP4 value by
+// counting thresholds as above, times s.
+FP4C_VECTOR_CLONES void fake_quantize_row_mxfp4(const float* x, int64_t cols, float* out, const float* scale_value,
+                                                const float* scale_reciprocal) {
+  constexpr int kB = mxfp4::kBlock;
+  for (int64_t b = 0; b < cols / kB; ++b) {
+    const float* xb = x + b * kB;
+    float* ob = out + b * kB;
+    uint32_t amax_bits = 0;
+#pragma omp simd reduction(max : amax_bits)
+    for (int i = 0; i < kB; ++i) {
+      const uint32_t m = std::bit_cast<uint32_t>(xb[i]) & 0x7fffffffu;
+      amax_bits = m > amax_bits ? m : amax_bits;
+    }
+    const uint8_t code = mxfp4::scale_code(std::bit_cast<float>(amax_bits), mxfp4::kDefaultRule);
+    const float s = scale_value[code], inv = scale_reciprocal[code];
+#pragma omp simd
+    for (int i = 0; i < kB; ++i) {
+      const float y = xb[i] * inv;
+      const float ay = y < 0 ? -y : y;
+      const float v = (ay > 0.25f ? 0.5f : 0.0f) + (ay >= 0.75f ? 0.5f : 0.0f) +
+                      (ay > 1.25f ? 0.5f : 0.0f) + (ay >= 1.75f ? 0.5f : 0.0f) +
+                      (ay > 2.5f ? 1.0f : 0.0f) + (ay >= 3.5f ? 1.0f : 0.0f) + (ay > 5.0f ? 2.0f : 0.0f);
+      const uint32_t sign = std::bit_cast<uint32_t>(y) & 0x80000000u;
+      ob[i] = std::bit_cast<float>(std::bit_cast<uint32_t>(v) | sign) * s;
+    }
+  }
+}
+
 }  // namespace detail
+
+void fake_quantize_mxfp4(const float* x, int64_t rows, int64_t cols, float* out) {
+  assert(cols % mxfp4::kBlock == 0);
+  static const std::array<float, 256> values = [] {
+    std::array<float, 256> t{};
+    for (int c = 0; c < 256; ++c) t[size_t(c)] = mxfp4::e8m0::decode(uint8_t(c));
+    return t;
+  }();
+  static const std::array<float, 256> reciprocals = [] {
+    std::array<float, 256> t{};
+    for (int c = 0; c < 256; ++c) t[size_t(c)] = c == 255 ? values[255] : 1.0f / values[size_t(c)];  // exact
+    return t;
+  }();
+#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 15))
+  for (int64_t r = 0; r < rows; ++r)
+    detail::fake_quantize_row_mxfp4(x + r * cols, cols, out + r * cols, values.data(), reciprocals.data());
+}
 
 void fake_quantize_nvfp4(const float* x, int64_t rows, int64_t cols, float global_scale, float* out) {
   assert(cols % nvfp4::kBlock == 0);

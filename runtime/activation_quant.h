@@ -13,4 +13,10 @@ namespace fp4c::runtime {
 // over rows.
 void fake_quantize_nvfp4(const float* x, int64_t rows, int64_t cols, float global_scale, float* out);
 
+// MXFP4 W4A4 (formats/mxfp4.h): per row, blocks of 32 along the columns, each block's E8M0 scale from
+// its own amax under mxfp4::kDefaultRule (as MX hardware computes activation scales at run time, no
+// global scale), x' = fp4_value(fp4(clamp(x / s))) * s. cols % 32 == 0; out may equal x. Bit-equal to
+// mxfp4::quantize_f32_ref followed by mxfp4::dequantize (a NaN block comes out NaN). OpenMP over rows.
+void fake_quantize_mxfp4(const float* x, int64_t rows, int64_t cols, float* out);
+
 }  // namespace fp4c::runtime

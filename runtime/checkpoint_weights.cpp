@@ -248,6 +248,8 @@ std::optional<float> CheckpointWeights::input_global_scale(ir::TensorId) const {
 
 std::optional<PackedNvfp4> CheckpointWeights::packed(ir::TensorId) const { return std::nullopt; }
 
+bool CheckpointWeights::input_mxfp4(ir::TensorId) const { return false; }
+
 Expected<std::vector<float>> CheckpointWeights::read_weight(ir::TensorId id, bool release) const {
   return read_tensor(model_, refs_[id], id, release);
 }
@@ -261,6 +263,7 @@ Expected<LinearParams> CheckpointWeights::linear(ir::TensorId weight, std::optio
   p.in = t.shape[1];
   FP4C_ASSIGN(p.weight, read_weight(weight, release));
   p.input_global_scale = input_global_scale(weight);
+  p.input_mxfp4 = input_mxfp4(weight);
   p.packed = packed(weight);
   if (bias) {
     FP4C_ASSIGN(p.bias, read_weight(*bias, release));

@@ -57,6 +57,8 @@ class CheckpointWeights : public WeightSource {
   // rewrites (apply_transform) are applied by the base only.
   virtual Expected<std::vector<float>> read_weight(ir::TensorId id, bool release) const;
   virtual std::optional<float> input_global_scale(ir::TensorId id) const;
+  // Whether a Linear weight's input is fake-quantized to MXFP4 (LinearParams::input_mxfp4; here: no).
+  virtual bool input_mxfp4(ir::TensorId id) const;
   // The packed NVFP4 bytes of a Linear weight, for engines that multiply them (here: none).
   virtual std::optional<PackedNvfp4> packed(ir::TensorId id) const;
 

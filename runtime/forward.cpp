@@ -52,6 +52,12 @@ Status check_linear(const LinearParams& p, int64_t out, int64_t in, const std::s
     return make_error(what + ": " + std::to_string(p.weight.size()) + " weights for shape " + shape_str(out, in));
   if (!p.bias.empty() && int64_t(p.bias.size()) != out)
     return make_error(what + ": " + std::to_string(p.bias.size()) + " biases for " + std::to_string(out) + " outputs");
+  if (p.input_mxfp4) {
+    if (p.input_global_scale)
+      return make_error(what + ": an input is quantized to NVFP4 (input global scale) or MXFP4, not both");
+    if (in % 32 != 0)
+      return make_error(what + ": MXFP4 input quantization needs in_features % 32 == 0, got " + std::to_string(in));
+  }
   if (p.input_global_scale) {
     if (in % 16 != 0)
       return make_error(what + ": W4A4 input quantization needs in_features % 16 == 0, got " + std::to_string(in));
@@ -96,11 +102,11 @@ class GemmInputs {
   GemmInputs(float* x, int64_t rows, int64_t cols, Precision precision, ForwardWorkspace& ws,
              std::initializer_list<const LinearParams*> group)
       : x_(x), rows_(rows), cols_(cols), precision_(precision), ws_(ws) {
-    for (const LinearParams* p : group) in_place_ &= key(p->input_global_scale) == key(group.begin()[0]->input_global_scale);
+    for (const LinearParams* p : group) in_place_ &= key(*p) == key(*group.begin()[0]);
   }
 
   const void* get(const LinearParams& p) {
-    const uint64_t k = key(p.input_global_scale);
+    const uint64_t k = key(p);
     for (const Entry& e : entries_)
       if (e.key == k) return e.data;
     const size_t n = size_t(rows_ * cols_);
@@ -118,6 +124,18 @@ class GemmInputs {
         }
       }
       fake_quantize_nvfp4(x_, rows_, cols_, *p.input_global_scale, dst);
+      f32 = dst;
+    } else if (p.input_mxfp4) {
+      float* dst = x_;
+      if (!in_place_) {
+        if (first) {
+          dst = ws_.quantized.get<float>(n);
+        } else {
+          e.quantized.resize(n);
+          dst = e.quantized.data();
+        }
+      }
+      fake_quantize_mxfp4(x_, rows_, cols_, dst);
       f32 = dst;
     }
     e.data = f32;
@@ -138,8 +156,11 @@ class GemmInputs {
   }
 
  private:
-  // A scale's bit pattern, or a value no float has (no scale).
-  static uint64_t key(const std::optional<float>& s) { return s ? std::bit_cast<uint32_t>(*s) : uint64_t(1) << 32; }
+  // An NVFP4 input scale's bit pattern, or values no float has: no input quantization, MXFP4.
+  static uint64_t key(const LinearParams& p) {
+    if (p.input_mxfp4) return uint64_t(2) << 32;
+    return p.input_global_scale ? std::bit_cast<uint32_t>(*p.input_global_scale) : uint64_t(1) << 32;
+  }
   struct Entry {
     uint64_t key;
     std::vector<float> quantized;

@@ -41,6 +41,9 @@ struct LinearParams {
   std::optional<PackedNvfp4> packed;       // set for NVFP4 Linears read from an artifact
   std::vector<float> bias;                 // empty: no bias
   std::optional<float> input_global_scale; // set: W4A4 activation fake-quantization
+  bool input_mxfp4 = false;                // set: MXFP4 W4A4, input fake-quantized per block of 32 with
+                                           // E8M0 scales from each block (runtime::fake_quantize_mxfp4);
+                                           // input_global_scale stays unset
 };
 
 struct LayerParams {

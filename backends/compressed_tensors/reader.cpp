@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "formats/mxfp4.h"
 #include "formats/nvfp4.h"
 
 namespace fp4c::backends::compressed_tensors {
@@ -38,7 +39,7 @@ Expected<float> read_scalar(const safetensors::Checkpoint::Ref& r, const std::ve
 }  // namespace
 
 Expected<ArtifactReader> ArtifactReader::open(const std::string& dir, const ir::Model& reference) {
-  bool w4a4 = false;
+  bool w4a4 = false, mxfp4 = false;
   const std::string config_path = (fs::path(dir) / "config.json").string();
   {
     std::ifstream in(config_path, std::ios::binary);
@@ -50,18 +51,25 @@ Expected<ArtifactReader> ArtifactReader::open(const std::string& dir, const ir::
     const auto q = config.find("quantization_config");
     if (q == config.end() || !q->is_object() || q->value("quant_method", "") != "compressed-tensors")
       return make_error(config_path + ": no compressed-tensors quantization_config; not an fp4c NVFP4 artifact");
+    const auto is_format = [](const nlohmann::json& j, const char* f) {
+      return j.is_object() && j.contains("format") && j["format"].is_string() && j["format"] == f;
+    };
+    mxfp4 = is_format(*q, "mxfp4-pack-quantized");
     const auto& groups = (*q)["config_groups"];
     if (groups.is_object())
-      for (const auto& [name, g] : groups.items())
+      for (const auto& [name, g] : groups.items()) {
         if (g.is_object() && g.contains("input_activations") && !g["input_activations"].is_null()) w4a4 = true;
+        if (is_format(g, "mxfp4-pack-quantized")) mxfp4 = true;
+      }
   }
-  return open_tensors(dir, reference, compressed_tensors_names(), w4a4);
+  return open_tensors(dir, reference, compressed_tensors_names(), w4a4, mxfp4);
 }
 
 Expected<ArtifactReader> ArtifactReader::open_tensors(const std::string& dir, const ir::Model& reference,
-                                                      const QuantizedNames& names, bool w4a4) {
+                                                      const QuantizedNames& names, bool w4a4, bool mxfp4) {
   ArtifactReader r;
   r.w4a4_ = w4a4;
+  r.mxfp4_ = mxfp4;
   r.names_ = names;
   FP4C_ASSIGN(r.files_, safetensors::Checkpoint::open(dir));
 
@@ -84,12 +92,39 @@ Expected<ArtifactReader> ArtifactReader::open_tensors(const std::string& dir, co
       continue;
     }
     const auto* packed = r.files_.find(t.module + names.packed);
+    const int64_t out = t.shape[0], in = t.shape[1];
+    if (mxfp4) {
+      if (!packed)
+        return make_error(where(*scales) + ": " + names.layout + " MXFP4 Linear '" + t.module + "' has no '" +
+                          t.module + names.packed + "'");
+      if (in % 32 != 0)
+        return make_error(where(*scales) + ": MXFP4 Linear '" + t.module + "' has in_features " + std::to_string(in) +
+                          ", not a multiple of 32");
+      if (packed->entry->dtype != DType::U8 || packed->entry->shape != std::vector<int64_t>{out, in / 2})
+        return make_error(where(*packed) + ": expected U8 " + shape_text({out, in / 2}) + ", found " +
+                          std::string(dtype_name(packed->entry->dtype)) + " " + shape_text(packed->entry->shape));
+      if (scales->entry->dtype != DType::U8 || scales->entry->shape != std::vector<int64_t>{out, in / 32})
+        return make_error(where(*scales) + ": expected U8 (E8M0) " + shape_text({out, in / 32}) + ", found " +
+                          std::string(dtype_name(scales->entry->dtype)) + " " + shape_text(scales->entry->shape));
+      // 0xFF is E8M0's NaN: no fp4c artifact holds one (NaN weights are refused), so the file is damaged.
+      const auto sb = scales->file->bytes(*scales->entry);
+      for (size_t i = 0; i < sb.size(); ++i)
+        if (uint8_t(sb[i]) == 0xFF)
+          return make_error(where(*scales) + ": block scale " + std::to_string(i) + " (file offset " +
+                            std::to_string(scales->file->data_offset() + scales->entry->begin + i) +
+                            ") is 0xFF, E8M0's NaN");
+      a.quantized = true;
+      a.mxfp4 = true;
+      a.input_mxfp4 = w4a4;
+      a.packed = *packed;
+      a.scales = *scales;
+      continue;
+    }
     const auto* global = r.files_.find(t.module + names.weight_global);
     for (const auto& [found, suffix] : {std::pair{packed, names.packed}, std::pair{global, names.weight_global}})
       if (!found)
         return make_error(where(*scales) + ": " + names.layout + " NVFP4 Linear '" + t.module + "' has no '" +
                           t.module + suffix + "'");
-    const int64_t out = t.shape[0], in = t.shape[1];
     if (packed->entry->dtype != DType::U8 || packed->entry->shape != std::vector<int64_t>{out, in / 2})
       return make_error(where(*packed) + ": expected U8 " + shape_text({out, in / 2}) + ", found " +
                         std::string(dtype_name(packed->entry->dtype)) + " " + shape_text(packed->entry->shape));
@@ -117,6 +152,12 @@ std::vector<float> ArtifactReader::dequantize(ir::TensorId id, const ir::Model& 
   const ArtifactTensor& a = tensors_[id];
   const auto& shape = reference.tensors[id].shape;
   std::vector<float> out(size_t(shape[0] * shape[1]));
+  if (a.mxfp4) {
+    mxfp4::dequantize(reinterpret_cast<const uint8_t*>(a.packed->file->bytes(*a.packed->entry).data()),
+                      reinterpret_cast<const uint8_t*>(a.scales->file->bytes(*a.scales->entry).data()), shape[0],
+                      shape[1], out.data());
+    return out;
+  }
   nvfp4::dequantize(reinterpret_cast<const uint8_t*>(a.packed->file->bytes(*a.packed->entry).data()),
                     reinterpret_cast<const uint8_t*>(a.scales->file->bytes(*a.scales->entry).data()), shape[0],
                     shape[1], a.weight_scale_2 ? 1.0f : a.weight_global_scale, out.data());

@@ -49,7 +49,13 @@ Plan plan_layout(const ir::Model& model, const LayoutOptions& options) {
   for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
     const ir::TensorInfo& t = model.tensors[id];
     const size_t first = plan.tensors.size();
-    if (model.annotations.decision[id].format == ir::Format::NVFP4) {
+    if (model.annotations.decision[id].format == ir::Format::MXFP4) {
+      // compressed-tensors' mxfp4-pack-quantized: E8M0 scales as U8, no global scales.
+      const int64_t out = t.shape[0], in = t.shape[1];
+      const QuantizedNames& n = options.names;
+      add(plan.tensors, t.module + n.packed, DType::U8, {out, in / 2}, id, ir::TensorPart::PackedWeight);
+      add(plan.tensors, t.module + n.block_scales, DType::U8, {out, in / 32}, id, ir::TensorPart::BlockScales);
+    } else if (model.annotations.decision[id].format == ir::Format::NVFP4) {
       const int64_t out = t.shape[0], in = t.shape[1];
       const QuantizedNames& n = options.names;
       add(plan.tensors, t.module + n.packed, DType::U8, {out, in / 2}, id, ir::TensorPart::PackedWeight);
@@ -101,7 +107,7 @@ std::vector<std::string> ignore_list(const ir::Model& model) {
   for (ir::TensorId id : model.linear_weights()) {
     const ir::TensorInfo& t = model.tensors[id];
     if (t.role == ir::Role::LmHead) continue;
-    if (model.annotations.decision[id].format != ir::Format::NVFP4) out.push_back(t.module);
+    if (!ir::is_fp4(model.annotations.decision[id].format)) out.push_back(t.module);
   }
   return out;
 }
@@ -216,6 +222,25 @@ nlohmann::json quant_args(bool activations) {
   };
 }
 
+// MXFP4 as compressed-tensors' MXFP4A16 / MXFP4 presets define it (strategy group, group_size 32, E8M0
+// scales as torch.uint8; activations dynamic per block), with the keys of quant_args above.
+nlohmann::json mxfp4_args(bool activations) {
+  return nlohmann::json{
+      {"num_bits", 4},
+      {"type", "float"},
+      {"strategy", "group"},
+      {"group_size", 32},
+      {"symmetric", true},
+      {"dynamic", activations},
+      {"observer", activations ? nlohmann::json(nullptr) : nlohmann::json("memoryless_minmax")},
+      {"scale_dtype", "torch.uint8"},
+      {"zp_dtype", nullptr},
+      {"actorder", nullptr},
+      {"block_structure", nullptr},
+      {"observer_kwargs", nlohmann::json::object()},
+  };
+}
+
 }  // namespace
 
 Expected<WrittenFile> write_config_with(const std::string& source_config_path, const std::string& dir,
@@ -241,17 +266,19 @@ Expected<WrittenFile> write_config_with(const std::string& source_config_path, c
 }
 
 Expected<WrittenFile> write_config(const std::string& source_config_path, const std::string& dir,
-                                   const ir::Model& model, bool w4a4) {
+                                   const ir::Model& model, bool w4a4, bool mxfp4) {
+  const char* format = mxfp4 ? "mxfp4-pack-quantized" : "nvfp4-pack-quantized";
+  const auto args = [&](bool activations) { return mxfp4 ? mxfp4_args(activations) : quant_args(activations); };
   nlohmann::json group{
-      {"format", "nvfp4-pack-quantized"},
+      {"format", format},
       {"targets", {"Linear"}},
-      {"weights", quant_args(false)},
-      {"input_activations", w4a4 ? quant_args(true) : nlohmann::json(nullptr)},
+      {"weights", args(false)},
+      {"input_activations", w4a4 ? args(true) : nlohmann::json(nullptr)},
       {"output_activations", nullptr},
   };
   nlohmann::json q{
       {"config_groups", {{"group_0", group}}},
-      {"format", "nvfp4-pack-quantized"},
+      {"format", format},
       {"global_compression_ratio", nullptr},
       {"ignore", ignore_list(model)},
       {"kv_cache_scheme", nullptr},

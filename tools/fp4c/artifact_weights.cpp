@@ -31,9 +31,11 @@ std::optional<float> ArtifactWeights::input_global_scale(ir::TensorId id) const 
   return artifact_.tensor(id).input_global_scale;
 }
 
+bool ArtifactWeights::input_mxfp4(ir::TensorId id) const { return artifact_.tensor(id).input_mxfp4; }
+
 std::optional<runtime::PackedNvfp4> ArtifactWeights::packed(ir::TensorId id) const {
   const auto& a = artifact_.tensor(id);
-  if (!with_packed_ || !a.quantized) return std::nullopt;
+  if (!with_packed_ || !a.quantized || a.mxfp4) return std::nullopt;  // PackedNvfp4 is NVFP4 only
   runtime::PackedNvfp4 p;
   const auto codes = a.packed->file->bytes(*a.packed->entry);
   const auto scales = a.scales->file->bytes(*a.scales->entry);

@@ -26,6 +26,7 @@ class ArtifactWeights : private detail::ArtifactRefs, public runtime::Checkpoint
  protected:
   Expected<std::vector<float>> read_weight(ir::TensorId id, bool release) const override;
   std::optional<float> input_global_scale(ir::TensorId id) const override;
+  bool input_mxfp4(ir::TensorId id) const override;
   std::optional<runtime::PackedNvfp4> packed(ir::TensorId id) const override;
 
  private:

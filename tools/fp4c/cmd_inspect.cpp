@@ -30,9 +30,10 @@ int fail(const Error& e) {
   return 1;
 }
 
-double sqnr_of(const manifest::TensorRecord& r) {
-  return r.format() == "nvfp4" ? r.weight_error().sqnr_db() : INFINITY;
-}
+// A Linear packed to FP4 (NVFP4, or MXFP4 which has no global scale).
+bool is_fp4(const manifest::TensorRecord& r) { return r.format() == "nvfp4" || r.format() == "mxfp4"; }
+
+double sqnr_of(const manifest::TensorRecord& r) { return is_fp4(r) ? r.weight_error().sqnr_db() : INFINITY; }
 
 nlohmann::json finite_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
@@ -193,8 +194,8 @@ int run_inspect(const InspectOptions& o) {
                        {"layer", r->has_layer() ? nlohmann::json(r->layer()) : nlohmann::json(nullptr)},
                        {"shape", std::vector<int64_t>(r->shape().begin(), r->shape().end())},
                        {"format", r->format()}, {"fused_group", r->fused_group()}};
-      if (r->format() == "nvfp4") {
-        j["weight_global_scale"] = r->weight_global_scale();
+      if (is_fp4(*r)) {
+        if (r->format() == "nvfp4") j["weight_global_scale"] = r->weight_global_scale();
         j["weight_amax"] = r->weight_amax();
         const double s = r->weight_error().sqnr_db();
         j["sqnr_db"] = std::isfinite(s) ? nlohmann::json(s) : nlohmann::json(nullptr);
@@ -251,10 +252,12 @@ int run_inspect(const InspectOptions& o) {
               "rel MSE", "max |err|", sensitivity ? "    sens err rank" : "",
               chosen ? " quantizer           out error" : "", "kept because");
   for (auto* r : rows) {
-    if (r->format() == "nvfp4") {
-      std::printf("%-48s %-7s %5s %-6s %11.4g %9.2f %11.3e %11.3e%s%s\n", r->module().c_str(), r->role().c_str(),
+    if (is_fp4(*r)) {
+      char global[32] = "-";  // MXFP4 has no global scale
+      if (r->format() == "nvfp4") std::snprintf(global, sizeof global, "%.4g", double(r->weight_global_scale()));
+      std::printf("%-48s %-7s %5s %-6s %11s %9.2f %11.3e %11.3e%s%s\n", r->module().c_str(), r->role().c_str(),
                   r->has_layer() ? std::to_string(r->layer()).c_str() : "-", r->format().c_str(),
-                  r->weight_global_scale(), r->weight_error().sqnr_db(), r->weight_error().relative_mse(),
+                  global, r->weight_error().sqnr_db(), r->weight_error().relative_mse(),
                   r->weight_error().max_abs_error(), sens(r).c_str(), quant(r).c_str());
     } else {
       std::printf("%-48s %-7s %5s %-6s %11s %9s %11s %11s%s%s  %s\n", r->module().c_str(), r->role().c_str(),

@@ -15,8 +15,10 @@ Runner setup_quantize(CLI::App& app, const CommandLine& cl) {
   sub->add_option("--out", opts->out, "artifact directory to create")->required();
   sub->add_option("--scheme", opts->scheme,
                   "w4a16: NVFP4 weights, BF16 activations; w4a4: NVFP4 weights and activations (needs "
-                  "--calib; the default when --calib is given)")
-      ->check(CLI::IsMember({"w4a16", "w4a4"}));
+                  "--calib; the default when --calib is given); mxfp4a16: MXFP4 weights (blocks of 32, E8M0 "
+                  "scales), BF16 activations; mxfp4: MXFP4 weights and activations (activation block scales at run "
+                  "time; --calib only for recipes that need statistics)")
+      ->check(CLI::IsMember({"w4a16", "w4a4", "mxfp4a16", "mxfp4"}));
   sub->add_option("--passes", opts->passes,
                   "pipeline text, e.g. 'stats,smoothquant{alpha=0.5},stats,blockscale{rule=mse},pack' (see `fp4c "
                   "passes`); default: blockscale,pack, with stats first when --calib is given");

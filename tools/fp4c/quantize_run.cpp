@@ -18,6 +18,7 @@
 #include "backends/manifest.h"
 #include "backends/modelopt/writer.h"
 #include "frontend/checkpoint.h"
+#include "formats/mxfp4.h"
 #include "ir/cost.h"
 #include "passes/auto_quantizer.h"
 #include "passes/outliers.h"
@@ -95,7 +96,10 @@ std::string format_packed(const ir::Model& model) {
     if (!ir::is_linear(t.role) || t.kind != ir::ParamKind::Weight) continue;
     const auto& d = model.annotations.decision[id];
     const auto& p = id < model.annotations.packed.size() ? model.annotations.packed[id] : std::nullopt;
-    if (p)
+    if (p && d.format == ir::Format::MXFP4)
+      std::snprintf(line, sizeof line, "%-58s %-6s %10.2f %10s %10s\n", t.name.c_str(), "mxfp4", p->error.sqnr_db, "-",
+                    "-");
+    else if (p)
       std::snprintf(line, sizeof line, "%-58s %-6s %10.2f %10.4g %10s\n", t.name.c_str(), "nvfp4", p->error.sqnr_db,
                     p->weight_global_scale,
                     p->input_global_scale ? std::to_string(*p->input_global_scale).c_str() : "-");
@@ -245,6 +249,22 @@ Expected<std::vector<backends::WrittenFile>> hash_inputs(const frontend::LoadedC
   return out;
 }
 
+// MXFP4 has one block-scale rule (formats/mxfp4.h's kDefaultRule, which blockscale{rule=max} stands for);
+// the scale searches, GPTQ, auto and sensitivity are NVFP4-only.
+Status check_mxfp4_pipeline(const passes::Pipeline& pipeline, passes::Scheme scheme) {
+  const std::string s(passes::scheme_name(scheme));
+  for (const auto& p : pipeline.passes) {
+    if (p.name == "blockscale" && p.option("rule") != "max")
+      return make_error("--scheme " + s + ": blockscale{rule=" + p.option("rule") +
+                        "} is NVFP4-only; MXFP4 uses its power-of-two rule (" +
+                        std::string(mxfp4::scale_rule_name(mxfp4::kDefaultRule)) +
+                        "), written blockscale{rule=max} or blockscale");
+    if (p.name == "gptq" || p.name == "auto" || p.name == "sensitivity")
+      return make_error("--scheme " + s + ": pass '" + p.name + "' is NVFP4-only (it measures NVFP4 error)");
+  }
+  return {};
+}
+
 // Checks that need no weights: what each pass needs of the command line and of the passes before it.
 Status check_pipeline(const passes::Pipeline& pipeline, passes::Scheme scheme, bool have_calib) {
   const auto& ps = pipeline.passes;
@@ -333,11 +353,20 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   // The pipeline: given, a recipe's, or the default. Checked before any weight is read.
   std::string recipe_name, scheme_text = o.scheme;
   FP4C_ASSIGN(passes::Pipeline pipeline, choose_pipeline(o, &recipe_name, &scheme_text));
-  const passes::Scheme scheme = scheme_text.empty() ? (o.calib.empty() ? passes::Scheme::W4A16 : passes::Scheme::W4A4)
-                                : scheme_text == "w4a4" ? passes::Scheme::W4A4 : passes::Scheme::W4A16;
+  std::optional<passes::Scheme> parsed_scheme = passes::parse_scheme(scheme_text);
+  if (!scheme_text.empty() && !parsed_scheme)
+    return make_error("--scheme '" + scheme_text + "': not w4a16, w4a4, mxfp4a16 or mxfp4");
+  const passes::Scheme scheme =
+      parsed_scheme ? *parsed_scheme : o.calib.empty() ? passes::Scheme::W4A16 : passes::Scheme::W4A4;
   if (scheme == passes::Scheme::W4A4 && o.calib.empty())
     return make_error("--scheme w4a4 needs a calibration set (--calib FILE) for its input global scales");
+  const bool mxfp4 = passes::is_mxfp4(scheme);
+  if (mxfp4 && modelopt)
+    return make_error("--format modelopt with --scheme " + scheme_text +
+                      ": fp4c writes ModelOpt's Hugging Face layout for NVFP4 only; use --format compressed-tensors "
+                      "(mxfp4-pack-quantized) for MXFP4");
   FP4C_TRY(check_pipeline(pipeline, scheme, !o.calib.empty()));
+  if (mxfp4) FP4C_TRY(check_mxfp4_pipeline(pipeline, scheme));
 
   std::vector<StageCostFigures> stages;
   StageClock open_clock("open");
@@ -376,7 +405,8 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   }
   if (o.dry_run) {
     // The plan as far as it is known without running anything (W4A4 scales come from statistics).
-    passes::WeightPlanOptions plan_options{passes::Scheme::W4A16, o.ignore, nullptr};
+    passes::WeightPlanOptions plan_options{mxfp4 ? passes::Scheme::Mxfp4A16 : passes::Scheme::W4A16, o.ignore,
+                                           nullptr};
     FP4C_TRY(passes::plan_weights(model, plan_options));
     print_plan(model, ct::plan_layout(model, layout), source_bytes);
     std::error_code ec;
@@ -500,13 +530,13 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   StageClock finish_clock("finalize");
   std::vector<backends::WrittenFile> outputs = writer->files();
   const std::string source_config = (fs::path(o.model) / "config.json").string();
-  const bool w4a4 = scheme == passes::Scheme::W4A4;
+  const bool w4a4 = passes::quantizes_activations(scheme);
   if (modelopt) {
     FP4C_ASSIGN(auto configs, backends::modelopt::write_configs(source_config, staging->path(), model, w4a4,
                                                                 FP4C_VERSION));
     outputs.insert(outputs.end(), configs.begin(), configs.end());
   } else {
-    FP4C_ASSIGN(auto config, ct::write_config(source_config, staging->path(), model, w4a4));
+    FP4C_ASSIGN(auto config, ct::write_config(source_config, staging->path(), model, w4a4, mxfp4));
     outputs.push_back(config);
   }
   FP4C_ASSIGN(auto aux, backends::copy_auxiliary_files(o.model, staging->path()));
@@ -565,8 +595,8 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
       wall += s.wall_seconds;
       if (s.stage == "pack") pack_wall = s.wall_seconds;
     }
-    std::printf("fp4c quantize: %zu Linear(s) to NVFP4, %zu tensor(s) kept; %s -> %s (%.2f bits per Linear weight)\n",
-                sqnr.size(), model.tensors.size() - sqnr.size(), format_bytes(mem.source_bytes()).c_str(),
+    std::printf("fp4c quantize: %zu Linear(s) to %s, %zu tensor(s) kept; %s -> %s (%.2f bits per Linear weight)\n",
+                sqnr.size(), mxfp4 ? "MXFP4" : "NVFP4", model.tensors.size() - sqnr.size(), format_bytes(mem.source_bytes()).c_str(),
                 format_bytes(mem.artifact_bytes()).c_str(), mem.effective_bits_per_weight());
     if (!sqnr.empty())
       std::printf("  weight SQNR: median %.2f dB, worst %.2f dB\n", sqnr[sqnr.size() / 2], sqnr.front());
