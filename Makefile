@@ -38,8 +38,8 @@ demo: build
 	$(BUILD)/fp4c inspect $(BUILD)/demo/model-w4a4 --verify
 
 # Loader conformance (not in `make test`: it downloads PyTorch, compressed-tensors and transformers from PyPI
-# into a virtual environment): fp4c's compressed-tensors artifacts of ../shared/models/stories260K loaded and
-# decompressed by them, every weight compared with the packed bytes' NVFP4 values, perplexity against fp4c eval.
+# into a virtual environment): fp4c's compressed-tensors artifacts (NVFP4 and MXFP4, W4A16 and W4A4) of ../shared/models/stories260K loaded and
+# decompressed by them, every weight compared with the packed bytes' NVFP4 or MXFP4 values, perplexity against fp4c eval.
 STORIES ?= ../shared/models/stories260K
 CONFORMANCE_VENV ?= $(BUILD)/conformance-venv
 conformance: build

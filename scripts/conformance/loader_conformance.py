@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Loads fp4c's compressed-tensors artifacts with Hugging Face transformers + compressed-tensors (PyPI),
 decompresses them, checks every dequantized Linear weight against the NVFP4 formula applied to the packed
-bytes (NVFP4.md §3, what fp4c's own dequantization computes), and compares the perplexity transformers
-computes on an evaluation set with `fp4c eval`'s.
+bytes (NVFP4.md §3, what fp4c's own dequantization computes) or, for MXFP4 artifacts (mxfp4-pack-quantized),
+the MXFP4 one (fp4 * 2^(E8M0 byte - 127), blocks of 32), and compares the perplexity transformers computes on
+an evaluation set with `fp4c eval`'s. Schemes: w4a16, w4a4 (NVFP4), mxfp4a16, mxfp4 (MXFP4).
 
     loader_conformance.py --fp4c BUILD/fp4c --model DIR --eval FILE.jsonl --work DIR
 
@@ -38,6 +39,15 @@ def dequantize(packed, scales, gscale):
     return (vals.reshape(vals.shape[0], -1, 16) * step[:, :, None]).reshape(vals.shape).astype(np.float32)
 
 
+def dequantize_mxfp4(packed, scales):
+    lo, hi = packed & 0xF, packed >> 4
+    codes = np.stack([lo, hi], axis=-1).reshape(packed.shape[0], -1)
+    vals = FP4[codes]
+    # Per block of 32: value * 2^(byte - 127), exact in float32 (no fp4c scale is 0xFF, E8M0's NaN).
+    step = np.ldexp(np.float32(1), scales.astype(np.int32) - 127).astype(np.float32)
+    return (vals.reshape(vals.shape[0], -1, 32) * step[:, :, None]).reshape(vals.shape).astype(np.float32)
+
+
 def artifact_tensors(art):
     t = {}
     for f in sorted(os.listdir(art)):
@@ -71,11 +81,14 @@ def main():
     ap.add_argument("--calib")
     ap.add_argument("--work", required=True)
     ap.add_argument("--ppl-rtol", type=float, default=2e-3)
+    ap.add_argument("--schemes", default="w4a16,w4a4,mxfp4a16,mxfp4")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     ok = True
     report = []
-    for scheme in ["w4a16", "w4a4"]:
+    for scheme in a.schemes.split(","):
+        mx = scheme.startswith("mxfp4")
+        w4a4 = scheme in ("w4a4", "mxfp4")
         art = os.path.join(a.work, scheme)
         cmd = [a.fp4c, "quantize", "--quiet", "--force", "--model", a.model, "--out", art, "--scheme", scheme]
         if scheme == "w4a4":
@@ -93,7 +106,10 @@ def main():
             if not name.endswith(".weight_packed"):
                 continue
             base = name[: -len(".weight_packed")]
-            want = dequantize(t[name], t[base + ".weight_scale"], t[base + ".weight_global_scale"][0])
+            if mx:
+                want = dequantize_mxfp4(t[name], t[base + ".weight_scale"])
+            else:
+                want = dequantize(t[name], t[base + ".weight_scale"], t[base + ".weight_global_scale"][0])
             got = params[base + ".weight"].detach().numpy()
             checked += 1
             if got.shape == want.shape and not np.array_equal(got, want):
@@ -108,15 +124,17 @@ def main():
                 print(f"{scheme}: {base}: transformers' weight differs from the packed bytes' value (max {d})")
         ppl, n = perplexity(model, a.eval)
         rel = abs(ppl - fp4c_eval["perplexity"]) / fp4c_eval["perplexity"]
-        line = (f"{scheme}: {checked} NVFP4 Linears decompressed by compressed-tensors: {checked - differ - bf16_rounded} "
-                f"equal the packed bytes' NVFP4 values exactly, {bf16_rounded} equal them rounded to BF16, {differ} "
+        fmt = "MXFP4" if mx else "NVFP4"
+        line = (f"{scheme}: {checked} {fmt} Linears decompressed by compressed-tensors: {checked - differ - bf16_rounded} "
+                f"equal the packed bytes' {fmt} values exactly, {bf16_rounded} equal them rounded to BF16, {differ} "
                 f"differ; perplexity transformers {ppl:.6f} vs fp4c eval "
                 f"{fp4c_eval['perplexity']:.6f} ({n} predictions, relative difference {rel:.2e})")
-        if scheme == "w4a4":
-            line += " [transformers runs the decompressed weights with BF16/F32 activations: no activation fake-quant]"
-        print(line)
+        if w4a4:
+            line += (" [W4A4: transformers runs the decompressed weights; fp4c eval also fake-quantizes the activations,"
+                     " so the perplexities are not expected to agree]")
+        print(line, flush=True)
         report.append(line)
-        ok &= differ == 0 and checked > 0 and (scheme == "w4a4" or rel <= a.ppl_rtol)
+        ok &= differ == 0 and checked > 0 and (w4a4 or rel <= a.ppl_rtol)
     return 0 if ok else 1
 
 

@@ -13,6 +13,7 @@
 
 #include "backends/artifact.h"
 #include "passes/recipes.h"
+#include "passes/weight_plan.h"
 #include "tools/fp4c/calibration_input.h"
 #include "tools/fp4c/commands.h"
 #include "tools/fp4c/eval_run.h"
@@ -29,6 +30,7 @@ struct CompareOptions {
   std::string model, calib, eval, out;
   std::vector<std::string> recipes;
   std::string scheme;
+  std::vector<std::string> schemes;   // --schemes: every recipe under each (rows "recipe@scheme")
   TokenSetOptions calib_tokens;   // --calib-samples, --seq-len, --seed, --packing (the last three for both sets)
   int64_t eval_samples = 0;
   std::string precision = "f32";
@@ -126,17 +128,28 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
   if (!(o.gpu_memory_gb > 0)) return fail("--gpu-memory-gb must be positive");
   if (o.price_per_hour < 0) return fail("--price-per-hour must not be negative");
   if (!parse_size(o.memory_budget)) return fail("--memory-budget '" + o.memory_budget + "': not a size (e.g. 4GiB)");
+  if (!o.schemes.empty() && !o.scheme.empty()) return fail("give --scheme or --schemes, not both");
+  for (const auto& s : o.schemes)
+    if (!passes::parse_scheme(s)) return fail("--schemes: '" + s + "' is not w4a16, w4a4, mxfp4a16 or mxfp4");
   // Unknown recipes and bad recipe files fail here, before any statistics are collected. A recipe is
-  // reported under its name (a file's "name", else its stem), which also names its artifact.
-  std::vector<std::string> names;
+  // reported under its name (a file's "name", else its stem), which also names its artifact; with
+  // --schemes, each recipe runs under each scheme, reported as "name@scheme".
+  struct Run {
+    std::string recipe, scheme, name, dir;
+  };
+  std::vector<Run> runs;
   for (const auto& r : o.recipes) {
     if (r.empty()) return fail("--recipes: empty recipe name in the list");
     auto recipe = passes::resolve_recipe(r);
     if (!recipe) return fail("--recipes: " + recipe.error().message);
     const std::string name = artifact_name(recipe->name.empty() ? r : recipe->name);
-    if (std::find(names.begin(), names.end(), name) != names.end())
-      return fail("--recipes: '" + name + "' appears twice");
-    names.push_back(name);
+    for (const auto& s : o.schemes.empty() ? std::vector<std::string>{o.scheme} : o.schemes) {
+      Run run{r, s, o.schemes.empty() ? name : name + "@" + s, ""};
+      run.dir = artifact_name(run.name);
+      for (const auto& other : runs)
+        if (other.name == run.name) return fail("--recipes: '" + run.name + "' appears twice");
+      runs.push_back(std::move(run));
+    }
   }
 
   auto staging = backends::StagingDir::create(o.out, o.force);
@@ -173,19 +186,20 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
 
   TokenSetOptions eval_tokens = o.calib_tokens;
   eval_tokens.samples = o.eval_samples;
-  std::vector<int> computed_stats(o.recipes.size(), 0);
-  for (size_t i = 0; i < o.recipes.size(); ++i) {
-    const auto& name = names[i];
-    const std::string& dir_name = name;
+  std::vector<int> computed_stats(runs.size(), 0);
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& name = runs[i].name;
+    const std::string& dir_name = runs[i].dir;
     QuantizeRequest q = base;
-    q.recipe = o.recipes[i];
+    q.recipe = runs[i].recipe;
+    q.scheme = runs[i].scheme;
     q.out = (stage_dir / "artifacts" / dir_name).string();
-    std::fprintf(stderr, "[%zu/%zu] %s: quantizing\n", i + 1, o.recipes.size(), name.c_str());
+    std::fprintf(stderr, "[%zu/%zu] %s: quantizing\n", i + 1, runs.size(), name.c_str());
     const size_t memo_before = memo.by_key.size();
     auto quantized = quantize(q);
     if (!quantized) return fail("recipe '" + name + "': " + quantized.error().message);
 
-    std::fprintf(stderr, "[%zu/%zu] %s: evaluating\n", i + 1, o.recipes.size(), name.c_str());
+    std::fprintf(stderr, "[%zu/%zu] %s: evaluating\n", i + 1, runs.size(), name.c_str());
     EvalRequest e;
     e.model = o.model;
     e.artifact = q.out;
@@ -234,10 +248,10 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
   if (auto st = write_report(report, stage_dir.string()); !st) return fail(st.error().message);
   if (auto st = staging->commit(); !st) return fail(st.error().message);
 
-  std::printf("%-14s %9s %9s %9s %9s %9s %7s %12s %7s %9s\n", "recipe", "perplexity", "recovery", "half 1", "half 2",
+  std::printf("%-22s %9s %9s %9s %9s %9s %7s %12s %7s %9s\n", "recipe", "perplexity", "recovery", "half 1", "half 2",
               "KL mean", "top-1", "bytes", "bits/w", "build s");
   for (const auto& r : report.recipes)
-    std::printf("%-14s %9.4f %9.4f %9.4f %9.4f %9.5f %7.4f %12llu %7.3f %9.2f\n", r.name.c_str(), r.perplexity,
+    std::printf("%-22s %9.4f %9.4f %9.4f %9.4f %9.5f %7.4f %12llu %7.3f %9.2f\n", r.name.c_str(), r.perplexity,
                 r.recovery, r.half_recovery[0], r.half_recovery[1], r.kl_mean, r.top1_agreement,
                 static_cast<unsigned long long>(r.artifact_bytes), r.effective_bits_per_weight, r.build_wall_seconds);
   std::printf("BF16 reference perplexity %.6f over %lld predictions\n", report.reference_perplexity,
@@ -264,7 +278,13 @@ Runner setup_compare(CLI::App& app, const CommandLine& cl) {
       ->delimiter(',');
   sub->add_option("--out", opts->out, "report directory to create (report.md, report.json, *.svg, artifacts/)")
       ->required();
-  sub->add_option("--scheme", opts->scheme, "w4a4 (the default) or w4a16")->check(CLI::IsMember({"w4a16", "w4a4"}));
+  sub->add_option("--scheme", opts->scheme, "w4a4 (the default), w4a16, mxfp4 or mxfp4a16")
+      ->check(CLI::IsMember({"w4a16", "w4a4", "mxfp4a16", "mxfp4"}));
+  sub->add_option("--schemes", opts->schemes,
+                  "comma-separated schemes (e.g. w4a4,mxfp4): every recipe under each, rows named recipe@scheme; "
+                  "not with --scheme")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"w4a16", "w4a4", "mxfp4a16", "mxfp4"}));
   add_token_set_options(sub, opts->calib_tokens, "--calib-samples");
   sub->add_option("--eval-samples", opts->eval_samples,
                   "evaluation samples to use (0: all); --seq-len, --seed and --packing apply to both sets");
