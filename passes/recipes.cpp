@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "passes/pipeline.h"
+#include "passes/weight_plan.h"
 
 namespace fp4c::passes {
 namespace {
@@ -77,8 +78,8 @@ Expected<Recipe> load_recipe_file(const std::string& path) {
     r.description = j["description"].get<std::string>();
   }
   if (j.contains("scheme")) {
-    if (!j["scheme"].is_string() || (j["scheme"] != "w4a16" && j["scheme"] != "w4a4"))
-      return make_error(path + ": 'scheme' must be \"w4a16\" or \"w4a4\"");
+    if (!j["scheme"].is_string() || !parse_scheme(j["scheme"].get<std::string>()))
+      return make_error(path + ": 'scheme' must be \"w4a16\", \"w4a4\", \"mxfp4a16\" or \"mxfp4\"");
     r.scheme = j["scheme"].get<std::string>();
   }
   if (!j.contains("pipeline")) return make_error(path + ": the recipe has no 'pipeline'");

@@ -151,6 +151,23 @@ TEST(Mxfp4Artifact, Eval) {
   EXPECT_GT(y["kl_mean"].get<double>(), x["kl_mean"].get<double>());   // quantized activations cost more
 }
 
+// Same inputs, same bytes, whatever the thread count (smoothquant too: its rewrite feeds the packer).
+TEST(Mxfp4Artifact, ByteIdenticalAcrossThreadCounts) {
+  SynthModel s;
+  for (const std::string& recipe : {std::string(), " --calib " + s.calib.string() + " --recipe smoothquant"}) {
+    std::string files[2];
+    for (int threads : {1, 2}) {
+      const fs::path out = s.tmp.path / ("t" + std::to_string(threads));
+      auto r = fp4c("quantize --quiet --force --model " + s.model.string() + " --scheme mxfp4 --threads " +
+                    std::to_string(threads) + recipe + " --out " + out.string());
+      ASSERT_EQ(r.exit_code, 0) << r.out;
+      files[threads - 1] = read_file(out / "model.safetensors") + read_file(out / "config.json");
+    }
+    EXPECT_FALSE(files[0].empty());
+    EXPECT_TRUE(files[0] == files[1]) << "recipe" << recipe;
+  }
+}
+
 TEST(Mxfp4Artifact, InFeaturesNotMultipleOf32StaysBf16) {
   TempDir tmp;
   TinyShape s;   // intermediate 176: a multiple of 16, not of 32
