@@ -83,6 +83,51 @@ def quantize_inputs(model, tensors, mx):
     return hooks
 
 
+def fp4_round(y):
+    # NVFP4.md §1: thresholds, ties to the even code; the sign kept (-0 for a negative that rounds to 0).
+    a = np.abs(y)
+    m = (a > 0.25).astype(int) + (a >= 0.75) + (a > 1.25) + (a >= 1.75) + (a > 2.5) + (a >= 3.5) + (a > 5)
+    return np.copysign(FP4[m], y)
+
+
+def fp4c_activation_rule(x, mx, gx=None):
+    """fp4c's W4A4 activation fake-quantization (runtime/activation_quant.h), written again in numpy."""
+    block = 32 if mx else 16
+    b = x.reshape(x.shape[0], -1, block)
+    a = np.abs(b).max(-1).astype(np.float32)
+    if mx:  # compressed-tensors' rule: amax rounded to one mantissa bit, floor(log2) - 2, clamped
+        e = ((a.view(np.uint32) + (1 << 21)) >> 23).astype(np.int64)
+        e = np.where(e == 0, -127, np.clip(e - 127 - 2, -127, 127))
+        d = np.ldexp(np.float32(1), e).astype(np.float32)
+    else:   # s = fp8(min(Gx * (a / 6), 448)), 0 -> 0.125; d = s / Gx in float32
+        want = np.minimum(np.float32(gx) * (a / np.float32(6)), np.float32(448)).astype(np.float32)
+        s = torch.from_numpy(want).to(torch.float8_e4m3fn).float().numpy()
+        d = (np.where(s == 0, np.float32(0.125), s) / np.float32(gx)).astype(np.float32)
+    return (fp4_round((b / d[..., None]).astype(np.float32)) * d[..., None]).reshape(x.shape).astype(np.float32)
+
+
+def activation_rule_check(mx, trials=20):
+    """compressed-tensors' dynamic activation fake-quantization against fp4c's rule on random heavy-tailed
+    data (fresh seed): the number of elements that differ (0 expected)."""
+    from compressed_tensors.quantization import preset_name_to_scheme
+    from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+    from compressed_tensors.quantization.utils.helpers import compute_dynamic_scales_and_zp
+    args = preset_name_to_scheme("MXFP4" if mx else "NVFP4", ["Linear"]).input_activations
+    rng = np.random.default_rng()
+    m = torch.nn.Linear(4, 4)
+    total = differ = 0
+    for _ in range(trials):
+        x = (rng.standard_t(3, size=(64, 256)) * 2.0 ** rng.uniform(-12, 12)).astype(np.float32)
+        gx = None if mx else np.float32(448 * 6 / (np.abs(x).max() * rng.uniform(0.5, 1.5)))
+        g = None if mx else torch.tensor([gx], dtype=torch.float32)
+        xt = torch.from_numpy(x)
+        scale, zp = compute_dynamic_scales_and_zp(value=xt, args=args, module=m, global_scale=g)
+        ct = fake_quantize(x=xt, scale=scale, zero_point=zp, args=args, global_scale=g).numpy()
+        total += x.size
+        differ += int((ct != fp4c_activation_rule(x, mx, gx)).sum())
+    return differ, total
+
+
 def perplexity(model, eval_path):
     nll, n = 0.0, 0
     with open(eval_path) as f:
@@ -127,6 +172,7 @@ def main():
         params = dict(model.named_parameters())
         t = artifact_tensors(art)
         checked, differ, bf16_rounded = 0, 0, 0
+        exact = {}
         for name in t:
             if not name.endswith(".weight_packed"):
                 continue
@@ -136,6 +182,7 @@ def main():
             else:
                 want = dequantize(t[name], t[base + ".weight_scale"], t[base + ".weight_global_scale"][0])
             got = params[base + ".weight"].detach().numpy()
+            exact[base + ".weight"] = want
             checked += 1
             if got.shape == want.shape and not np.array_equal(got, want):
                 # compressed-tensors dequantizes into the checkpoint's dtype (BF16): compare at that precision.
@@ -155,9 +202,20 @@ def main():
                 f"equal the packed bytes' {fmt} values exactly, {bf16_rounded} equal them rounded to BF16, {differ} "
                 f"differ; perplexity transformers {ppl:.6f} vs fp4c eval "
                 f"{fp4c_eval['perplexity']:.6f} ({n} predictions, relative difference {rel:.2e})")
+        if bf16_rounded:
+            # The same model with the packed bytes' exact float32 values in place of compressed-tensors' BF16
+            # rounding: what is left is the runtimes' own difference.
+            with torch.no_grad():
+                for k, v in exact.items():
+                    params[k].copy_(torch.from_numpy(v))
+            ppl_exact, _ = perplexity(model, a.eval)
+            line += (f"; with the exact float32 weights transformers gives {ppl_exact:.6f} (relative difference "
+                     f"{abs(ppl_exact - fp4c_eval['perplexity']) / fp4c_eval['perplexity']:.2e})")
         if w4a4:
+            d, n_act = activation_rule_check(mx)
             line += (f" [W4A4: the inputs of {hooked} Linears fake-quantized by compressed-tensors' own dynamic "
-                     f"{fmt} activation quantization]")
+                     f"{fmt} activation quantization, which differs from fp4c's rule on {d} of {n_act} random values]")
+            ok &= d == 0
         print(line, flush=True)
         report.append(line)
         ok &= differ == 0 and checked > 0 and rel <= (a.w4a4_ppl_rtol if w4a4 else a.ppl_rtol)
