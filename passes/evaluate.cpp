@@ -83,7 +83,8 @@ class LayerErrorHook {
       const runtime::LinearParams& r = member(ref_, k);
       const runtime::LinearParams& c = member(cand_, k);
       errors_[k].merge(linear_output_error(in.x, in.rows, in.cols, r.weight.data(), c.weight.data(), r.out,
-                                           c.input_global_scale, scale.empty() ? nullptr : scale.data()));
+                                           c.input_global_scale, scale.empty() ? nullptr : scale.data(),
+                                           c.input_mxfp4));
     }
   }
 

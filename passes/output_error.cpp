@@ -56,7 +56,8 @@ struct Gemm {
 }  // namespace
 
 OutputError linear_output_error(const float* x, int64_t rows, int64_t in, const float* w_ref, const float* w_cand,
-                                int64_t out, std::optional<float> input_global_scale, const float* x_scale) {
+                                int64_t out, std::optional<float> input_global_scale, const float* x_scale,
+                                bool input_mxfp4) {
   OutputError e;
   if (rows <= 0 || in <= 0 || out <= 0) return e;
   // Rows per chunk: the candidate input and both outputs of a chunk hold about 16M floats at most.
@@ -64,7 +65,7 @@ OutputError linear_output_error(const float* x, int64_t rows, int64_t in, const 
   const int64_t first_chunk = std::min(chunk, rows);
   Gemm ref(w_ref, in, out, first_chunk);
   Gemm cand(w_cand, in, out, first_chunk);
-  const bool transform_input = input_global_scale.has_value() || x_scale != nullptr;
+  const bool transform_input = input_global_scale.has_value() || input_mxfp4 || x_scale != nullptr;
   std::vector<float> xc(transform_input ? size_t(first_chunk * in) : 0);
   std::vector<float> yr(size_t(first_chunk * out)), yc(size_t(first_chunk * out));
   std::vector<double> row_err(static_cast<size_t>(first_chunk)), row_ref(static_cast<size_t>(first_chunk));
@@ -81,6 +82,7 @@ OutputError linear_output_error(const float* x, int64_t rows, int64_t in, const 
         std::copy(xr, xr + n * in, xc.begin());
       }
       if (input_global_scale) runtime::fake_quantize_nvfp4(xc.data(), n, in, *input_global_scale, xc.data());
+      else if (input_mxfp4) runtime::fake_quantize_mxfp4(xc.data(), n, in, xc.data());
       xin = xc.data();
     }
     ref.run(xr, n, yr.data());

@@ -25,8 +25,10 @@ struct OutputError {
 // row-major float. FP32 GEMMs (oneDNN) over chunks of rows; squared differences summed in double per
 // row and over rows in row order, so the figures do not depend on the thread count. A GEMM library
 // failure falls back to a plain loop.
+// With `input_mxfp4` (MXFP4 W4A4; input_global_scale unset) fq is runtime::fake_quantize_mxfp4 instead.
 OutputError linear_output_error(const float* x, int64_t rows, int64_t in, const float* w_ref, const float* w_cand,
-                                int64_t out, std::optional<float> input_global_scale, const float* x_scale = nullptr);
+                                int64_t out, std::optional<float> input_global_scale, const float* x_scale = nullptr,
+                                bool input_mxfp4 = false);
 
 // NVFP4 round trip of a weight: quantized with global scale G and the block rule
 // (nvfp4::quantize_rows_with_rule; Weighted needs channel_weights [cols]), dequantized; floats

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "formats/mxfp4.h"
+#include "passes/output_error.h"
 
 namespace fp4c {
 namespace {
@@ -62,6 +63,41 @@ TEST(FakeQuantizeMxfp4, EqualsReferenceBitForBit) {
       }
     }
   }
+}
+
+// The per-Linear output error of `fp4c eval --per-layer` under MXFP4 W4A4: the candidate's input is
+// fake-quantized to MXFP4; checked against the sums in double over a plain product.
+TEST(FakeQuantizeMxfp4, LinearOutputErrorQuantizesTheCandidateInput) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  const int64_t rows = 37, in = 96, out = 20;
+  std::vector<float> x(size_t(rows * in)), w(size_t(out * in)), wc(size_t(out * in));
+  for (auto& v : x) v = n(rng);
+  for (size_t i = 0; i < w.size(); ++i) {
+    w[i] = n(rng);
+    wc[i] = w[i] + 0.01f * n(rng);
+  }
+  std::vector<float> xq(x.size());
+  runtime::fake_quantize_mxfp4(x.data(), rows, in, xq.data());
+  double se = 0, sr = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < out; ++o) {
+      double a = 0, b = 0;
+      for (int64_t k = 0; k < in; ++k) {
+        a += double(x[size_t(r * in + k)]) * w[size_t(o * in + k)];
+        b += double(xq[size_t(r * in + k)]) * wc[size_t(o * in + k)];
+      }
+      se += (b - a) * (b - a);
+      sr += a * a;
+    }
+  const auto e = passes::linear_output_error(x.data(), rows, in, w.data(), wc.data(), out, std::nullopt, nullptr, true);
+  EXPECT_NEAR(e.error_sq, se, 1e-4 * se);
+  EXPECT_NEAR(e.reference_sq, sr, 1e-4 * sr);
+  // Without input quantization the error is the weights' alone: smaller.
+  const auto w_only = passes::linear_output_error(x.data(), rows, in, w.data(), wc.data(), out, std::nullopt);
+  EXPECT_LT(w_only.error_sq, e.error_sq);
 }
 
 }  // namespace
