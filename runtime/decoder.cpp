@@ -74,6 +74,9 @@ class HeldLinear {
     h.out_ = out;
     h.in_ = in;
     h.input_global_scale_ = p.input_global_scale;
+    h.input_mxfp4_ = p.input_mxfp4;
+    if (p.input_mxfp4 && in % 32 != 0)
+      return make_error(what + ": MXFP4 input quantization needs in_features % 32 == 0, got " + std::to_string(in));
     if (p.packed) {
       h.kind_ = Kind::Nvfp4;
       FP4C_ASSIGN(Nvfp4Matmul m, Nvfp4Matmul::create(std::move(*p.packed), out, in, std::move(p.bias), what));
@@ -99,6 +102,10 @@ class HeldLinear {
       quantized.resize(size_t(rows * in_));
       fake_quantize_nvfp4(x, rows, in_, *input_global_scale_, quantized.data());
       in = quantized.data();
+    } else if (input_mxfp4_) {  // MXFP4 W4A4: block scales from the input itself
+      quantized.resize(size_t(rows * in_));
+      fake_quantize_mxfp4(x, rows, in_, quantized.data());
+      in = quantized.data();
     }
     switch (kind_) {
       case Kind::Nvfp4: return nvfp4_->run(in, rows, y);
@@ -118,6 +125,7 @@ class HeldLinear {
   Kind kind_ = Kind::F32;
   int64_t out_ = 0, in_ = 0;
   std::optional<float> input_global_scale_;
+  bool input_mxfp4_ = false;
   std::optional<Nvfp4Matmul> nvfp4_;
   std::optional<PreparedLinear> dense_;
   uint64_t bytes_ = 0;
