@@ -31,6 +31,9 @@ Status check_linear_params(const LinearParams& p, int64_t out, int64_t in, const
   } else if (int64_t(p.weight.size()) != out * in) {
     return make_error(what + ": " + std::to_string(p.weight.size()) + " weights for shape " + shape_str(out, in));
   }
+  if (p.input_mxfp4)
+    return make_error(what + ": MXFP4 W4A4 (activations quantized per block of 32) is not implemented on CUDA; "
+                      "evaluate it with --device cpu");
   if (p.input_global_scale) {
     if (in % num::kBlock != 0)
       return make_error(what + ": W4A4 input quantization needs in_features % 16 == 0, got " + std::to_string(in));

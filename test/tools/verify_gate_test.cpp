@@ -156,6 +156,26 @@ TEST_F(VerifyGate, TheModelOptLayoutVerifiesWithTheSameFigures) {
   EXPECT_EQ(v.accuracy().perplexity_reference(), w.accuracy().perplexity_reference());
 }
 
+// MXFP4 artifacts (W4A4 and weights only) verify too, with fp4c eval's figures.
+TEST_F(VerifyGate, Mxfp4ArtifactsVerify) {
+  for (const char* scheme : {"mxfp4", "mxfp4a16"}) {
+    SCOPED_TRACE(scheme);
+    const fs::path out = synth->tmp.path / scheme;
+    auto q = fp4c("quantize --quiet --model " + synth->model.string() + " --calib " + synth->calib.string() +
+                  " --scheme " + scheme + " --out " + out.string());
+    ASSERT_EQ(q.exit_code, 0) << q.out;
+    auto r = fp4c_verify(args(out) + " --json");
+    ASSERT_EQ(r.exit_code, verify::kExitPass) << r.out;
+    manifest::Verification v;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &v).ok()) << r.out;
+    auto e = fp4c("eval --json --model " + synth->model.string() + " --artifact " + out.string() + " --data " +
+                  synth->eval.string());
+    ASSERT_EQ(e.exit_code, 0) << e.out;
+    const auto j = nlohmann::json::parse(e.out);
+    EXPECT_DOUBLE_EQ(v.accuracy().perplexity(), j["perplexity"].get<double>()) << e.out;
+  }
+}
+
 TEST_F(VerifyGate, TheLibraryCallGivesTheRecordAndTable) {
   verify::VerifyRequest q;
   q.artifact = ct->string();

@@ -196,7 +196,7 @@ VerifyOutcome run_verification(const VerifyRequest& q) {
   // input global scale each (the reader's checks), the scheme the manifest says.
   auto reader = backends::open_artifact(q.artifact, ckpt->model);
   if (!reader) return refuse(reader.error().message);
-  const bool manifest_w4a4 = m->options().scheme() == "w4a4";
+  const bool manifest_w4a4 = m->options().scheme() == "w4a4" || m->options().scheme() == "mxfp4";
   if (reader->w4a4() != manifest_w4a4)
     return refuse(q.artifact + ": the manifest says scheme " + m->options().scheme() + " but the artifact's config is " +
                   (reader->w4a4() ? "W4A4" : "W4A16"));
