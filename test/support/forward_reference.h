@@ -1,6 +1,6 @@
 // The float64 reference decoder forward of test/runtime/forward_test.cpp (naive loops, one sequence
 // and one head at a time) and its tiny random model, for the tests of other engines (the CUDA engine's
-// cuda_engine_test) to run the same cases. A copy of that file's reference, kept identical.
+// cuda_engine_test) to run the same cases; forward_test.cpp uses it too.
 #pragma once
 
 #include <gtest/gtest.h>
