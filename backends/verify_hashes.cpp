@@ -40,8 +40,12 @@ HashCheck check_artifact_hashes(const manifest::Manifest& m, const std::string& 
   }
   std::error_code ec;
   std::vector<std::string> strays;
-  for (const auto& e : fs::directory_iterator(dir, ec))
-    if (!listed.count(e.path().filename().string())) strays.push_back(e.path().filename().string());
+  // fp4c-verify's own temporary file, left behind only by a verification killed while writing.
+  const std::string verify_tmp = std::string(kVerificationFile) + ".tmp-";
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!listed.count(name) && name.rfind(verify_tmp, 0) != 0) strays.push_back(name);
+  }
   if (ec) out.problems.push_back(dir + ": cannot list the directory: " + ec.message());
   std::sort(strays.begin(), strays.end());
   for (const auto& s : strays) out.problems.push_back((fs::path(dir) / s).string() + ": file not listed in the manifest");

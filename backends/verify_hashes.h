@@ -23,7 +23,8 @@ struct HashCheck {
 };
 
 // Recomputes every output file hash (and size) and every output tensor hash of `m` in `dir`, and
-// reports files in `dir` the manifest does not list (besides the manifest and kVerificationFile).
+// reports files in `dir` the manifest does not list (besides the manifest, kVerificationFile and the
+// temporary "verification.json.tmp-PID" a killed fp4c-verify may leave).
 HashCheck check_artifact_hashes(const manifest::Manifest& m, const std::string& dir);
 
 // Recomputes the hash of every input file the manifest records, in `reference_dir`, and reports

@@ -94,6 +94,14 @@ TEST_F(VerifyBadInput, AFileTheManifestDoesNotListIsRefused) {
       << r.out;
 }
 
+// A temporary verification file left by a killed fp4c-verify is not an unlisted artifact file.
+TEST_F(VerifyBadInput, ALeftoverTemporaryVerificationFileIsNotAStray) {
+  const fs::path dir = copy_artifact();
+  write_text(dir / "verification.json.tmp-12345", "{");
+  auto r = fp4c_verify(args(dir));
+  EXPECT_EQ(r.exit_code, verify::kExitPass) << r.out;
+}
+
 TEST_F(VerifyBadInput, AManifestOfAnotherModelIsRefused) {
   // Same preset and shapes, another seed: config.json is the same, the weights are not.
   const fs::path other = tmp.path / "other";
