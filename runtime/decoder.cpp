@@ -20,31 +20,12 @@
 #include "runtime/matmul.h"
 #include "runtime/nvfp4_matmul.h"
 #include "runtime/perf_cpu.h"
+#include "runtime/thread_scope.h"
 #include "runtime/workspace.h"
 
 namespace fp4c::runtime {
 
 namespace {
-
-class ThreadScope {
- public:
-  explicit ThreadScope(int threads) : saved_(omp_get_max_threads()), set_(threads > 0) {
-    if (set_) omp_set_num_threads(threads);
-  }
-  ~ThreadScope() {
-    if (set_) omp_set_num_threads(saved_);
-  }
-  ThreadScope(const ThreadScope&) = delete;
-  ThreadScope& operator=(const ThreadScope&) = delete;
-
- private:
-  int saved_;
-  bool set_;
-};
-
-std::string shape_str(int64_t rows, int64_t cols) {
-  return "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
-}
 
 bool bf16_representable(const std::vector<float>& v) {
   for (float x : v)

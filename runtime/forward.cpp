@@ -16,6 +16,7 @@
 #include "runtime/attention.h"
 #include "runtime/elementwise.h"
 #include "runtime/matmul.h"
+#include "runtime/thread_scope.h"
 #include "runtime/workspace.h"
 
 namespace fp4c::runtime {
@@ -23,27 +24,6 @@ namespace {
 
 // Rows of the up projection per GEMM (see Forward::layer).
 constexpr int64_t kUpChunkRows = 2048;
-
-// The calling thread's OpenMP thread count for one call (oneDNN reads it too), restored afterwards.
-class ThreadScope {
- public:
-  explicit ThreadScope(int threads) : saved_(omp_get_max_threads()), set_(threads > 0) {
-    if (set_) omp_set_num_threads(threads);
-  }
-  ~ThreadScope() {
-    if (set_) omp_set_num_threads(saved_);
-  }
-  ThreadScope(const ThreadScope&) = delete;
-  ThreadScope& operator=(const ThreadScope&) = delete;
-
- private:
-  int saved_;
-  bool set_;
-};
-
-std::string shape_str(int64_t rows, int64_t cols) {
-  return "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
-}
 
 Status check_linear(const LinearParams& p, int64_t out, int64_t in, const std::string& what) {
   if (p.out != out || p.in != in)

@@ -25,6 +25,7 @@
 #include "runtime/nvfp4_matmul.h"
 #include "runtime/perf.h"
 #include "runtime/perf_cpu.h"
+#include "runtime/thread_scope.h"
 
 namespace fp4c::runtime {
 
@@ -41,17 +42,6 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// The calling thread's OpenMP thread count for one call (oneDNN reads it too), restored afterwards.
-class ThreadScope {
- public:
-  explicit ThreadScope(int threads) : saved_(omp_get_max_threads()) { omp_set_num_threads(threads); }
-  ~ThreadScope() { omp_set_num_threads(saved_); }
-  ThreadScope(const ThreadScope&) = delete;
-  ThreadScope& operator=(const ThreadScope&) = delete;
-
- private:
-  int saved_;
-};
 
 uint64_t fresh_seed() {
   std::random_device rd;
