@@ -6,7 +6,10 @@
 #   bench/recipes_e2e.sh [PRESET] [REPEATS] [RECIPES]     e.g. bench/recipes_e2e.sh qwen2.5-0.5b 5 "plain smoothquant best"
 #
 # Env: BUILD (default build), WORK (default /tmp/fp4c-bench), THREADS (default 2), CALIB (default
-# testdata/tokenizers/corpus.txt, 16 chunks of 512 tokens).
+# testdata/tokenizers/corpus.txt, 16 chunks of 512 tokens), OUT (where the artifacts go; default WORK).
+# On a VM whose disk writes cost a system time that swings by a second from run to run (this one:
+# 0.3-1.9 s for the same 300 MB artifact, whichever recipe wrote it), OUT=/dev/shm/fp4c-bench measures the
+# recipes' own work: the artifact bytes are the same for every recipe, only the medium differs.
 set -euo pipefail
 preset=${1:-qwen2.5-0.5b}
 repeats=${2:-5}
@@ -16,7 +19,8 @@ work=${WORK:-/tmp/fp4c-bench}
 threads=${THREADS:-2}
 calib=${CALIB:-testdata/tokenizers/corpus.txt}
 model=$work/$preset
-mkdir -p "$work"
+out=${OUT:-$work}
+mkdir -p "$work" "$out"
 if [ ! -f "$model/config.json" ]; then
   echo "generating $preset into $model"
   "$build/fp4c-synth" --preset "$preset" --out "$model"
@@ -28,7 +32,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 now() { date +%s.%N; }
 
 echo "warming the statistics cache (each recipe once; the smoothed model's statistics are computed here)"
-for r in $recipes; do "$build/fp4c" quantize --model "$model" --out "$work/out-$r" --recipe "$r" "${set_opts[@]}"; done
+for r in $recipes; do "$build/fp4c" quantize --model "$model" --out "$out/out-$r" --recipe "$r" "${set_opts[@]}"; done
 
 # Wall time, CPU time (user + system) and user time alone: the system time of writing the artifact into
 # the page cache swings by 1 s from run to run on a shared VM, the same for every recipe.
@@ -36,10 +40,10 @@ declare -A times cpus users
 for i in $(seq "$repeats"); do
   for r in $recipes; do
     cat "$model"/*.safetensors > /dev/null
-    rm -rf "$work/out-$r"; sync   # no earlier run's writeback during this one
+    rm -rf "$out/out-$r"; sync   # no earlier run's writeback during this one
     t0=$(now)
     /usr/bin/time -f "%U %S" -o "$work/time.txt" \
-      "$build/fp4c" quantize --model "$model" --out "$work/out-$r" --recipe "$r" "${set_opts[@]}"
+      "$build/fp4c" quantize --model "$model" --out "$out/out-$r" --recipe "$r" "${set_opts[@]}"
     t1=$(now)
     times[$r]+="$(echo "$t1 - $t0" | bc -l) "
     cpus[$r]+="$(awk '{print $1 + $2}' "$work/time.txt") "
@@ -58,4 +62,4 @@ for r in $recipes; do
     "$(echo "$u / $base_user" | bc -l)" "$repeats" \
     "$("$build/fp4c" recipes | awk -v r="$r" '$1==r {getline; getline; print $2}')"
 done
-for r in $recipes; do rm -rf "$work/out-$r"; done
+for r in $recipes; do rm -rf "$out/out-$r"; done
