@@ -4,6 +4,8 @@
 // with the BF16 reference and the artifact side by side; recorded in verification.json and the table.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <google/protobuf/util/json_util.h>
 
 #include <set>
@@ -48,13 +50,19 @@ TEST(VerifySpeed, ShapesOfTheArtifactsNvfp4LinearsOnly) {
 // The one run with the speed section on: small M and serving sizes so that it stays quick.
 TEST(VerifySpeed, ASmallRunRecordsLabelledFigures) {
   SynthModel synth;
+  // The model with 64 positions, so that one serving case below fits and the other runs past them.
+  const fs::path model = synth.tmp.path / "m64";
+  fs::copy(synth.model, model, fs::copy_options::recursive);
+  auto config = nlohmann::json::parse(read_file(model / "config.json"));
+  config["max_position_embeddings"] = 64;
+  write_text(model / "config.json", config.dump(2));
   const fs::path out = synth.tmp.path / "w4a4";
-  auto r = fp4c("quantize --quiet --model " + synth.model.string() + " --calib " + synth.calib.string() + " --out " +
+  auto r = fp4c("quantize --quiet --model " + model.string() + " --calib " + synth.calib.string() + " --out " +
                 out.string());
   ASSERT_EQ(r.exit_code, 0) << r.out;
   verify::VerifyRequest q;
   q.artifact = out.string();
-  q.reference = synth.model.string();
+  q.reference = model.string();
   q.eval = synth.eval.string();
   q.per_layer = false;
   q.threads = 1;   // two threads on a loaded 2-core machine stall at every barrier (20 ms each): 15 s -> 5 s
@@ -113,6 +121,11 @@ TEST(VerifySpeed, ASmallRunRecordsLabelledFigures) {
   }
   EXPECT_EQ(p.serving(0).batch(), 2);
   EXPECT_EQ(p.serving(0).prompt(), 48);
+  // A case longer than the model's positions says so; one within them does not.
+  for (const auto& s : p.serving())
+    EXPECT_EQ(!s.note().empty(), s.prompt() + s.output() > 64) << s.name() << ": " << s.note();
+  EXPECT_NE(o.table.find("note: 100 positions per request exceed the model's max_position_embeddings 64"),
+            std::string::npos) << o.table;
 
   // In the table and in verification.json.
   EXPECT_NE(o.table.find("speed and memory on cpu: "), std::string::npos) << o.table;

@@ -142,6 +142,11 @@ Expected<manifest::Performance> measure_performance(runtime::PerfDevice& device,
     s->set_memory_used_saved(int64_t(ref.memory_used) - int64_t(art.memory_used));
     s->set_device(label);
     s->set_fp4_path(info.fp4_path);
+    const int64_t positions = reference.model.config.max_position_embeddings;
+    if (positions > 0 && spec.prompt + spec.output > positions)
+      s->set_note(std::to_string(spec.prompt + spec.output) + " positions per request exceed the model's " +
+                  "max_position_embeddings " + std::to_string(positions) +
+                  ": timed as run (RoPE extrapolated); a serving engine would refuse such requests");
   }
   p.set_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return p;

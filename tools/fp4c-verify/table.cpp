@@ -63,6 +63,7 @@ void performance_table(const manifest::Performance& p, std::string& t) {
                        s.ttft_speedup(), s.decode_p50_speedup(), s.tokens_per_second_ratio(),
                        mib(double(s.weight_bytes_saved())).c_str(), s.memory_used_saved() >= 0 ? "-" : "+",
                        mib(double(std::llabs(s.memory_used_saved()))).c_str());
+    if (!s.note().empty()) t += "    note: " + s.note() + "\n";
   }
 }
 
