@@ -1,5 +1,5 @@
 // The CUDA engine through the CPU forward's cases (test/runtime/forward_test.cpp, whose float64
-// reference test/support/forward_reference.h copies): tiny Qwen2-shaped models with GQA and q/k/v
+// float64 reference in test/support/forward_reference.h both use): tiny Qwen2-shaped models with GQA and q/k/v
 // bias, plain and Llama 3 RoPE, F32 and BF16, hooks, many tokens, NVFP4 W4A16 and W4A4 from packed
 // weights against the CPU on the dequantized ones, bad input. Needs a GPU: labelled `gpu` in CTest
 // (left out of CI), and every test skips when cuda::device_count() fails.
@@ -336,11 +336,7 @@ TEST(CudaEngine, RejectsBadInput) {
 
 const std::filesystem::path kStories = std::filesystem::path(FP4C_SHARED_DIR) / "models" / "stories260K";
 
-struct Nll {
-  double nll = 0;
-  int64_t predictions = 0;
-  double ppl() const { return std::exp(nll / double(predictions)); }
-};
+using Nll = NextTokenNll;
 
 Nll stories_nll(const Engine& engine, WeightSource& w, const ir::ModelConfig& config) {
   std::vector<std::vector<int32_t>> seqs;
@@ -357,26 +353,11 @@ Nll stories_nll(const Engine& engine, WeightSource& w, const ir::ModelConfig& co
     Status st = engine.layer(l, *p, *acts);
     EXPECT_TRUE(st.ok()) << st.error().message;
   }
-  std::vector<int32_t> next(size_t(acts->tokens()), -1);
-  for (size_t s = 0; s < seqs.size(); ++s)
-    for (size_t p = 0; p + 1 < seqs[s].size(); ++p) next[size_t(acts->offsets[s]) + p] = seqs[s][p + 1];
-  const int64_t V = config.vocab_size;
   auto fn = w.final_norm();
   auto head = w.lm_head();
-  Status st = engine.head(*fn, *head, *acts, [&](int64_t first, const float* logits, int64_t rows) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const int32_t target = next[size_t(first + r)];
-      if (target < 0) continue;
-      const float* row = logits + r * V;
-      const double mx = *std::max_element(row, row + V);
-      double sum = 0;
-      for (int64_t i = 0; i < V; ++i) sum += std::exp(double(row[i]) - mx);
-      out.nll += std::log(sum) + mx - double(row[target]);
-      ++out.predictions;
-    }
-  });
-  EXPECT_TRUE(st.ok()) << st.error().message;
-  return out;
+  EXPECT_TRUE(fn.ok() && head.ok());
+  if (!fn.ok() || !head.ok()) return out;
+  return head_nll(engine, *fn, *head, *acts, seqs);
 }
 
 TEST(CudaStories260K, PerplexityMatchesTheReadmeAndTheCpu) {

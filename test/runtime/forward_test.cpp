@@ -235,11 +235,7 @@ TEST(Forward, RejectsBadInput) {
 
 const std::filesystem::path kStories = std::filesystem::path(FP4C_SHARED_DIR) / "models" / "stories260K";
 
-struct Perplexity {
-  double nll = 0;
-  int64_t predictions = 0;
-  double ppl() const { return std::exp(nll / double(predictions)); }
-};
+using Perplexity = NextTokenNll;
 
 std::vector<std::vector<int32_t>> read_ids(const std::filesystem::path& path) {
   std::vector<std::vector<int32_t>> seqs;
@@ -286,26 +282,7 @@ Perplexity stories_perplexity(const StoriesWeights& w, Precision precision, cons
     Status st = fwd.layer(l, w.layers[size_t(l)], *acts, hook);
     EXPECT_TRUE(st.ok()) << st.error().message;
   }
-  // Row r of sequence s at position p predicts id p + 1 of that sequence.
-  std::vector<int32_t> next(size_t(acts->tokens()), -1);
-  for (size_t s = 0; s < seqs.size(); ++s)
-    for (size_t p = 0; p + 1 < seqs[s].size(); ++p) next[size_t(acts->offsets[s]) + p] = seqs[s][p + 1];
-  const int64_t V = w.config.vocab_size;
-  Perplexity out;
-  Status st = fwd.head(w.final_norm, w.lm_head, *acts, [&](int64_t first, const float* logits, int64_t rows) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const int32_t target = next[size_t(first + r)];
-      if (target < 0) continue;
-      const float* row = logits + r * V;
-      const double mx = *std::max_element(row, row + V);
-      double sum = 0;
-      for (int64_t i = 0; i < V; ++i) sum += std::exp(double(row[i]) - mx);
-      out.nll += std::log(sum) + mx - double(row[target]);
-      ++out.predictions;
-    }
-  });
-  EXPECT_TRUE(st.ok()) << st.error().message;
-  return out;
+  return head_nll(fwd, w.final_norm, w.lm_head, *acts, seqs);
 }
 
 TEST(Stories260K, F32PerplexityMatchesTheReadme) {

@@ -279,4 +279,34 @@ inline double relative_error(const std::vector<float>& got, const std::vector<Ma
   return diff / scale;
 }
 
+// Next-token NLL of every sequence from an engine's head: row p of a sequence predicts its id p + 1.
+struct NextTokenNll {
+  double nll = 0;
+  int64_t predictions = 0;
+  double ppl() const { return std::exp(nll / double(predictions)); }
+};
+
+inline NextTokenNll head_nll(const Engine& engine, const std::vector<float>& final_norm, const LinearParams& lm_head,
+                             const Activations& acts, const std::vector<std::vector<int32_t>>& seqs) {
+  std::vector<int32_t> next(size_t(acts.tokens()), -1);
+  for (size_t s = 0; s < seqs.size(); ++s)
+    for (size_t p = 0; p + 1 < seqs[s].size(); ++p) next[size_t(acts.offsets[s]) + p] = seqs[s][p + 1];
+  const int64_t V = engine.config().vocab_size;
+  NextTokenNll out;
+  Status st = engine.head(final_norm, lm_head, acts, [&](int64_t first, const float* logits, int64_t rows) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const int32_t target = next[size_t(first + r)];
+      if (target < 0) continue;
+      const float* row = logits + r * V;
+      const double mx = *std::max_element(row, row + V);
+      double sum = 0;
+      for (int64_t i = 0; i < V; ++i) sum += std::exp(double(row[i]) - mx);
+      out.nll += std::log(sum) + mx - double(row[target]);
+      ++out.predictions;
+    }
+  });
+  EXPECT_TRUE(st.ok()) << st.error().message;
+  return out;
+}
+
 }  // namespace fp4c::testing::reference

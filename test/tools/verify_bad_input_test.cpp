@@ -14,19 +14,11 @@
 #include "formats/hash.h"
 #include "formats/safetensors.h"
 #include "test/support/tiny_checkpoint.h"
+#include "test/support/verify_support.h"
 #include "tools/fp4c-verify/verify.h"
 
 namespace fp4c::testing {
 namespace {
-
-RunResult fp4c_verify(const std::string& args) { return run(tool_path("FP4C_VERIFY_BIN", "fp4c-verify") + " " + args); }
-
-manifest::Verification read_verification(const fs::path& p) {
-  manifest::Verification v;
-  auto st = google::protobuf::util::JsonStringToMessage(read_file(p), &v);
-  EXPECT_TRUE(st.ok()) << p << ": " << st.ToString();
-  return v;
-}
 
 // One synthetic model quantized W4A4 (calibrated on its text) for the whole suite; each test copies
 // the artifact before spoiling it.

@@ -9,19 +9,11 @@
 #include "backends/manifest.h"
 #include "backends/verify_hashes.h"
 #include "test/support/tiny_checkpoint.h"
+#include "test/support/verify_support.h"
 #include "tools/fp4c-verify/verify.h"
 
 namespace fp4c::testing {
 namespace {
-
-RunResult fp4c_verify(const std::string& args) { return run(tool_path("FP4C_VERIFY_BIN", "fp4c-verify") + " " + args); }
-
-manifest::Verification read_verification(const fs::path& p) {
-  manifest::Verification v;
-  auto st = google::protobuf::util::JsonStringToMessage(read_file(p), &v);
-  EXPECT_TRUE(st.ok()) << p << ": " << st.ToString();
-  return v;
-}
 
 // A synthetic model quantized W4A4 in both layouts, once for the suite.
 class VerifyGate : public ::testing::Test {
