@@ -1,5 +1,5 @@
-// The CUDA engine through the CPU forward's cases (test/runtime/forward_test.cpp, whose float64
-// float64 reference in test/support/forward_reference.h both use): tiny Qwen2-shaped models with GQA and q/k/v
+// The CUDA engine through the CPU forward's cases (test/runtime/forward_test.cpp; both use the float64
+// reference of test/support/forward_reference.h): tiny Qwen2-shaped models with GQA and q/k/v
 // bias, plain and Llama 3 RoPE, F32 and BF16, hooks, many tokens, NVFP4 W4A16 and W4A4 from packed
 // weights against the CPU on the dequantized ones, bad input. Needs a GPU: labelled `gpu` in CTest
 // (left out of CI), and every test skips when cuda::device_count() fails.
