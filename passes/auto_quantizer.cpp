@@ -4,13 +4,19 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <optional>
+#include <set>
 #include <span>
+#include <utility>
 
+#include "formats/bf16.h"
+#include "formats/convert.h"
 #include "formats/hash.h"
 #include "formats/nvfp4.h"
 #include "passes/output_error.h"
 #include "passes/quantizers.h"
+#include "passes/smoothquant.h"
 
 namespace fp4c::passes {
 namespace {
@@ -31,14 +37,44 @@ const runtime::LinearParams* slot(const runtime::LayerParams& p, ir::Role role) 
   }
 }
 
+runtime::LinearParams* slot(runtime::LayerParams& p, ir::Role role) {
+  return const_cast<runtime::LinearParams*>(slot(std::as_const(p), role));
+}
+
+// The statistics of a site whose input channels are multiplied by m (m_j >= 0): what the stats pass
+// would measure on the smoothed model, up to float rounding.
+SiteStats scaled_site(const SiteStats& site, const std::vector<float>& m) {
+  SiteStats out = site;
+  const int64_t n = site.cols();
+  for (int64_t j = 0; j < n; ++j) {
+    const float f = m[size_t(j)];
+    out.absmax[size_t(j)] = site.absmax[size_t(j)] * f;
+    if (j < int64_t(site.min.size())) out.min[size_t(j)] = site.min[size_t(j)] * f;
+    if (j < int64_t(site.max.size())) out.max[size_t(j)] = site.max[size_t(j)] * f;
+    if (j < int64_t(site.mean_square.size())) out.mean_square[size_t(j)] = site.mean_square[size_t(j)] * double(f) * f;
+  }
+  if (out.second_moment.size() == size_t(n * n))
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) out.second_moment[size_t(i * n + j)] *= double(m[size_t(i)]) * double(m[size_t(j)]);
+  return out;
+}
+
+// A candidate's name in the choice: the quantizer's, prefixed when the site is smoothed first.
+std::string candidate_name(const Quantizer& q, bool smoothed) {
+  return smoothed ? std::string(kSmoothedPrefix) + q.name() : q.name();
+}
+
 }  // namespace
 
 Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runtime::WeightSource& weights,
                          const ActivationStats& fit, const std::vector<std::vector<int32_t>>& heldout,
-                         const AutoOptions& options, const std::function<void(int layer, int layers)>& progress) {
+                         const AutoOptions& options, const std::function<void(int layer, int layers)>& progress,
+                         std::vector<SiteStats>* smoothed_stats) {
   const auto& decisions = model.annotations.decision;
   if (decisions.size() != model.tensors.size()) return make_error("auto: the weight plan has not run");
   if (heldout.empty()) return make_error("auto: no held-out calibration sequences to measure on");
+  if (!(options.alpha >= 0.0f && options.alpha <= 1.0f))
+    return make_error("auto: alpha must lie in [0, 1], got " + std::to_string(options.alpha));
   const std::vector<Quantizer> candidates = auto_candidates(options.gptq);
 
   // NVFP4 Linear weights by (layer, role).
@@ -49,13 +85,14 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       linear[{*t.layer, t.role}] = id;
   }
   std::vector<std::vector<OutputError>> errors(model.tensors.size());
-  // The bytes of every candidate of the current layer's Linears (those pack would have to recompute:
-  // GPTQ and local-Hessian), until the layer's units are decided.
+  // The bytes of every candidate of the current layer's Linears, until the layer's units are decided (the
+  // chosen GPTQ and local-Hessian ones are handed to pack; any may be multiplied in a layer forward).
   struct Result {
     std::vector<uint8_t> packed, scales;
     nvfp4::ErrorStats err;
     hash::Digest weight;
     float G = 0;
+    std::optional<float> gx;   // the input global scale it was measured with (W4A4)
   };
   std::map<ir::TensorId, std::vector<std::optional<Result>>> layer_results;
   auto& prequantized = model.annotations.prequantized;
@@ -64,47 +101,138 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
   const uint8_t zero_code = uint8_t(nvfp4::ZeroScale::CompressedTensors);
   auto& choice = model.annotations.choice;
   choice.assign(model.tensors.size(), std::nullopt);
-  // Units (fused groups decided together) of the Linears measured so far that have no choice yet.
-  const auto decide = [&] {
+  // A site of the current layer whose smoothed candidates were measured too: its factors, what they do to
+  // the input, its statistics after smoothing, and the Linears that decide together (every consumer).
+  struct SmoothedSite {
+    int layer = 0;
+    ir::Role role = ir::Role::Q;
+    ir::TensorId norm_id = 0;
+    std::vector<ir::TensorId> consumers;
+    std::vector<float> s, m;
+    std::vector<float> norm;                            // the rewritten norm weight
+    std::map<ir::Role, std::vector<float>> weight;      // each consumer's rewritten weight
+    SiteStats stats;
+  };
+  std::map<ir::TensorId, const SmoothedSite*> smoothed_site_of;  // NVFP4 consumer -> its site
+  std::vector<std::unique_ptr<SmoothedSite>> layer_sites;
+  const size_t n = candidates.size();
+  // Units (fused groups, or a smoothed site's consumers, decided together) of the current layer's Linears.
+  // errors[m] holds n candidates, then n smoothed ones where the site was smoothed. Each unit's best
+  // candidate per variant is the least summed output error over its members. Whether a site is smoothed is
+  // decided on the whole layer: its output (the residual stream after it) on the held-out sequences with every
+  // unit at its best unsmoothed candidate, against the same with this site's unit at its best smoothed one,
+  // each against the BF16 layer's output; smoothing is kept where it errs less. (A site's own output error
+  // can improve while q.k products or the MLP's product of gate and up get worse.)
+  struct Unit {
+    std::vector<ir::TensorId> members;
+    const SmoothedSite* site = nullptr;
+    size_t best[2] = {0, 0};
+    bool smooth = false;
+  };
+  const auto decide = [&](int l, const runtime::LayerParams& p, const runtime::Activations* layer_in,
+                          const runtime::Activations& reference) -> Status {
+    std::vector<Unit> units;
+    std::set<ir::TensorId> seen;
     for (const auto& [key, id] : linear) {
-      if (choice[id] || errors[id].empty()) continue;
-      std::vector<ir::TensorId> unit{id};
-      if (const ir::FusedGroup* g = model.group_of(id)) unit = g->members;
-      size_t best = 0;
-      double best_err = INFINITY;
-      for (size_t c = 0; c < candidates.size(); ++c) {
-        double e = 0, ref = 0;
-        for (ir::TensorId m : unit)
-          if (!errors[m].empty()) e += errors[m][c].error_sq, ref += errors[m][c].reference_sq;
-        const double rel = ref > 0 ? e / ref : e;
-        if (rel < best_err) best_err = rel, best = c;
+      if (key.first != l || errors[id].empty() || seen.count(id)) continue;
+      Unit u;
+      u.members = {id};
+      if (const ir::FusedGroup* g = model.group_of(id)) u.members = g->members;
+      if (auto it = smoothed_site_of.find(id); it != smoothed_site_of.end()) u.site = it->second;
+      if (u.site) u.members = u.site->consumers;
+      const size_t total = errors[id].size();
+      for (size_t v = 0; v * n < total; ++v) {
+        double best_err = INFINITY;
+        for (size_t c = 0; c < n; ++c) {
+          double e = 0, ref = 0;
+          for (ir::TensorId m : u.members)
+            if (errors[m].size() == total) e += errors[m][v * n + c].error_sq, ref += errors[m][v * n + c].reference_sq;
+          const double rel = ref > 0 ? e / ref : e;
+          if (rel < best_err) best_err = rel, u.best[v] = c;
+        }
       }
-      for (ir::TensorId m : unit) {
+      for (ir::TensorId m : u.members) seen.insert(m);
+      units.push_back(std::move(u));
+    }
+    // The layer's output error with every unit at its best unsmoothed candidate, `smoothed` at its smoothed one.
+    const auto layer_error = [&](const Unit* smoothed) -> Expected<double> {
+      runtime::LayerParams q = p;
+      for (const Unit& u : units) {
+        const bool sm = &u == smoothed;
+        const size_t c = sm ? n + u.best[1] : u.best[0];
+        for (ir::TensorId m : u.members) {
+          runtime::LinearParams* lp = slot(q, model.tensors[m].role);
+          if (!lp) continue;
+          auto it = layer_results.find(m);
+          if (it == layer_results.end() || c >= it->second.size() || !it->second[c]) {
+            if (sm) lp->weight = u.site->weight.at(model.tensors[m].role);  // a BF16 consumer, rewritten
+            continue;
+          }
+          const Result& r = *it->second[c];
+          nvfp4::dequantize(r.packed.data(), r.scales.data(), lp->out, lp->in, r.G, lp->weight.data());
+          lp->input_global_scale = r.gx;
+        }
+        if (sm) (u.site->role == ir::Role::Q ? q.input_norm : q.post_norm) = u.site->norm;
+      }
+      runtime::Activations a = *layer_in;
+      FP4C_TRY(forward.layer(l, q, a));
+      double e = 0;
+      for (int64_t i = 0; i < int64_t(a.hidden.size()); ++i) {
+        const double d = double(a.hidden[size_t(i)]) - double(reference.hidden[size_t(i)]);
+        e += d * d;
+      }
+      return e;
+    };
+    bool any_site = false;
+    for (const Unit& u : units) any_site = any_site || u.site;
+    if (any_site && layer_in) {
+      FP4C_ASSIGN(const double base, layer_error(nullptr));
+      for (Unit& u : units) {
+        if (!u.site) continue;
+        FP4C_ASSIGN(const double e, layer_error(&u));
+        u.smooth = e < base;
+      }
+    }
+    for (const Unit& u : units) {
+      const size_t best = u.smooth ? n + u.best[1] : u.best[0];
+      if (u.smooth) {
+        // Every consumer's columns (NVFP4 or not) and the norm; the statistics become the smoothed input's.
+        fold_norm_smoothing(model, u.site->layer, u.site->role == ir::Role::Q ? "attn" : "mlp", u.site->norm_id,
+                            u.site->consumers, options.alpha, u.site->s);
+        if (smoothed_stats) smoothed_stats->push_back(u.site->stats);
+      }
+      for (ir::TensorId m : u.members) {
         if (errors[m].empty()) continue;
         ir::QuantizerChoice qc;
-        qc.chosen = candidates[best].name();
-        for (size_t c = 0; c < candidates.size(); ++c) qc.candidates.emplace_back(candidates[c].name(), errors[m][c].relative());
+        qc.chosen = candidate_name(candidates[best % n], u.smooth);
+        for (size_t c = 0; c < errors[m].size(); ++c)
+          qc.candidates.emplace_back(candidate_name(candidates[c % n], c >= n), errors[m][c].relative());
         choice[m] = std::move(qc);
         auto it = layer_results.find(m);
-        if (it == layer_results.end() || !it->second[best] || kept_bytes > kPrequantizedBytes) continue;
+        if (it == layer_results.end() || !it->second[best] || candidates[best % n].kind == Quantizer::Kind::Rule ||
+            kept_bytes > kPrequantizedBytes)
+          continue;
         Result& r = *it->second[best];
-        ir::Prequantized p;
-        p.quantizer = candidates[best].name();
-        p.weight_hash_high = r.weight.high;
-        p.weight_hash_low = r.weight.low;
-        p.global_scale = r.G;
-        p.zero_scale = zero_code;
-        p.sum_sq_err = r.err.sum_sq_err;
-        p.sum_sq_ref = r.err.sum_sq_ref;
-        p.max_abs_err = r.err.max_abs_err;
-        p.count = r.err.count;
+        ir::Prequantized pq;
+        pq.quantizer = candidates[best % n].name();
+        pq.weight_hash_high = r.weight.high;
+        pq.weight_hash_low = r.weight.low;
+        pq.global_scale = r.G;
+        pq.zero_scale = zero_code;
+        pq.sum_sq_err = r.err.sum_sq_err;
+        pq.sum_sq_ref = r.err.sum_sq_ref;
+        pq.max_abs_err = r.err.max_abs_err;
+        pq.count = r.err.count;
         kept_bytes += r.packed.size() + r.scales.size();
-        p.packed = std::move(r.packed);
-        p.scales = std::move(r.scales);
-        prequantized[m] = std::move(p);
+        pq.packed = std::move(r.packed);
+        pq.scales = std::move(r.scales);
+        prequantized[m] = std::move(pq);
       }
     }
     layer_results.clear();
+    smoothed_site_of.clear();
+    layer_sites.clear();
+    return {};
   };
 
   const int layers = int(model.config.num_hidden_layers);
@@ -125,38 +253,107 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       for (ir::Role r : members)
         if (const auto* w = slot(p, r)) group_amax = std::max(group_amax, nvfp4::amax_f32(w->weight));
       const float G = nvfp4::global_scale(group_amax);
+      const SiteStats* site = fit.find(in.layer, in.role);
+
+      // SmoothQuant at this site too, where it may apply: a norm -> {q,k,v} or {gate,up} site none of whose
+      // tensors an earlier pass rewrote.
+      std::unique_ptr<SmoothedSite> smoothed;
+      if (options.smoothquant && site && (in.role == ir::Role::Q || in.role == ir::Role::Gate)) {
+        for (const ir::ActivationSite& as : model.sites) {
+          if (as.consumers.empty()) continue;
+          const auto& first = model.tensors[as.consumers.front()];
+          if (!first.layer || *first.layer != in.layer || first.role != in.role) continue;
+          bool untouched = !model.transformed(as.producer);
+          for (ir::TensorId c : as.consumers) untouched = untouched && !model.transformed(c);
+          if (!untouched) break;
+          const std::vector<float>& norm = in.role == ir::Role::Q ? p.input_norm : p.post_norm;
+          if (int64_t(norm.size()) != in.cols || site->cols() != in.cols) break;
+          std::vector<float> max_w(size_t(in.cols), 0.0f);
+          for (ir::Role r : members)
+            if (const auto* w = slot(p, r); w && w->in == in.cols)
+              for (int64_t i = 0; i < w->out; ++i)
+                for (int64_t j = 0; j < w->in; ++j)
+                  max_w[size_t(j)] = std::max(max_w[size_t(j)], std::fabs(w->weight[size_t(i * w->in + j)]));
+          smoothed = std::make_unique<SmoothedSite>();
+          smoothed->layer = in.layer;
+          smoothed->role = in.role;
+          smoothed->norm_id = as.producer;
+          smoothed->consumers = as.consumers;
+          smoothed->s = smoothing_factors(*site, max_w, options.alpha, options.min_scale);
+          smoothed->m = smoothed_input_scale(model, as.producer, norm, smoothed->s);
+          smoothed->norm = norm;
+          for (size_t j = 0; j < norm.size(); ++j) smoothed->norm[j] = norm[j] * float(1.0 / double(smoothed->s[j]));
+          round_to_dtype(smoothed->norm.data(), int64_t(norm.size()), model.tensors[as.producer].dtype);
+          smoothed->stats = scaled_site(*site, smoothed->m);
+          break;
+        }
+      }
+      // The smoothed members' weights as pack will read them: bf16(W[:, j] * s_j), and their group scale.
+      float smoothed_G = 0;
+      if (smoothed) {
+        float amax = 0;
+        for (ir::Role r : members) {
+          const auto* w = slot(p, r);
+          if (!w) continue;
+          auto& ws = smoothed->weight[r];
+          ws.resize(w->weight.size());
+          for (int64_t i = 0; i < w->out; ++i)
+            for (int64_t j = 0; j < w->in; ++j)
+              ws[size_t(i * w->in + j)] = bf16::to_float(bf16::from_float(w->weight[size_t(i * w->in + j)] * smoothed->s[size_t(j)]));
+          amax = std::max(amax, nvfp4::amax_f32(ws));
+        }
+        smoothed_G = nvfp4::global_scale(amax);
+      }
+
+      bool any = false;
       for (ir::Role r : members) {
         auto it = linear.find({in.layer, r});
         const runtime::LinearParams* w = slot(p, r);
         if (it == linear.end() || !w) continue;
+        any = true;
         const ir::TensorId id = it->second;
         const auto& t = model.tensors[id];
-        const SiteStats* site = fit.find(in.layer, in.role);
         std::optional<float> gx;
         if (decisions[id].input_amax) gx = nvfp4::global_scale(*decisions[id].input_amax);
         std::vector<uint8_t> packed(size_t(w->out * w->in / 2)), scales(size_t(w->out * w->in / 16));
         std::vector<float> deq(w->weight.size());
-        errors[id].resize(candidates.size());
+        const size_t variants = smoothed ? 2 : 1;
+        errors[id].resize(n * variants);
         auto& results = layer_results[id];
-        results.assign(candidates.size(), std::nullopt);
-        const hash::Digest weight_hash = hash::xxh3_128(std::as_bytes(std::span(w->weight)));
-        for (size_t c = 0; c < candidates.size(); ++c) {
-          nvfp4::ErrorStats err;
-          if (auto st = quantize_weight(candidates[c], w->weight.data(), w->out, w->in, G, site, t.module, packed.data(),
-                                        scales.data(), nvfp4::ZeroScale::CompressedTensors, &err, deq.data());
-              !st) {
-            failure = st.error();
-            return;
+        results.assign(n * variants, std::nullopt);
+        for (size_t v = 0; v < variants; ++v) {
+          const bool sm = v == 1;
+          const std::vector<float>& weight = sm ? smoothed->weight[r] : w->weight;
+          const SiteStats* st = sm ? &smoothed->stats : site;
+          const float g = sm ? smoothed_G : G;
+          std::optional<float> gxv = gx;
+          if (sm && gx) gxv = nvfp4::global_scale(smoothed->stats.tensor_absmax());
+          const hash::Digest weight_hash = hash::xxh3_128(std::as_bytes(std::span(weight)));
+          for (size_t c = 0; c < n; ++c) {
+            nvfp4::ErrorStats err;
+            if (auto q = quantize_weight(candidates[c], weight.data(), w->out, w->in, g, st, t.module, packed.data(),
+                                         scales.data(), nvfp4::ZeroScale::CompressedTensors, &err, deq.data());
+                !q) {
+              failure = q.error();
+              return;
+            }
+            errors[id][v * n + c] = linear_output_error(in.x, in.rows, in.cols, w->weight.data(), deq.data(), w->out,
+                                                        gxv, sm ? smoothed->m.data() : nullptr);
+            results[v * n + c] = Result{packed, scales, err, weight_hash, g, gxv};
           }
-          errors[id][c] = linear_output_error(in.x, in.rows, in.cols, w->weight.data(), deq.data(), w->out, gx);
-          if (candidates[c].kind != Quantizer::Kind::Rule)
-            results[c] = Result{packed, scales, err, weight_hash, G};
         }
       }
+      if (smoothed && any) {
+        for (ir::TensorId c : smoothed->consumers)
+          if (!errors[c].empty()) smoothed_site_of[c] = smoothed.get();
+        layer_sites.push_back(std::move(smoothed));
+      }
     };
+    std::optional<runtime::Activations> layer_in;
+    if (options.smoothquant) layer_in = acts;
     FP4C_TRY(forward.layer(l, p, acts, hook));
     if (failure) return make_error("auto: " + failure->message);
-    decide();
+    FP4C_TRY(decide(l, p, layer_in ? &*layer_in : nullptr, acts));
     if (progress) progress(l + 1, layers);
   }
   return {};
@@ -164,29 +361,35 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
 
 std::string format_choices(const ir::Model& model) {
   std::string out;
-  char buf[128];
-  bool header = false;
+  char buf[160];
+  // Columns: every candidate name in the order first seen (a smoothed site adds the smoothquant+ ones).
+  std::vector<std::string> names;
+  for (const auto& c : model.annotations.choice)
+    if (c)
+      for (const auto& [name, e] : c->candidates)
+        if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  if (names.empty()) return "(no Linear measured)\n";
+  std::snprintf(buf, sizeof buf, "%-58s %-30s", "tensor", "chosen");
+  out += buf;
+  for (const auto& name : names) {
+    std::snprintf(buf, sizeof buf, " %*s", int(std::max<size_t>(12, name.size())), name.c_str());
+    out += buf;
+  }
+  out += "\n";
   for (ir::TensorId id = 0; id < model.tensors.size() && id < model.annotations.choice.size(); ++id) {
     const auto& c = model.annotations.choice[id];
     if (!c) continue;
-    if (!header) {
-      out += "tensor                                                     chosen              ";
-      for (const auto& [name, e] : c->candidates) {
-        std::snprintf(buf, sizeof buf, " %12s", name.c_str());
-        out += buf;
-      }
-      out += "\n";
-      header = true;
-    }
-    std::snprintf(buf, sizeof buf, "%-58s %-19s", model.tensors[id].name.c_str(), c->chosen.c_str());
+    std::snprintf(buf, sizeof buf, "%-58s %-30s", model.tensors[id].name.c_str(), c->chosen.c_str());
     out += buf;
-    for (const auto& [name, e] : c->candidates) {
-      std::snprintf(buf, sizeof buf, " %12.4e", e);
+    for (const auto& name : names) {
+      const int width = int(std::max<size_t>(12, name.size()));
+      auto it = std::find_if(c->candidates.begin(), c->candidates.end(), [&](const auto& p) { return p.first == name; });
+      if (it == c->candidates.end()) std::snprintf(buf, sizeof buf, " %*s", width, "-");
+      else std::snprintf(buf, sizeof buf, " %*.4e", width, it->second);
       out += buf;
     }
     out += "\n";
   }
-  if (!header) out += "(no Linear measured)\n";
   return out;
 }
 

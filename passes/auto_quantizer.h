@@ -18,6 +18,11 @@ namespace fp4c::passes {
 
 struct AutoOptions {
   GptqOptions gptq;   // for the gptq candidates
+  // Also every candidate after SmoothQuant of the site (norm -> {q,k,v}, norm -> {gate,up}; factors from
+  // the statistics as the smoothquant pass computes them), kept where it measures less error.
+  bool smoothquant = true;
+  float alpha = 0.5f;
+  float min_scale = 1e-5f;
 };
 
 // Needs model.annotations.decision (a plan; for W4A4 each Linear's input_amax) and `fit`: statistics with
@@ -27,9 +32,19 @@ struct AutoOptions {
 // fake-quantization with the Linear's input global scale; none for W4A16), G from the fused group's max |W|
 // as pack computes it. A unit (fused group or lone Linear) keeps the candidate with the least summed
 // error over its members (ties: the earlier, cheaper one). Writes model.annotations.choice.
+// With options.smoothquant, at each norm -> Linears site no earlier pass rewrote, every candidate is also
+// measured on the smoothed site: input X * m (m: what the norm rewritten by 1/s does to it,
+// smoothed_input_scale), weights bf16(W[:, j] * s_j), the site's statistics rescaled by m (mean squares by
+// m^2, second moments by m m^T), the input global scale from the rescaled max. The site's consumers then
+// decide together; where a smoothed candidate wins, the factors are folded into the model
+// (fold_norm_smoothing, recorded in annotations.smoothing), the site's rescaled statistics are appended to
+// `smoothed_stats` (the caller lays them over `fit` with overlay_stats, so that later passes and pack see
+// the smoothed input; `fit` itself no longer holds for those sites), and the choice is named
+// "smoothquant+<quantizer>".
 Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runtime::WeightSource& weights,
                          const ActivationStats& fit, const std::vector<std::vector<int32_t>>& heldout,
-                         const AutoOptions& options, const std::function<void(int layer, int layers)>& progress = {});
+                         const AutoOptions& options, const std::function<void(int layer, int layers)>& progress = {},
+                         std::vector<SiteStats>* smoothed_stats = nullptr);
 
 // A readable table of the choices and every candidate's error (for --print-after auto).
 std::string format_choices(const ir::Model& model);

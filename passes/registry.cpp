@@ -66,10 +66,14 @@ const std::vector<PassSpec>& pass_registry() {
        {}},
       {"auto",
        "per Linear (fused groups together), every quantizer (max, mse, weighted, 4over6, localhessian, gptq, "
-       "gptq+localhessian) measured by its output error on held-out calibration sequences, the least kept; the "
-       "statistics passes then see only the other sequences (needs stats{second_moments=true})",
+       "gptq+localhessian) measured by its output error on held-out calibration sequences, the least kept; at "
+       "each norm -> {q,k,v} and norm -> {gate,up} site every quantizer also after SmoothQuant of the site, "
+       "which is folded in only where it wins; the statistics passes then see only the other sequences (needs "
+       "stats{second_moments=true})",
        {{"holdout", OptionType::Percent, "25%", "share of the calibration sequences held out for measuring (at least one)", {}},
-        {"damp", OptionType::Float, "0.01", "GPTQ dampening for the gptq candidates", {}}},
+        {"damp", OptionType::Float, "0.01", "GPTQ dampening for the gptq candidates", {}},
+        {"smoothquant", OptionType::Bool, "true", "also try each site smoothed (SmoothQuant's factors, as the smoothquant pass)", {}},
+        {"alpha", OptionType::Float, "0.5", "SmoothQuant migration strength of the smoothed candidates", {}}},
        {"stats"},
        {}},
       {"pack",

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "formats/bf16.h"
+#include "formats/convert.h"
 #include "passes/outliers.h"
 #include "runtime/checkpoint_weights.h"
 
@@ -153,7 +154,44 @@ void compose(std::vector<float>& slot, const std::vector<float>& s, bool inverse
   for (size_t j = 0; j < s.size(); ++j) slot[j] = inverse ? float(double(slot[j]) / double(s[j])) : slot[j] * s[j];
 }
 
+void record_smoothing(ir::Model& model, int layer, const std::string& mapping, ir::TensorId smooth,
+                      const std::vector<ir::TensorId>& balanced, float alpha, const std::vector<float>& s) {
+  ir::Smoothing rec;
+  rec.layer = layer;
+  rec.mapping = mapping;
+  rec.smooth = smooth;
+  rec.balanced = balanced;
+  rec.alpha = alpha;
+  std::vector<float> sorted = s;
+  std::sort(sorted.begin(), sorted.end());
+  if (!sorted.empty()) {
+    rec.factor_min = sorted.front();
+    rec.factor_max = sorted.back();
+    rec.factor_median = sorted[(sorted.size() - 1) / 2];
+  }
+  model.annotations.smoothing.push_back(std::move(rec));
+}
+
 }  // namespace
+
+void fold_norm_smoothing(ir::Model& model, int layer, const std::string& mapping, ir::TensorId norm,
+                         const std::vector<ir::TensorId>& balanced, float alpha, const std::vector<float>& s) {
+  auto& a = model.annotations;
+  a.channel_scale.resize(model.tensors.size());
+  a.row_scale.resize(model.tensors.size());
+  compose(a.channel_scale[norm], s, /*inverse=*/true);
+  for (ir::TensorId b : balanced) compose(a.channel_scale[b], s, false);
+  record_smoothing(model, layer, mapping, norm, balanced, alpha, s);
+}
+
+std::vector<float> smoothed_input_scale(const ir::Model& model, ir::TensorId norm, const std::vector<float>& norm_weight,
+                                        const std::vector<float>& s) {
+  std::vector<float> v(norm_weight.size());
+  for (size_t j = 0; j < v.size(); ++j) v[j] = norm_weight[j] * float(1.0 / double(s[j]));  // as compose + apply_transform
+  round_to_dtype(v.data(), int64_t(v.size()), model.tensors[norm].dtype);
+  for (size_t j = 0; j < v.size(); ++j) v[j] = norm_weight[j] != 0.0f ? v[j] / norm_weight[j] : 1.0f;
+  return v;
+}
 
 Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::Ref> refs,
                     const ActivationStats& stats, const SmoothQuantOptions& options) {
@@ -223,25 +261,11 @@ Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::R
     if (m.smooth_rows) {
       compose(a.row_scale[m.smooth], s, /*inverse=*/true);
       if (m.smooth_bias) compose(a.channel_scale[*m.smooth_bias], s, true);
+      for (ir::TensorId b : m.balanced) compose(a.channel_scale[b], s, false);
+      record_smoothing(model, m.layer, m.name, m.smooth, m.balanced, options.alpha, s);
     } else {
-      compose(a.channel_scale[m.smooth], s, true);
+      fold_norm_smoothing(model, m.layer, m.name, m.smooth, m.balanced, options.alpha, s);
     }
-    for (ir::TensorId b : m.balanced) compose(a.channel_scale[b], s, false);
-
-    ir::Smoothing rec;
-    rec.layer = m.layer;
-    rec.mapping = m.name;
-    rec.smooth = m.smooth;
-    rec.balanced = m.balanced;
-    rec.alpha = options.alpha;
-    std::vector<float> sorted = s;
-    std::sort(sorted.begin(), sorted.end());
-    if (!sorted.empty()) {
-      rec.factor_min = sorted.front();
-      rec.factor_max = sorted.back();
-      rec.factor_median = sorted[(sorted.size() - 1) / 2];
-    }
-    a.smoothing.push_back(std::move(rec));
   }
   return {};
 }

@@ -29,6 +29,17 @@ std::vector<float> smoothing_factors(const SiteStats& site, const std::vector<fl
 void apply_smoothing(std::vector<float>& norm_weight, const std::vector<runtime::LinearParams*>& balanced,
                      const std::vector<float>& s);
 
+// Folds factors s of one norm -> Linears mapping into the model's rewrites (norm weight / s, each balanced
+// Linear's columns * s, composed with earlier rewrites) and records it in model.annotations.smoothing.
+void fold_norm_smoothing(ir::Model& model, int layer, const std::string& mapping, ir::TensorId norm,
+                         const std::vector<ir::TensorId>& balanced, float alpha, const std::vector<float>& s);
+
+// What folding s into an unrewritten norm does to the norm's output channel j: the factor
+// m_j = rewritten_j / norm_weight_j, rewritten_j = (norm_weight_j / s_j) rounded to the norm's dtype as pack
+// stores it (1 where the norm weight is 0). The Linears' input becomes X * m.
+std::vector<float> smoothed_input_scale(const ir::Model& model, ir::TensorId norm, const std::vector<float>& norm_weight,
+                                        const std::vector<float>& s);
+
 // The factors of one layer's two default mappings; an empty vector leaves that mapping unsmoothed.
 struct LayerFactors {
   std::vector<float> attn;  // input_layernorm -> {q, k, v}, [hidden]

@@ -26,7 +26,19 @@ float SiteStats::tensor_absmax() const {
 const SiteStats* ActivationStats::find(int layer, ir::Role role) const {
   for (const auto& s : sites)
     if (s.layer == layer && s.role == role) return &s;
-  return nullptr;
+  return under ? under->find(layer, role) : nullptr;
+}
+
+std::shared_ptr<const ActivationStats> overlay_stats(std::shared_ptr<const ActivationStats> base,
+                                                     std::vector<SiteStats> replaced) {
+  if (replaced.empty()) return base;
+  auto out = std::make_shared<ActivationStats>();
+  out->model_key = base->model_key;
+  out->calibration_key = base->calibration_key;
+  out->precision = base->precision;
+  out->sites = std::move(replaced);
+  out->under = std::move(base);
+  return out;
 }
 
 std::optional<ir::Role> input_site_role(ir::Role role) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -31,8 +32,15 @@ struct ActivationStats {
   std::string calibration_key;
   std::string precision;
   std::vector<SiteStats> sites;
+  // Sites not in `sites` are looked up here (an overlay: a pass that rescaled some sites' statistics
+  // replaces those without copying the rest).
+  std::shared_ptr<const ActivationStats> under;
   const SiteStats* find(int layer, ir::Role role) const;
 };
+
+// `base` with the sites of `replaced` (by layer and role) in place of its own.
+std::shared_ptr<const ActivationStats> overlay_stats(std::shared_ptr<const ActivationStats> base,
+                                                     std::vector<SiteStats> replaced);
 
 // The group input role that feeds a Linear of `role` (q/k/v -> Q, gate/up -> Gate, o -> O, down -> Down).
 std::optional<ir::Role> input_site_role(ir::Role role);

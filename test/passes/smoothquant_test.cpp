@@ -81,13 +81,6 @@ TEST(SmoothQuant, ApplyScalesColumnsAndDividesTheNorm) {
 }
 
 // Planted outlier channels: a few input_layernorm weights multiplied by 30.
-std::vector<TinyTensor> planted(const TinyShape& shape, uint64_t seed) {
-  auto tensors = tiny_tensors(shape, seed);
-  for (auto& t : tensors)
-    if (t.name.find("input_layernorm") != std::string::npos)
-      for (size_t j : {size_t(3), size_t(17), size_t(40)}) t.bf16[j] = bf16::from_float(30 * bf16::to_float(t.bf16[j]));
-  return tensors;
-}
 
 class SmoothQuantModel : public ::testing::TestWithParam<std::string> {};
 
@@ -103,7 +96,7 @@ TEST_P(SmoothQuantModel, SmoothedModelComputesTheSameLogits) {
   SCOPED_TRACE(with_outliers ? "planted outliers" : "random checkpoint");
   const float tolerance = with_outliers ? 1e-4f : 1e-5f;
   TempDir tmp;
-  write_checkpoint(tmp.path / "m", shape, with_outliers ? planted(shape, seed) : tiny_tensors(shape, seed));
+  write_checkpoint(tmp.path / "m", shape, with_outliers ? planted_outliers(shape, seed) : tiny_tensors(shape, seed));
   auto ckpt = frontend::open_checkpoint((tmp.path / "m").string());
   ASSERT_TRUE(ckpt.ok()) << ckpt.error().message;
   const auto seqs = random_sequences(seed, shape.vocab);
@@ -152,7 +145,7 @@ TEST_P(SmoothQuantModel, SmoothingFlattensPlantedOutlierChannels) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   TinyShape shape;
   shape.architecture = GetParam();
-  write_checkpoint(tmp.path / "m", shape, planted(shape, seed));
+  write_checkpoint(tmp.path / "m", shape, planted_outliers(shape, seed));
   auto ckpt = frontend::open_checkpoint((tmp.path / "m").string());
   ASSERT_TRUE(ckpt.ok()) << ckpt.error().message;
   const auto seqs = random_sequences(seed ^ 0x9e3779b97f4a7c15ull, shape.vocab);

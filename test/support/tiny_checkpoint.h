@@ -74,6 +74,17 @@ inline std::vector<TinyTensor> tiny_tensors(const TinyShape& s, uint64_t seed) {
   return out;
 }
 
+// tiny_tensors with channels 3, 17 and 40 of every norm whose name contains `norm` made 30x larger: planted
+// activation outlier channels at the Linears that norm feeds.
+inline std::vector<TinyTensor> planted_outliers(const TinyShape& shape, uint64_t seed,
+                                                const std::string& norm = "input_layernorm") {
+  auto tensors = tiny_tensors(shape, seed);
+  for (auto& t : tensors)
+    if (t.name.find(norm) != std::string::npos)
+      for (size_t j : {size_t(3), size_t(17), size_t(40)}) t.bf16[j] = bf16::from_float(30 * bf16::to_float(t.bf16[j]));
+  return tensors;
+}
+
 inline std::string tiny_config(const TinyShape& s) {
   char buf[1024];
   std::snprintf(buf, sizeof buf,

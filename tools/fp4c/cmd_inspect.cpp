@@ -245,12 +245,12 @@ int run_inspect(const InspectOptions& o) {
     if (r->has_quantizer())
       for (const auto& c : r->quantizer().candidates())
         if (c.name() == r->quantizer().chosen()) e = c.output_error();
-    std::snprintf(buf, sizeof buf, " %-18s %10.3e", r->has_quantizer() ? r->quantizer().chosen().c_str() : "-", e);
+    std::snprintf(buf, sizeof buf, " %-30s %10.3e", r->has_quantizer() ? r->quantizer().chosen().c_str() : "-", e);
     return buf;
   };
   std::printf("%-48s %-7s %5s %-6s %11s %9s %11s %11s%s%s  %s\n", "module", "role", "layer", "format", "global", "SQNR dB",
               "rel MSE", "max |err|", sensitivity ? "    sens err rank" : "",
-              chosen ? " quantizer           out error" : "", "kept because");
+              chosen ? " quantizer                       out error" : "", "kept because");
   for (auto* r : rows) {
     if (is_fp4(*r)) {
       char global[32] = "-";  // MXFP4 has no global scale

@@ -467,13 +467,17 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
       FP4C_TRY(passes::plan_weights(model, plan_options));
       passes::AutoOptions ao;
       ao.gptq.damp = std::stod(pass.option("damp"));
+      ao.smoothquant = pass.option("smoothquant") == "true";
+      ao.alpha = std::stof(pass.option("alpha"));
       quantizer.gptq.damp = ao.gptq.damp;
       runtime::Forward forward(model.config, forward_options(o, *budget));
       runtime::CheckpointWeights weights(model, ckpt.refs, /*release_pages=*/true);
       int64_t held_tokens = 0;
       for (const auto& s : heldout) held_tokens += int64_t(s.size());
+      std::vector<passes::SiteStats> smoothed;
       FP4C_TRY(passes::choose_quantizers(model, forward, weights, *stats, heldout, ao,
-                                         progress_line(tty, "auto", double(held_tokens))));
+                                         progress_line(tty, "auto", double(held_tokens)), &smoothed));
+      stats = passes::overlay_stats(stats, std::move(smoothed));  // the smoothed sites' rescaled statistics
     } else if (pass.name == "gptq") {
       passes::GptqOptions g;
       g.damp = std::stod(pass.option("damp"));
