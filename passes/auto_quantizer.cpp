@@ -10,7 +10,6 @@
 #include <span>
 #include <utility>
 
-#include "formats/bf16.h"
 #include "formats/convert.h"
 #include "formats/hash.h"
 #include "formats/nvfp4.h"
@@ -268,38 +267,36 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           if (!untouched) break;
           const std::vector<float>& norm = in.role == ir::Role::Q ? p.input_norm : p.post_norm;
           if (int64_t(norm.size()) != in.cols || site->cols() != in.cols) break;
-          std::vector<float> max_w(size_t(in.cols), 0.0f);
+          std::vector<const runtime::LinearParams*> balanced;
           for (ir::Role r : members)
-            if (const auto* w = slot(p, r); w && w->in == in.cols)
-              for (int64_t i = 0; i < w->out; ++i)
-                for (int64_t j = 0; j < w->in; ++j)
-                  max_w[size_t(j)] = std::max(max_w[size_t(j)], std::fabs(w->weight[size_t(i * w->in + j)]));
+            if (const auto* w = slot(p, r); w && w->in == in.cols) balanced.push_back(w);
           smoothed = std::make_unique<SmoothedSite>();
           smoothed->layer = in.layer;
           smoothed->role = in.role;
           smoothed->norm_id = as.producer;
           smoothed->consumers = as.consumers;
-          smoothed->s = smoothing_factors(*site, max_w, options.alpha, options.min_scale);
-          smoothed->m = smoothed_input_scale(model, as.producer, norm, smoothed->s);
-          smoothed->norm = norm;
-          for (size_t j = 0; j < norm.size(); ++j) smoothed->norm[j] = norm[j] * float(1.0 / double(smoothed->s[j]));
-          round_to_dtype(smoothed->norm.data(), int64_t(norm.size()), model.tensors[as.producer].dtype);
+          smoothed->s = smoothing_factors(*site, balanced, options.alpha, options.min_scale);
+          smoothed->norm = rewritten_norm(model, as.producer, norm, smoothed->s);
+          smoothed->m = smoothed_input_scale(norm, smoothed->norm);
           smoothed->stats = scaled_site(*site, smoothed->m);
           break;
         }
       }
-      // The smoothed members' weights as pack will read them: bf16(W[:, j] * s_j), and their group scale.
+      // The smoothed members' weights as pack will read them: W[:, j] * s_j rounded to the tensor's dtype
+      // (apply_transform), and their group scale.
       float smoothed_G = 0;
       if (smoothed) {
         float amax = 0;
-        for (ir::Role r : members) {
+        for (ir::TensorId c : smoothed->consumers) {
+          const ir::Role r = model.tensors[c].role;
           const auto* w = slot(p, r);
           if (!w) continue;
           auto& ws = smoothed->weight[r];
           ws.resize(w->weight.size());
           for (int64_t i = 0; i < w->out; ++i)
             for (int64_t j = 0; j < w->in; ++j)
-              ws[size_t(i * w->in + j)] = bf16::to_float(bf16::from_float(w->weight[size_t(i * w->in + j)] * smoothed->s[size_t(j)]));
+              ws[size_t(i * w->in + j)] = w->weight[size_t(i * w->in + j)] * smoothed->s[size_t(j)];
+          round_to_dtype(ws.data(), int64_t(ws.size()), model.tensors[c].dtype);
           amax = std::max(amax, nvfp4::amax_f32(ws));
         }
         smoothed_G = nvfp4::global_scale(amax);

@@ -184,13 +184,18 @@ void fold_norm_smoothing(ir::Model& model, int layer, const std::string& mapping
   record_smoothing(model, layer, mapping, norm, balanced, alpha, s);
 }
 
-std::vector<float> smoothed_input_scale(const ir::Model& model, ir::TensorId norm, const std::vector<float>& norm_weight,
-                                        const std::vector<float>& s) {
+std::vector<float> rewritten_norm(const ir::Model& model, ir::TensorId norm, const std::vector<float>& norm_weight,
+                                  const std::vector<float>& s) {
   std::vector<float> v(norm_weight.size());
   for (size_t j = 0; j < v.size(); ++j) v[j] = norm_weight[j] * float(1.0 / double(s[j]));  // as compose + apply_transform
   round_to_dtype(v.data(), int64_t(v.size()), model.tensors[norm].dtype);
-  for (size_t j = 0; j < v.size(); ++j) v[j] = norm_weight[j] != 0.0f ? v[j] / norm_weight[j] : 1.0f;
   return v;
+}
+
+std::vector<float> smoothed_input_scale(const std::vector<float>& norm_weight, const std::vector<float>& rewritten) {
+  std::vector<float> m(norm_weight.size());
+  for (size_t j = 0; j < m.size(); ++j) m[j] = norm_weight[j] != 0.0f ? rewritten[j] / norm_weight[j] : 1.0f;
+  return m;
 }
 
 Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::Ref> refs,

@@ -34,11 +34,13 @@ void apply_smoothing(std::vector<float>& norm_weight, const std::vector<runtime:
 void fold_norm_smoothing(ir::Model& model, int layer, const std::string& mapping, ir::TensorId norm,
                          const std::vector<ir::TensorId>& balanced, float alpha, const std::vector<float>& s);
 
-// What folding s into an unrewritten norm does to the norm's output channel j: the factor
-// m_j = rewritten_j / norm_weight_j, rewritten_j = (norm_weight_j / s_j) rounded to the norm's dtype as pack
-// stores it (1 where the norm weight is 0). The Linears' input becomes X * m.
-std::vector<float> smoothed_input_scale(const ir::Model& model, ir::TensorId norm, const std::vector<float>& norm_weight,
-                                        const std::vector<float>& s);
+// An unrewritten norm weight after folding s in, as pack stores it: norm_weight_j / s_j rounded to the
+// norm's dtype.
+std::vector<float> rewritten_norm(const ir::Model& model, ir::TensorId norm, const std::vector<float>& norm_weight,
+                                  const std::vector<float>& s);
+// What that does to the norm's output channel j, which the Linears see: X_j * m_j with
+// m_j = rewritten_j / norm_weight_j (1 where the norm weight is 0).
+std::vector<float> smoothed_input_scale(const std::vector<float>& norm_weight, const std::vector<float>& rewritten);
 
 // The factors of one layer's two default mappings; an empty vector leaves that mapping unsmoothed.
 struct LayerFactors {
