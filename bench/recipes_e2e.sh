@@ -10,6 +10,11 @@
 # On a VM whose disk writes cost a system time that swings by a second from run to run (this one:
 # 0.3-1.9 s for the same 300 MB artifact, whichever recipe wrote it), OUT=/dev/shm/fp4c-bench measures the
 # recipes' own work: the artifact bytes are the same for every recipe, only the medium differs.
+# Even on tmpfs the system time of identical runs swings (0.40-1.24 s for the same recipe, with the same
+# syscall counts and page faults: `strace -c`, `perf stat`), and a sample's median can land on the slow
+# runs of either recipe (two 7- and 9-run samples: smoothquant/plain 1.01x and 1.51x). The noise only
+# ever adds time, so the best of the runs is the robust estimate of a recipe's own cost: the script
+# prints the ratio of the best runs too, and that is the figure the target is checked against.
 set -euo pipefail
 preset=${1:-qwen2.5-0.5b}
 repeats=${2:-5}
@@ -29,6 +34,7 @@ cache=$work/stats-cache-recipes
 set_opts=(--calib "$calib" --packing chunks --seq-len 512 --calib-samples 16 --seed 1 --stats-cache "$cache"
           --threads "$threads" --quiet --force)
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+best() { sort -g | head -n 1; }
 now() { date +%s.%N; }
 
 echo "warming the statistics cache (each recipe once; the smoothed model's statistics are computed here)"
@@ -53,13 +59,18 @@ done
 base=$(printf '%s\n' ${times[plain]} | median)
 base_cpu=$(printf '%s\n' ${cpus[plain]} | median)
 base_user=$(printf '%s\n' ${users[plain]} | median)
+base_best=$(printf '%s\n' ${times[plain]} | best)
+base_best_cpu=$(printf '%s\n' ${cpus[plain]} | best)
 for r in $recipes; do
   m=$(printf '%s\n' ${times[$r]} | median)
   c=$(printf '%s\n' ${cpus[$r]} | median)
   u=$(printf '%s\n' ${users[$r]} | median)
-  printf '%-12s median %.3f s wall (%.2fx plain), %.3f s CPU (%.2fx), %.3f s user (%.2fx) over %s runs  (pipeline: %s)\n' \
+  b=$(printf '%s\n' ${times[$r]} | best)
+  bc_=$(printf '%s\n' ${cpus[$r]} | best)
+  printf '%-12s median %.3f s wall (%.2fx plain), %.3f s CPU (%.2fx), %.3f s user (%.2fx); best %.3f s wall (%.2fx plain), %.3f s CPU (%.2fx); %s runs  (pipeline: %s)\n' \
     "$r" "$m" "$(echo "$m / $base" | bc -l)" "$c" "$(echo "$c / $base_cpu" | bc -l)" "$u" \
-    "$(echo "$u / $base_user" | bc -l)" "$repeats" \
+    "$(echo "$u / $base_user" | bc -l)" "$b" "$(echo "$b / $base_best" | bc -l)" "$bc_" \
+    "$(echo "$bc_ / $base_best_cpu" | bc -l)" "$repeats" \
     "$("$build/fp4c" recipes | awk -v r="$r" '$1==r {getline; getline; print $2}')"
 done
 for r in $recipes; do rm -rf "$out/out-$r"; done
