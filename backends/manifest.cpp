@@ -134,6 +134,10 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
         cand->set_name(name);
         cand->set_output_error(e);
       }
+      if (c->layer_error) {
+        rq->set_layer_error_unsmoothed(c->layer_error->first);
+        rq->set_layer_error_smoothed(c->layer_error->second);
+      }
     }
     r->set_smoothed(model.transformed(id));
     const uint64_t n = numel(t.shape);

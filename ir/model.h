@@ -166,6 +166,9 @@ struct Smoothing {
 struct QuantizerChoice {
   std::string chosen;                                    // e.g. "gptq+localhessian"
   std::vector<std::pair<std::string, double>> candidates;  // (quantizer, relative output error of this Linear)
+  // Where the Linear's norm site was also measured smoothed: the decoder layer's output error (summed squares
+  // against the BF16 layer on the held-out tokens) with the site unsmoothed and smoothed (each at its best).
+  std::optional<std::pair<double, double>> layer_error;
 };
 
 // A Linear's NVFP4 bytes as the auto pass computed them for its chosen quantizer, so that pack does not

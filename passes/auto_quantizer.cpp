@@ -127,6 +127,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     const SmoothedSite* site = nullptr;
     size_t best[2] = {0, 0};
     bool smooth = false;
+    std::optional<std::pair<double, double>> layer_error;   // (unsmoothed, smoothed), where measured
   };
   const auto decide = [&](int l, const runtime::LayerParams& p, const runtime::Activations* layer_in,
                           const runtime::Activations& reference) -> Status {
@@ -190,6 +191,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         if (!u.site) continue;
         FP4C_ASSIGN(const double e, layer_error(&u));
         u.smooth = e < base;
+        u.layer_error = std::pair(base, e);
       }
     }
     for (const Unit& u : units) {
@@ -204,6 +206,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         if (errors[m].empty()) continue;
         ir::QuantizerChoice qc;
         qc.chosen = candidate_name(candidates[best % n], u.smooth);
+        qc.layer_error = u.layer_error;
         for (size_t c = 0; c < errors[m].size(); ++c)
           qc.candidates.emplace_back(candidate_name(candidates[c % n], c >= n), errors[m][c].relative());
         choice[m] = std::move(qc);
@@ -372,7 +375,7 @@ std::string format_choices(const ir::Model& model) {
     std::snprintf(buf, sizeof buf, " %*s", int(std::max<size_t>(12, name.size())), name.c_str());
     out += buf;
   }
-  out += "\n";
+  out += "  layer error unsmoothed / smoothed\n";
   for (ir::TensorId id = 0; id < model.tensors.size() && id < model.annotations.choice.size(); ++id) {
     const auto& c = model.annotations.choice[id];
     if (!c) continue;
@@ -383,6 +386,10 @@ std::string format_choices(const ir::Model& model) {
       auto it = std::find_if(c->candidates.begin(), c->candidates.end(), [&](const auto& p) { return p.first == name; });
       if (it == c->candidates.end()) std::snprintf(buf, sizeof buf, " %*s", width, "-");
       else std::snprintf(buf, sizeof buf, " %*.4e", width, it->second);
+      out += buf;
+    }
+    if (c->layer_error) {
+      std::snprintf(buf, sizeof buf, "  %.4e / %.4e", c->layer_error->first, c->layer_error->second);
       out += buf;
     }
     out += "\n";

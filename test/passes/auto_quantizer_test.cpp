@@ -281,6 +281,16 @@ TEST(AutoQuantizer, SmoothsWhereTheLayerErrsLessAndFoldsItIn) {
   for (ir::TensorId id : model.linear_weights())
     if (!smoothed_members.count(id) && model.annotations.choice[id])
       EXPECT_NE(model.annotations.choice[id]->chosen.rfind("smoothquant+", 0), 0u) << model.tensors[id].name;
+  // The layer errors that decided are recorded for every consumer of a measured site: smoothed where less.
+  for (ir::TensorId id : model.linear_weights()) {
+    const auto& c = model.annotations.choice[id];
+    if (!c) continue;
+    const bool consumer = smoothable(model.tensors[id].role);
+    ASSERT_EQ(c->layer_error.has_value(), consumer) << model.tensors[id].name;
+    if (!consumer) continue;
+    EXPECT_GT(c->layer_error->first, 0.0);
+    EXPECT_EQ(c->layer_error->second < c->layer_error->first, bool(smoothed_members.count(id))) << model.tensors[id].name;
+  }
 
   // Folded exactly: rewritten norm_j x rewritten W[i, j] equals norm_j x W[i, j] up to the two BF16
   // roundings (each at most 2^-8 relative); a factor folded on one side only would be off by s_j.

@@ -270,6 +270,9 @@ TEST(Recipes, AutoRecordsEveryCandidateAndNeedsHeldOutSequences) {
     // Every quantizer; a norm's consumers (q, k, v, gate, up) also each one after smoothing their site.
     const bool site = t.role() == "q" || t.role() == "k" || t.role() == "v" || t.role() == "gate" || t.role() == "up";
     EXPECT_EQ(t.quantizer().candidates_size(), site ? 14 : 7) << t.name();
+    // ... and the layer output errors that decided whether to smooth the site.
+    EXPECT_EQ(t.quantizer().has_layer_error_smoothed(), site) << t.name();
+    if (site) EXPECT_GT(t.quantizer().layer_error_unsmoothed(), 0.0) << t.name();
     EXPECT_EQ(t.format(), "nvfp4");
   }
   EXPECT_GE(chosen, 14);

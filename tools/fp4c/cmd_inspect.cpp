@@ -211,6 +211,9 @@ int run_inspect(const InspectOptions& o) {
         nlohmann::json c = nlohmann::json::object();
         for (const auto& cand : r->quantizer().candidates()) c[cand.name()] = cand.output_error();
         j["quantizer"] = {{"chosen", r->quantizer().chosen()}, {"candidates", c}};
+        if (r->quantizer().has_layer_error_smoothed())
+          j["quantizer"]["layer_error"] = {{"unsmoothed", r->quantizer().layer_error_unsmoothed()},
+                                           {"smoothed", r->quantizer().layer_error_smoothed()}};
       }
       if (auto it = smoothing_of.find(r->name()); it != smoothing_of.end()) {
         j["smoothing"] = nlohmann::json::array();
