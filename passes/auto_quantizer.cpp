@@ -22,6 +22,20 @@ namespace {
 
 // At most this many bytes of chosen results are kept for pack; beyond, pack computes the rest again.
 constexpr uint64_t kPrequantizedBytes = uint64_t(1) << 30;
+// The layer-level smoothing decision runs the layer on the first held-out sequences up to this many tokens
+// (at least one sequence): three copies of those hidden states, whatever the calibration set's size.
+constexpr int64_t kLayerErrorTokens = int64_t(1) << 15;
+
+// The first sequences of `acts` up to `tokens` tokens (at least one), as their own activations.
+runtime::Activations first_sequences(const runtime::Activations& acts, int64_t tokens) {
+  runtime::Activations out;
+  const int64_t hidden = acts.tokens() ? int64_t(acts.hidden.size()) / acts.tokens() : 0;
+  size_t n = 1;
+  while (n + 1 < acts.offsets.size() && acts.offsets[n + 1] <= tokens) ++n;
+  out.offsets.assign(acts.offsets.begin(), acts.offsets.begin() + std::min(n + 1, acts.offsets.size()));
+  out.hidden.assign(acts.hidden.begin(), acts.hidden.begin() + out.tokens() * hidden);
+  return out;
+}
 
 const runtime::LinearParams* slot(const runtime::LayerParams& p, ir::Role role) {
   switch (role) {
@@ -118,7 +132,8 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
   // Units (fused groups, or a smoothed site's consumers, decided together) of the current layer's Linears.
   // errors[m] holds n candidates, then n smoothed ones where the site was smoothed. Each unit's best
   // candidate per variant is the least summed output error over its members. Whether a site is smoothed is
-  // decided on the whole layer: its output (the residual stream after it) on the held-out sequences with every
+  // decided on the whole layer: its output (the residual stream after it) on the held-out sequences (the first,
+  // up to kLayerErrorTokens) with every
   // unit at its best unsmoothed candidate, against the same with this site's unit at its best smoothed one,
   // each against the BF16 layer's output; smoothing is kept where it errs less. (A site's own output error
   // can improve while q.k products or the MLP's product of gate and up get worse.)
@@ -176,7 +191,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       }
       runtime::Activations a = *layer_in;
       FP4C_TRY(forward.layer(l, q, a));
-      double e = 0;
+      double e = 0;  // over the sequences layer_in holds: the first of `reference`'s
       for (int64_t i = 0; i < int64_t(a.hidden.size()); ++i) {
         const double d = double(a.hidden[size_t(i)]) - double(reference.hidden[size_t(i)]);
         e += d * d;
@@ -350,7 +365,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       }
     };
     std::optional<runtime::Activations> layer_in;
-    if (options.smoothquant) layer_in = acts;
+    if (options.smoothquant) layer_in = first_sequences(acts, kLayerErrorTokens);
     FP4C_TRY(forward.layer(l, p, acts, hook));
     if (failure) return make_error("auto: " + failure->message);
     FP4C_TRY(decide(l, p, layer_in ? &*layer_in : nullptr, acts));

@@ -34,12 +34,15 @@ struct AutoOptions {
 // error over its members (ties: the earlier, cheaper one). Writes model.annotations.choice.
 // With options.smoothquant, at each norm -> Linears site no earlier pass rewrote, every candidate is also
 // measured on the smoothed site: input X * m (m: what the norm rewritten by 1/s does to it,
-// smoothed_input_scale), weights bf16(W[:, j] * s_j), the site's statistics rescaled by m (mean squares by
-// m^2, second moments by m m^T), the input global scale from the rescaled max. The site's consumers then
-// decide together; where a smoothed candidate wins, the factors are folded into the model
+// smoothed_input_scale), weights W[:, j] * s_j rounded to their dtype, the site's statistics rescaled by m
+// (mean squares by m^2, second moments by m m^T), the input global scale from the rescaled max. Whether the
+// site is smoothed is the layer's decision: the decoder layer's output on the first held-out sequences (up to
+// 32768 tokens) with every unit at its best unsmoothed candidate, against the same with the site's
+// consumers at their best smoothed one, each against the BF16 layer's output (recorded in
+// QuantizerChoice::layer_error). Where smoothing errs less, the factors are folded into the model
 // (fold_norm_smoothing, recorded in annotations.smoothing), the site's rescaled statistics are appended to
-// `smoothed_stats` (the caller lays them over `fit` with overlay_stats, so that later passes and pack see
-// the smoothed input; `fit` itself no longer holds for those sites), and the choice is named
+// `smoothed_stats` (the caller lays them over `fit` with overlay_stats, so that later passes and pack see the
+// smoothed input; `fit` itself no longer holds for those sites), and the choice is named
 // "smoothquant+<quantizer>".
 Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runtime::WeightSource& weights,
                          const ActivationStats& fit, const std::vector<std::vector<int32_t>>& heldout,
