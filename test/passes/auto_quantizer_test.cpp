@@ -16,6 +16,7 @@
 #include "passes/pack.h"
 #include "passes/output_error.h"
 #include "passes/quantizers.h"
+#include "passes/smoothquant.h"
 #include "passes/stats.h"
 #include "passes/weight_plan.h"
 #include "runtime/checkpoint_weights.h"
@@ -363,6 +364,24 @@ TEST(AutoQuantizer, SmoothsWhereTheLayerErrsLessAndFoldsItIn) {
   for (ir::TensorId id : g.ckpt->model.linear_weights())
     if (const auto& c = g.ckpt->model.annotations.choice[id])
       EXPECT_EQ(c->candidates.size(), passes::auto_candidates().size());
+}
+
+// A site an earlier smoothquant pass rewrote is not smoothed again: its consumers get the plain candidates.
+TEST(AutoQuantizer, SitesAlreadySmoothedAreLeftAlone) {
+  Fixture f(true, /*outliers=*/true);
+  SCOPED_TRACE("seed " + std::to_string(f.seed));
+  auto& model = f.ckpt->model;
+  ASSERT_TRUE(passes::smooth_model(model, f.ckpt->refs, f.stats, {}).ok());
+  const size_t records = model.annotations.smoothing.size();
+  ASSERT_GT(records, 0u);
+  ASSERT_TRUE(f.run().ok());
+  EXPECT_EQ(model.annotations.smoothing.size(), records);
+  EXPECT_TRUE(f.smoothed.empty());
+  for (ir::TensorId id : model.linear_weights())
+    if (const auto& c = model.annotations.choice[id]) {
+      EXPECT_EQ(c->candidates.size(), passes::auto_candidates().size()) << model.tensors[id].name;
+      EXPECT_FALSE(c->layer_error.has_value());
+    }
 }
 
 }  // namespace
