@@ -160,7 +160,9 @@ TEST(Recipes, OutliersPassReachesTheManifestAndInspect) {
     ++with;
     EXPECT_EQ(t.outliers().k(), 6.0);
     EXPECT_EQ(t.outliers().weight().top_channels_size(), 4);
-    if (t.role() == "q" || t.role() == "gate") EXPECT_TRUE(t.outliers().has_activation()) << t.name();
+    if (t.role() == "q" || t.role() == "gate") {
+      EXPECT_TRUE(t.outliers().has_activation()) << t.name();
+    }
   }
   EXPECT_GE(with, 14);   // 7 Linears per layer, 2 layers (and lm_head when untied)
   r = fp4c("inspect " + out.string() + " --outliers --top 5");
@@ -272,10 +274,24 @@ TEST(Recipes, AutoRecordsEveryCandidateAndNeedsHeldOutSequences) {
     EXPECT_EQ(t.quantizer().candidates_size(), site ? 14 : 7) << t.name();
     // ... and the layer output errors that decided whether to smooth the site.
     EXPECT_EQ(t.quantizer().has_layer_error_smoothed(), site) << t.name();
-    if (site) EXPECT_GT(t.quantizer().layer_error_unsmoothed(), 0.0) << t.name();
+    if (site) {
+      EXPECT_GT(t.quantizer().layer_error_unsmoothed(), 0.0) << t.name();
+    }
     EXPECT_EQ(t.format(), "nvfp4");
   }
   EXPECT_GE(chosen, 14);
+  // The planted channels get some sites smoothed; the artifact is the same bytes at 1 and 2 threads.
+  EXPECT_GT(m->smoothing_size(), 0);
+  const auto one = s.tmp.path / "o1", two = s.tmp.path / "o2";
+  ASSERT_EQ(fp4c(s.base(one) + " --quiet --recipe auto --threads 1").exit_code, 0);
+  ASSERT_EQ(fp4c(s.base(two) + " --quiet --recipe auto --threads 2").exit_code, 0);
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(one))
+    if (e.path().extension() == ".safetensors") {
+      ++files;
+      EXPECT_EQ(read_file(e.path()), read_file(two / e.path().filename())) << e.path().filename();
+    }
+  EXPECT_GT(files, 0);
   r = fp4c("inspect " + out.string());
   ASSERT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("quantizer"), std::string::npos) << r.out;
