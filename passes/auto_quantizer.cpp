@@ -137,6 +137,26 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
   // unit at its best unsmoothed candidate, against the same with this site's unit at its best smoothed one,
   // each against the BF16 layer's output; smoothing is kept where it errs less. (A site's own output error
   // can improve while q.k products or the MLP's product of gate and up get worse.)
+  // The Linears that decide together with `id`: its smoothed site's consumers, else its fused group.
+  const auto unit_of = [&](ir::TensorId id, const SmoothedSite* site) -> std::vector<ir::TensorId> {
+    if (site) return site->consumers;
+    if (const ir::FusedGroup* g = model.group_of(id)) return g->members;
+    return {id};
+  };
+  // The unit's best candidate of variant v (0: as is, 1: smoothed): the least summed relative output error
+  // over its measured members (ties: the earlier, cheaper one).
+  const auto unit_best = [&](const std::vector<ir::TensorId>& members, size_t v, size_t total) {
+    size_t best = 0;
+    double best_err = INFINITY;
+    for (size_t c = 0; c < n; ++c) {
+      double e = 0, ref = 0;
+      for (ir::TensorId m : members)
+        if (errors[m].size() == total) e += errors[m][v * n + c].error_sq, ref += errors[m][v * n + c].reference_sq;
+      const double rel = ref > 0 ? e / ref : e;
+      if (rel < best_err) best_err = rel, best = c;
+    }
+    return best;
+  };
   struct Unit {
     std::vector<ir::TensorId> members;
     const SmoothedSite* site = nullptr;
@@ -151,21 +171,10 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     for (const auto& [key, id] : linear) {
       if (key.first != l || errors[id].empty() || seen.count(id)) continue;
       Unit u;
-      u.members = {id};
-      if (const ir::FusedGroup* g = model.group_of(id)) u.members = g->members;
       if (auto it = smoothed_site_of.find(id); it != smoothed_site_of.end()) u.site = it->second;
-      if (u.site) u.members = u.site->consumers;
+      u.members = unit_of(id, u.site);
       const size_t total = errors[id].size();
-      for (size_t v = 0; v * n < total; ++v) {
-        double best_err = INFINITY;
-        for (size_t c = 0; c < n; ++c) {
-          double e = 0, ref = 0;
-          for (ir::TensorId m : u.members)
-            if (errors[m].size() == total) e += errors[m][v * n + c].error_sq, ref += errors[m][v * n + c].reference_sq;
-          const double rel = ref > 0 ? e / ref : e;
-          if (rel < best_err) best_err = rel, u.best[v] = c;
-        }
-      }
+      for (size_t v = 0; v * n < total; ++v) u.best[v] = unit_best(u.members, v, total);
       for (ir::TensorId m : u.members) seen.insert(m);
       units.push_back(std::move(u));
     }
@@ -356,6 +365,24 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
                                                         gxv, sm ? smoothed->m.data() : nullptr);
             results[v * n + c] = Result{packed, scales, err, weight_hash, g, gxv};
           }
+        }
+      }
+      // Only each unit's best bytes per variant are kept (a layer forward and pack may need them): the
+      // units of this group's members were all measured just now.
+      for (ir::Role r : members) {
+        auto it = linear.find({in.layer, r});
+        if (it == linear.end() || errors[it->second].empty()) continue;
+        const ir::TensorId id = it->second;
+        const auto unit = unit_of(id, smoothed && any ? smoothed.get() : nullptr);
+        bool complete = true;  // a unit some of whose NVFP4 members are still to come keeps everything
+        for (ir::TensorId m : unit)
+          if (decisions[m].format == ir::Format::NVFP4 && errors[m].size() != errors[id].size()) complete = false;
+        if (!complete) continue;
+        auto& results = layer_results[id];
+        for (size_t v = 0; v * n < results.size(); ++v) {
+          const size_t keep = unit_best(unit, v, errors[id].size());
+          for (size_t c = 0; c < n; ++c)
+            if (c != keep) results[v * n + c].reset();
         }
       }
       if (smoothed && any) {
