@@ -23,8 +23,9 @@ namespace {
 // At most this many bytes of chosen results are kept for pack; beyond, pack computes the rest again.
 constexpr uint64_t kPrequantizedBytes = uint64_t(1) << 30;
 // The layer-level smoothing decision runs the layer on the first held-out sequences up to this many tokens
-// (at least one sequence): three copies of those hidden states, whatever the calibration set's size.
-constexpr int64_t kLayerErrorTokens = int64_t(1) << 15;
+// (at least one sequence): three copies of those hidden states and three layer forwards over them, whatever
+// the calibration set's size (the decision compares two summed errors over 8192 x hidden values).
+constexpr int64_t kLayerErrorTokens = 8192;
 
 // The first sequences of `acts` up to `tokens` tokens (at least one), as their own activations.
 runtime::Activations first_sequences(const runtime::Activations& acts, int64_t tokens) {

@@ -37,7 +37,7 @@ struct AutoOptions {
 // smoothed_input_scale), weights W[:, j] * s_j rounded to their dtype, the site's statistics rescaled by m
 // (mean squares by m^2, second moments by m m^T), the input global scale from the rescaled max. Whether the
 // site is smoothed is the layer's decision: the decoder layer's output on the first held-out sequences (up to
-// 32768 tokens) with every unit at its best unsmoothed candidate, against the same with the site's
+// 8192 tokens) with every unit at its best unsmoothed candidate, against the same with the site's
 // consumers at their best smoothed one, each against the BF16 layer's output (recorded in
 // QuantizerChoice::layer_error). Where smoothing errs less, the factors are folded into the model
 // (fold_norm_smoothing, recorded in annotations.smoothing), the site's rescaled statistics are appended to
