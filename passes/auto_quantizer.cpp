@@ -99,8 +99,9 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       linear[{*t.layer, t.role}] = id;
   }
   std::vector<std::vector<OutputError>> errors(model.tensors.size());
-  // The bytes of every candidate of the current layer's Linears, until the layer's units are decided (the
-  // chosen GPTQ and local-Hessian ones are handed to pack; any may be multiplied in a layer forward).
+  // The bytes of the current layer's Linears' candidates until the layer's units are decided: every one while
+  // a group is measured, then each unit's best per variant (multiplied in the layer forwards that decide a
+  // site's smoothing; the chosen GPTQ and local-Hessian ones are handed to pack).
   struct Result {
     std::vector<uint8_t> packed, scales;
     nvfp4::ErrorStats err;
@@ -133,11 +134,10 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
   // Units (fused groups, or a smoothed site's consumers, decided together) of the current layer's Linears.
   // errors[m] holds n candidates, then n smoothed ones where the site was smoothed. Each unit's best
   // candidate per variant is the least summed output error over its members. Whether a site is smoothed is
-  // decided on the whole layer: its output (the residual stream after it) on the held-out sequences (the first,
-  // up to kLayerErrorTokens) with every
-  // unit at its best unsmoothed candidate, against the same with this site's unit at its best smoothed one,
-  // each against the BF16 layer's output; smoothing is kept where it errs less. (A site's own output error
-  // can improve while q.k products or the MLP's product of gate and up get worse.)
+  // decided on the whole layer: its output (the residual stream after it) on the first held-out sequences (up
+  // to kLayerErrorTokens) with every unit at its best unsmoothed candidate, against the same with this site's
+  // unit at its best smoothed one, each against the BF16 layer's output; smoothing is kept where it errs less.
+  // (A site's own output error can improve while q.k products or the MLP's product of gate and up get worse.)
   // The Linears that decide together with `id`: its smoothed site's consumers, else its fused group.
   const auto unit_of = [&](ir::TensorId id, const SmoothedSite* site) -> std::vector<ir::TensorId> {
     if (site) return site->consumers;
