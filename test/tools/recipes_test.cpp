@@ -295,6 +295,11 @@ TEST(Recipes, AutoRecordsEveryCandidateAndNeedsHeldOutSequences) {
   r = fp4c("inspect " + out.string());
   ASSERT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("quantizer"), std::string::npos) << r.out;
+  // A migration strength outside [0, 1]: a clear error and no artifact.
+  r = fp4c(s.base(s.tmp.path / "o3") + " --passes 'stats{second_moments=true},auto{alpha=2},blockscale,pack'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("auto: alpha must lie in [0, 1]"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(s.tmp.path / "o3"));
   // One calibration sequence: nothing left for the statistics once one is held out.
   r = fp4c(s.base(s.tmp.path / "o2") + " --recipe auto --calib-samples 1");
   EXPECT_NE(r.exit_code, 0);
