@@ -3,6 +3,8 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <bit>
+#include <memory>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -62,16 +64,47 @@ ir::Role role_from_name(const std::string& s) {
 
 }  // namespace
 
-// File layout (version 2): "FP4CST02", the serialized StatsFile's size (u64), the method of what
-// follows (u8: 0 stored, 1 zlib), the XXH3-128 of the serialized bytes (16 bytes, high word first),
-// then the payload. Second moments are symmetric and stored as their upper triangle. Payloads above
-// kStoreAbove are stored as they are: float64 second moments hardly compress (zlib level 6 took tens
-// of seconds on a 7-layer 0.5B model's 600 MB and saved a few percent) and the checksum guards them.
-// Version 1 files (the size, then a zlib stream, full second moments) are still read.
+// File layout (version 3): "FP4CST03"; the serialized StatsFile's size (u64) and the size of what stores it
+// (u64); its method (u8: 0 stored, 1 zlib); the XXH3-128 of the serialized bytes (16 bytes, high word
+// first); the stored StatsFile; then the data section: each site's second moments, in site order, as
+// the upper triangle of the symmetric matrix, row by row, float64 little-endian, its count and XXH3-128
+// in the site's message. The message itself stays small (per-channel vectors): protobuf refuses messages
+// over 2 GB, and the second moments of a 0.5B model's 24 layers are 2.5 GB. The file ends with the last
+// site's values; anything after them is an error, as a missing byte is.
+// Version 2 ("FP4CST02": the same header without the stored size, then a StatsFile carrying the upper
+// triangles itself) and version 1 (the size, then a zlib stream, full second moments) are still read.
 namespace {
-constexpr char kMagic[8] = {'F', 'P', '4', 'C', 'S', 'T', '0', '2'};
-constexpr size_t kHeader = 8 + 8 + 1 + 16;
+constexpr char kMagic2[8] = {'F', 'P', '4', 'C', 'S', 'T', '0', '2'};
+constexpr char kMagic3[8] = {'F', 'P', '4', 'C', 'S', 'T', '0', '3'};
+constexpr size_t kHeader2 = 8 + 8 + 1 + 16;
+constexpr size_t kHeader3 = 8 + 8 + 8 + 1 + 16;
 constexpr uint64_t kStoreAbove = uint64_t(32) << 20;
+constexpr uint64_t kMaxMessage = uint64_t(1) << 31;   // what protobuf parses
+
+struct FileCloser {
+  void operator()(std::FILE* f) const { if (f) std::fclose(f); }
+};
+using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
+
+void put_digest(char* out, const hash::Digest& d) {
+  for (int i = 0; i < 8; ++i) {
+    out[i] = char(d.high >> (56 - 8 * i));
+    out[8 + i] = char(d.low >> (56 - 8 * i));
+  }
+}
+
+hash::Digest get_digest(const char* in) {
+  hash::Digest d;
+  for (int i = 0; i < 8; ++i) {
+    d.high = (d.high << 8) | uint8_t(in[i]);
+    d.low = (d.low << 8) | uint8_t(in[8 + i]);
+  }
+  return d;
+}
+
+std::string site_name(int layer, const std::string& role) {
+  return "the second moments of layer " + std::to_string(layer) + " (" + role + " input)";
+}
 
 Expected<std::string> read_whole_file(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
@@ -90,116 +123,38 @@ Expected<std::string> read_whole_file(const std::string& path) {
   if (failed) return make_error(path + ": read error");
   return bytes;
 }
-}  // namespace
 
-Status save_stats(const ActivationStats& stats, const std::string& path) {
-  stats::StatsFile f;
-  f.set_model_key(stats.model_key);
-  f.set_calibration_key(stats.calibration_key);
-  f.set_precision(stats.precision);
-  for (const auto& s : stats.sites) {
-    auto* p = f.add_sites();
-    p->set_layer(s.layer);
-    p->set_role(std::string(ir::role_name(s.role)));
-    p->set_tokens(s.tokens);
-    *p->mutable_absmax() = {s.absmax.begin(), s.absmax.end()};
-    *p->mutable_min() = {s.min.begin(), s.min.end()};
-    *p->mutable_max() = {s.max.begin(), s.max.end()};
-    *p->mutable_mean_square() = {s.mean_square.begin(), s.mean_square.end()};
-    if (!s.second_moment.empty()) {
-      const size_t c = s.absmax.size();
-      if (s.second_moment.size() != c * c)
-        return make_error(path + ": second moments of layer " + std::to_string(s.layer) + " are not " +
-                          std::to_string(c) + "x" + std::to_string(c));
-      auto* upper = p->mutable_second_moment_upper();
-      upper->Reserve(int(c * (c + 1) / 2));
-      for (size_t a = 0; a < c; ++a)
-        for (size_t b = a; b < c; ++b) upper->AddAlreadyReserved(s.second_moment[a * c + b]);
-    }
+// Checks a stored (method 0) or zlib (method 1) payload against its size and checksum; returns the
+// serialized message's bytes (a view of `payload` or of `inflated`).
+Expected<std::string_view> unpack_message(const std::string& path, std::string_view payload, uint8_t method,
+                                          uint64_t size, const hash::Digest& want, size_t offset,
+                                          std::string& inflated) {
+  if (method == 0) {
+    if (payload.size() != size)
+      return make_error(path + ": statistics file truncated or padded: " + std::to_string(payload.size()) +
+                        " bytes after the header at offset " + std::to_string(offset) + ", expected " +
+                        std::to_string(size));
+  } else if (method == 1) {
+    if (size > kMaxMessage) return make_error(path + ": implausible statistics size " + std::to_string(size));
+    inflated.resize(size);
+    uLongf n = size;
+    if (uncompress(reinterpret_cast<Bytef*>(inflated.data()), &n, reinterpret_cast<const Bytef*>(payload.data()),
+                   payload.size()) != Z_OK || n != size)
+      return make_error(path + ": corrupt statistics file (zlib stream at offset " + std::to_string(offset) + ")");
+    payload = inflated;
+  } else {
+    return make_error(path + ": unknown storage method " + std::to_string(method) + " at offset 16");
   }
-  std::string raw;
-  if (!f.SerializeToString(&raw)) return make_error(path + ": cannot serialize statistics");
-  const hash::Digest digest = hash::xxh3_128(std::as_bytes(std::span(raw.data(), raw.size())));
-  std::string header(kHeader, '\0');
-  std::memcpy(header.data(), kMagic, 8);
-  const uint64_t size = raw.size();
-  std::memcpy(header.data() + 8, &size, 8);
-  for (int i = 0; i < 8; ++i) {
-    header[17 + i] = char(digest.high >> (56 - 8 * i));
-    header[25 + i] = char(digest.low >> (56 - 8 * i));
-  }
-  std::string zipped;
-  const std::string* payload = &raw;
-  if (size <= kStoreAbove) {
-    uLongf n = compressBound(raw.size());
-    zipped.resize(n);
-    if (compress2(reinterpret_cast<Bytef*>(zipped.data()), &n, reinterpret_cast<const Bytef*>(raw.data()),
-                  raw.size(), 6) != Z_OK)
-      return make_error(path + ": zlib compression failed");
-    zipped.resize(n);
-    header[16] = 1;
-    payload = &zipped;
-  }
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out.write(header.data(), std::streamsize(header.size()));
-    out.write(payload->data(), std::streamsize(payload->size()));
-    if (!out) return make_error(tmp + ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return make_error(path + ": cannot move statistics into place");
-  return {};
+  if (payload.size() > kMaxMessage) return make_error(path + ": implausible statistics size " + std::to_string(size));
+  if (hash::xxh3_128(std::as_bytes(std::span(payload.data(), payload.size()))) != want)
+    return make_error(path + ": corrupt statistics file (checksum of the " + std::to_string(size) +
+                      " bytes at offset " + std::to_string(offset) + " differs)");
+  return payload;
 }
 
-Expected<ActivationStats> load_stats(const std::string& path) {
-  FP4C_ASSIGN(std::string bytes, read_whole_file(path));
-  stats::StatsFile f;
-  if (bytes.size() >= 8 && std::memcmp(bytes.data(), kMagic, 8) == 0) {
-    if (bytes.size() < kHeader)
-      return make_error(path + ": statistics file truncated at offset " + std::to_string(bytes.size()));
-    uint64_t size;
-    std::memcpy(&size, bytes.data() + 8, 8);
-    const uint8_t method = uint8_t(bytes[16]);
-    hash::Digest want;
-    for (int i = 0; i < 8; ++i) {
-      want.high = (want.high << 8) | uint8_t(bytes[17 + i]);
-      want.low = (want.low << 8) | uint8_t(bytes[25 + i]);
-    }
-    std::string_view payload(bytes.data() + kHeader, bytes.size() - kHeader);
-    std::string raw;
-    if (method == 0) {
-      if (payload.size() != size)
-        return make_error(path + ": statistics file truncated or padded: " + std::to_string(payload.size()) +
-                          " bytes after the header at offset " + std::to_string(kHeader) + ", expected " +
-                          std::to_string(size));
-    } else if (method == 1) {
-      if (size > (uint64_t(1) << 36)) return make_error(path + ": implausible statistics size " + std::to_string(size));
-      raw.resize(size);
-      uLongf n = size;
-      if (uncompress(reinterpret_cast<Bytef*>(raw.data()), &n, reinterpret_cast<const Bytef*>(payload.data()),
-                     payload.size()) != Z_OK || n != size)
-        return make_error(path + ": corrupt statistics file (zlib stream at offset " + std::to_string(kHeader) + ")");
-      payload = raw;
-    } else {
-      return make_error(path + ": unknown storage method " + std::to_string(method) + " at offset 16");
-    }
-    if (hash::xxh3_128(std::as_bytes(std::span(payload.data(), payload.size()))) != want)
-      return make_error(path + ": corrupt statistics file (checksum of the " + std::to_string(size) +
-                        " bytes at offset " + std::to_string(kHeader) + " differs)");
-    if (!f.ParseFromArray(payload.data(), int(payload.size()))) return make_error(path + ": not a statistics file");
-  } else {
-    // Version 1.
-    if (bytes.size() < 8) return make_error(path + ": statistics file truncated at offset " + std::to_string(bytes.size()));
-    uint64_t size;
-    std::memcpy(&size, bytes.data(), 8);
-    if (size > (uint64_t(1) << 36)) return make_error(path + ": implausible statistics size " + std::to_string(size));
-    std::string raw(size, '\0');
-    uLongf n = size;
-    if (uncompress(reinterpret_cast<Bytef*>(raw.data()), &n, reinterpret_cast<const Bytef*>(bytes.data() + 8),
-                   bytes.size() - 8) != Z_OK || n != size)
-      return make_error(path + ": corrupt statistics file (zlib stream at offset 8)");
-    if (!f.ParseFromString(raw)) return make_error(path + ": not a statistics file");
-  }
+// The in-memory statistics from the message; second moments from the message's upper triangles
+// (version 2) or full matrices (version 1). Version 3's data section is read by the caller.
+Expected<ActivationStats> from_message(const std::string& path, const stats::StatsFile& f) {
   ActivationStats out;
   out.model_key = f.model_key();
   out.calibration_key = f.calibration_key();
@@ -231,6 +186,191 @@ Expected<ActivationStats> load_stats(const std::string& path) {
     out.sites.push_back(std::move(s));
   }
   return out;
+}
+
+Expected<ActivationStats> load_v3(const std::string& path) {
+  FilePtr f(std::fopen(path.c_str(), "rb"));
+  if (!f) return make_error(path + ": cannot open statistics file");
+  std::setvbuf(f.get(), nullptr, _IOFBF, size_t(8) << 20);
+  char header[kHeader3];
+  const size_t got = std::fread(header, 1, kHeader3, f.get());
+  if (got < kHeader3) return make_error(path + ": statistics file truncated at offset " + std::to_string(got));
+  uint64_t size, stored;
+  std::memcpy(&size, header + 8, 8);
+  std::memcpy(&stored, header + 16, 8);
+  const uint8_t method = uint8_t(header[24]);
+  const hash::Digest want = get_digest(header + 25);
+  if (stored > kMaxMessage || size > kMaxMessage)
+    return make_error(path + ": implausible statistics size " + std::to_string(std::max(size, stored)) +
+                      " at offset 8");
+  std::string payload(stored, '\0');
+  const size_t n = std::fread(payload.data(), 1, stored, f.get());
+  if (n < stored)
+    return make_error(path + ": statistics file truncated at offset " + std::to_string(kHeader3 + n) + " (the " +
+                      std::to_string(stored) + "-byte statistics record at offset " + std::to_string(kHeader3) + ")");
+  std::string inflated;
+  FP4C_ASSIGN(std::string_view message, unpack_message(path, payload, method, size, want, kHeader3, inflated));
+  stats::StatsFile msg;
+  if (!msg.ParseFromArray(message.data(), int(message.size()))) return make_error(path + ": not a statistics file");
+  FP4C_ASSIGN(ActivationStats out, from_message(path, msg));
+  uint64_t offset = kHeader3 + stored;
+  for (int i = 0; i < msg.sites_size(); ++i) {
+    const auto& p = msg.sites(i);
+    const uint64_t values = p.second_moment_upper_values();
+    if (values == 0) continue;
+    SiteStats& s = out.sites[size_t(i)];
+    const std::string what = site_name(p.layer(), p.role());
+    const uint64_t c = s.absmax.size();
+    if (values != c * (c + 1) / 2)
+      return make_error(path + ": " + what + " have " + std::to_string(values) + " values, expected " +
+                        std::to_string(c * (c + 1) / 2));
+    s.second_moment.assign(c * c, 0.0);
+    hash::Hasher hasher;
+    const uint64_t begin = offset;
+    for (uint64_t a = 0; a < c; ++a) {
+      double* row = s.second_moment.data() + a * c + a;
+      const size_t count = size_t(c - a);
+      const size_t read = std::fread(row, sizeof(double), count, f.get());
+      if (read < count)
+        return make_error(path + ": statistics file truncated at offset " + std::to_string(offset + read * 8) +
+                          " (" + what + ", " + std::to_string(values * 8) + " bytes at offset " +
+                          std::to_string(begin) + ")");
+      hasher.update(std::as_bytes(std::span<const double>(row, count)));
+      offset += count * 8;
+    }
+    if (hasher.digest() != hash::Digest{p.second_moment_hash_high(), p.second_moment_hash_low()})
+      return make_error(path + ": corrupt statistics file (checksum of " + what + ", " +
+                        std::to_string(values * 8) + " bytes at offset " + std::to_string(begin) + ", differs)");
+    for (uint64_t a = 0; a < c; ++a)
+      for (uint64_t b = a + 1; b < c; ++b) s.second_moment[b * c + a] = s.second_moment[a * c + b];
+  }
+  if (std::fgetc(f.get()) != EOF)
+    return make_error(path + ": statistics file padded: bytes after the last value at offset " +
+                      std::to_string(offset));
+  if (std::ferror(f.get())) return make_error(path + ": read error");
+  return out;
+}
+}  // namespace
+
+Status save_stats(const ActivationStats& stats, const std::string& path) {
+  static_assert(std::endian::native == std::endian::little, "the data section is float64 little-endian");
+  stats::StatsFile f;
+  f.set_model_key(stats.model_key);
+  f.set_calibration_key(stats.calibration_key);
+  f.set_precision(stats.precision);
+  for (const auto& s : stats.sites) {
+    auto* p = f.add_sites();
+    p->set_layer(s.layer);
+    p->set_role(std::string(ir::role_name(s.role)));
+    p->set_tokens(s.tokens);
+    *p->mutable_absmax() = {s.absmax.begin(), s.absmax.end()};
+    *p->mutable_min() = {s.min.begin(), s.min.end()};
+    *p->mutable_max() = {s.max.begin(), s.max.end()};
+    *p->mutable_mean_square() = {s.mean_square.begin(), s.mean_square.end()};
+    if (!s.second_moment.empty()) {
+      const size_t c = s.absmax.size();
+      if (s.second_moment.size() != c * c)
+        return make_error(path + ": second moments of layer " + std::to_string(s.layer) + " are not " +
+                          std::to_string(c) + "x" + std::to_string(c));
+      hash::Hasher hasher;
+      for (size_t a = 0; a < c; ++a)
+        hasher.update(std::as_bytes(std::span<const double>(s.second_moment.data() + a * c + a, c - a)));
+      const hash::Digest d = hasher.digest();
+      p->set_second_moment_upper_values(c * (c + 1) / 2);
+      p->set_second_moment_hash_high(d.high);
+      p->set_second_moment_hash_low(d.low);
+    }
+  }
+  std::string raw;
+  if (f.ByteSizeLong() > kMaxMessage || !f.SerializeToString(&raw))
+    return make_error(path + ": cannot serialize statistics (" + std::to_string(f.ByteSizeLong()) +
+                      " bytes of per-channel statistics)");
+  const hash::Digest digest = hash::xxh3_128(std::as_bytes(std::span(raw.data(), raw.size())));
+  std::string header(kHeader3, '\0');
+  std::memcpy(header.data(), kMagic3, 8);
+  const uint64_t size = raw.size();
+  std::memcpy(header.data() + 8, &size, 8);
+  put_digest(header.data() + 25, digest);
+  std::string zipped;
+  const std::string* payload = &raw;
+  if (size <= kStoreAbove) {
+    uLongf n = compressBound(raw.size());
+    zipped.resize(n);
+    if (compress2(reinterpret_cast<Bytef*>(zipped.data()), &n, reinterpret_cast<const Bytef*>(raw.data()),
+                  raw.size(), 6) != Z_OK)
+      return make_error(path + ": zlib compression failed");
+    zipped.resize(n);
+    header[24] = 1;
+    payload = &zipped;
+  }
+  const uint64_t stored = payload->size();
+  std::memcpy(header.data() + 16, &stored, 8);
+  const std::string tmp = path + ".tmp";
+  {
+    FilePtr out(std::fopen(tmp.c_str(), "wb"));
+    if (!out) return make_error(tmp + ": cannot create");
+    std::setvbuf(out.get(), nullptr, _IOFBF, size_t(8) << 20);
+    bool ok = std::fwrite(header.data(), 1, header.size(), out.get()) == header.size() &&
+              std::fwrite(payload->data(), 1, payload->size(), out.get()) == payload->size();
+    for (const auto& s : stats.sites) {
+      const size_t c = s.second_moment.empty() ? 0 : s.absmax.size();
+      for (size_t a = 0; ok && a < c; ++a)
+        ok = std::fwrite(s.second_moment.data() + a * c + a, sizeof(double), c - a, out.get()) == c - a;
+    }
+    ok = ok && std::fflush(out.get()) == 0;
+    if (!ok) {
+      out.reset();
+      std::remove(tmp.c_str());
+      return make_error(tmp + ": write failed");
+    }
+    if (std::fclose(out.release()) != 0) {
+      std::remove(tmp.c_str());
+      return make_error(tmp + ": write failed");
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return make_error(path + ": cannot move statistics into place");
+  }
+  return {};
+}
+
+Expected<ActivationStats> load_stats(const std::string& path) {
+  {
+    FilePtr f(std::fopen(path.c_str(), "rb"));
+    if (!f) return make_error(path + ": cannot open statistics file");
+    char magic[8];
+    if (std::fread(magic, 1, 8, f.get()) == 8 && std::memcmp(magic, kMagic3, 8) == 0) {
+      f.reset();
+      return load_v3(path);
+    }
+  }
+  FP4C_ASSIGN(std::string bytes, read_whole_file(path));
+  stats::StatsFile f;
+  if (bytes.size() >= 8 && std::memcmp(bytes.data(), kMagic2, 8) == 0) {
+    if (bytes.size() < kHeader2)
+      return make_error(path + ": statistics file truncated at offset " + std::to_string(bytes.size()));
+    uint64_t size;
+    std::memcpy(&size, bytes.data() + 8, 8);
+    std::string inflated;
+    FP4C_ASSIGN(std::string_view message,
+                unpack_message(path, std::string_view(bytes.data() + kHeader2, bytes.size() - kHeader2),
+                               uint8_t(bytes[16]), size, get_digest(bytes.data() + 17), kHeader2, inflated));
+    if (!f.ParseFromArray(message.data(), int(message.size()))) return make_error(path + ": not a statistics file");
+  } else {
+    // Version 1.
+    if (bytes.size() < 8) return make_error(path + ": statistics file truncated at offset " + std::to_string(bytes.size()));
+    uint64_t size;
+    std::memcpy(&size, bytes.data(), 8);
+    if (size > kMaxMessage) return make_error(path + ": implausible statistics size " + std::to_string(size));
+    std::string raw(size, '\0');
+    uLongf n = size;
+    if (uncompress(reinterpret_cast<Bytef*>(raw.data()), &n, reinterpret_cast<const Bytef*>(bytes.data() + 8),
+                   bytes.size() - 8) != Z_OK || n != size)
+      return make_error(path + ": corrupt statistics file (zlib stream at offset 8)");
+    if (!f.ParseFromString(raw)) return make_error(path + ": not a statistics file");
+  }
+  return from_message(path, f);
 }
 
 }  // namespace fp4c::passes

@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "formats/hash.h"
 #include "frontend/checkpoint.h"
 #include "passes/stats.h"
 #include "stats.pb.h"
@@ -115,9 +116,11 @@ TEST(StatsPass, MatchesADirectComputationOfEveryLinearInput) {
   EXPECT_NE(bad.error().message.find(path), std::string::npos);
 }
 
-// A statistics file too large to compress (stored, checksummed): round trip, a flipped byte, a
-// truncated file; and a version 1 file (a zlib stream of full second moments) still reads.
-TEST(StatsFile, LargeFileIsStoredWithAChecksumAndVersion1StillReads) {
+// Version 3 statistics files keep second moments out of the protobuf message (which protobuf caps at
+// 2 GB; a 0.5B model's 24 layers have 2.5 GB of them) in a checksummed data section: round trip, the
+// message stays small, a flipped byte, a truncated and a padded file; and versions 2 (upper triangles
+// inside the message, stored with a checksum) and 1 (a zlib stream of full second moments) still read.
+TEST(StatsFile, SecondMomentsLiveOutsideTheMessageAndOlderVersionsStillRead) {
   TempDir tmp;
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -127,7 +130,7 @@ TEST(StatsFile, LargeFileIsStoredWithAChecksumAndVersion1StillReads) {
   stats.model_key = "model";
   stats.calibration_key = "calib";
   stats.precision = "f32";
-  for (int64_t c : {int64_t(48), int64_t(2912)}) {   // the second: upper triangle ~34 MB, above 32 MiB
+  for (int64_t c : {int64_t(48), int64_t(2912)}) {   // the second: upper triangle ~34 MB
     passes::SiteStats s;
     s.layer = int(c % 7);
     s.role = c == 48 ? ir::Role::Q : ir::Role::Down;
@@ -146,16 +149,22 @@ TEST(StatsFile, LargeFileIsStoredWithAChecksumAndVersion1StillReads) {
   const std::string path = (tmp.path / "big.fp4c-stats").string();
   ASSERT_TRUE(passes::save_stats(stats, path).ok());
   const std::string bytes = read_file(path);
-  ASSERT_EQ(bytes.substr(0, 8), "FP4CST02");
-  EXPECT_EQ(bytes[16], 0) << "stored, not compressed";
-  EXPECT_LT(bytes.size(), size_t(2912) * 2913 / 2 * 8 + (1 << 20)) << "the upper triangle only";
+  ASSERT_EQ(bytes.substr(0, 8), "FP4CST03");
+  uint64_t message_size = 0;
+  std::memcpy(&message_size, bytes.data() + 8, 8);
+  EXPECT_LT(message_size, uint64_t(200000)) << "per-channel vectors only, not the second moments";
+  const size_t upper = size_t(48 * 49 / 2 + 2912 * 2913 / 2) * 8;
+  EXPECT_GT(bytes.size(), upper);
+  EXPECT_LT(bytes.size(), upper + (1 << 20)) << "the upper triangles only";
   auto back = passes::load_stats(path);
   ASSERT_TRUE(back.ok()) << back.error().message;
   ASSERT_EQ(back->sites.size(), 2u);
+  EXPECT_EQ(back->precision, "f32");
   for (size_t i = 0; i < 2; ++i) {
     EXPECT_EQ(back->sites[i].second_moment, stats.sites[i].second_moment);
     EXPECT_EQ(back->sites[i].absmax, stats.sites[i].absmax);
     EXPECT_EQ(back->sites[i].role, stats.sites[i].role);
+    EXPECT_EQ(back->sites[i].layer, stats.sites[i].layer);
   }
 
   std::string flipped = bytes;
@@ -164,12 +173,58 @@ TEST(StatsFile, LargeFileIsStoredWithAChecksumAndVersion1StillReads) {
   auto bad = passes::load_stats(path);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("checksum"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find("layer 0 (down input)"), std::string::npos) << bad.error().message;
   EXPECT_NE(bad.error().message.find(path), std::string::npos);
 
   write_text(path, bytes.substr(0, bytes.size() - 5));
   bad = passes::load_stats(path);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("truncated"), std::string::npos) << bad.error().message;
+
+  write_text(path, bytes.substr(0, 60));
+  bad = passes::load_stats(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("truncated"), std::string::npos) << bad.error().message;
+
+  write_text(path, bytes + "x");
+  bad = passes::load_stats(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("padded"), std::string::npos) << bad.error().message;
+
+  {
+    // Version 2: "FP4CST02", the message's size, method 0 (stored), its XXH3-128, the message with upper triangles.
+    stats::StatsFile f;
+    f.set_model_key("model");
+    f.set_calibration_key("calib");
+    const auto& s1 = stats.sites[1];
+    auto* p = f.add_sites();
+    p->set_layer(s1.layer);
+    p->set_role("down");
+    p->set_tokens(s1.tokens);
+    *p->mutable_absmax() = {s1.absmax.begin(), s1.absmax.end()};
+    *p->mutable_min() = {s1.min.begin(), s1.min.end()};
+    *p->mutable_max() = {s1.max.begin(), s1.max.end()};
+    *p->mutable_mean_square() = {s1.mean_square.begin(), s1.mean_square.end()};
+    const size_t c = s1.absmax.size();
+    for (size_t a = 0; a < c; ++a)
+      for (size_t b = a; b < c; ++b) p->add_second_moment_upper(s1.second_moment[a * c + b]);
+    const std::string raw = f.SerializeAsString();
+    const hash::Digest d = hash::xxh3_128(std::as_bytes(std::span(raw.data(), raw.size())));
+    std::string v2(33, '\0');
+    std::memcpy(v2.data(), "FP4CST02", 8);
+    const uint64_t size = raw.size();
+    std::memcpy(v2.data() + 8, &size, 8);
+    for (int i = 0; i < 8; ++i) {
+      v2[size_t(17 + i)] = char(d.high >> (56 - 8 * i));
+      v2[size_t(25 + i)] = char(d.low >> (56 - 8 * i));
+    }
+    write_text(path, v2 + raw);
+    auto old = passes::load_stats(path);
+    ASSERT_TRUE(old.ok()) << old.error().message;
+    ASSERT_EQ(old->sites.size(), 1u);
+    EXPECT_EQ(old->sites[0].second_moment, s1.second_moment);
+    EXPECT_EQ(old->sites[0].role, ir::Role::Down);
+  }
 
   // Version 1: the serialized StatsFile (full second moments) behind its size, zlib-compressed.
   stats::StatsFile f;
