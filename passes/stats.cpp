@@ -192,6 +192,12 @@ Expected<ActivationStats> load_v3(const std::string& path) {
   FilePtr f(std::fopen(path.c_str(), "rb"));
   if (!f) return make_error(path + ": cannot open statistics file");
   std::setvbuf(f.get(), nullptr, _IOFBF, size_t(8) << 20);
+  uint64_t file_size = 0;
+  if (std::fseek(f.get(), 0, SEEK_END) == 0) {
+    const long end = std::ftell(f.get());
+    if (end > 0) file_size = uint64_t(end);
+  }
+  if (std::fseek(f.get(), 0, SEEK_SET) != 0) return make_error(path + ": read error");
   char header[kHeader3];
   const size_t got = std::fread(header, 1, kHeader3, f.get());
   if (got < kHeader3) return make_error(path + ": statistics file truncated at offset " + std::to_string(got));
@@ -203,6 +209,9 @@ Expected<ActivationStats> load_v3(const std::string& path) {
   if (stored > kMaxMessage || size > kMaxMessage)
     return make_error(path + ": implausible statistics size " + std::to_string(std::max(size, stored)) +
                       " at offset 8");
+  if (kHeader3 + stored > file_size)
+    return make_error(path + ": statistics file truncated at offset " + std::to_string(file_size) + " (the " +
+                      std::to_string(stored) + "-byte statistics record at offset " + std::to_string(kHeader3) + ")");
   std::string payload(stored, '\0');
   const size_t n = std::fread(payload.data(), 1, stored, f.get());
   if (n < stored)
@@ -224,9 +233,12 @@ Expected<ActivationStats> load_v3(const std::string& path) {
     if (values != c * (c + 1) / 2)
       return make_error(path + ": " + what + " have " + std::to_string(values) + " values, expected " +
                         std::to_string(c * (c + 1) / 2));
+    const uint64_t begin = offset;
+    if (values > (file_size - begin) / 8)   // before allocating what a lying record claims
+      return make_error(path + ": statistics file truncated at offset " + std::to_string(file_size) + " (" + what +
+                        ", " + std::to_string(values * 8) + " bytes at offset " + std::to_string(begin) + ")");
     s.second_moment.assign(c * c, 0.0);
     hash::Hasher hasher;
-    const uint64_t begin = offset;
     for (uint64_t a = 0; a < c; ++a) {
       double* row = s.second_moment.data() + a * c + a;
       const size_t count = size_t(c - a);

@@ -192,6 +192,39 @@ TEST(StatsFile, SecondMomentsLiveOutsideTheMessageAndOlderVersionsStillRead) {
   EXPECT_NE(bad.error().message.find("padded"), std::string::npos) << bad.error().message;
 
   {
+    // A record that claims a million channels' second moments (4 TB) behind a valid checksum: refused as
+    // truncated before anything that size is allocated.
+    stats::StatsFile f;
+    auto* p = f.add_sites();
+    p->set_layer(3);
+    p->set_role("down");
+    const int64_t c = 1000000;
+    for (int64_t j = 0; j < c; ++j) {
+      p->add_absmax(1);
+      p->add_min(-1);
+      p->add_max(1);
+      p->add_mean_square(1);
+    }
+    p->set_second_moment_upper_values(uint64_t(c) * uint64_t(c + 1) / 2);
+    const std::string raw = f.SerializeAsString();
+    const hash::Digest d = hash::xxh3_128(std::as_bytes(std::span(raw.data(), raw.size())));
+    std::string v3(41, '\0');
+    std::memcpy(v3.data(), "FP4CST03", 8);
+    const uint64_t size = raw.size();
+    std::memcpy(v3.data() + 8, &size, 8);
+    std::memcpy(v3.data() + 16, &size, 8);
+    for (int i = 0; i < 8; ++i) {
+      v3[size_t(25 + i)] = char(d.high >> (56 - 8 * i));
+      v3[size_t(33 + i)] = char(d.low >> (56 - 8 * i));
+    }
+    write_text(path, v3 + raw + std::string(64, '\1'));
+    auto lying = passes::load_stats(path);
+    ASSERT_FALSE(lying.ok());
+    EXPECT_NE(lying.error().message.find("truncated"), std::string::npos) << lying.error().message;
+    EXPECT_NE(lying.error().message.find("layer 3 (down input)"), std::string::npos) << lying.error().message;
+  }
+
+  {
     // Version 2: "FP4CST02", the message's size, method 0 (stored), its XXH3-128, the message with upper triangles.
     stats::StatsFile f;
     f.set_model_key("model");
