@@ -341,7 +341,11 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         std::optional<float> gx;
         if (decisions[id].input_amax) gx = nvfp4::global_scale(*decisions[id].input_amax);
         std::vector<uint8_t> packed(size_t(w->out * w->in / 2)), scales(size_t(w->out * w->in / 16));
-        std::vector<float> deq(w->weight.size());
+        // Every candidate's dequantized weight, so that their output errors share the input's transform and
+        // the reference output (linear_output_errors).
+        std::vector<std::vector<float>> deq(n, std::vector<float>(w->weight.size()));
+        std::vector<const float*> deq_ptrs(n);
+        for (size_t c = 0; c < n; ++c) deq_ptrs[c] = deq[c].data();
         const size_t variants = smoothed ? 2 : 1;
         errors[id].resize(n * variants);
         auto& results = layer_results[id];
@@ -357,15 +361,16 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           for (size_t c = 0; c < n; ++c) {
             nvfp4::ErrorStats err;
             if (auto q = quantize_weight(candidates[c], weight.data(), w->out, w->in, g, st, t.module, packed.data(),
-                                         scales.data(), nvfp4::ZeroScale::CompressedTensors, &err, deq.data());
+                                         scales.data(), nvfp4::ZeroScale::CompressedTensors, &err, deq[c].data());
                 !q) {
               failure = q.error();
               return;
             }
-            errors[id][v * n + c] = linear_output_error(in.x, in.rows, in.cols, w->weight.data(), deq.data(), w->out,
-                                                        gxv, sm ? smoothed->m.data() : nullptr);
             results[v * n + c] = Result{packed, scales, err, weight_hash, g, gxv};
           }
+          const auto errs = linear_output_errors(in.x, in.rows, in.cols, w->weight.data(), deq_ptrs, w->out, gxv,
+                                                 sm ? smoothed->m.data() : nullptr);
+          for (size_t c = 0; c < n; ++c) errors[id][v * n + c] = errs[c];
         }
       }
       // Only each unit's best bytes per variant are kept (a layer forward and pack may need them): the

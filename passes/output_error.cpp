@@ -55,16 +55,19 @@ struct Gemm {
 
 }  // namespace
 
-OutputError linear_output_error(const float* x, int64_t rows, int64_t in, const float* w_ref, const float* w_cand,
-                                int64_t out, std::optional<float> input_global_scale, const float* x_scale,
-                                bool input_mxfp4) {
-  OutputError e;
-  if (rows <= 0 || in <= 0 || out <= 0) return e;
+std::vector<OutputError> linear_output_errors(const float* x, int64_t rows, int64_t in, const float* w_ref,
+                                              std::span<const float* const> w_cands, int64_t out,
+                                              std::optional<float> input_global_scale, const float* x_scale,
+                                              bool input_mxfp4) {
+  std::vector<OutputError> errors(w_cands.size());
+  if (rows <= 0 || in <= 0 || out <= 0 || w_cands.empty()) return errors;
   // Rows per chunk: the candidate input and both outputs of a chunk hold about 16M floats at most.
   const int64_t chunk = std::clamp<int64_t>((int64_t(1) << 24) / (in + 2 * out), 16, 1024);
   const int64_t first_chunk = std::min(chunk, rows);
   Gemm ref(w_ref, in, out, first_chunk);
-  Gemm cand(w_cand, in, out, first_chunk);
+  std::vector<Gemm> cands;
+  cands.reserve(w_cands.size());
+  for (const float* w : w_cands) cands.emplace_back(w, in, out, first_chunk);
   const bool transform_input = input_global_scale.has_value() || input_mxfp4 || x_scale != nullptr;
   std::vector<float> xc(transform_input ? size_t(first_chunk * in) : 0);
   std::vector<float> yr(size_t(first_chunk * out)), yc(size_t(first_chunk * out));
@@ -86,24 +89,41 @@ OutputError linear_output_error(const float* x, int64_t rows, int64_t in, const 
       xin = xc.data();
     }
     ref.run(xr, n, yr.data());
-    cand.run(xin, n, yc.data());
+    // The reference's squared sums of these rows, once for every candidate.
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < n; ++r) {
-      double se = 0, sr = 0;
+      double sr = 0;
       for (int64_t o = 0; o < out; ++o) {
-        const double a = yr[size_t(r * out + o)], b = yc[size_t(r * out + o)];
-        se += (b - a) * (b - a);
+        const double a = yr[size_t(r * out + o)];
         sr += a * a;
       }
-      row_err[size_t(r)] = se;
       row_ref[size_t(r)] = sr;
     }
-    for (int64_t r = 0; r < n; ++r) {
-      e.error_sq += row_err[size_t(r)];
-      e.reference_sq += row_ref[size_t(r)];
+    for (size_t c = 0; c < cands.size(); ++c) {
+      cands[c].run(xin, n, yc.data());
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < n; ++r) {
+        double se = 0;
+        for (int64_t o = 0; o < out; ++o) {
+          const double a = yr[size_t(r * out + o)], b = yc[size_t(r * out + o)];
+          se += (b - a) * (b - a);
+        }
+        row_err[size_t(r)] = se;
+      }
+      for (int64_t r = 0; r < n; ++r) {
+        errors[c].error_sq += row_err[size_t(r)];
+        errors[c].reference_sq += row_ref[size_t(r)];
+      }
     }
   }
-  return e;
+  return errors;
+}
+
+OutputError linear_output_error(const float* x, int64_t rows, int64_t in, const float* w_ref, const float* w_cand,
+                                int64_t out, std::optional<float> input_global_scale, const float* x_scale,
+                                bool input_mxfp4) {
+  const float* cands[1] = {w_cand};
+  return linear_output_errors(x, rows, in, w_ref, cands, out, input_global_scale, x_scale, input_mxfp4)[0];
 }
 
 std::vector<float> nvfp4_round_trip(const float* w, int64_t rows, int64_t cols, float global_scale,

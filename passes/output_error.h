@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "formats/nvfp4_rules.h"
@@ -29,6 +30,14 @@ struct OutputError {
 OutputError linear_output_error(const float* x, int64_t rows, int64_t in, const float* w_ref, const float* w_cand,
                                 int64_t out, std::optional<float> input_global_scale, const float* x_scale = nullptr,
                                 bool input_mxfp4 = false);
+
+// linear_output_error of several candidates of one Linear on the same rows: the input transformed and the
+// reference output computed once per chunk, not once per candidate. Each figure is the one
+// linear_output_error gives for that candidate, to the bit.
+std::vector<OutputError> linear_output_errors(const float* x, int64_t rows, int64_t in, const float* w_ref,
+                                              std::span<const float* const> w_cands, int64_t out,
+                                              std::optional<float> input_global_scale,
+                                              const float* x_scale = nullptr, bool input_mxfp4 = false);
 
 // NVFP4 round trip of a weight: quantized with global scale G and the block rule
 // (nvfp4::quantize_rows_with_rule; Weighted needs channel_weights [cols]), dequantized; floats

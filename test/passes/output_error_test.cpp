@@ -98,6 +98,48 @@ TEST(OutputError, MatchesAPlainDoubleComputation) {
   }
 }
 
+// Several candidates on the same rows (auto's case): each figure matches the plain double computation and
+// is, to the bit, what the candidate measured alone gives; 1100 rows cross the 1024-row chunk.
+TEST(OutputError, BatchOfCandidatesEqualsEachAlone) {
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t rows = 1100, in = 64, out = 48;
+  const auto x = heavy(rng, size_t(rows * in), 1.0f);
+  const auto wr = heavy(rng, size_t(out * in), 0.05f);
+  const float G = nvfp4::global_scale(nvfp4::amax_f32(wr));
+  std::vector<std::vector<float>> cands;
+  for (auto rule : {nvfp4::ScaleRule::Max, nvfp4::ScaleRule::Mse, nvfp4::ScaleRule::FourOverSix})
+    cands.push_back(passes::nvfp4_round_trip(wr.data(), out, in, G, rule));
+  cands.push_back(heavy(rng, size_t(out * in), 0.05f));   // an unrelated weight
+  std::vector<const float*> ptrs;
+  for (const auto& c : cands) ptrs.push_back(c.data());
+  std::vector<float> s(static_cast<size_t>(in));
+  std::uniform_real_distribution<float> u(0.25f, 4.0f);
+  for (auto& v : s) v = u(rng);
+  for (bool w4a4 : {false, true})
+    for (const float* sp : {static_cast<const float*>(nullptr), static_cast<const float*>(s.data())}) {
+      SCOPED_TRACE(std::string(w4a4 ? "w4a4" : "w4a16") + (sp ? " scaled" : ""));
+      const std::optional<float> gs =
+          w4a4 ? std::optional<float>(nvfp4::global_scale(4.0f * nvfp4::amax_f32(x))) : std::nullopt;
+      const auto all = passes::linear_output_errors(x.data(), rows, in, wr.data(), ptrs, out, gs, sp);
+      ASSERT_EQ(all.size(), cands.size());
+      for (size_t c = 0; c < cands.size(); ++c) {
+        SCOPED_TRACE("candidate " + std::to_string(c));
+        const auto alone = passes::linear_output_errors(x.data(), rows, in, wr.data(),
+                                                        std::span<const float* const>(&ptrs[c], 1), out, gs, sp);
+        EXPECT_EQ(all[c].error_sq, alone[0].error_sq);
+        EXPECT_EQ(all[c].reference_sq, alone[0].reference_sq);
+        const auto want = reference(x, rows, in, wr, cands[c], out, gs, sp);
+        ASSERT_GT(want.error_sq, 0);
+        EXPECT_NEAR(all[c].error_sq, want.error_sq, 1e-3 * want.error_sq);
+        EXPECT_NEAR(all[c].reference_sq, want.reference_sq, 1e-5 * want.reference_sq);
+      }
+      EXPECT_NE(all[3].error_sq, all[0].error_sq);   // distinct figures: a mix-up of candidates shows
+    }
+  EXPECT_TRUE(passes::linear_output_errors(x.data(), rows, in, wr.data(), {}, out, std::nullopt).empty());
+}
+
 TEST(OutputError, SameWeightsAndInputGiveZero) {
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
