@@ -58,9 +58,21 @@ struct Gemm {
 std::vector<OutputError> linear_output_errors(const float* x, int64_t rows, int64_t in, const float* w_ref,
                                               std::span<const float* const> w_cands, int64_t out,
                                               std::optional<float> input_global_scale, const float* x_scale,
-                                              bool input_mxfp4) {
+                                              bool input_mxfp4, size_t group) {
   std::vector<OutputError> errors(w_cands.size());
   if (rows <= 0 || in <= 0 || out <= 0 || w_cands.empty()) return errors;
+  // Each candidate's prepared GEMM holds copies of its weight: at most ~512 MiB of them at once (every
+  // candidate of a 0.5B model's Linears; one at a time for an 8B model's MLP), in groups that each pass
+  // over the rows. A candidate's figures do not depend on the grouping.
+  if (group == 0) group = size_t(std::max<int64_t>(1, (int64_t(1) << 27) / (2 * in * out)));
+  if (w_cands.size() > group) {
+    for (size_t c0 = 0; c0 < w_cands.size(); c0 += group) {
+      const auto part = linear_output_errors(x, rows, in, w_ref, w_cands.subspan(c0, std::min(group, w_cands.size() - c0)),
+                                             out, input_global_scale, x_scale, input_mxfp4, group);
+      std::copy(part.begin(), part.end(), errors.begin() + std::ptrdiff_t(c0));
+    }
+    return errors;
+  }
   // Rows per chunk: the candidate input and both outputs of a chunk hold about 16M floats at most.
   const int64_t chunk = std::clamp<int64_t>((int64_t(1) << 24) / (in + 2 * out), 16, 1024);
   const int64_t first_chunk = std::min(chunk, rows);

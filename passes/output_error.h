@@ -33,11 +33,13 @@ OutputError linear_output_error(const float* x, int64_t rows, int64_t in, const 
 
 // linear_output_error of several candidates of one Linear on the same rows: the input transformed and the
 // reference output computed once per chunk, not once per candidate. Each figure is the one
-// linear_output_error gives for that candidate, to the bit.
+// linear_output_error gives for that candidate, to the bit. `group` candidates share a pass over the rows
+// (0: as many as ~512 MiB of their prepared weights allow).
 std::vector<OutputError> linear_output_errors(const float* x, int64_t rows, int64_t in, const float* w_ref,
                                               std::span<const float* const> w_cands, int64_t out,
                                               std::optional<float> input_global_scale,
-                                              const float* x_scale = nullptr, bool input_mxfp4 = false);
+                                              const float* x_scale = nullptr, bool input_mxfp4 = false,
+                                              size_t group = 0);
 
 // NVFP4 round trip of a weight: quantized with global scale G and the block rule
 // (nvfp4::quantize_rows_with_rule; Weighted needs channel_weights [cols]), dequantized; floats

@@ -124,12 +124,17 @@ TEST(OutputError, BatchOfCandidatesEqualsEachAlone) {
           w4a4 ? std::optional<float>(nvfp4::global_scale(4.0f * nvfp4::amax_f32(x))) : std::nullopt;
       const auto all = passes::linear_output_errors(x.data(), rows, in, wr.data(), ptrs, out, gs, sp);
       ASSERT_EQ(all.size(), cands.size());
+      // In passes of 3 and 1 candidates (what an 8B model's Linears get): the same figures.
+      const auto grouped = passes::linear_output_errors(x.data(), rows, in, wr.data(), ptrs, out, gs, sp, false, 3);
+      ASSERT_EQ(grouped.size(), cands.size());
       for (size_t c = 0; c < cands.size(); ++c) {
         SCOPED_TRACE("candidate " + std::to_string(c));
         const auto alone = passes::linear_output_errors(x.data(), rows, in, wr.data(),
                                                         std::span<const float* const>(&ptrs[c], 1), out, gs, sp);
         EXPECT_EQ(all[c].error_sq, alone[0].error_sq);
         EXPECT_EQ(all[c].reference_sq, alone[0].reference_sq);
+        EXPECT_EQ(grouped[c].error_sq, alone[0].error_sq);
+        EXPECT_EQ(grouped[c].reference_sq, alone[0].reference_sq);
         const auto want = reference(x, rows, in, wr, cands[c], out, gs, sp);
         ASSERT_GT(want.error_sq, 0);
         EXPECT_NEAR(all[c].error_sq, want.error_sq, 1e-3 * want.error_sq);
