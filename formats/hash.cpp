@@ -44,6 +44,15 @@ Digest from_canonical(const uint8_t bytes[16]) {
   return d;
 }
 
+std::array<uint8_t, 16> to_canonical(const Digest& d) {
+  std::array<uint8_t, 16> out;
+  for (int i = 0; i < 8; ++i) {
+    out[size_t(i)] = uint8_t(d.high >> (56 - 8 * i));
+    out[size_t(8 + i)] = uint8_t(d.low >> (56 - 8 * i));
+  }
+  return out;
+}
+
 // The library's state, or the AVX2 build's (same algorithm, same digests).
 struct Hasher::State {
   XXH3_state_t* s = nullptr;

@@ -1,6 +1,7 @@
 // XXH3-128 digests, as the manifest records them (32 lowercase hex digits, high 64 bits first).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -19,8 +20,9 @@ struct Digest {
 };
 
 Digest xxh3_128(std::span<const std::byte> bytes);
-// From XXH3-128's canonical (big-endian) 16 bytes.
+// From and to XXH3-128's canonical (big-endian) 16 bytes: high 64 bits first.
 Digest from_canonical(const uint8_t bytes[16]);
+std::array<uint8_t, 16> to_canonical(const Digest& d);
 
 // Streaming XXH3-128.
 class Hasher {

@@ -213,11 +213,7 @@ Status Writer::finish() {
     ::unlink(w.path.c_str());
     return w.fail(make_error(w.path + ": close failed: " + std::strerror(err)));
   }
-  const hash::Digest d = w.hash.digest();   // canonical order: high 64 bits first, big-endian
-  for (int i = 0; i < 8; ++i) {
-    w.digest[size_t(i)] = uint8_t(d.high >> (56 - 8 * i));
-    w.digest[size_t(8 + i)] = uint8_t(d.low >> (56 - 8 * i));
-  }
+  w.digest = hash::to_canonical(w.hash.digest());
   w.finished = true;
   return {};
 }

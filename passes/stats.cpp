@@ -7,7 +7,6 @@
 #include <memory>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <cstdio>
 #include <span>
@@ -86,20 +85,15 @@ struct FileCloser {
 };
 using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
-void put_digest(char* out, const hash::Digest& d) {
-  for (int i = 0; i < 8; ++i) {
-    out[i] = char(d.high >> (56 - 8 * i));
-    out[8 + i] = char(d.low >> (56 - 8 * i));
-  }
-}
+hash::Digest get_digest(const char* in) { return hash::from_canonical(reinterpret_cast<const uint8_t*>(in)); }
 
-hash::Digest get_digest(const char* in) {
-  hash::Digest d;
-  for (int i = 0; i < 8; ++i) {
-    d.high = (d.high << 8) | uint8_t(in[i]);
-    d.low = (d.low << 8) | uint8_t(in[8 + i]);
-  }
-  return d;
+// The rows of a site's second moments' upper triangle, as spans into the full matrix, in file order.
+template <typename Fn>
+bool for_each_upper_row(const SiteStats& s, Fn&& fn) {
+  const size_t c = s.second_moment.empty() ? 0 : s.absmax.size();
+  for (size_t a = 0; a < c; ++a)
+    if (!fn(std::span<const double>(s.second_moment.data() + a * c + a, c - a))) return false;
+  return true;
 }
 
 std::string site_name(int layer, const std::string& role) {
@@ -188,10 +182,8 @@ Expected<ActivationStats> from_message(const std::string& path, const stats::Sta
   return out;
 }
 
-Expected<ActivationStats> load_v3(const std::string& path) {
-  FilePtr f(std::fopen(path.c_str(), "rb"));
-  if (!f) return make_error(path + ": cannot open statistics file");
-  std::setvbuf(f.get(), nullptr, _IOFBF, size_t(8) << 20);
+// `f` is the open file, at any position.
+Expected<ActivationStats> load_v3(const std::string& path, FilePtr f) {
   uint64_t file_size = 0;
   if (std::fseek(f.get(), 0, SEEK_END) == 0) {
     const long end = std::ftell(f.get());
@@ -285,8 +277,10 @@ Status save_stats(const ActivationStats& stats, const std::string& path) {
         return make_error(path + ": second moments of layer " + std::to_string(s.layer) + " are not " +
                           std::to_string(c) + "x" + std::to_string(c));
       hash::Hasher hasher;
-      for (size_t a = 0; a < c; ++a)
-        hasher.update(std::as_bytes(std::span<const double>(s.second_moment.data() + a * c + a, c - a)));
+      for_each_upper_row(s, [&](std::span<const double> row) {
+        hasher.update(std::as_bytes(row));
+        return true;
+      });
       const hash::Digest d = hasher.digest();
       p->set_second_moment_upper_values(c * (c + 1) / 2);
       p->set_second_moment_hash_high(d.high);
@@ -302,7 +296,8 @@ Status save_stats(const ActivationStats& stats, const std::string& path) {
   std::memcpy(header.data(), kMagic3, 8);
   const uint64_t size = raw.size();
   std::memcpy(header.data() + 8, &size, 8);
-  put_digest(header.data() + 25, digest);
+  const auto canonical = hash::to_canonical(digest);
+  std::memcpy(header.data() + 25, canonical.data(), canonical.size());
   std::string zipped;
   const std::string* payload = &raw;
   if (size <= kStoreAbove) {
@@ -324,11 +319,10 @@ Status save_stats(const ActivationStats& stats, const std::string& path) {
     std::setvbuf(out.get(), nullptr, _IOFBF, size_t(8) << 20);
     bool ok = std::fwrite(header.data(), 1, header.size(), out.get()) == header.size() &&
               std::fwrite(payload->data(), 1, payload->size(), out.get()) == payload->size();
-    for (const auto& s : stats.sites) {
-      const size_t c = s.second_moment.empty() ? 0 : s.absmax.size();
-      for (size_t a = 0; ok && a < c; ++a)
-        ok = std::fwrite(s.second_moment.data() + a * c + a, sizeof(double), c - a, out.get()) == c - a;
-    }
+    for (const auto& s : stats.sites)
+      ok = ok && for_each_upper_row(s, [&](std::span<const double> row) {
+             return std::fwrite(row.data(), sizeof(double), row.size(), out.get()) == row.size();
+           });
     ok = ok && std::fflush(out.get()) == 0;
     if (!ok) {
       out.reset();
@@ -351,11 +345,10 @@ Expected<ActivationStats> load_stats(const std::string& path) {
   {
     FilePtr f(std::fopen(path.c_str(), "rb"));
     if (!f) return make_error(path + ": cannot open statistics file");
+    std::setvbuf(f.get(), nullptr, _IOFBF, size_t(8) << 20);   // before the first read
     char magic[8];
-    if (std::fread(magic, 1, 8, f.get()) == 8 && std::memcmp(magic, kMagic3, 8) == 0) {
-      f.reset();
-      return load_v3(path);
-    }
+    if (std::fread(magic, 1, 8, f.get()) == 8 && std::memcmp(magic, kMagic3, 8) == 0)
+      return load_v3(path, std::move(f));
   }
   FP4C_ASSIGN(std::string bytes, read_whole_file(path));
   stats::StatsFile f;

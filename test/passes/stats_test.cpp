@@ -213,10 +213,8 @@ TEST(StatsFile, SecondMomentsLiveOutsideTheMessageAndOlderVersionsStillRead) {
     const uint64_t size = raw.size();
     std::memcpy(v3.data() + 8, &size, 8);
     std::memcpy(v3.data() + 16, &size, 8);
-    for (int i = 0; i < 8; ++i) {
-      v3[size_t(25 + i)] = char(d.high >> (56 - 8 * i));
-      v3[size_t(33 + i)] = char(d.low >> (56 - 8 * i));
-    }
+    const auto canonical = hash::to_canonical(d);
+    std::memcpy(v3.data() + 25, canonical.data(), canonical.size());
     write_text(path, v3 + raw + std::string(64, '\1'));
     auto lying = passes::load_stats(path);
     ASSERT_FALSE(lying.ok());
@@ -247,10 +245,8 @@ TEST(StatsFile, SecondMomentsLiveOutsideTheMessageAndOlderVersionsStillRead) {
     std::memcpy(v2.data(), "FP4CST02", 8);
     const uint64_t size = raw.size();
     std::memcpy(v2.data() + 8, &size, 8);
-    for (int i = 0; i < 8; ++i) {
-      v2[size_t(17 + i)] = char(d.high >> (56 - 8 * i));
-      v2[size_t(25 + i)] = char(d.low >> (56 - 8 * i));
-    }
+    const auto canonical = hash::to_canonical(d);
+    std::memcpy(v2.data() + 17, canonical.data(), canonical.size());
     write_text(path, v2 + raw);
     auto old = passes::load_stats(path);
     ASSERT_TRUE(old.ok()) << old.error().message;
