@@ -1,12 +1,47 @@
 #include "backends/artifact.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <filesystem>
 #include <system_error>
 
 namespace fp4c::backends {
 namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kStagingTag = ".fp4c-tmp-";
+
+bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+
+// Removes ".<name>.fp4c-tmp-<pid>" and ".<name>.fp4c-tmp-<pid>.old" in `parent` whose pid is not
+// running; returns them.
+std::vector<std::string> remove_dead_staging(const fs::path& parent, const std::string& name) {
+  std::vector<std::string> removed;
+  const std::string prefix = "." + name + kStagingTag;
+  std::error_code ec;
+  std::vector<fs::path> dead;
+  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string entry = it->path().filename().string();
+    if (entry.size() <= prefix.size() || entry.compare(0, prefix.size(), prefix) != 0) continue;
+    std::string rest = entry.substr(prefix.size());
+    if (rest.size() > 4 && rest.compare(rest.size() - 4, 4, ".old") == 0) rest.resize(rest.size() - 4);
+    if (rest.empty() || rest.size() > 9 || rest.find_first_not_of("0123456789") != std::string::npos) continue;
+    const auto pid = pid_t(std::stol(rest));
+    if (pid <= 0 || pid == ::getpid() || process_alive(pid)) continue;
+    dead.push_back(it->path());
+  }
+  for (const fs::path& p : dead) {
+    fs::remove_all(p, ec);
+    if (!ec) removed.push_back(p.string());
+  }
+  return removed;
+}
+
+}  // namespace
 
 Expected<StagingDir> StagingDir::create(const std::string& destination, bool force) {
   std::error_code ec;
@@ -17,16 +52,19 @@ Expected<StagingDir> StagingDir::create(const std::string& destination, bool for
   fs::path parent = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
   if (!fs::is_directory(parent, ec))
     return make_error(dest.string() + ": parent directory " + parent.string() + " does not exist");
-  fs::path staging = parent / ("." + dest.filename().string() + ".fp4c-tmp-" + std::to_string(getpid()));
+  std::vector<std::string> removed = remove_dead_staging(parent, dest.filename().string());
+  fs::path staging = parent / ("." + dest.filename().string() + kStagingTag + std::to_string(getpid()));
   fs::remove_all(staging, ec);
   if (!fs::create_directory(staging, ec))
     return make_error(staging.string() + ": cannot create staging directory: " + ec.message());
-  return StagingDir(dest.string(), staging.string(), force);
+  StagingDir dir(dest.string(), staging.string(), force);
+  dir.removed_ = std::move(removed);
+  return dir;
 }
 
 StagingDir::StagingDir(StagingDir&& o) noexcept
     : destination_(std::move(o.destination_)), staging_(std::move(o.staging_)), force_(o.force_),
-      committed_(o.committed_) {
+      committed_(o.committed_), removed_(std::move(o.removed_)) {
   o.committed_ = true;  // the moved-from object owns nothing
 }
 

@@ -29,10 +29,19 @@ struct WrittenTensor {
 // An artifact is built in a hidden sibling of its destination and renamed into place only when
 // complete; if it is never committed, the destructor removes it. So no half-written artifact is ever
 // left at the destination, whatever fails.
+//
+// The staging directory is ".<name>.fp4c-tmp-<pid>" beside the destination. A run killed outright
+// (SIGKILL, power loss) cannot remove its own; the next run to the same destination removes every
+// such directory whose process is gone (`removed()` lists them, for the tool to say so). A process
+// that is alive, or a pid this machine has reused, keeps its directory: concurrent runs never touch
+// each other's. (Pids are per machine: two machines building into one shared directory each see the
+// other's runs as dead.)
 class StagingDir {
  public:
   // Refuses an existing destination unless `force`. Errors name the directory.
   static Expected<StagingDir> create(const std::string& destination, bool force);
+  // Staging directories of dead runs that create() removed.
+  const std::vector<std::string>& removed() const { return removed_; }
   StagingDir(StagingDir&&) noexcept;
   StagingDir& operator=(StagingDir&&) = delete;
   ~StagingDir();
@@ -48,6 +57,7 @@ class StagingDir {
   std::string staging_;
   bool force_ = false;
   bool committed_ = false;
+  std::vector<std::string> removed_;
 };
 
 // The tokenizer and generation files a loader needs next to the weights.

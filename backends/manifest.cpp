@@ -8,6 +8,8 @@
 #include <map>
 #include <sstream>
 
+#include "formats/json_input.h"
+
 namespace fp4c::backends {
 
 manifest::Hash to_proto(const hash::Digest& d) {
@@ -221,14 +223,18 @@ Status write_manifest(const manifest::Manifest& m, const std::string& path) {
 }
 
 Expected<manifest::Manifest> read_manifest(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(path + ": cannot open the manifest");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  if (!std::ifstream(path, std::ios::binary)) return make_error(path + ": cannot open the manifest");
+  // fp4c's own output: a 671B MoE's manifest holds ~50k tensor records, so more room than for inputs.
+  FP4C_ASSIGN(const std::string text, json_input::read_text(path, std::max<uint64_t>(json_input::max_file_bytes(),
+                                                                                      uint64_t(512) << 20)));
+  // Bounds nesting and numbers before protobuf's parser sees the text.
+  if (auto f = json_input::prescan(text))
+    return make_error(path + ": not a valid fp4c manifest: malformed JSON" +
+                      (f->offset ? " at byte " + std::to_string(*f->offset) : std::string()) + ": " + f->reason);
   manifest::Manifest m;
   google::protobuf::util::JsonParseOptions opts;
   opts.ignore_unknown_fields = true;
-  auto st = google::protobuf::util::JsonStringToMessage(ss.str(), &m, opts);
+  auto st = google::protobuf::util::JsonStringToMessage(text, &m, opts);
   if (!st.ok()) return make_error(path + ": not a valid fp4c manifest: " + st.ToString());
   return m;
 }

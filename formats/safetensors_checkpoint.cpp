@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "formats/json_input.h"
 #include "formats/safetensors.h"
 
 namespace fp4c::safetensors {
@@ -37,22 +38,13 @@ bool is_safe_shard_name(const std::string& name) {
 }  // namespace
 
 Expected<Index> read_index(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    return make_error(path + ": cannot open: " + std::strerror(err));
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return make_error(path + ": read failed");
-  const std::string text = ss.str();
-
+  FP4C_ASSIGN(const std::string text, json_input::read_text(path));
   json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    return make_error(path + ": not valid JSON at byte " + std::to_string(e.byte > 0 ? e.byte - 1 : 0) + ": " +
-                      e.what());
+  json_input::Options options;
+  options.unique_keys = true;   // a tensor mapped twice would be read from whichever came last
+  if (auto f = json_input::parse_into(text, j, options)) {
+    if (!f->offset) return make_error(path + ": index has " + f->reason);
+    return make_error(path + ": not valid JSON at byte " + std::to_string(*f->offset) + ": " + f->reason);
   }
   if (!j.is_object()) return make_error(path + ": index is a JSON " + std::string(j.type_name()) + ", not an object");
 

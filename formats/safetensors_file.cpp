@@ -9,13 +9,13 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
-#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "formats/json_input.h"
 #include "formats/mmap_advice.h"
 #include "formats/safetensors.h"
 
@@ -58,36 +58,15 @@ struct Parsed {
 
 // Parses the JSON header, rejecting duplicate keys at any depth (nlohmann would keep the last).
 Expected<json> parse_json(const std::string& path, const char* begin, const char* end) {
-  struct Level { std::set<std::string> keys; std::string last; };
-  std::vector<Level> levels;
-  std::string duplicate;
-  auto on_event = [&](int /*depth*/, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start: levels.emplace_back(); break;
-      case json::parse_event_t::object_end: levels.pop_back(); break;
-      case json::parse_event_t::key: {
-        std::string key = parsed.get<std::string>();
-        if (!levels.back().keys.insert(key).second && duplicate.empty()) {
-          duplicate = "'" + key + "'";
-          if (levels.size() >= 2) duplicate += " in the entry of '" + levels[levels.size() - 2].last + "'";
-        }
-        levels.back().last = std::move(key);
-        break;
-      }
-      default: break;
-    }
-    return true;
-  };
   json j;
-  try {
-    j = json::parse(begin, end, on_event, /*allow_exceptions=*/true);
-  } catch (const json::parse_error& e) {
-    // e.byte counts the characters read, the offending one included; the header starts at byte 8.
-    uint64_t at = 8 + (e.byte > 0 ? e.byte - 1 : 0);
-    return make_error(path + ": header is not valid JSON at file offset " + std::to_string(at) + ": " +
-                      e.what());
+  json_input::Options options;
+  options.base_offset = 8;   // the header starts after its 8-byte length
+  options.unique_keys = true;
+  if (auto f = json_input::parse_into(std::string_view(begin, size_t(end - begin)), j, options)) {
+    if (!f->offset) return make_error(path + ": header has " + f->reason);
+    return make_error(path + ": header is not valid JSON at file offset " + std::to_string(*f->offset) + ": " +
+                      f->reason);
   }
-  if (!duplicate.empty()) return make_error(path + ": header has duplicate key " + duplicate);
   return j;
 }
 

@@ -9,6 +9,8 @@
 #include <numeric>
 #include <string_view>
 
+#include "formats/json_input.h"
+
 namespace fp4c::frontend {
 namespace {
 
@@ -34,18 +36,25 @@ std::string type_of(const json& v) {
   return v.type_name();
 }
 
+Error record_too_long(const std::string& path, int64_t line, uint64_t max_bytes) {
+  return make_error(path + ":" + std::to_string(line) + ": record longer than the limit of " +
+                    std::to_string(max_bytes) + " bytes (--max-record-bytes raises it)");
+}
+
 bool is_blank(std::string_view line) {
   return line.find_first_not_of(" \t\r\f\v") == std::string_view::npos;
 }
 
-// Calls fn(line_number, line) for each line of `data` ("\n"-terminated, a "\r" before it dropped).
+// Calls fn(line_number, line) for each line of `data` ("\n"-terminated, a "\r" before it dropped);
+// a line longer than max_bytes is an error before fn sees it.
 template <typename Fn>
-Status for_each_line(std::string_view data, Fn&& fn) {
+Status for_each_line(const std::string& path, std::string_view data, uint64_t max_bytes, Fn&& fn) {
   int64_t number = 0;
   size_t pos = 0;
   while (pos < data.size()) {
     size_t end = data.find('\n', pos);
     if (end == std::string_view::npos) end = data.size();
+    if (end - pos > max_bytes) return record_too_long(path, number + 1, max_bytes);
     std::string_view line = data.substr(pos, end - pos);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     FP4C_TRY(fn(++number, line));
@@ -68,7 +77,8 @@ class RecordReader {
   Status read(std::string_view data, Format format) {
     if (data.size() >= 3 && std::memcmp(data.data(), "\xEF\xBB\xBF", 3) == 0) data.remove_prefix(3);
     if (format == Format::JsonLines)
-      return for_each_line(data, [&](int64_t n, std::string_view line) { return json_line(n, line); });
+      return for_each_line(path_, data, options_.max_record_bytes,
+                           [&](int64_t n, std::string_view line) { return json_line(n, line); });
     return paragraphs(data);
   }
 
@@ -90,14 +100,9 @@ class RecordReader {
     const std::string hint = looks_like_array
         ? " (a calibration set holds one JSON object per line (JSON Lines), not an array)" : "";
     json record;
-    try {
-      record = json::parse(line);
-    } catch (const json::parse_error& e) {
-      std::string what = e.what();
-      size_t col = what.find("column ");
-      what = col == std::string::npos ? what : what.substr(col);
-      return at(n, "malformed JSON at " + what + hint);
-    }
+    if (auto f = json_input::parse_into(line, record))
+      return at(n, "malformed JSON" + (f->offset ? " at column " + std::to_string(*f->offset + 1) : std::string()) +
+                       ": " + f->reason + hint);
     if (!record.is_object()) return at(n, "record must be a JSON object, got " + type_of(record) + hint);
     auto get = [&](const char* key) -> const json* {
       auto it = record.find(key);
@@ -140,13 +145,15 @@ class RecordReader {
       first = 0;
       return s;
     };
-    FP4C_TRY(for_each_line(data, [&](int64_t n, std::string_view line) -> Status {
+    FP4C_TRY(for_each_line(path_, data, options_.max_record_bytes, [&](int64_t n, std::string_view line) -> Status {
       if (is_blank(line)) return flush();
       if (first == 0) {
         first = n;
       } else {
         text += '\n';
       }
+      if (text.size() + line.size() > options_.max_record_bytes)
+        return record_too_long(path_, first, options_.max_record_bytes);
       text.append(line);
       return {};
     }));
@@ -249,7 +256,7 @@ std::vector<int64_t> choose_samples(int64_t available, int64_t count, uint64_t s
 Expected<TokenSet> load_token_set(const std::string& path, const Tokenizer* tokenizer,
                                   const CalibrationOptions& options) {
   FP4C_TRY(check_options(path, options));
-  FP4C_ASSIGN(SourceBytes src, read_source(path));
+  FP4C_ASSIGN(SourceBytes src, read_source(path, options.max_bytes));
 
   TokenSet set;
   set.source_hash = src.stored_hash;

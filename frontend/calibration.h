@@ -46,6 +46,10 @@ enum class Packing : uint8_t {
   Chunks,    // all records concatenated (in file order), cut into seq_len chunks (llama.cpp imatrix)
 };
 
+// Text at most 4 bytes of ids per byte: 256 MiB of text stays under ~1.3 GB with its ids.
+inline constexpr uint64_t kDefaultMaxCalibrationBytes = uint64_t(256) << 20;   // --max-calib-bytes
+inline constexpr uint64_t kDefaultMaxRecordBytes = uint64_t(4) << 20;          // --max-record-bytes
+
 struct CalibrationOptions {
   int64_t samples = 0;          // 0: all
   int64_t seq_len = 0;          // 0: no limit for Records (model max positions apply); required for Chunks
@@ -55,6 +59,10 @@ struct CalibrationOptions {
   int64_t min_tokens = 2;       // a record shorter than this is an error (naming its line)
   int64_t max_positions = 0;    // the model's max_position_embeddings; seq_len above it is an error
   int64_t vocab_size = 0;       // ids must be in [0, vocab_size); 0: unknown, ids only checked >= 0
+  // Memory bounds (README "Limits"): the file's text, decompressed, and one record (a JSONL line or
+  // a plain-text paragraph). Past either, an error naming the limit and the option that raises it.
+  uint64_t max_bytes = kDefaultMaxCalibrationBytes;
+  uint64_t max_record_bytes = kDefaultMaxRecordBytes;
 };
 
 struct TokenSet {
@@ -90,13 +98,14 @@ std::vector<int64_t> choose_samples(int64_t available, int64_t count, uint64_t s
 
 // A file's contents, decompressed when it is gzip (by magic bytes), with the hash of its bytes as
 // stored. Errors name the file; a corrupt or truncated gzip stream also the compressed byte offset
-// (how far zlib had read when it found the damage; for a truncated stream, the file's size).
+// (how far zlib had read when it found the damage; for a truncated stream, the file's size). More
+// than max_bytes of contents (decompressed) is an error, found before more is held in memory.
 struct SourceBytes {
   std::string data;             // decompressed
   hash::Digest stored_hash;     // XXH3-128 of the bytes as stored (= hash::hash_file(path))
   uint64_t stored_size = 0;
   bool gzip = false;
 };
-Expected<SourceBytes> read_source(const std::string& path);
+Expected<SourceBytes> read_source(const std::string& path, uint64_t max_bytes = kDefaultMaxCalibrationBytes);
 
 }  // namespace fp4c::frontend

@@ -16,10 +16,15 @@ struct FileCloser {
   void operator()(std::FILE* f) const { std::fclose(f); }
 };
 
+Error too_large(const std::string& path, uint64_t max_bytes, const char* verb) {
+  return make_error(path + ": " + verb + " more than " + std::to_string(max_bytes) +
+                    " bytes of text, the limit of a calibration or evaluation set (--max-calib-bytes raises it)");
+}
+
 // Streaming gunzip of one or more concatenated members.
 class Gunzip {
  public:
-  Gunzip(const std::string& path) : path_(path) {}
+  Gunzip(const std::string& path, uint64_t max_bytes) : path_(path), max_bytes_(max_bytes) {}
   ~Gunzip() {
     if (started_) inflateEnd(&zs_);
   }
@@ -46,6 +51,7 @@ class Gunzip {
       const uInt avail_in_before = zs_.avail_in;
       int rc = inflate(&zs_, Z_NO_FLUSH);
       const size_t produced = sizeof buf_ - zs_.avail_out;
+      if (out.size() + produced > max_bytes_) return too_large(path_, max_bytes_, "decompresses to");
       out.append(reinterpret_cast<const char*>(buf_), produced);
       if (rc == Z_STREAM_END) {
         member_done_ = true;
@@ -71,6 +77,7 @@ class Gunzip {
 
  private:
   std::string path_;
+  uint64_t max_bytes_;
   z_stream zs_{};
   bool started_ = false;
   bool member_done_ = false;
@@ -79,7 +86,7 @@ class Gunzip {
 
 }  // namespace
 
-Expected<SourceBytes> read_source(const std::string& path) {
+Expected<SourceBytes> read_source(const std::string& path, uint64_t max_bytes) {
   std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
   if (!f) return make_error(path + ": cannot open calibration set: " + std::strerror(errno));
   SourceBytes src;
@@ -93,11 +100,12 @@ Expected<SourceBytes> read_source(const std::string& path) {
     hasher.update({reinterpret_cast<const std::byte*>(buf.data()), n});
     if (offset == 0 && n >= 2 && buf[0] == 0x1f && buf[1] == 0x8b) {
       src.gzip = true;
-      gunzip = std::make_unique<Gunzip>(path);
+      gunzip = std::make_unique<Gunzip>(path, max_bytes);
     }
     if (gunzip) {
       FP4C_TRY(gunzip->feed(buf.data(), n, offset, src.data));
     } else {
+      if (src.data.size() + n > max_bytes) return too_large(path, max_bytes, "holds");
       src.data.append(reinterpret_cast<const char*>(buf.data()), n);
     }
     offset += n;

@@ -8,6 +8,7 @@
 #include <optional>
 #include <sstream>
 
+#include "formats/json_input.h"
 #include "frontend/architecture.h"
 
 namespace fp4c::frontend {
@@ -256,13 +257,7 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
 }  // namespace
 
 Expected<ir::ModelConfig> parse_config(const std::string& text, const std::string& path) {
-  json root;
-  try {
-    root = json::parse(text);
-  } catch (const json::parse_error& e) {
-    return make_error(path + ": malformed JSON at byte " + std::to_string(e.byte) + ": " +
-                      e.what());
-  }
+  FP4C_ASSIGN(json root, json_input::parse(text, path));
   if (!root.is_object())
     return make_error(path + ": expected a JSON object at the top level, got " + type_of(root));
   try {
@@ -273,12 +268,8 @@ Expected<ir::ModelConfig> parse_config(const std::string& text, const std::strin
 }
 
 Expected<ir::ModelConfig> read_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(path + ": cannot open: " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return make_error(path + ": read failed");
-  return parse_config(text.str(), path);
+  FP4C_ASSIGN(std::string text, json_input::read_text(path));
+  return parse_config(text, path);
 }
 
 }  // namespace fp4c::frontend

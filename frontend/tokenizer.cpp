@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "formats/json_input.h"
 #include "frontend/tokenizer_internal.h"
 
 namespace fp4c::frontend {
@@ -20,12 +21,7 @@ using json = nlohmann::json;
 Expected<std::optional<json>> read_json_if_present(const std::string& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) return std::optional<json>();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(path + ": cannot open for reading");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return make_error(path + ": malformed JSON");
+  FP4C_ASSIGN(json j, json_input::read_file(path));
   if (!j.is_object()) return make_error(path + ": expected a JSON object at the top level");
   return std::optional<json>(std::move(j));
 }

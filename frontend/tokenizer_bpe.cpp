@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <mutex>
@@ -12,6 +13,8 @@
 #include <variant>
 
 #include <nlohmann/json.hpp>
+
+#include "formats/json_input.h"
 
 #include "frontend/tokenizer_regex.h"
 #include "frontend/tokenizer_unicode.h"
@@ -824,13 +827,16 @@ Status Parser::post_processor(const json& p, const std::string& where, std::vect
       auto st = item.find("SpecialToken");
       if (st == item.end() || !st->is_object()) return error(where, "single: expected SpecialToken or Sequence items");
       FP4C_ASSIGN(const std::string name, get_string(*st, "id", where + ".single"));
-      if (specials == p.end() || !specials->contains(name)) {
+      if (specials == p.end() || !specials->is_object() || !specials->contains(name)) {
         return error(where, "special token '" + name + "' is not listed in special_tokens");
       }
-      const json& ids = (*specials)[name]["ids"];
-      if (!ids.is_array()) return error(where, "special_tokens." + name + ": expected an array 'ids'");
-      for (const json& id : ids) {
-        if (!id.is_number_integer()) return error(where, "special_tokens." + name + ": ids must be integers");
+      const json& entry = specials->at(name);
+      const auto ids = entry.is_object() ? entry.find("ids") : entry.end();
+      if (!entry.is_object() || ids == entry.end() || !ids->is_array())
+        return error(where, "special_tokens." + name + ": expected an array 'ids'");
+      for (const json& id : *ids) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+          return error(where, "special_tokens." + name + ": ids must be non-negative 32-bit integers");
         (seen_a ? suffix : prefix).push_back(id.get<int32_t>());
       }
     }
@@ -838,7 +844,11 @@ Status Parser::post_processor(const json& p, const std::string& where, std::vect
   }
   if (type == "RobertaProcessing" || type == "BertProcessing") {
     auto cls = p.find("cls"), sep = p.find("sep");
-    if (cls == p.end() || sep == p.end() || !(*cls)[1].is_number_integer() || !(*sep)[1].is_number_integer()) {
+    auto is_pair = [&](const json& v) {
+      return v.is_array() && v.size() == 2 && v[1].is_number_integer() && v[1].get<int64_t>() >= 0 &&
+             v[1].get<int64_t>() <= INT32_MAX;
+    };
+    if (cls == p.end() || sep == p.end() || !is_pair(*cls) || !is_pair(*sep)) {
       return error(where, "expected 'cls' and 'sep' as [token, id]");
     }
     prefix.push_back((*cls)[1].get<int32_t>());
@@ -931,12 +941,7 @@ Expected<std::unique_ptr<Tokenizer>> Parser::parse(const json& root) {
 
 Expected<std::unique_ptr<Tokenizer>> parse_hf_tokenizer(const std::string& text, const std::string& path,
                                                         const SpecialTokenConventions& conventions) {
-  json root;
-  try {
-    root = json::parse(text);
-  } catch (const json::parse_error& e) {
-    return make_error(path + ": malformed JSON at byte " + std::to_string(e.byte) + ": " + e.what());
-  }
+  FP4C_ASSIGN(const json root, json_input::parse(text, path));
   try {
     return Parser(path, conventions).parse(root);
   } catch (const json::exception& e) {  // a value of an unexpected type somewhere we did not check
@@ -946,11 +951,8 @@ Expected<std::unique_ptr<Tokenizer>> parse_hf_tokenizer(const std::string& text,
 
 Expected<std::unique_ptr<Tokenizer>> load_hf_tokenizer(const std::string& path,
                                                        const SpecialTokenConventions& conventions) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(path + ": cannot open for reading");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_hf_tokenizer(ss.str(), path, conventions);
+  FP4C_ASSIGN(const std::string text, json_input::read_text(path));
+  return parse_hf_tokenizer(text, path, conventions);
 }
 
 }  // namespace fp4c::frontend

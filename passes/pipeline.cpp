@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <set>
@@ -53,6 +56,18 @@ Error at(size_t column, const std::string& what) {
   return make_error("pipeline column " + std::to_string(column) + ": " + what);
 }
 
+bool in_range(const OptionSpec& o, double d) { return std::isfinite(d) && d >= o.min && d <= o.max; }
+
+// A number as strtod reads it, when the whole text is one (no overflow to infinity, no NaN).
+std::optional<double> parse_number(const std::string& v) {
+  if (v.empty()) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const double d = std::strtod(v.c_str(), &end);
+  if (*end || !std::isfinite(d) || (errno == ERANGE && d != 0)) return std::nullopt;
+  return d;
+}
+
 // Checks and normalizes one option value; empty optional means invalid.
 std::optional<std::string> normalize(const OptionSpec& o, const std::string& v) {
   char* end = nullptr;
@@ -62,19 +77,21 @@ std::optional<std::string> normalize(const OptionSpec& o, const std::string& v) 
       if (v == "false" || v == "0" || v == "off") return "false";
       return std::nullopt;
     case OptionType::Int: {
+      errno = 0;
       const long long n = std::strtoll(v.c_str(), &end, 10);
-      if (v.empty() || *end) return std::nullopt;
+      if (v.empty() || *end || errno == ERANGE || !in_range(o, double(n))) return std::nullopt;
+      if (o.multiple_of > 0 && n % o.multiple_of != 0) return std::nullopt;
       return std::to_string(n);
     }
     case OptionType::Float: {
-      std::strtod(v.c_str(), &end);
-      if (v.empty() || *end) return std::nullopt;
+      const auto d = parse_number(v);
+      if (!d || !in_range(o, *d)) return std::nullopt;
       return v;
     }
     case OptionType::Percent: {
       const std::string num = !v.empty() && v.back() == '%' ? v.substr(0, v.size() - 1) : v;
-      const double d = std::strtod(num.c_str(), &end);
-      if (num.empty() || *end || d < 0 || d > 100) return std::nullopt;
+      const auto d = parse_number(num);
+      if (!d || !in_range(o, *d)) return std::nullopt;
       return num + "%";
     }
     case OptionType::Choice:
@@ -84,12 +101,20 @@ std::optional<std::string> normalize(const OptionSpec& o, const std::string& v) 
   return std::nullopt;
 }
 
+std::string number_text(double d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", d);
+  return buf;
+}
+
 std::string expected_of(const OptionSpec& o) {
+  const std::string range = " in [" + number_text(o.min) + ", " + number_text(o.max) + "]";
   switch (o.type) {
     case OptionType::Bool: return "true or false";
-    case OptionType::Int: return "an integer";
-    case OptionType::Float: return "a number";
-    case OptionType::Percent: return "a percentage such as 2%";
+    case OptionType::Int:
+      return (o.multiple_of > 0 ? "a multiple of " + std::to_string(o.multiple_of) : std::string("an integer")) + range;
+    case OptionType::Float: return "a number" + range;
+    case OptionType::Percent: return "a percentage" + range + " such as 2%";
     case OptionType::Choice: return "one of " + join(o.choices);
   }
   return "?";

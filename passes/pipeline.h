@@ -4,6 +4,7 @@
 // form (every option spelled out) round-trips and goes into the manifest.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,6 +22,11 @@ struct OptionSpec {
   std::string default_value;
   std::string help;
   std::vector<std::string> choices;   // Choice only
+  // Int, Float and Percent: the accepted range (inclusive); values must also be finite. The parser
+  // refuses anything outside it, so the passes read values they can use as they are.
+  double min = 0;
+  double max = 0;
+  int64_t multiple_of = 0;            // Int: the value must be a multiple of this (0: any)
 };
 
 struct PassSpec {

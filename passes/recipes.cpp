@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "formats/json_input.h"
 #include "passes/pipeline.h"
 #include "passes/weight_plan.h"
 
@@ -53,16 +54,11 @@ const std::vector<Recipe>& builtin_recipes() {
 }
 
 Expected<Recipe> load_recipe_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(path + ": cannot read the recipe file");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  FP4C_ASSIGN(const std::string text_in, json_input::read_text(path));
   nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    return make_error(path + ": not valid JSON at byte " + std::to_string(e.byte) + ": " + e.what());
-  }
+  if (auto f = json_input::parse_into(text_in, j))
+    return make_error(path + ": not valid JSON" + (f->offset ? " at byte " + std::to_string(*f->offset) : std::string()) +
+                      ": " + f->reason);
   if (!j.is_object()) return make_error(path + ": a recipe file holds a JSON object");
   for (const auto& [key, value] : j.items())
     if (key != "name" && key != "description" && key != "pipeline" && key != "scheme")

@@ -118,6 +118,44 @@ Expected<std::string> read_whole_file(const std::string& path) {
   return bytes;
 }
 
+// Inflates a zlib stream that claims to hold `size` bytes. Memory grows with what the stream really
+// yields, never with the claim (a 100-byte file claiming 2 GiB allocates nothing); a stream that
+// yields more or less than it claims is corrupt.
+Expected<std::string> inflate_claimed(const std::string& path, std::string_view in, uint64_t size, size_t offset) {
+  auto corrupt = [&] {
+    return make_error(path + ": corrupt statistics file (zlib stream at offset " + std::to_string(offset) + ")");
+  };
+  z_stream zs{};
+  if (inflateInit(&zs) != Z_OK) return make_error(path + ": cannot start zlib's inflate");
+  std::unique_ptr<z_stream, int (*)(z_stream*)> guard(&zs, inflateEnd);
+  std::string out;
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = 0;
+  size_t fed = 0;
+  int rc = Z_OK;
+  while (rc != Z_STREAM_END) {
+    if (zs.avail_in == 0 && fed < in.size()) {
+      const size_t n = std::min<size_t>(in.size() - fed, size_t(1) << 30);
+      zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + fed));
+      zs.avail_in = uInt(n);
+      fed += n;
+    }
+    const size_t chunk = size_t(std::min<uint64_t>(uint64_t(1) << 24, size + 1 - std::min<uint64_t>(out.size(), size)));
+    const size_t before = out.size();
+    out.resize(before + chunk);
+    zs.next_out = reinterpret_cast<Bytef*>(out.data() + before);
+    zs.avail_out = uInt(chunk);
+    rc = inflate(&zs, Z_NO_FLUSH);
+    out.resize(before + (chunk - zs.avail_out));
+    if (out.size() > size) return corrupt();
+    if (rc == Z_STREAM_END) break;
+    if (rc != Z_OK && !(rc == Z_BUF_ERROR && zs.avail_in == 0 && fed < in.size())) return corrupt();
+    if (rc == Z_OK && zs.avail_in == 0 && fed == in.size() && zs.avail_out != 0) return corrupt();  // truncated
+  }
+  if (out.size() != size) return corrupt();
+  return out;
+}
+
 // Checks a stored (method 0) or zlib (method 1) payload against its size and checksum; returns the
 // serialized message's bytes (a view of `payload` or of `inflated`).
 Expected<std::string_view> unpack_message(const std::string& path, std::string_view payload, uint8_t method,
@@ -130,11 +168,7 @@ Expected<std::string_view> unpack_message(const std::string& path, std::string_v
                         std::to_string(size));
   } else if (method == 1) {
     if (size > kMaxMessage) return make_error(path + ": implausible statistics size " + std::to_string(size));
-    inflated.resize(size);
-    uLongf n = size;
-    if (uncompress(reinterpret_cast<Bytef*>(inflated.data()), &n, reinterpret_cast<const Bytef*>(payload.data()),
-                   payload.size()) != Z_OK || n != size)
-      return make_error(path + ": corrupt statistics file (zlib stream at offset " + std::to_string(offset) + ")");
+    FP4C_ASSIGN(inflated, inflate_claimed(path, payload, size, offset));
     payload = inflated;
   } else {
     return make_error(path + ": unknown storage method " + std::to_string(method) + " at offset 16");
@@ -368,11 +402,8 @@ Expected<ActivationStats> load_stats(const std::string& path) {
     uint64_t size;
     std::memcpy(&size, bytes.data(), 8);
     if (size > kMaxMessage) return make_error(path + ": implausible statistics size " + std::to_string(size));
-    std::string raw(size, '\0');
-    uLongf n = size;
-    if (uncompress(reinterpret_cast<Bytef*>(raw.data()), &n, reinterpret_cast<const Bytef*>(bytes.data() + 8),
-                   bytes.size() - 8) != Z_OK || n != size)
-      return make_error(path + ": corrupt statistics file (zlib stream at offset 8)");
+    FP4C_ASSIGN(const std::string raw,
+                inflate_claimed(path, std::string_view(bytes.data() + 8, bytes.size() - 8), size, 8));
     if (!f.ParseFromString(raw)) return make_error(path + ": not a statistics file");
   }
   return from_message(path, f);

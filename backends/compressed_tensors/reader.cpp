@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "formats/json_input.h"
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -42,23 +44,24 @@ Expected<ArtifactReader> ArtifactReader::open(const std::string& dir, const ir::
   bool w4a4 = false, mxfp4 = false;
   const std::string config_path = (fs::path(dir) / "config.json").string();
   {
-    std::ifstream in(config_path, std::ios::binary);
-    if (!in) return make_error(config_path + ": cannot open the artifact's config.json");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    auto config = nlohmann::json::parse(ss.str(), nullptr, false);
-    if (config.is_discarded() || !config.is_object()) return make_error(config_path + ": malformed JSON");
-    const auto q = config.find("quantization_config");
-    if (q == config.end() || !q->is_object() || q->value("quant_method", "") != "compressed-tensors")
-      return make_error(config_path + ": no compressed-tensors quantization_config; not an fp4c NVFP4 artifact");
-    const auto is_format = [](const nlohmann::json& j, const char* f) {
-      return j.is_object() && j.contains("format") && j["format"].is_string() && j["format"] == f;
+    FP4C_ASSIGN(const nlohmann::json config, json_input::read_file(config_path));
+    if (!config.is_object()) return make_error(config_path + ": malformed JSON (not an object)");
+    // j[key] if j is an object holding key, else null (const operator[] on a missing key is undefined).
+    const auto member = [](const nlohmann::json& j, const char* key) -> const nlohmann::json& {
+      static const nlohmann::json null;
+      if (!j.is_object()) return null;
+      const auto it = j.find(key);
+      return it == j.end() ? null : *it;
     };
-    mxfp4 = is_format(*q, "mxfp4-pack-quantized");
-    const auto& groups = (*q)["config_groups"];
+    const nlohmann::json& q = member(config, "quantization_config");
+    if (member(q, "quant_method") != "compressed-tensors")
+      return make_error(config_path + ": no compressed-tensors quantization_config; not an fp4c NVFP4 artifact");
+    const auto is_format = [&](const nlohmann::json& j, const char* f) { return member(j, "format") == f; };
+    mxfp4 = is_format(q, "mxfp4-pack-quantized");
+    const nlohmann::json& groups = member(q, "config_groups");
     if (groups.is_object())
       for (const auto& [name, g] : groups.items()) {
-        if (g.is_object() && g.contains("input_activations") && !g["input_activations"].is_null()) w4a4 = true;
+        if (!member(g, "input_activations").is_null()) w4a4 = true;
         if (is_format(g, "mxfp4-pack-quantized")) mxfp4 = true;
       }
   }

@@ -9,6 +9,8 @@
 #include <map>
 #include <sstream>
 
+#include "formats/json_input.h"
+
 namespace fp4c::backends::compressed_tensors {
 namespace fs = std::filesystem;
 
@@ -245,12 +247,8 @@ nlohmann::json mxfp4_args(bool activations) {
 
 Expected<WrittenFile> write_config_with(const std::string& source_config_path, const std::string& dir,
                                         const std::string& quantization_config) {
-  std::ifstream in(source_config_path, std::ios::binary);
-  if (!in) return make_error(source_config_path + ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::ordered_json config = nlohmann::ordered_json::parse(ss.str(), nullptr, false);
-  if (config.is_discarded() || !config.is_object())
+  FP4C_ASSIGN(nlohmann::ordered_json config, json_input::read_file_ordered(source_config_path));
+  if (!config.is_object())
     return make_error(source_config_path + ": not a JSON object");
   config["quantization_config"] = nlohmann::ordered_json::parse(quantization_config);
 

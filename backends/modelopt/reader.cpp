@@ -7,18 +7,15 @@
 #include <sstream>
 
 #include "backends/modelopt/writer.h"
+#include "formats/json_input.h"
 
 namespace fp4c::backends::modelopt {
 namespace fs = std::filesystem;
 
 Expected<compressed_tensors::ArtifactReader> open(const std::string& dir, const ir::Model& reference) {
   const std::string path = (fs::path(dir) / kQuantConfigFile).string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(path + ": cannot open the ModelOpt artifact's " + kQuantConfigFile);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const auto doc = nlohmann::json::parse(ss.str(), nullptr, false);
-  if (doc.is_discarded() || !doc.is_object()) return make_error(path + ": malformed JSON (not an object)");
+  FP4C_ASSIGN(const nlohmann::json doc, json_input::read_file(path));
+  if (!doc.is_object()) return make_error(path + ": malformed JSON (not an object)");
   const auto producer = doc.find("producer");
   if (producer == doc.end() || !producer->is_object() || !producer->contains("name"))
     return make_error(path + ": no 'producer' object with a 'name'");
@@ -27,16 +24,16 @@ Expected<compressed_tensors::ArtifactReader> open(const std::string& dir, const 
   // What vLLM's ModelOpt NVFP4 config requires of hf_quant_config.json.
   for (const char* field : {"quant_algo", "group_size", "kv_cache_quant_algo", "exclude_modules"})
     if (!q->contains(field)) return make_error(path + ": 'quantization' has no '" + field + "'");
-  const auto& algo = (*q)["quant_algo"];
+  const auto& algo = q->at("quant_algo");   // each field's presence checked above
   if (!algo.is_string() || (algo != "NVFP4" && algo != "W4A16_NVFP4"))
     return make_error(path + ": quant_algo " + algo.dump() + " is not NVFP4 or W4A16_NVFP4");
-  const auto& group = (*q)["group_size"];
+  const auto& group = q->at("group_size");
   if (!group.is_number_integer() || group.get<int64_t>() != 16)
     return make_error(path + ": group_size " + group.dump() + " is not 16");
-  const auto& kv = (*q)["kv_cache_quant_algo"];
+  const auto& kv = q->at("kv_cache_quant_algo");
   if (!kv.is_null() && !kv.is_string())
     return make_error(path + ": kv_cache_quant_algo " + kv.dump() + " is neither null nor a string");
-  const auto& exclude = (*q)["exclude_modules"];
+  const auto& exclude = q->at("exclude_modules");
   if (!exclude.is_array()) return make_error(path + ": exclude_modules is not a list");
   for (const auto& e : exclude)
     if (!e.is_string()) return make_error(path + ": exclude_modules holds " + e.dump() + ", not a module name");

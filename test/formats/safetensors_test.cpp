@@ -341,7 +341,7 @@ TEST_F(SafetensorsTest, RejectsMalformedJsonWithFileOffset) {
   // The stray 'x' is header byte 6, file offset 14.
   std::string e = open_error(raw_file(R"({"a":1x})", ""));
   EXPECT_MENTIONS(e, "header is not valid JSON at file offset 14");
-  EXPECT_MENTIONS(e, "parse error");
+  EXPECT_MENTIONS(e, "syntax error");
 }
 
 TEST_F(SafetensorsTest, RejectsTruncatedHeaderJson) {

@@ -407,6 +407,49 @@ TEST_F(Calibration, ErrorMalformedJsonLine) {
   EXPECT_HAS(error_of("trail.jsonl", "{\"input_ids\": [1, 2]} x\n"), path("trail.jsonl") + ":1: malformed JSON");
 }
 
+TEST_F(Calibration, ErrorNumberOverflowInJsonLine) {
+  // json::out_of_range, not parse_error: it used to abort the process.
+  EXPECT_HAS(error_of("big.jsonl", "{\"input_ids\": [1, 2]}\n{\"input_ids\": [1, 1e400]}\n"),
+             path("big.jsonl") + ":2: malformed JSON at column 19: number 1e400 is outside the range of a double");
+  EXPECT_HAS(error_of("deep.jsonl", std::string(100, '[') + "\n"), ":1: malformed JSON at column 65: nested deeper");
+}
+
+// --- limits -------------------------------------------------------------------------------------
+
+TEST_F(Calibration, ErrorRecordLongerThanTheLimit) {
+  CalibrationOptions o = opts();
+  o.max_record_bytes = 64;
+  const std::string line = "{\"text\": \"" + std::string(100, 'a') + "\"}";
+  EXPECT_HAS(error_of("long.jsonl", "{\"text\": \"ab\"}\n" + line + "\n", o),
+             path("long.jsonl") + ":2: record longer than the limit of 64 bytes (--max-record-bytes raises it)");
+  // A plain-text paragraph of short lines counts as one record, named by its first line.
+  std::string para = "ok\n\n";
+  for (int i = 0; i < 10; ++i) para += "ten bytes\n";
+  EXPECT_HAS(error_of("long.txt", para, o), path("long.txt") + ":3: record longer than the limit of 64 bytes");
+  // One line, no newline, far longer than the limit: refused without tokenizing it.
+  EXPECT_HAS(error_of("one.txt", std::string(1 << 20, 'x'), o), ":1: record longer than the limit of 64 bytes");
+  o.max_record_bytes = 1 << 20;
+  EXPECT_TRUE(load("one2.txt", std::string(1000, 'x'), o).ok());
+}
+
+TEST_F(Calibration, ErrorTextLargerThanTheLimit) {
+  CalibrationOptions o = opts();
+  o.max_bytes = 1000;
+  EXPECT_HAS(error_of("big.txt", std::string(5000, 'a'), o),
+             path("big.txt") + ": holds more than 1000 bytes of text, the limit of a calibration or evaluation set "
+                               "(--max-calib-bytes raises it)");
+  // A gzip bomb in miniature: 10 MB of zeros in a few kB, stopped at the limit.
+  write_gzip(path("bomb.txt.gz"), {std::string(10'000'000, '\0')});
+  EXPECT_LT(fs::file_size(path("bomb.txt.gz")), 50'000u);
+  auto bomb = load_token_set(path("bomb.txt.gz"), &kBytes, o);
+  ASSERT_FALSE(bomb.ok());
+  EXPECT_HAS(bomb.error().message, path("bomb.txt.gz") + ": decompresses to more than 1000 bytes of text");
+  EXPECT_HAS(bomb.error().message, "--max-calib-bytes");
+  o.max_bytes = 5000;
+  EXPECT_TRUE(load("fits.txt", std::string(5000, 'a'), o).ok());
+  EXPECT_EQ(CalibrationOptions().max_bytes, kDefaultMaxCalibrationBytes);
+}
+
 TEST_F(Calibration, ErrorJsonArrayInsteadOfLines) {
   EXPECT_HAS(error_of("arr.json", "[{\"input_ids\": [1, 2]}]\n"),
              ":1: record must be a JSON object, got array (a calibration set holds one JSON object per line");

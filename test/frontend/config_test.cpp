@@ -212,11 +212,21 @@ TEST(ConfigError, MissingFile) {
       << c.error().message;
 }
 
+TEST(ConfigError, NumberOverflowIsAnErrorNotAnAbort) {
+  // json::out_of_range used to escape the parse_error handler and abort the process.
+  auto c = parse_config(R"({"hidden_size": 64, "rope_theta": 1e400})", kPath);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().message, kPath + ": malformed JSON at byte 34: number 1e400 is outside the range of a double");
+  c = parse_config(std::string(200, '{'), kPath);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find("nested deeper than 64 levels"), std::string::npos) << c.error().message;
+}
+
 TEST(ConfigError, MalformedJson) {
-  // The second comma is the 20th byte.
+  // The second comma is the 20th byte: offset 19.
   auto c = parse_config(R"({"hidden_size": 64,, "x": 1})", kPath);
   ASSERT_FALSE(c.ok());
-  EXPECT_NE(c.error().message.find(kPath + ": malformed JSON at byte 20"), std::string::npos)
+  EXPECT_NE(c.error().message.find(kPath + ": malformed JSON at byte 19"), std::string::npos)
       << c.error().message;
 }
 
@@ -226,8 +236,8 @@ TEST(ConfigError, MalformedJsonFile) {
   auto c = read_config(path);
   std::filesystem::remove(path);
   ASSERT_FALSE(c.ok());
-  // nlohmann counts bytes from 1; the end of input is one past the last byte.
-  EXPECT_NE(c.error().message.find(path + ": malformed JSON at byte 38"), std::string::npos)
+  // Offsets count from 0; the end of input is one past the last byte (37 bytes).
+  EXPECT_NE(c.error().message.find(path + ": malformed JSON at byte 37"), std::string::npos)
       << c.error().message;
 }
 

@@ -42,10 +42,47 @@ TEST(Pipeline, ErrorsNameTheColumnAndTheValidChoices) {
   EXPECT_EQ(error_of("pack{x=1}"), "pipeline column 6: unknown option 'x' of pass 'pack' (valid: none)");
 }
 
+// Values the passes could not use (they used to reach std::stof/std::stoi in the driver, which threw
+// out_of_range and aborted the process, and --dry-run accepted them) are refused where they are
+// parsed, by the range each option declares.
+TEST(Pipeline, OptionValuesOutOfRangeAreRefused) {
+  EXPECT_EQ(error_of("stats,smoothquant{alpha=1e999}"),
+            "pipeline column 25: option 'alpha' of pass 'smoothquant': '1e999' is not a number in [0, 1]");
+  EXPECT_EQ(error_of("stats,smoothquant{min_scale=1e-50}"),
+            "pipeline column 29: option 'min_scale' of pass 'smoothquant': '1e-50' is not a number in [1e-30, 1]");
+  EXPECT_EQ(error_of("stats,smoothquant{alpha=nan}"),
+            "pipeline column 25: option 'alpha' of pass 'smoothquant': 'nan' is not a number in [0, 1]");
+  EXPECT_EQ(error_of("stats,smoothquant{alpha=-0.1}"),
+            "pipeline column 25: option 'alpha' of pass 'smoothquant': '-0.1' is not a number in [0, 1]");
+  EXPECT_EQ(error_of("outliers{top=99999999999}"),
+            "pipeline column 14: option 'top' of pass 'outliers': '99999999999' is not an integer in [0, 65536]");
+  EXPECT_EQ(error_of("outliers{top=99999999999999999999999}"),
+            "pipeline column 14: option 'top' of pass 'outliers': '99999999999999999999999' is not an integer in [0, 65536]");
+  EXPECT_EQ(error_of("stats,sensitivity{max_layers=99999999999}"),
+            "pipeline column 30: option 'max_layers' of pass 'sensitivity': '99999999999' is not an integer in [0, 1e+06]");
+  EXPECT_EQ(error_of("stats,sensitivity{budget=101%}"),
+            "pipeline column 26: option 'budget' of pass 'sensitivity': '101%' is not a percentage in [0, 100] such as 2%");
+  EXPECT_EQ(error_of("stats,gptq{block=24}"),
+            "pipeline column 18: option 'block' of pass 'gptq': '24' is not a multiple of 16 in [16, 1.04858e+06]");
+  EXPECT_EQ(error_of("stats,auto{alpha=2}"),
+            "pipeline column 18: option 'alpha' of pass 'auto': '2' is not a number in [0, 1]");
+  // The ends of each range are accepted.
+  for (const char* ok : {"stats,smoothquant{alpha=0,min_scale=1e-30}", "stats,smoothquant{alpha=1,min_scale=1}",
+                         "outliers{top=65536,k=1}", "stats,sensitivity{max_layers=1000000,budget=0%}",
+                         "stats,gptq{block=16,damp=0}"})
+    EXPECT_TRUE(parse_pipeline(ok).ok()) << ok;
+}
+
 TEST(Pipeline, RegistryIsWellFormed) {
   for (const auto& p : pass_registry()) {
     for (const auto& r : p.prerequisites) EXPECT_NE(find_pass(r), nullptr) << p.name << " requires " << r;
-    for (const auto& o : p.options) EXPECT_FALSE(o.help.empty()) << p.name << "." << o.name;
+    for (const auto& o : p.options) {
+      EXPECT_FALSE(o.help.empty()) << p.name << "." << o.name;
+      // Every number has a range, and the default lies in it.
+      if (o.type == OptionType::Int || o.type == OptionType::Float || o.type == OptionType::Percent) {
+        EXPECT_LT(o.min, o.max) << p.name << "." << o.name;
+      }
+    }
     // Every default parses.
     std::string text = p.name;
     for (const auto& r : p.prerequisites) text = r + "," + text;

@@ -9,6 +9,7 @@
 #include <zlib.h>
 
 #include <cstring>
+#include <sys/resource.h>
 
 #include "formats/hash.h"
 #include "frontend/checkpoint.h"
@@ -282,6 +283,62 @@ TEST(StatsFile, SecondMomentsLiveOutsideTheMessageAndOlderVersionsStillRead) {
   ASSERT_EQ(old->sites.size(), 1u);
   EXPECT_EQ(old->sites[0].second_moment, s0.second_moment);
   EXPECT_EQ(old->calibration_key, "calib");
+}
+
+}  // namespace
+}  // namespace fp4c::testing
+
+namespace fp4c::testing {
+namespace {
+
+long max_rss_kb() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;
+}
+
+std::string zlib_of(const std::string& data) {
+  uLongf n = compressBound(uLong(data.size()));
+  std::string out(n, '\0');
+  EXPECT_EQ(compress2(reinterpret_cast<Bytef*>(out.data()), &n, reinterpret_cast<const Bytef*>(data.data()),
+                      uLong(data.size()), 9), Z_OK);
+  out.resize(n);
+  return out;
+}
+
+std::string le64(uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); }
+
+// Versions 1 and 2 store a zlib stream with the size it inflates to. A file that lies about that
+// size is corrupt, found with no more memory than the stream really yields: a 100-byte file
+// claiming 2 GiB used to allocate (and zero) 2 GiB before inflating.
+TEST(StatsFile, ClaimedSizesAreNotTrustedBeforeInflating) {
+  TempDir tmp;
+  const std::string path = (tmp.path / "lie.fp4c-stats").string();
+  const std::string small = zlib_of("hello, statistics");
+  const std::string digest(16, '\0');
+  const long before = max_rss_kb();
+  for (uint64_t claim : {uint64_t(1) << 31, uint64_t(1) << 30, uint64_t(5)}) {
+    write_text(path, std::string("FP4CST02") + le64(claim) + std::string(1, '\1') + digest + small);
+    auto bad = passes::load_stats(path);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().message.find(path + ": corrupt statistics file (zlib stream at offset 33)"), std::string::npos)
+        << bad.error().message;
+    write_text(path, le64(claim) + small);   // version 1
+    bad = passes::load_stats(path);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().message.find("corrupt statistics file (zlib stream at offset 8)"), std::string::npos)
+        << bad.error().message;
+  }
+  // A stream that inflates to far more than it claims stops at the claim.
+  write_text(path, std::string("FP4CST02") + le64(1000) + std::string(1, '\1') + digest +
+                       zlib_of(std::string(20'000'000, '\0')));
+  auto bomb = passes::load_stats(path);
+  ASSERT_FALSE(bomb.ok());
+  EXPECT_NE(bomb.error().message.find("corrupt statistics file"), std::string::npos) << bomb.error().message;
+  // A truncated stream.
+  write_text(path, le64(17) + small.substr(0, small.size() / 2));
+  EXPECT_FALSE(passes::load_stats(path).ok());
+  EXPECT_LT(max_rss_kb() - before, 300 * 1024) << "KiB of peak RSS grown while reading lying files";
 }
 
 }  // namespace

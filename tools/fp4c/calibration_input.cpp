@@ -2,8 +2,10 @@
 
 #include <filesystem>
 #include <map>
+#include <tuple>
 
 #include "frontend/tokenizer.h"
+#include "tools/fp4c/size_option.h"
 
 namespace fp4c::tools {
 
@@ -16,6 +18,12 @@ void add_token_set_options(CLI::App* sub, TokenSetOptions& o, const std::string&
                   "concatenated and cut into --seq-len chunks, as llama.cpp's imatrix does")
       ->check(CLI::IsMember({"records", "chunks"}))
       ->default_str("records");
+  sub->add_option("--max-calib-bytes", o.max_bytes,
+                  "refuse a calibration/evaluation file holding more text than this, decompressed (default " +
+                      format_bytes(frontend::kDefaultMaxCalibrationBytes) + ")");
+  sub->add_option("--max-record-bytes", o.max_record_bytes,
+                  "refuse a record (JSONL line, text paragraph) longer than this (default " +
+                      format_bytes(frontend::kDefaultMaxRecordBytes) + ")");
 }
 
 Expected<frontend::TokenSet> load_tokens(const std::string& path, const std::string& model_dir,
@@ -27,6 +35,13 @@ Expected<frontend::TokenSet> load_tokens(const std::string& path, const std::str
   co.packing = o.packing == "chunks" ? frontend::Packing::Chunks : frontend::Packing::Records;
   co.max_positions = config.max_position_embeddings;
   co.vocab_size = config.vocab_size;
+  for (auto [text, flag, slot] : {std::tuple{&o.max_bytes, "--max-calib-bytes", &co.max_bytes},
+                                  std::tuple{&o.max_record_bytes, "--max-record-bytes", &co.max_record_bytes}}) {
+    if (text->empty()) continue;
+    const auto size = parse_size(*text);
+    if (!size) return make_error(std::string(flag) + " '" + *text + "': not a size (e.g. 512MiB)");
+    *slot = *size;
+  }
   // A tokenizer is needed only for text; an input_ids set must load without one.
   auto tokenizer = frontend::load_tokenizer(model_dir);
   namespace fs = std::filesystem;

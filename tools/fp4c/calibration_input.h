@@ -16,9 +16,11 @@ struct TokenSetOptions {
   int64_t seq_len = 0;
   uint64_t seed = 0;
   std::string packing = "records";
+  std::string max_bytes;          // --max-calib-bytes (empty: frontend's default)
+  std::string max_record_bytes;   // --max-record-bytes (empty: frontend's default)
 };
 
-// Declares --{prefix}samples, --seq-len, --seed and --packing on `sub`.
+// Declares --{prefix}samples, --seq-len, --seed, --packing, --max-calib-bytes and --max-record-bytes on `sub`.
 void add_token_set_options(CLI::App* sub, TokenSetOptions& o, const std::string& samples_flag);
 
 // Loads `path` for the model in `model_dir`: input_ids records need no tokenizer; text records use

@@ -154,6 +154,8 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
 
   auto staging = backends::StagingDir::create(o.out, o.force);
   if (!staging) return fail(staging.error().message);
+  for (const std::string& d : staging->removed())
+    std::fprintf(stderr, "removed %s, the staging directory of a run that died\n", d.c_str());
   const fs::path stage_dir = staging->path();
   const fs::path final_dir = staging->destination();
   std::error_code ec;

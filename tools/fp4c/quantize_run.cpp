@@ -202,11 +202,26 @@ Expected<StatsResult> collect(const QuantizeRequest& o, const frontend::LoadedCh
   const std::string cache_path =
       o.stats_cache.empty() ? "" : (fs::path(o.stats_cache) / (key.short_key + ".fp4c-stats")).string();
   std::error_code ec;
+  std::optional<passes::ActivationStats> cached;
   if (!cache_path.empty() && fs::exists(cache_path, ec)) {
-    FP4C_ASSIGN(auto loaded, passes::load_stats(cache_path));
-    if (loaded.model_key != key.model_key || loaded.calibration_key != key.calibration_key)
-      return make_error(cache_path + ": statistics were made for another model or calibration set");
-    r.stats = std::make_shared<const passes::ActivationStats>(std::move(loaded));
+    // A cache that cannot be used is moved aside and recomputed, not a failed build: a CI cache
+    // directory outlives crashes, full disks and older fp4c versions.
+    auto loaded = passes::load_stats(cache_path);
+    std::string why;
+    if (!loaded) why = loaded.error().message;
+    else if (loaded->model_key != key.model_key || loaded->calibration_key != key.calibration_key)
+      why = cache_path + ": statistics were made for another model or calibration set";
+    if (why.empty()) {
+      cached = std::move(loaded).value();
+    } else {
+      const std::string aside = cache_path + ".unusable";
+      fs::rename(cache_path, aside, ec);
+      std::fprintf(stderr, "warning: %s; %s, recomputing the statistics\n", why.c_str(),
+                   ec ? ("cannot move it aside (" + ec.message() + ")").c_str() : ("moved it to " + aside).c_str());
+    }
+  }
+  if (cached) {
+    r.stats = std::make_shared<const passes::ActivationStats>(std::move(*cached));
     r.from_cache = true;
   } else {
     runtime::Forward forward(ckpt.model.config, forward_options(o, budget));
@@ -293,8 +308,6 @@ Status check_pipeline(const passes::Pipeline& pipeline, passes::Scheme scheme, b
       FP4C_TRY(need_moments("pass 'auto'"));
     } else if (p.name == "gptq") {
       FP4C_TRY(need_moments("pass 'gptq'"));
-      const int block = std::stoi(p.option("block"));
-      if (block <= 0 || block % 16) return make_error("gptq{block=" + p.option("block") + "}: a positive multiple of 16");
     } else if (p.name == "blockscale") {
       rule = p.option("rule");
       if (rule == "weighted" && !stats_valid)
@@ -498,6 +511,8 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
       {
         FP4C_ASSIGN(auto dir, backends::StagingDir::create(o.out, o.force));
         staging.emplace(std::move(dir));
+        for (const std::string& d : staging->removed())
+          std::fprintf(stderr, "removed %s, the staging directory of a run that died\n", d.c_str());
       }
       writer.emplace(staging->path(), *plan);
       passes::PackOptions pack_options;
