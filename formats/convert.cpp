@@ -29,7 +29,13 @@ std::vector<float> to_f32(std::span<const std::byte> bytes, DType dtype) {
 }
 
 namespace {
+#ifdef __FLT16_MAX__   // the compiler has _Float16 (GCC; clang from 15)
 uint16_t half_bits(float f) { return std::bit_cast<uint16_t>(static_cast<_Float16>(f)); }
+float round_to_half(float f) { return float(static_cast<_Float16>(f)); }
+#else
+uint16_t half_bits(float f) { return f16::from_float(f); }
+float round_to_half(float f) { return f16::to_float(f16::from_float(f)); }
+#endif
 }  // namespace
 
 void convert_from_f32(const float* src, DType dtype, int64_t n, std::byte* out) {
@@ -47,7 +53,7 @@ void round_to_dtype(float* v, int64_t n, DType dtype) {
   if (dtype == DType::BF16)
     for (int64_t i = 0; i < n; ++i) v[i] = bf16::to_float(bf16::from_float(v[i]));
   else if (dtype == DType::F16)
-    for (int64_t i = 0; i < n; ++i) v[i] = float(static_cast<_Float16>(v[i]));
+    for (int64_t i = 0; i < n; ++i) v[i] = round_to_half(v[i]);
 }
 
 }  // namespace fp4c

@@ -1,7 +1,11 @@
 // XXH3-128 compiled for AVX2 (about twice the speed of the SSE2 build Debian ships), used by
 // formats/hash.cpp when the CPU has AVX2. The XXH_INLINE_ALL copy of xxHash is file-local, so it
 // does not clash with the library's symbols.
+#ifdef __clang__   // clang ignores GCC's pragma: the same as an attribute on every function below
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#else
 #pragma GCC target("avx2")
+#endif
 #include <immintrin.h>
 #define XXH_INLINE_ALL
 #define XXH_VECTOR XXH_AVX2
@@ -31,3 +35,7 @@ Digest avx2_oneshot(const void* data, size_t n) {
 }
 
 }  // namespace fp4c::hash::detail
+
+#ifdef __clang__
+#pragma clang attribute pop
+#endif
