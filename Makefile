@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test demo bench conformance clean
+.PHONY: all setup configure build test demo bench conformance clean asan-configure test-asan fuzz-build fuzz fuzz-smoke
 
 all: build
 
@@ -18,6 +18,34 @@ build: configure
 
 test: build
 	cd $(BUILD) && ctest -LE gpu --output-on-failure -j $(JOBS) --timeout 1200
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+# The sanitizer and fuzzing build (clang; FP4C_FUZZ implies ASan + UBSan): one build directory,
+# $(ASAN_BUILD), for both. `make test-asan` builds everything there and runs the whole suite
+# (but the `gpu` tests and those labelled `asan-slow`); `make fuzz` builds the harnesses of fuzz/ and
+# runs each for FUZZ_SECONDS (FUZZ_TARGETS: some of them); `make fuzz-smoke` (part of `make test`)
+# builds only the harnesses and the libraries they need and runs each for a few seconds over its
+# seeds and regression seeds (fuzz/README.md).
+ASAN_BUILD ?= build-asan
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+ASAN_CMAKE_FLAGS = -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DFP4C_FUZZ=ON -DFP4C_CUDA=OFF -DFP4C_BUILD_BENCH=OFF
+asan-configure: setup
+	@cmake -S . -B $(ASAN_BUILD) $(ASAN_CMAKE_FLAGS) > /dev/null
+
+test-asan: asan-configure
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ctest -LE 'gpu|asan-slow' --output-on-failure -j $(JOBS) --timeout 3600
+
+fuzz-build: asan-configure
+	@cmake --build $(ASAN_BUILD) -j $(JOBS) --target fuzz_harnesses
+
+fuzz: fuzz-build
+	fuzz/run.sh $(ASAN_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	cd $(ASAN_BUILD) && ctest -L fuzz --output-on-failure -j $(JOBS)
 
 # The main job on the embedded default model: a synthetic Qwen2-shaped checkpoint made on the fly,
 # quantized to NVFP4 W4A16 and, calibrated on text, W4A4; each evaluated against the BF16 model and
