@@ -22,7 +22,7 @@
 #include "runtime/perf.h"
 #include "test/support/tiny_checkpoint.h"
 #include "test/support/tiny_runtime.h"
-#include "tools/fp4c/artifact_weights.h"
+#include "pipeline/artifact_weights.h"
 
 namespace fp4c::runtime {
 namespace {
@@ -370,8 +370,8 @@ TEST(Decoder, Stories260KMatchesForwardAndSoDoesItsW4A16Artifact) {
   ASSERT_EQ(q.exit_code, 0) << q.out;
   auto art = backends::open_artifact((tmp.path / "a").string(), ckpt->model);
   ASSERT_TRUE(art.ok()) << art.error().message;
-  tools::ArtifactWeights packed(ckpt->model, *art, true);
-  tools::ArtifactWeights dequantized(ckpt->model, *art, false);
+  pipeline::ArtifactWeights packed(ckpt->model, *art, true);
+  pipeline::ArtifactWeights dequantized(ckpt->model, *art, false);
   auto dec = Decoder::load(packed, config, DecoderOptions{});
   ASSERT_TRUE(dec.ok()) << dec.error().message;
   EXPECT_EQ(dec->linear_counts().nvfp4, 6 * int(config.num_hidden_layers));  // down_proj (in 172) stays dense
@@ -407,7 +407,7 @@ TEST(Decoder, DISABLED_ServingFiguresOnStories260K) {
     for (int batch : {1, 8})
       for (int which = 0; which < 2; ++which) {
         CheckpointWeights bf16(ckpt->model, ckpt->refs, false);
-        tools::ArtifactWeights nv(ckpt->model, *art, true);
+        pipeline::ArtifactWeights nv(ckpt->model, *art, true);
         WeightSource& w = which == 0 ? static_cast<WeightSource&>(bf16) : static_cast<WeightSource&>(nv);
         auto f = (*dev)->serve(w, ckpt->model.config, ServingSpec{name, prompt, 128, batch});
         ASSERT_TRUE(f.ok()) << f.error().message;

@@ -8,7 +8,7 @@
 
 #include "backends/manifest.h"
 #include "test/support/tiny_checkpoint.h"
-#include "tools/fp4c/eval_run.h"
+#include "pipeline/evaluate.h"
 
 namespace fp4c::testing {
 namespace {
@@ -163,14 +163,14 @@ TEST(EvalPerLayer, NamesEveryQuantizedLinearAndRecordsThem) {
     EXPECT_TRUE(std::isfinite(l.output_error()) && l.output_error() >= 0) << l.module();
   }
   // The library call gives the same figures, and the halves add up to the whole.
-  tools::EvalRequest e;
+  pipeline::EvalRequest e;
   e.model = s.model.string();
   e.artifact = art.string();
   e.data = s.eval.string();
   e.record_in_manifest = false;
-  auto o = tools::run_evaluation(e);
+  auto o = pipeline::run_evaluation(e);
   ASSERT_TRUE(o.ok()) << o.error().message;
-  const auto h = tools::halves(o->result);
+  const auto h = pipeline::halves(o->result);
   EXPECT_EQ(h[0].sequences + h[1].sequences, o->sequences);
   EXPECT_EQ(h[0].predictions + h[1].predictions, o->result.predictions);
   EXPECT_NEAR(h[0].reference_nll + h[1].reference_nll, o->result.reference_nll, 1e-6 * o->result.reference_nll);

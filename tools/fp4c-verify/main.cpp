@@ -8,7 +8,7 @@
 #include <string>
 
 #include "tools/fp4c-verify/verify.h"
-#include "tools/fp4c/commands.h"
+#include "tools/common/cli.h"
 
 int main(int argc, char** argv) {
   using namespace fp4c;

@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "runtime/checkpoint_weights.h"
-#include "tools/fp4c/artifact_weights.h"
+#include "pipeline/artifact_weights.h"
 
 namespace fp4c::verify {
 namespace {
@@ -122,7 +122,7 @@ Expected<manifest::Performance> measure_performance(runtime::PerfDevice& device,
   }
 
   runtime::CheckpointWeights bf16(reference.model, reference.refs, /*release_pages=*/false);
-  tools::ArtifactWeights nvfp4(reference.model, artifact, /*with_packed=*/true);
+  pipeline::ArtifactWeights nvfp4(reference.model, artifact, /*with_packed=*/true);
   for (const auto& spec : o.serving.empty() ? decision_cases(o.batch) : o.serving) {
     tell(spec.name + " (BF16 reference)");
     FP4C_ASSIGN(const runtime::ServingFigures ref, device.serve(bf16, reference.model.config, spec));

@@ -18,7 +18,9 @@
 #include "runtime/device.h"
 #include "runtime/perf.h"
 #include "tools/fp4c-verify/speed.h"
-#include "tools/fp4c/eval_run.h"
+#include "pipeline/evaluate.h"
+#include "pipeline/quantize.h"
+#include "pipeline/sizes.h"
 
 #ifndef FP4C_VERSION
 #define FP4C_VERSION "unknown"
@@ -202,19 +204,31 @@ VerifyOutcome run_verification(const VerifyRequest& q) {
                   (reader->w4a4() ? "W4A4" : "W4A16"));
 
   // (b) Accuracy, as fp4c eval defines it.
-  tools::EvalRequest er;
+  pipeline::EvalRequest er;
   er.model = q.reference;
   er.artifact = q.artifact;
   er.data = q.eval;
-  er.tokens = q.tokens;
+  {
+    auto tokens = tools::token_set_options(q.tokens);
+    if (!tokens) return refuse(tokens.error().message);
+    er.tokens = *tokens;
+    const auto precision = pipeline::parse_precision(q.precision);
+    if (!precision) return refuse("--precision '" + q.precision + "': not f32 or bf16");
+    er.precision = *precision;
+    const auto budget = pipeline::parse_size(q.memory_budget);
+    if (!budget) return refuse("--memory-budget '" + q.memory_budget + "': not a size (e.g. 4GiB)");
+    er.memory_budget = *budget;
+  }
   er.device = q.device;
-  er.precision = q.precision;
-  er.memory_budget = q.memory_budget;
   er.threads = q.threads;
   er.per_layer = q.per_layer;
   er.record_in_manifest = false;   // verification.json holds the figures; the artifact stays as built
-  er.progress = q.progress;
-  auto eval = tools::run_evaluation(er);
+  if (q.progress)
+    er.progress = [](int i, int n) {
+      std::fprintf(stderr, "\rlayer %d of %d", i, n);
+      if (i == n) std::fprintf(stderr, "\n");
+    };
+  auto eval = pipeline::run_evaluation(er);
   if (!eval) return refuse(eval.error().message);
   *v.mutable_accuracy() = eval->accuracy;
   if (eval->accuracy.eval_hash().hex() != v.eval_hash().hex())

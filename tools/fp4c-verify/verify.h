@@ -14,7 +14,7 @@
 #include "ir/expected.h"
 #include "manifest.pb.h"
 #include "runtime/perf.h"
-#include "tools/fp4c/calibration_input.h"
+#include "tools/common/cli.h"
 
 namespace fp4c::verify {
 
@@ -30,7 +30,7 @@ struct VerifyRequest {
   std::string eval;                        // evaluation set, as `fp4c eval --data` takes it
   std::string device = "cpu";              // "cpu", "cuda" or "cuda:N"
   std::optional<double> min_recovery, max_kl_mean, max_kl_p99;
-  tools::TokenSetOptions tokens;           // --samples, --seq-len, --seed, --packing
+  tools::TokenSetFlags tokens;             // --samples, --seq-len, --seed, --packing, limits
   std::string precision = "f32";
   std::string memory_budget = "4GiB";
   int threads = 0;                         // 0: all cores

@@ -12,26 +12,28 @@
 #include <cctype>
 
 #include "backends/artifact.h"
-#include "passes/recipes.h"
+#include "pipeline/recipes.h"
 #include "passes/weight_plan.h"
-#include "tools/fp4c/calibration_input.h"
+#include "pipeline/token_sets.h"
+#include "runtime/weights.h"
 #include "tools/fp4c/commands.h"
-#include "tools/fp4c/eval_run.h"
-#include "tools/fp4c/quantize_run.h"
-#include "tools/fp4c/report.h"
-#include "tools/fp4c/serving_memory.h"
-#include "tools/fp4c/size_option.h"
+#include "pipeline/evaluate.h"
+#include "pipeline/quantize.h"
+#include "pipeline/report.h"
+#include "pipeline/serving_memory.h"
+#include "pipeline/sizes.h"
 
 namespace fp4c::tools {
 namespace {
 namespace fs = std::filesystem;
+using namespace pipeline;   // this command is a thin shell over the library
 
 struct CompareOptions {
   std::string model, calib, eval, out;
   std::vector<std::string> recipes;
   std::string scheme;
   std::vector<std::string> schemes;   // --schemes: every recipe under each (rows "recipe@scheme")
-  TokenSetOptions calib_tokens;   // --calib-samples, --seq-len, --seed, --packing (the last three for both sets)
+  TokenSetFlags calib_tokens;     // --calib-samples, --seq-len, --seed, --packing (the last three for both sets)
   int64_t eval_samples = 0;
   std::string precision = "f32";
   std::string memory_budget = "4GiB";
@@ -66,8 +68,8 @@ std::string artifact_name(const std::string& recipe) {
 
 bool is_stats_stage(const std::string& stage) { return stage == "stats" || stage.rfind("stats#", 0) == 0; }
 
-RecipeReport recipe_report(const std::string& name, const std::string& artifact, const QuantizeOutcome& q,
-                           const EvalOutcome& e, double gpu_memory_gb) {
+RecipeReport recipe_report(const std::string& name, const std::string& artifact, const pipeline::QuantizeOutcome& q,
+                           const pipeline::EvalOutcome& e, double gpu_memory_gb) {
   RecipeReport rec;
   const auto& m = q.manifest;
   const auto& r = e.result;
@@ -127,7 +129,11 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
   if (o.recipes.empty()) return fail("--recipes: give at least one recipe, e.g. plain,smoothquant");
   if (!(o.gpu_memory_gb > 0)) return fail("--gpu-memory-gb must be positive");
   if (o.price_per_hour < 0) return fail("--price-per-hour must not be negative");
-  if (!parse_size(o.memory_budget)) return fail("--memory-budget '" + o.memory_budget + "': not a size (e.g. 4GiB)");
+  const auto memory_budget = parse_size(o.memory_budget);
+  if (!memory_budget) return fail("--memory-budget '" + o.memory_budget + "': not a size (e.g. 4GiB)");
+  const runtime::Precision precision = *parse_precision(o.precision);   // CLI11 checked the choices
+  const auto calib_tokens = token_set_options(o.calib_tokens);
+  if (!calib_tokens) return fail(calib_tokens.error().message);
   if (!o.schemes.empty() && !o.scheme.empty()) return fail("give --scheme or --schemes, not both");
   for (const auto& s : o.schemes)
     if (!passes::parse_scheme(s)) return fail("--schemes: '" + s + "' is not w4a16, w4a4, mxfp4a16 or mxfp4");
@@ -140,7 +146,7 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
   std::vector<Run> runs;
   for (const auto& r : o.recipes) {
     if (r.empty()) return fail("--recipes: empty recipe name in the list");
-    auto recipe = passes::resolve_recipe(r);
+    auto recipe = pipeline::resolve_recipe(r);
     if (!recipe) return fail("--recipes: " + recipe.error().message);
     const std::string name = artifact_name(recipe->name.empty() ? r : recipe->name);
     for (const auto& s : o.schemes.empty() ? std::vector<std::string>{o.scheme} : o.schemes) {
@@ -165,14 +171,14 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
   StatsMemo memo;
   QuantizeRequest base;
   base.model = o.model;
-  base.scheme = o.scheme;
+  if (!o.scheme.empty()) base.scheme = passes::parse_scheme(o.scheme);
   base.calib = o.calib;
-  base.tokens = o.calib_tokens;
+  base.tokens = *calib_tokens;
   base.stats_cache = o.stats_cache.empty() ? (stage_dir / "stats-cache").string() : o.stats_cache;
-  base.precision = o.precision;
-  base.memory_budget = o.memory_budget;
+  base.precision = precision;
+  base.memory_budget = *memory_budget;
   base.threads = o.threads;
-  base.quiet = true;
+  base.report = terminal_reporter(/*progress=*/false);
   base.price_per_hour = o.price_per_hour;
   base.command_line = cl.joined();
   base.memo = &memo;
@@ -186,7 +192,7 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
   report.price_per_hour = o.price_per_hour;
   report.gpu_memory_gb = o.gpu_memory_gb;
 
-  TokenSetOptions eval_tokens = o.calib_tokens;
+  pipeline::TokenSetOptions eval_tokens = *calib_tokens;
   eval_tokens.samples = o.eval_samples;
   std::vector<int> computed_stats(runs.size(), 0);
   for (size_t i = 0; i < runs.size(); ++i) {
@@ -194,7 +200,7 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
     const std::string& dir_name = runs[i].dir;
     QuantizeRequest q = base;
     q.recipe = runs[i].recipe;
-    q.scheme = runs[i].scheme;
+    q.scheme = runs[i].scheme.empty() ? base.scheme : passes::parse_scheme(runs[i].scheme);
     q.out = (stage_dir / "artifacts" / dir_name).string();
     std::fprintf(stderr, "[%zu/%zu] %s: quantizing\n", i + 1, runs.size(), name.c_str());
     const size_t memo_before = memo.by_key.size();
@@ -207,8 +213,8 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
     e.artifact = q.out;
     e.data = o.eval;
     e.tokens = eval_tokens;
-    e.precision = o.precision;
-    e.memory_budget = o.memory_budget;
+    e.precision = precision;
+    e.memory_budget = *memory_budget;
     e.threads = o.threads;
     e.per_layer = true;
     auto evaluated = run_evaluation(e);
@@ -230,7 +236,7 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
                               cal.seq_len(), cal.seed(), cal.packing()};
       }
       report.evaluation = {o.eval, evaluated->source_hash.hex(), evaluated->sequences, evaluated->tokens,
-                           eval_tokens.seq_len, eval_tokens.seed, eval_tokens.packing};
+                           eval_tokens.seq_len, eval_tokens.seed, packing_name(eval_tokens.packing)};
       report.predictions = evaluated->result.predictions;
       report.reference_perplexity = evaluated->result.reference_perplexity;
       const auto h = halves(evaluated->result);

@@ -1,19 +1,26 @@
 // fp4c passes: every pass with its options, defaults, prerequisites and what it invalidates.
 #include <cstdio>
 
-#include "passes/pipeline.h"
+#include "pipeline/pipeline_text.h"
 #include "tools/fp4c/commands.h"
 
 namespace fp4c::tools {
 namespace {
 
 int run_passes() {
-  for (const auto& p : passes::pass_registry()) {
+  for (const auto& p : pipeline::pass_registry()) {
     std::printf("%s\n  %s\n", p.name.c_str(), p.help.c_str());
     for (const auto& o : p.options) {
       std::string choices;
       for (const auto& c : o.choices) choices += (choices.empty() ? " (" : "|") + c;
       if (!choices.empty()) choices += ")";
+      if (o.type == pipeline::OptionType::Int || o.type == pipeline::OptionType::Float ||
+          o.type == pipeline::OptionType::Percent) {
+        char range[96];
+        std::snprintf(range, sizeof range, " [%g, %g]%s", o.min, o.max,
+                      o.multiple_of > 0 ? (", a multiple of " + std::to_string(o.multiple_of)).c_str() : "");
+        choices += range;
+      }
       std::printf("  %s=%s%s  %s\n", o.name.c_str(), o.default_value.c_str(), choices.c_str(), o.help.c_str());
     }
     auto list = [](const std::vector<std::string>& v) {

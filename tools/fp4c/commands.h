@@ -7,13 +7,9 @@
 #include <string>
 #include <vector>
 
-namespace fp4c::tools {
+#include "tools/common/cli.h"
 
-struct CommandLine {
-  int argc;
-  char** argv;
-  std::string joined() const;   // for the manifest
-};
+namespace fp4c::tools {
 
 struct Runner {
   CLI::App* sub;

@@ -7,7 +7,7 @@
 #include "backends/compressed_tensors/reader.h"
 #include "runtime/checkpoint_weights.h"
 
-namespace fp4c::tools {
+namespace fp4c::pipeline {
 
 namespace detail {
 // Built before the CheckpointWeights base, which keeps a span over it.
@@ -37,4 +37,4 @@ class ArtifactWeights : private detail::ArtifactRefs, public runtime::Checkpoint
   bool with_packed_;
 };
 
-}  // namespace fp4c::tools
+}  // namespace fp4c::pipeline

@@ -1,4 +1,4 @@
-#include "tools/fp4c/eval_run.h"
+#include "pipeline/evaluate.h"
 
 #include <omp.h>
 
@@ -16,10 +16,10 @@
 #include "frontend/checkpoint.h"
 #include "runtime/checkpoint_weights.h"
 #include "runtime/device.h"
-#include "tools/fp4c/artifact_weights.h"
-#include "tools/fp4c/size_option.h"
+#include "pipeline/artifact_weights.h"
+#include "pipeline/quantize.h"
 
-namespace fp4c::tools {
+namespace fp4c::pipeline {
 namespace {
 namespace fs = std::filesystem;
 
@@ -59,10 +59,9 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   }
 
   runtime::ForwardOptions fo;
-  fo.precision = o.precision == "bf16" ? runtime::Precision::BF16 : runtime::Precision::F32;
-  const auto budget = parse_size(o.memory_budget);
-  if (!budget) return make_error("--memory-budget '" + o.memory_budget + "': not a size (e.g. 4GiB)");
-  fo.spill.memory_budget = *budget;
+  fo.precision = o.precision;
+  fo.spill.memory_budget = o.memory_budget;
+  const std::string precision(precision_name(o.precision));
   FP4C_ASSIGN(auto engine, runtime::make_engine(o.device, ckpt->model.config, fo));
   runtime::CheckpointWeights reference(ckpt->model, ckpt->refs, /*release_pages=*/false);
   std::optional<ArtifactWeights> candidate;
@@ -73,10 +72,7 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   eo.per_layer = o.per_layer;
   const auto t0 = std::chrono::steady_clock::now();
   auto result = passes::evaluate(*engine, reference, candidate ? &*candidate : nullptr, tokens->sequences, eo,
-                                 [&](int i, int n) {
-                                   if (o.progress) std::fprintf(stderr, "\rlayer %d of %d", i, n);
-                                 });
-  if (o.progress) std::fprintf(stderr, "\n");
+                                 o.progress);
   if (!result) return result.error();
 
   EvalOutcome out;
@@ -95,8 +91,8 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   if (artifact) {
     auto& acc = out.accuracy;
     // "cpu-f32" as before; a GPU by its name, with how its W4A4 products ran (native or emulated).
-    acc.set_device(o.device == "cpu" ? "cpu-" + o.precision
-                                     : out.device + "-" + o.precision + " (FP4 " + out.fp4_path + ")");
+    acc.set_device(o.device == "cpu" ? "cpu-" + precision
+                                     : out.device + "-" + precision + " (FP4 " + out.fp4_path + ")");
     acc.set_perplexity_reference(r.reference_perplexity);
     acc.set_perplexity(*r.perplexity);
     acc.set_recovery(*r.recovery);
@@ -125,7 +121,7 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   out.json = nlohmann::json{{"predictions", r.predictions},
                             {"reference_nll", r.reference_nll},
                             {"reference_perplexity", r.reference_perplexity},
-                            {"precision", o.precision},
+                            {"precision", precision},
                             {"device", out.device},
                             {"seconds", out.seconds},
                             {"tokens_per_second", tokens_per_second}};
@@ -156,7 +152,7 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
     t += printf_string("%-10s %10.6f %14.4f %10.4f %10.5f %10.5f %10.5f %8.4f\n", "artifact", *r.perplexity, *r.nll,
                        *r.recovery, *r.kl_mean, *r.kl_median, *r.kl_p99, *r.top1_agreement);
   t += printf_string("%lld predictions over %lld sequences, %s, %s, %.2f s\n", static_cast<long long>(r.predictions),
-                     static_cast<long long>(out.sequences), out.device.c_str(), o.precision.c_str(), out.seconds);
+                     static_cast<long long>(out.sequences), out.device.c_str(), precision.c_str(), out.seconds);
   if (o.per_layer && !out.layers.empty()) {
     t += printf_string("\n%-48s %-6s %5s %14s\n", "Linear", "role", "layer", "output error");
     for (const auto& l : out.layers)
@@ -191,4 +187,4 @@ std::array<SubsetFigures, 2> halves(const passes::EvalResult& r) {
   return {subset_figures(r, 0, n / 2), subset_figures(r, n / 2, n)};
 }
 
-}  // namespace fp4c::tools
+}  // namespace fp4c::pipeline

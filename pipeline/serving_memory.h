@@ -9,7 +9,7 @@
 
 #include "ir/model.h"
 
-namespace fp4c::tools {
+namespace fp4c::pipeline {
 
 struct ServingCase {
   std::string name;            // e.g. "steady-512-output-128"
@@ -41,4 +41,4 @@ ServingMemory serving_memory(const ir::ModelConfig& config, uint64_t weight_byte
 std::vector<ServingMemory> serving_memory(const ir::ModelConfig& config, uint64_t weight_bytes,
                                           double gpu_memory_gb);
 
-}  // namespace fp4c::tools
+}  // namespace fp4c::pipeline

@@ -1,8 +1,8 @@
-#include "tools/fp4c/serving_memory.h"
+#include "pipeline/serving_memory.h"
 
 #include <cmath>
 
-namespace fp4c::tools {
+namespace fp4c::pipeline {
 
 std::vector<ServingCase> decision_cases() {
   return {{"steady-512-output-128", 512, 128}, {"prefill-2048-output-128", 2048, 128}};
@@ -38,4 +38,4 @@ std::vector<ServingMemory> serving_memory(const ir::ModelConfig& config, uint64_
   return out;
 }
 
-}  // namespace fp4c::tools
+}  // namespace fp4c::pipeline

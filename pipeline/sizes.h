@@ -5,9 +5,9 @@
 #include <optional>
 #include <string>
 
-namespace fp4c::tools {
+namespace fp4c::pipeline {
 
 std::optional<uint64_t> parse_size(const std::string& text);
 std::string format_bytes(uint64_t bytes);   // "1.23 GB"
 
-}  // namespace fp4c::tools
+}  // namespace fp4c::pipeline

@@ -1,4 +1,4 @@
-#include "passes/pipeline.h"
+#include "pipeline/pipeline_text.h"
 
 #include <algorithm>
 #include <cctype>
@@ -9,7 +9,7 @@
 #include <optional>
 #include <set>
 
-namespace fp4c::passes {
+namespace fp4c::pipeline {
 
 const PassInvocation* Pipeline::find(std::string_view name) const {
   for (auto it = passes.rbegin(); it != passes.rend(); ++it)
@@ -208,4 +208,4 @@ Expected<Pipeline> parse_pipeline(std::string_view text) {
   return pipeline;
 }
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::pipeline

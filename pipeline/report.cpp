@@ -1,4 +1,4 @@
-#include "tools/fp4c/report.h"
+#include "pipeline/report.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,9 +9,9 @@
 #include <map>
 #include <set>
 
-#include "tools/fp4c/size_option.h"
+#include "pipeline/sizes.h"
 
-namespace fp4c::tools {
+namespace fp4c::pipeline {
 namespace {
 namespace fs = std::filesystem;
 
@@ -587,4 +587,4 @@ Status write_report(const CompareReport& r, const std::string& dir) {
   return {};
 }
 
-}  // namespace fp4c::tools
+}  // namespace fp4c::pipeline

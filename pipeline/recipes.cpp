@@ -1,4 +1,4 @@
-#include "passes/recipes.h"
+#include "pipeline/recipes.h"
 
 #include <nlohmann/json.hpp>
 
@@ -7,10 +7,10 @@
 #include <sstream>
 
 #include "formats/json_input.h"
-#include "passes/pipeline.h"
+#include "pipeline/pipeline_text.h"
 #include "passes/weight_plan.h"
 
-namespace fp4c::passes {
+namespace fp4c::pipeline {
 namespace {
 
 Recipe builtin(std::string name, std::string description, std::string text) {
@@ -76,7 +76,7 @@ Expected<Recipe> load_recipe_file(const std::string& path) {
     r.description = j["description"].get<std::string>();
   }
   if (j.contains("scheme")) {
-    if (!j["scheme"].is_string() || !parse_scheme(j["scheme"].get<std::string>()))
+    if (!j["scheme"].is_string() || !passes::parse_scheme(j["scheme"].get<std::string>()))
       return make_error(path + ": 'scheme' must be \"w4a16\", \"w4a4\", \"mxfp4a16\" or \"mxfp4\"");
     r.scheme = j["scheme"].get<std::string>();
   }
@@ -110,4 +110,4 @@ Expected<Recipe> resolve_recipe(const std::string& name_or_file) {
   return make_error("unknown recipe '" + name_or_file + "' (built-in: " + names + "; or a recipe file path)");
 }
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::pipeline

@@ -9,10 +9,10 @@
 #include <vector>
 
 #include "test/support/tiny_checkpoint.h"
-#include "tools/fp4c/report.h"
-#include "tools/fp4c/serving_memory.h"
+#include "pipeline/report.h"
+#include "pipeline/serving_memory.h"
 
-namespace fp4c::tools {
+namespace fp4c::pipeline {
 namespace {
 
 RecipeReport recipe(std::string name, double recovery, double h1, double h2, double wall, double money) {
@@ -309,4 +309,4 @@ TEST(Report, SingleRecipeAndNoLayers) {
 }
 
 }  // namespace
-}  // namespace fp4c::tools
+}  // namespace fp4c::pipeline

@@ -1,5 +1,5 @@
-// Pipeline text: `stats,blockscale{rule=mse},pack`. Passes are declared once in the registry
-// (passes/registry.cpp) with typed options, defaults and help, what must run before them and what they
+// Pipeline text: `stats,blockscale{rule=mse},pack`. Passes are declared once (pipeline/passes.def,
+// each pass's PassDefinition in pipeline/passes/) with typed options, defaults and help, what must run before them and what they
 // invalidate; the parser checks names, options and order before any weight is read, and the canonical
 // form (every option spelled out) round-trips and goes into the manifest.
 #pragma once
@@ -12,7 +12,7 @@
 
 #include "ir/expected.h"
 
-namespace fp4c::passes {
+namespace fp4c::pipeline {
 
 enum class OptionType : uint8_t { Bool, Float, Int, Percent, Choice };
 
@@ -35,9 +35,10 @@ struct PassSpec {
   std::vector<OptionSpec> options;
   std::vector<std::string> prerequisites;   // passes that must have run earlier (and not been invalidated)
   std::vector<std::string> invalidates;  // results of earlier passes this one makes stale
+  bool at_most_once = false;             // the pipeline may run it once
 };
 
-// Every pass fp4c has, in the order `fp4c passes` lists them.
+// Every pass fp4c has, in the order `fp4c passes` lists them: the specs of pipeline/passes.def.
 const std::vector<PassSpec>& pass_registry();
 const PassSpec* find_pass(std::string_view name);
 
@@ -57,4 +58,4 @@ struct Pipeline {
 //   "pipeline column 7: unknown pass 'stat' (valid: blockscale, pack, stats)".
 Expected<Pipeline> parse_pipeline(std::string_view text);
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::pipeline

@@ -10,7 +10,7 @@
 
 #include "ir/expected.h"
 
-namespace fp4c::passes {
+namespace fp4c::pipeline {
 
 struct Recipe {
   std::string name;
@@ -27,4 +27,4 @@ const std::vector<Recipe>& builtin_recipes();
 Expected<Recipe> resolve_recipe(const std::string& name_or_file);
 Expected<Recipe> load_recipe_file(const std::string& path);
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::pipeline

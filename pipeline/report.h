@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "ir/expected.h"
-#include "tools/fp4c/serving_memory.h"
+#include "pipeline/serving_memory.h"
 
-namespace fp4c::tools {
+namespace fp4c::pipeline {
 
 struct ReportLinearError {   // one Linear's output error on the evaluation set (fp4c eval --per-layer)
   std::string module;        // e.g. "model.layers.3.self_attn.q_proj"
@@ -128,4 +128,4 @@ inline constexpr const char* kRecoverySvg = "recovery.svg";
 // Writes the four files into `dir` (created if missing).
 Status write_report(const CompareReport& r, const std::string& dir);
 
-}  // namespace fp4c::tools
+}  // namespace fp4c::pipeline

@@ -1,6 +1,6 @@
-#include "tools/fp4c/artifact_weights.h"
+#include "pipeline/artifact_weights.h"
 
-namespace fp4c::tools {
+namespace fp4c::pipeline {
 
 detail::ArtifactRefs ArtifactWeights::refs_for(const ir::Model& reference,
                                                const backends::compressed_tensors::ArtifactReader& artifact) {
@@ -47,4 +47,4 @@ std::optional<runtime::PackedNvfp4> ArtifactWeights::packed(ir::TensorId id) con
   return p;
 }
 
-}  // namespace fp4c::tools
+}  // namespace fp4c::pipeline

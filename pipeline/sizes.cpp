@@ -1,10 +1,10 @@
-#include "tools/fp4c/size_option.h"
+#include "pipeline/sizes.h"
 
 #include <cctype>
 #include <cmath>
 #include <cstdio>
 
-namespace fp4c::tools {
+namespace fp4c::pipeline {
 
 std::optional<uint64_t> parse_size(const std::string& text) {
   size_t i = 0;
@@ -44,4 +44,4 @@ std::string format_bytes(uint64_t bytes) {
   return buf;
 }
 
-}  // namespace fp4c::tools
+}  // namespace fp4c::pipeline

@@ -1,9 +1,9 @@
 // Pipeline text: parsing, defaults, canonical round trip, and the exact error sentences.
 #include <gtest/gtest.h>
 
-#include "passes/pipeline.h"
+#include "pipeline/pipeline_text.h"
 
-namespace fp4c::passes {
+namespace fp4c::pipeline {
 namespace {
 
 std::string error_of(std::string_view text) {
@@ -91,4 +91,4 @@ TEST(Pipeline, RegistryIsWellFormed) {
 }
 
 }  // namespace
-}  // namespace fp4c::passes
+}  // namespace fp4c::pipeline

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <functional>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -15,9 +16,10 @@
 #include "ir/model.h"
 #include "manifest.pb.h"
 #include "passes/evaluate.h"
-#include "tools/fp4c/calibration_input.h"
+#include "pipeline/token_sets.h"
+#include "runtime/weights.h"
 
-namespace fp4c::tools {
+namespace fp4c::pipeline {
 
 struct EvalRequest {
   std::string model;            // the reference BF16 checkpoint
@@ -25,12 +27,12 @@ struct EvalRequest {
   std::string data;             // evaluation set
   TokenSetOptions tokens;
   std::string device = "cpu";   // "cpu", "cuda" or "cuda:N" (runtime::make_engine)
-  std::string precision = "f32";
-  std::string memory_budget = "4GiB";
+  runtime::Precision precision = runtime::Precision::F32;
+  uint64_t memory_budget = uint64_t(4) << 30;
   int threads = 0;              // 0: leave OpenMP's setting
   bool per_layer = false;       // output error of every quantized Linear
   bool record_in_manifest = true;   // append an Accuracy entry to the artifact's manifest
-  bool progress = false;        // "layer i of n" on stderr
+  std::function<void(int, int)> progress;   // told after each layer (may be empty)
 };
 
 struct LinearOutputError {
@@ -72,4 +74,4 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& request);
 SubsetFigures subset_figures(const passes::EvalResult& r, size_t begin, size_t end);
 std::array<SubsetFigures, 2> halves(const passes::EvalResult& r);
 
-}  // namespace fp4c::tools
+}  // namespace fp4c::pipeline

@@ -1,0 +1,87 @@
+// `auto`: per Linear (fused groups together) the quantizer with the least output error on held-out
+// calibration sequences, each norm site smoothed where the layer's output errs less.
+#include <cmath>
+#include <cstdlib>
+
+#include "passes/auto_quantizer.h"
+#include "pipeline/pass.h"
+#include "runtime/checkpoint_weights.h"
+
+namespace fp4c::pipeline {
+namespace {
+
+class AutoPass final : public Pass {
+ public:
+  explicit AutoPass(const PassInvocation& inv) {
+    options_.gptq.damp = std::strtod(inv.option("damp").c_str(), nullptr);
+    options_.smoothquant = inv.option("smoothquant") == "true";
+    options_.alpha = std::strtof(inv.option("alpha").c_str(), nullptr);
+  }
+
+  Status run(PassContext& ctx) override {
+    passes::WeightPlanOptions plan_options{ctx.scheme, ctx.ignore, ctx.stats.get(), ctx.bf16_keep};
+    FP4C_TRY(passes::plan_weights(ctx.model, plan_options));
+    ctx.quantizer.gptq.damp = options_.gptq.damp;
+    runtime::Forward forward(ctx.model.config, ctx.forward);
+    runtime::CheckpointWeights weights(ctx.model, ctx.checkpoint.refs, /*release_pages=*/true);
+    int64_t held_tokens = 0;
+    for (const auto& s : ctx.heldout) held_tokens += int64_t(s.size());
+    std::vector<passes::SiteStats> smoothed;
+    FP4C_TRY(passes::choose_quantizers(ctx.model, forward, weights, *ctx.stats, ctx.heldout, options_,
+                                       ctx.progress("auto", double(held_tokens)), &smoothed));
+    ctx.stats = passes::overlay_stats(ctx.stats, std::move(smoothed));   // the smoothed sites' rescaled statistics
+    return {};
+  }
+
+  std::string describe(const PassContext& ctx) const override { return passes::format_choices(ctx.model); }
+
+ private:
+  passes::AutoOptions options_;
+};
+
+// `auto` measures on sequences the statistics (and so GPTQ's second moments) never saw: the last
+// holdout share of them, at least one; the statistics passes get the rest.
+Status hold_out(const PassInvocation& inv, PassContext& ctx) {
+  if (!ctx.calibration || !ctx.heldout.empty()) return {};   // the first auto's share holds
+  const std::string& h = inv.option("holdout");
+  const double share = std::strtod(h.substr(0, h.size() - 1).c_str(), nullptr) / 100.0;
+  auto& sequences = ctx.calibration->sequences;
+  const size_t n = sequences.size();
+  const size_t held = std::max<size_t>(1, size_t(std::llround(double(n) * share)));
+  if (n < 2 || held >= n)
+    return make_error("pass 'auto' holds out " + h + " of " + std::to_string(n) +
+                      " calibration sequence(s), leaving none for the statistics: give more (--calib-samples)");
+  ctx.heldout.assign(sequences.end() - long(held), sequences.end());
+  sequences.resize(n - held);
+  return {};
+}
+
+}  // namespace
+
+const PassDefinition& AutoPass_definition() {
+  static const PassDefinition d{
+      {"auto",
+       "per Linear (fused groups together), every quantizer (max, mse, weighted, 4over6, localhessian, gptq, "
+       "gptq+localhessian) measured by its output error on held-out calibration sequences, the least kept; at "
+       "each norm -> {q,k,v} and norm -> {gate,up} site every quantizer also after SmoothQuant of the site, "
+       "which is folded in only where it wins; the statistics passes then see only the other sequences (needs "
+       "stats{second_moments=true})",
+       {{"holdout", OptionType::Percent, "25%", "share of the calibration sequences held out for measuring (at least one)",
+         {}, 0, 100},
+        {"damp", OptionType::Float, "0.01", "GPTQ dampening for the gptq candidates", {}, 0, 10},
+        {"smoothquant", OptionType::Bool, "true", "also try each site smoothed (SmoothQuant's factors, as the smoothquant pass)", {}},
+        {"alpha", OptionType::Float, "0.5", "SmoothQuant migration strength of the smoothed candidates", {}, 0, 1}},
+       {"stats"},
+       {}},
+      [](const PassInvocation&, CheckState& s) -> Status {
+        FP4C_TRY(need_second_moments(s, "pass 'auto'"));
+        FP4C_TRY(refuse_for_mxfp4(s, "auto"));
+        s.quantizer_chosen_by = "auto";
+        return {};
+      },
+      [](const PassInvocation& inv) -> std::unique_ptr<Pass> { return std::make_unique<AutoPass>(inv); },
+      hold_out};
+  return d;
+}
+
+}  // namespace fp4c::pipeline
