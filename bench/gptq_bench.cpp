@@ -13,12 +13,12 @@
 #include <vector>
 
 #include "formats/nvfp4.h"
-#include "passes/gptq.h"
-#include "passes/localhessian.h"
+#include "quant/gptq.h"
+#include "quant/localhessian.h"
 
 namespace {
 
-using fp4c::passes::GptqOptions;
+using fp4c::quant::GptqOptions;
 
 struct Rng {  // xorshift64*, deterministic
   uint64_t s;
@@ -83,7 +83,7 @@ void BM_Gptq(benchmark::State& state) {
   fp4c::nvfp4::ErrorStats err;
   for (auto _ : state) {
     err = {};
-    const fp4c::Status s = fp4c::passes::gptq_quantize(l.w.data(), rows, cols, l.h.data(), l.G, GptqOptions{},
+    const fp4c::Status s = fp4c::quant::gptq_quantize(l.w.data(), rows, cols, l.h.data(), l.G, GptqOptions{},
                                                        packed.data(), scales.data(),
                                                        fp4c::nvfp4::ZeroScale::CompressedTensors, nullptr, &err);
     if (!s.ok()) state.SkipWithError(s.error().message.c_str());
@@ -99,9 +99,9 @@ void BM_InverseCholesky(benchmark::State& state) {
   const int threads = int(state.range(2));
   const Layer& l = layer(rows, cols);
   omp_set_num_threads(threads);
-  const std::vector<int64_t> order = fp4c::passes::gptq_detail::column_order(l.h.data(), cols, false);
+  const std::vector<int64_t> order = fp4c::quant::gptq_detail::column_order(l.h.data(), cols, false);
   for (auto _ : state) {
-    auto u = fp4c::passes::gptq_detail::inverse_cholesky_upper(l.h.data(), cols, 0.01, order);
+    auto u = fp4c::quant::gptq_detail::inverse_cholesky_upper(l.h.data(), cols, 0.01, order);
     if (!u.ok()) state.SkipWithError(u.error().message.c_str());
     benchmark::DoNotOptimize(u->data());
   }
@@ -113,15 +113,15 @@ void BM_QuantizeColumns(benchmark::State& state) {
   const int threads = int(state.range(2));
   const Layer& l = layer(rows, cols);
   omp_set_num_threads(threads);
-  const std::vector<int64_t> order = fp4c::passes::gptq_detail::column_order(l.h.data(), cols, false);
-  auto u64 = fp4c::passes::gptq_detail::inverse_cholesky_upper(l.h.data(), cols, 0.01, order);
+  const std::vector<int64_t> order = fp4c::quant::gptq_detail::column_order(l.h.data(), cols, false);
+  auto u64 = fp4c::quant::gptq_detail::inverse_cholesky_upper(l.h.data(), cols, 0.01, order);
   std::vector<float> u(u64->begin(), u64->end()), w;
   std::vector<uint8_t> codes(size_t(rows * cols)), sc(size_t(rows * cols / 16));
   for (auto _ : state) {
     state.PauseTiming();
     w = l.w;
     state.ResumeTiming();
-    fp4c::passes::gptq_detail::quantize_columns(w.data(), rows, cols, u.data(), l.G, 128,
+    fp4c::quant::gptq_detail::quantize_columns(w.data(), rows, cols, u.data(), l.G, 128,
                                                 fp4c::nvfp4::ZeroScale::CompressedTensors, codes.data(),
                                                 sc.data());
     benchmark::DoNotOptimize(codes.data());
@@ -136,7 +136,7 @@ void BM_LocalHessian(benchmark::State& state) {
   omp_set_num_threads(threads);
   std::vector<uint8_t> packed(size_t(rows * cols / 2)), scales(size_t(rows * cols / 16));
   for (auto _ : state) {
-    fp4c::passes::quantize_rows_localhessian(l.w.data(), rows, cols, l.G, l.h.data(), packed.data(), scales.data(),
+    fp4c::quant::quantize_rows_localhessian(l.w.data(), rows, cols, l.G, l.h.data(), packed.data(), scales.data(),
                                              fp4c::nvfp4::ZeroScale::CompressedTensors, nullptr);
     benchmark::DoNotOptimize(packed.data());
   }

@@ -13,7 +13,7 @@
 #include "formats/convert.h"
 #include "formats/hash.h"
 #include "formats/nvfp4.h"
-#include "passes/output_error.h"
+#include "quant/output_error.h"
 #include "passes/quantizers.h"
 #include "passes/smoothquant.h"
 
@@ -98,7 +98,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     if (t.layer && t.kind == ir::ParamKind::Weight && ir::is_linear(t.role) && decisions[id].format == ir::Format::NVFP4)
       linear[{*t.layer, t.role}] = id;
   }
-  std::vector<std::vector<OutputError>> errors(model.tensors.size());
+  std::vector<std::vector<quant::OutputError>> errors(model.tensors.size());
   // The bytes of the current layer's Linears' candidates until the layer's units are decided: every one while
   // a group is measured, then each unit's best per variant (multiplied in the layer forwards that decide a
   // site's smoothing; the chosen GPTQ and local-Hessian ones are handed to pack).
@@ -342,7 +342,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         if (decisions[id].input_amax) gx = nvfp4::global_scale(*decisions[id].input_amax);
         std::vector<uint8_t> packed(size_t(w->out * w->in / 2)), scales(size_t(w->out * w->in / 16));
         // Every candidate's dequantized weight, so that their output errors share the input's transform and
-        // the reference output (linear_output_errors).
+        // the reference output (quant::linear_output_errors).
         std::vector<std::vector<float>> deq(n, std::vector<float>(w->weight.size()));
         std::vector<const float*> deq_ptrs(n);
         for (size_t c = 0; c < n; ++c) deq_ptrs[c] = deq[c].data();
@@ -368,7 +368,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
             }
             results[v * n + c] = Result{packed, scales, err, weight_hash, g, gxv};
           }
-          const auto errs = linear_output_errors(in.x, in.rows, in.cols, w->weight.data(), deq_ptrs, w->out, gxv,
+          const auto errs = quant::linear_output_errors(in.x, in.rows, in.cols, w->weight.data(), deq_ptrs, w->out, gxv,
                                                  sm ? smoothed->m.data() : nullptr);
           for (size_t c = 0; c < n; ++c) errors[id][v * n + c] = errs[c];
         }

@@ -10,14 +10,14 @@
 
 #include "ir/expected.h"
 #include "ir/model.h"
-#include "passes/gptq.h"
+#include "quant/gptq.h"
 #include "passes/stats.h"
 #include "runtime/forward.h"
 
 namespace fp4c::passes {
 
 struct AutoOptions {
-  GptqOptions gptq;   // for the gptq candidates
+  quant::GptqOptions gptq;   // for the gptq candidates
   // Also every candidate after SmoothQuant of the site (norm -> {q,k,v}, norm -> {gate,up}; factors from
   // the statistics as the smoothquant pass computes them), kept where it measures less error.
   bool smoothquant = true;

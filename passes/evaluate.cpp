@@ -4,7 +4,7 @@
 #include <array>
 #include <cmath>
 
-#include "passes/output_error.h"
+#include "quant/output_error.h"
 
 namespace fp4c::passes {
 namespace {
@@ -71,7 +71,7 @@ class LayerErrorHook {
     }
   }
 
-  const std::array<OutputError, 7>& errors() const { return errors_; }
+  const std::array<quant::OutputError, 7>& errors() const { return errors_; }
 
  private:
   static const runtime::LinearParams& member(const runtime::LayerParams& p, size_t k) {
@@ -82,7 +82,7 @@ class LayerErrorHook {
     for (size_t k : members) {
       const runtime::LinearParams& r = member(ref_, k);
       const runtime::LinearParams& c = member(cand_, k);
-      errors_[k].merge(linear_output_error(in.x, in.rows, in.cols, r.weight.data(), c.weight.data(), r.out,
+      errors_[k].merge(quant::linear_output_error(in.x, in.rows, in.cols, r.weight.data(), c.weight.data(), r.out,
                                            c.input_global_scale, scale.empty() ? nullptr : scale.data(),
                                            c.input_mxfp4));
     }
@@ -91,7 +91,7 @@ class LayerErrorHook {
   const runtime::LayerParams& ref_;
   const runtime::LayerParams& cand_;
   std::vector<float> attn_scale_, mlp_scale_;
-  std::array<OutputError, 7> errors_{};
+  std::array<quant::OutputError, 7> errors_{};
 };
 
 }  // namespace

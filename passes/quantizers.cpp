@@ -1,7 +1,7 @@
 #include "passes/quantizers.h"
 
 #include "formats/nvfp4_rules.h"
-#include "passes/localhessian.h"
+#include "quant/localhessian.h"
 
 namespace fp4c::passes {
 
@@ -14,7 +14,7 @@ std::string Quantizer::name() const {
   return "?";
 }
 
-std::vector<Quantizer> auto_candidates(const GptqOptions& gptq) {
+std::vector<Quantizer> auto_candidates(const quant::GptqOptions& gptq) {
   std::vector<Quantizer> out;
   for (auto r : {nvfp4::ScaleRule::Max, nvfp4::ScaleRule::Mse, nvfp4::ScaleRule::Weighted, nvfp4::ScaleRule::FourOverSix})
     out.push_back({Quantizer::Kind::Rule, r, {}});
@@ -45,13 +45,13 @@ Status quantize_weight(const Quantizer& q, const float* w, int64_t rows, int64_t
                       " (run 'stats{second_moments=true}' before it)");
   switch (q.kind) {
     case Quantizer::Kind::Gptq:
-      if (auto st = gptq_quantize(w, rows, cols, site->second_moment.data(), G, q.gptq, packed, scales, zero,
+      if (auto st = quant::gptq_quantize(w, rows, cols, site->second_moment.data(), G, q.gptq, packed, scales, zero,
                                   dequantized, err);
           !st)
         return make_error(what + ": " + st.error().message);
       return {};
     case Quantizer::Kind::LocalHessian:
-      quantize_rows_localhessian(w, rows, cols, G, site->second_moment.data(), packed, scales, zero, err);
+      quant::quantize_rows_localhessian(w, rows, cols, G, site->second_moment.data(), packed, scales, zero, err);
       break;
     case Quantizer::Kind::Rule: {
       std::vector<float> weights;

@@ -12,7 +12,7 @@
 #include "formats/nvfp4.h"
 #include "formats/nvfp4_rules.h"
 #include "ir/expected.h"
-#include "passes/gptq.h"
+#include "quant/gptq.h"
 #include "passes/stats.h"
 
 namespace fp4c::passes {
@@ -21,7 +21,7 @@ struct Quantizer {
   enum class Kind : uint8_t { Rule, LocalHessian, Gptq };
   Kind kind = Kind::Rule;
   nvfp4::ScaleRule rule = nvfp4::ScaleRule::Max;   // Kind::Rule
-  GptqOptions gptq;                                // Kind::Gptq
+  quant::GptqOptions gptq;                                // Kind::Gptq
   std::string name() const;                        // "max", ..., "localhessian", "gptq", "gptq+localhessian"
   bool needs_second_moments() const { return kind != Kind::Rule; }
   bool needs_stats() const { return kind != Kind::Rule || rule == nvfp4::ScaleRule::Weighted; }
@@ -32,7 +32,7 @@ struct Quantizer {
 inline constexpr std::string_view kSmoothedPrefix = "smoothquant+";
 
 // Every quantizer `auto` tries, cheapest first (ties keep the earlier one).
-std::vector<Quantizer> auto_candidates(const GptqOptions& gptq = {});
+std::vector<Quantizer> auto_candidates(const quant::GptqOptions& gptq = {});
 // A quantizer by name; an `auto` choice's kSmoothedPrefix is skipped.
 std::optional<Quantizer> parse_quantizer(const std::string& name);
 

@@ -10,7 +10,7 @@
 
 #include "formats/nvfp4.h"
 #include "passes/evaluate.h"
-#include "passes/output_error.h"
+#include "quant/output_error.h"
 
 namespace fp4c::passes {
 namespace {
@@ -72,7 +72,7 @@ void quantize_members(const ir::Model& model, const LinearIndex& index, int laye
         const auto [l, slot] = index.where[m];
         if (l == layer && slot >= 0 && size_t(slot) != k) amax = std::max(amax, nvfp4::amax_f32(member(p, size_t(slot)).weight));
       }
-    lin.weight = nvfp4_round_trip(lin.weight.data(), lin.out, lin.in, nvfp4::global_scale(amax));
+    lin.weight = quant::nvfp4_round_trip(lin.weight.data(), lin.out, lin.in, nvfp4::global_scale(amax));
     const auto& d = model.annotations.decision[*ids[k]];
     if (d.input_amax) lin.input_global_scale = nvfp4::global_scale(*d.input_amax);
   }
@@ -179,7 +179,7 @@ Expected<std::vector<std::pair<ir::TensorId, ir::SkipReason>>> run_sensitivity(
   }
 
   // Output error of each NVFP4 Linear on the unquantized model's stream.
-  std::vector<OutputError> error(model.tensors.size());
+  std::vector<quant::OutputError> error(model.tensors.size());
   {
     FP4C_ASSIGN(runtime::Activations acts, forward.embed(weights, sequences));
     for (int i = 0; i < layers; ++i) {
@@ -218,7 +218,7 @@ Expected<std::vector<std::pair<ir::TensorId, ir::SkipReason>>> run_sensitivity(
             if (!chosen[k]) continue;
             const runtime::LinearParams& r = member(p, k);
             const runtime::LinearParams& c = member(quantized, k);
-            error[*index.ids[size_t(i)][k]].merge(linear_output_error(in.x, in.rows, in.cols, r.weight.data(),
+            error[*index.ids[size_t(i)][k]].merge(quant::linear_output_error(in.x, in.rows, in.cols, r.weight.data(),
                                                                       c.weight.data(), r.out, c.input_global_scale));
           }
         };
@@ -232,7 +232,7 @@ Expected<std::vector<std::pair<ir::TensorId, ir::SkipReason>>> run_sensitivity(
 
   std::vector<double> unit_error(units.size(), 0);
   for (size_t u = 0; u < units.size(); ++u) {
-    OutputError e;
+    quant::OutputError e;
     for (ir::TensorId m : units[u].members) e.merge(error[m]);
     unit_error[u] = e.relative();
     units[u].score = unit_error[u];

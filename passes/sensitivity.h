@@ -45,7 +45,7 @@ UnitSelection select_units(const std::vector<SensitivityUnit>& units, int64_t to
 // Needs model.annotations.decision (plan_weights) to know which Linears are NVFP4 and, for W4A4, each
 // one's input_amax. Runs the model (`weights`: the BF16 model as the pipeline has rewritten it) over
 // `sequences` layer by layer with a hook; for each NVFP4 Linear: the output error
-// (linear_output_error) of its NVFP4 round trip (global scale from the max |W| over its fused group,
+// (quant::linear_output_error) of its NVFP4 round trip (global scale from the max |W| over its fused group,
 // max block rule) with its input fake-quantized at nvfp4::global_scale(input_amax) (none for W4A16)
 // against the unquantized Linear on the same input. With options.kl, also the mean KL
 // (passes::evaluate) of the model with only that unit quantized against the model unquantized, over

@@ -30,7 +30,7 @@ class GptqPass final : public Pass {
 
  private:
   PassInvocation inv_;
-  passes::GptqOptions options_;
+  quant::GptqOptions options_;
 };
 
 }  // namespace

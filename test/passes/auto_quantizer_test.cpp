@@ -14,7 +14,7 @@
 #include "frontend/checkpoint.h"
 #include "passes/auto_quantizer.h"
 #include "passes/pack.h"
-#include "passes/output_error.h"
+#include "quant/output_error.h"
 #include "passes/quantizers.h"
 #include "passes/smoothquant.h"
 #include "passes/stats.h"
@@ -145,7 +145,7 @@ TEST(AutoQuantizer, CandidateErrorsEqualAnIndependentComputation) {
     ASSERT_TRUE(passes::quantize_weight(q, wo.weight.data(), wo.out, wo.in, G, site, "o", packed.data(), scales.data(),
                                         nvfp4::ZeroScale::CompressedTensors, nullptr, deq.data())
                     .ok());
-    const double e = passes::linear_output_error(x.data(), rows, cols, wo.weight.data(), deq.data(), wo.out, gx).relative();
+    const double e = quant::linear_output_error(x.data(), rows, cols, wo.weight.data(), deq.data(), wo.out, gx).relative();
     EXPECT_DOUBLE_EQ(model.annotations.choice[o0]->candidates[k].second, e) << q.name();
   }
 }

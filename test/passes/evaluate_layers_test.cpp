@@ -11,7 +11,7 @@
 #include "formats/nvfp4.h"
 #include "frontend/checkpoint.h"
 #include "passes/evaluate.h"
-#include "passes/output_error.h"
+#include "quant/output_error.h"
 #include "passes/smoothquant.h"
 #include "passes/stats.h"
 #include "runtime/checkpoint_weights.h"
@@ -173,7 +173,7 @@ TEST(EvaluateLayers, OnePerturbedLinearHasErrorThereOnly) {
     gate_cand = gate_ref;
     for (auto& w : gate_cand) w += noise(rng);
     q_ref = p1->q.weight;
-    q_cand = passes::nvfp4_round_trip(q_ref.data(), p1->q.out, p1->q.in, nvfp4::global_scale(nvfp4::amax_f32(q_ref)));
+    q_cand = quant::nvfp4_round_trip(q_ref.data(), p1->q.out, p1->q.in, nvfp4::global_scale(nvfp4::amax_f32(q_ref)));
   }
   const auto x_gate = f.site_input(0, ir::Role::Gate);
   const auto x_q = f.site_input(1, ir::Role::Q);

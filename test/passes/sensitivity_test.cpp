@@ -15,7 +15,7 @@
 #include "formats/nvfp4.h"
 #include "frontend/checkpoint.h"
 #include "passes/evaluate.h"
-#include "passes/output_error.h"
+#include "quant/output_error.h"
 #include "passes/sensitivity.h"
 #include "passes/stats.h"
 #include "passes/weight_plan.h"
@@ -358,7 +358,7 @@ TEST(Sensitivity, KlMetric) {
   // (not fused: its own global scale; W4A16: no input quantization).
   EditedWeights only_down1(w, [](int layer, runtime::LayerParams& p) {
     if (layer == 1)
-      p.down.weight = passes::nvfp4_round_trip(p.down.weight.data(), p.down.out, p.down.in,
+      p.down.weight = quant::nvfp4_round_trip(p.down.weight.data(), p.down.out, p.down.in,
                                                nvfp4::global_scale(nvfp4::amax_f32(p.down.weight)));
   });
   auto ev = passes::evaluate(*f.forward, w, &only_down1, f.seqs);

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "formats/mxfp4.h"
-#include "passes/output_error.h"
+#include "quant/output_error.h"
 
 namespace fp4c {
 namespace {
@@ -92,11 +92,11 @@ TEST(FakeQuantizeMxfp4, LinearOutputErrorQuantizesTheCandidateInput) {
       se += (b - a) * (b - a);
       sr += a * a;
     }
-  const auto e = passes::linear_output_error(x.data(), rows, in, w.data(), wc.data(), out, std::nullopt, nullptr, true);
+  const auto e = quant::linear_output_error(x.data(), rows, in, w.data(), wc.data(), out, std::nullopt, nullptr, true);
   EXPECT_NEAR(e.error_sq, se, 1e-4 * se);
   EXPECT_NEAR(e.reference_sq, sr, 1e-4 * sr);
   // Without input quantization the error is the weights' alone: smaller.
-  const auto w_only = passes::linear_output_error(x.data(), rows, in, w.data(), wc.data(), out, std::nullopt);
+  const auto w_only = quant::linear_output_error(x.data(), rows, in, w.data(), wc.data(), out, std::nullopt);
   EXPECT_LT(w_only.error_sq, e.error_sq);
 }
 

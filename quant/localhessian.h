@@ -18,7 +18,7 @@
 
 #include "formats/nvfp4.h"
 
-namespace fp4c::passes {
+namespace fp4c::quant {
 
 // Same output layout as nvfp4::quantize_* (packed rows*cols/2 bytes, FP8 scales rows*cols/16 bytes,
 // zero-scale convention `zero`); err (may be null): the unweighted weight error figures, as
@@ -32,4 +32,4 @@ void quantize_rows_localhessian(const float* w, int64_t rows, int64_t cols, floa
 // Returns the chosen scale code and writes the 16 FP4 codes (one per byte) to q.
 uint8_t localhessian_block(const float* x, float global_scale, const double* hb, uint8_t zero_code, uint8_t* q);
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::quant

@@ -1,4 +1,4 @@
-#include "passes/output_error.h"
+#include "quant/output_error.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 #include "runtime/activation_quant.h"
 #include "runtime/matmul.h"
 
-namespace fp4c::passes {
+namespace fp4c::quant {
 
 double OutputError::relative() const {
   if (reference_sq > 0) return error_sq / reference_sq;
@@ -147,4 +147,4 @@ std::vector<float> nvfp4_round_trip(const float* w, int64_t rows, int64_t cols, 
   return out;
 }
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::quant

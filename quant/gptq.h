@@ -39,7 +39,7 @@
 #include "formats/nvfp4.h"
 #include "ir/expected.h"
 
-namespace fp4c::passes {
+namespace fp4c::quant {
 
 struct GptqOptions {
   double damp = 0.01;      // relative: H += damp * mean(diag H) * I; >= 0 and finite
@@ -94,4 +94,4 @@ void clear_factor_cache();
 
 }  // namespace gptq_detail
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::quant

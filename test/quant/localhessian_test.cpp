@@ -2,7 +2,7 @@
 // here, never worse than the Max rule on sum over blocks of e^T H_b e (block by block), the Mse rule's
 // bytes when H = I, the Max rule's bytes for NaN and all-zero blocks, the same bytes at any thread count.
 // Random data with a fresh seed each run (printed on failure).
-#include "passes/localhessian.h"
+#include "quant/localhessian.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -22,7 +22,7 @@
 #include "formats/nvfp4.h"
 #include "formats/nvfp4_rules.h"
 
-namespace fp4c::passes {
+namespace fp4c::quant {
 namespace {
 
 using nvfp4::ErrorStats;
@@ -359,4 +359,4 @@ TEST(LocalHessian, ResultDoesNotDependOnThreadCount) {
 }
 
 }  // namespace
-}  // namespace fp4c::passes
+}  // namespace fp4c::quant

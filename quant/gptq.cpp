@@ -1,5 +1,5 @@
 // GPTQ on the NVFP4 grid: see gptq.h for the algorithm and the choices made.
-#include "passes/gptq.h"
+#include "quant/gptq.h"
 
 #include <algorithm>
 #include <cmath>
@@ -15,9 +15,9 @@
 #include "formats/fp4.h"
 #include "formats/fp8_e4m3.h"
 #include "formats/hash.h"
-#include "passes/localhessian.h"
+#include "quant/localhessian.h"
 
-namespace fp4c::passes {
+namespace fp4c::quant {
 
 namespace {
 
@@ -656,4 +656,4 @@ Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h
   return Status();
 }
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::quant

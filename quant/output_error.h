@@ -10,7 +10,7 @@
 
 #include "formats/nvfp4_rules.h"
 
-namespace fp4c::passes {
+namespace fp4c::quant {
 
 // Sums over tokens and output channels.
 struct OutputError {
@@ -48,4 +48,4 @@ std::vector<float> nvfp4_round_trip(const float* w, int64_t rows, int64_t cols, 
                                     nvfp4::ScaleRule rule = nvfp4::ScaleRule::Max,
                                     const float* channel_weights = nullptr);
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::quant

@@ -4,7 +4,7 @@
 // computation (torch's cholesky(cholesky_inverse(cholesky(H)), upper=True)); on correlated,
 // heavy-tailed inputs with outlier channels its output error is below RTN's; dead columns; errors.
 // Random data with a fresh seed each run (printed on failure).
-#include "passes/gptq.h"
+#include "quant/gptq.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -24,9 +24,9 @@
 #include "formats/fp8_e4m3.h"
 #include "formats/nvfp4.h"
 #include "formats/nvfp4_rules.h"
-#include "passes/localhessian.h"
+#include "quant/localhessian.h"
 
-namespace fp4c::passes {
+namespace fp4c::quant {
 namespace {
 
 using nvfp4::ErrorStats;
@@ -684,4 +684,4 @@ TEST(Gptq, ErrorsNameTheProblem) {
 }
 
 }  // namespace
-}  // namespace fp4c::passes
+}  // namespace fp4c::quant

@@ -1,5 +1,5 @@
 // Local-Hessian NVFP4 block scales: see localhessian.h.
-#include "passes/localhessian.h"
+#include "quant/localhessian.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,7 @@
 #include "formats/fp8_e4m3.h"
 #include "formats/nvfp4_rules.h"
 
-namespace fp4c::passes {
+namespace fp4c::quant {
 
 namespace {
 
@@ -169,4 +169,4 @@ void quantize_rows_localhessian(const float* w, int64_t rows, int64_t cols, floa
   }
 }
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::quant

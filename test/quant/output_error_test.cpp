@@ -8,7 +8,7 @@
 #include <random>
 
 #include "formats/nvfp4.h"
-#include "passes/output_error.h"
+#include "quant/output_error.h"
 
 namespace fp4c::testing {
 namespace {
@@ -37,11 +37,11 @@ std::vector<float> candidate_input_ref(const std::vector<float>& x, int64_t rows
   return xc;
 }
 
-passes::OutputError reference(const std::vector<float>& x, int64_t rows, int64_t in, const std::vector<float>& wr,
+quant::OutputError reference(const std::vector<float>& x, int64_t rows, int64_t in, const std::vector<float>& wr,
                               const std::vector<float>& wc, int64_t out, std::optional<float> gs,
                               const float* x_scale) {
   const auto xc = candidate_input_ref(x, rows, in, gs, x_scale);
-  passes::OutputError e;
+  quant::OutputError e;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t o = 0; o < out; ++o) {
       double a = 0, b = 0;
@@ -56,13 +56,13 @@ passes::OutputError reference(const std::vector<float>& x, int64_t rows, int64_t
 }
 
 TEST(OutputError, RelativeAndMerge) {
-  passes::OutputError a{1, 4}, b{2, 4};
+  quant::OutputError a{1, 4}, b{2, 4};
   EXPECT_DOUBLE_EQ(a.relative(), 0.25);
   a.merge(b);
   EXPECT_DOUBLE_EQ(a.error_sq, 3);
   EXPECT_DOUBLE_EQ(a.reference_sq, 8);
-  EXPECT_EQ(passes::OutputError{}.relative(), 0.0);
-  EXPECT_TRUE(std::isinf((passes::OutputError{1, 0}).relative()));
+  EXPECT_EQ(quant::OutputError{}.relative(), 0.0);
+  EXPECT_TRUE(std::isinf((quant::OutputError{1, 0}).relative()));
 }
 
 TEST(OutputError, MatchesAPlainDoubleComputation) {
@@ -79,7 +79,7 @@ TEST(OutputError, MatchesAPlainDoubleComputation) {
     const auto x = heavy(rng, size_t(c.rows * c.in), 1.0f);
     const auto wr = heavy(rng, size_t(c.out * c.in), 0.05f);
     const float G = nvfp4::global_scale(nvfp4::amax_f32(wr));
-    const auto wc = passes::nvfp4_round_trip(wr.data(), c.out, c.in, G);
+    const auto wc = quant::nvfp4_round_trip(wr.data(), c.out, c.in, G);
     std::vector<float> s;
     if (c.scaled) {
       std::uniform_real_distribution<float> u(0.25f, 4.0f);
@@ -90,7 +90,7 @@ TEST(OutputError, MatchesAPlainDoubleComputation) {
         c.w4a4 ? std::optional<float>(nvfp4::global_scale(nvfp4::amax_f32(x) * (c.scaled ? 4.0f : 1.0f))) : std::nullopt;
     const float* sp = c.scaled ? s.data() : nullptr;
     const auto want = reference(x, c.rows, c.in, wr, wc, c.out, gs, sp);
-    const auto got = passes::linear_output_error(x.data(), c.rows, c.in, wr.data(), wc.data(), c.out, gs, sp);
+    const auto got = quant::linear_output_error(x.data(), c.rows, c.in, wr.data(), wc.data(), c.out, gs, sp);
     ASSERT_GT(want.error_sq, 0);
     EXPECT_NEAR(got.reference_sq, want.reference_sq, 1e-5 * want.reference_sq);
     EXPECT_NEAR(got.error_sq, want.error_sq, 1e-3 * want.error_sq);
@@ -110,7 +110,7 @@ TEST(OutputError, BatchOfCandidatesEqualsEachAlone) {
   const float G = nvfp4::global_scale(nvfp4::amax_f32(wr));
   std::vector<std::vector<float>> cands;
   for (auto rule : {nvfp4::ScaleRule::Max, nvfp4::ScaleRule::Mse, nvfp4::ScaleRule::FourOverSix})
-    cands.push_back(passes::nvfp4_round_trip(wr.data(), out, in, G, rule));
+    cands.push_back(quant::nvfp4_round_trip(wr.data(), out, in, G, rule));
   cands.push_back(heavy(rng, size_t(out * in), 0.05f));   // an unrelated weight
   std::vector<const float*> ptrs;
   for (const auto& c : cands) ptrs.push_back(c.data());
@@ -122,14 +122,14 @@ TEST(OutputError, BatchOfCandidatesEqualsEachAlone) {
       SCOPED_TRACE(std::string(w4a4 ? "w4a4" : "w4a16") + (sp ? " scaled" : ""));
       const std::optional<float> gs =
           w4a4 ? std::optional<float>(nvfp4::global_scale(4.0f * nvfp4::amax_f32(x))) : std::nullopt;
-      const auto all = passes::linear_output_errors(x.data(), rows, in, wr.data(), ptrs, out, gs, sp);
+      const auto all = quant::linear_output_errors(x.data(), rows, in, wr.data(), ptrs, out, gs, sp);
       ASSERT_EQ(all.size(), cands.size());
       // In passes of 3 and 1 candidates (what an 8B model's Linears get): the same figures.
-      const auto grouped = passes::linear_output_errors(x.data(), rows, in, wr.data(), ptrs, out, gs, sp, false, 3);
+      const auto grouped = quant::linear_output_errors(x.data(), rows, in, wr.data(), ptrs, out, gs, sp, false, 3);
       ASSERT_EQ(grouped.size(), cands.size());
       for (size_t c = 0; c < cands.size(); ++c) {
         SCOPED_TRACE("candidate " + std::to_string(c));
-        const auto alone = passes::linear_output_errors(x.data(), rows, in, wr.data(),
+        const auto alone = quant::linear_output_errors(x.data(), rows, in, wr.data(),
                                                         std::span<const float* const>(&ptrs[c], 1), out, gs, sp);
         EXPECT_EQ(all[c].error_sq, alone[0].error_sq);
         EXPECT_EQ(all[c].reference_sq, alone[0].reference_sq);
@@ -142,7 +142,7 @@ TEST(OutputError, BatchOfCandidatesEqualsEachAlone) {
       }
       EXPECT_NE(all[3].error_sq, all[0].error_sq);   // distinct figures: a mix-up of candidates shows
     }
-  EXPECT_TRUE(passes::linear_output_errors(x.data(), rows, in, wr.data(), {}, out, std::nullopt).empty());
+  EXPECT_TRUE(quant::linear_output_errors(x.data(), rows, in, wr.data(), {}, out, std::nullopt).empty());
 }
 
 TEST(OutputError, SameWeightsAndInputGiveZero) {
@@ -151,7 +151,7 @@ TEST(OutputError, SameWeightsAndInputGiveZero) {
   std::mt19937_64 rng(seed);
   const auto x = heavy(rng, 300 * 64, 1.0f);
   const auto w = heavy(rng, 40 * 64, 0.05f);
-  const auto e = passes::linear_output_error(x.data(), 300, 64, w.data(), w.data(), 40, std::nullopt);
+  const auto e = quant::linear_output_error(x.data(), 300, 64, w.data(), w.data(), 40, std::nullopt);
   EXPECT_EQ(e.error_sq, 0.0);
   EXPECT_GT(e.reference_sq, 0.0);
   EXPECT_EQ(e.relative(), 0.0);
@@ -164,13 +164,13 @@ TEST(OutputError, IndependentOfThreadCount) {
   const int64_t rows = 1500, in = 128, out = 96;
   const auto x = heavy(rng, size_t(rows * in), 1.0f);
   const auto w = heavy(rng, size_t(out * in), 0.05f);
-  const auto wc = passes::nvfp4_round_trip(w.data(), out, in, nvfp4::global_scale(nvfp4::amax_f32(w)));
+  const auto wc = quant::nvfp4_round_trip(w.data(), out, in, nvfp4::global_scale(nvfp4::amax_f32(w)));
   const float gs = nvfp4::global_scale(nvfp4::amax_f32(x));
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);
-  const auto one = passes::linear_output_error(x.data(), rows, in, w.data(), wc.data(), out, gs);
+  const auto one = quant::linear_output_error(x.data(), rows, in, w.data(), wc.data(), out, gs);
   omp_set_num_threads(2);
-  const auto two = passes::linear_output_error(x.data(), rows, in, w.data(), wc.data(), out, gs);
+  const auto two = quant::linear_output_error(x.data(), rows, in, w.data(), wc.data(), out, gs);
   omp_set_num_threads(saved);
   EXPECT_EQ(one.error_sq, two.error_sq);
   EXPECT_EQ(one.reference_sq, two.reference_sq);
@@ -187,7 +187,7 @@ TEST(OutputError, RoundTripEqualsTheReferenceEncoder) {
   nvfp4::quantize_f32_ref(w.data(), rows, cols, G, packed.data(), scales.data());
   std::vector<float> want(w.size());
   nvfp4::dequantize(packed.data(), scales.data(), rows, cols, G, want.data());
-  const auto got = passes::nvfp4_round_trip(w.data(), rows, cols, G);
+  const auto got = quant::nvfp4_round_trip(w.data(), rows, cols, G);
   ASSERT_EQ(got.size(), want.size());
   bool differs = false;
   for (size_t i = 0; i < want.size(); ++i) {
@@ -198,7 +198,7 @@ TEST(OutputError, RoundTripEqualsTheReferenceEncoder) {
   // Another rule is what quantize_rows_with_rule gives.
   nvfp4::quantize_rows_with_rule(w.data(), rows, cols, G, nvfp4::ScaleRule::Mse, nullptr, packed.data(), scales.data());
   nvfp4::dequantize(packed.data(), scales.data(), rows, cols, G, want.data());
-  EXPECT_EQ(passes::nvfp4_round_trip(w.data(), rows, cols, G, nvfp4::ScaleRule::Mse), want);
+  EXPECT_EQ(quant::nvfp4_round_trip(w.data(), rows, cols, G, nvfp4::ScaleRule::Mse), want);
 }
 
 }  // namespace
