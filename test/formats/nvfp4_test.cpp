@@ -647,8 +647,9 @@ TEST(Nvfp4RowSource, EqualsQuantizingTheMatrix) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   std::student_t_distribution<float> t(4.0f);
-  for (const auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 16}, {37, 48}, {300, 896}}) {
-    std::vector<uint16_t> x(size_t(rows * cols));
+  for (const auto& shape : {std::pair<int64_t, int64_t>{1, 16}, {37, 48}, {300, 896}}) {
+    const int64_t rows = shape.first, cols = shape.second;   // not a structured binding: the lambda
+    std::vector<uint16_t> x(size_t(rows * cols));           // below captures it (clang < 16 cannot)
     for (auto& v : x) v = bf16::from_float(0.05f * t(rng));
     const float G = nvfp4::global_scale(nvfp4::amax_bf16(x));
     std::vector<uint8_t> p1(x.size() / 2), s1(x.size() / 16), p2(p1.size()), s2(s1.size());
