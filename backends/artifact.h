@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "formats/hash.h"
-#include "ir/dtype.h"
-#include "ir/expected.h"
+#include "base/dtype.h"
+#include "base/expected.h"
 
 namespace fp4c::backends {
 

@@ -1,5 +1,7 @@
 #include "backends/manifest.h"
 
+#include "base/text.h"
+
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
@@ -53,14 +55,6 @@ const T* slot(const std::vector<std::optional<T>>& v, ir::TensorId id) {
   return id < v.size() && v[id] ? &*v[id] : nullptr;
 }
 
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 }  // namespace
 
@@ -72,7 +66,7 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
   *m.mutable_options() = in.options;
   m.set_architecture(model.config.architecture);
   m.set_model_dir(in.model_dir);
-  m.set_created_utc(utc_now());
+  m.set_created_utc(utc_timestamp());
   for (const auto& f : in.inputs) add_file(m.mutable_inputs(), f);
   for (const auto& f : in.outputs) add_file(m.mutable_outputs(), f);
 

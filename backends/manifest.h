@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "backends/artifact.h"
-#include "ir/cost.h"
-#include "ir/expected.h"
+#include "base/stage_clock.h"
+#include "base/expected.h"
 #include "ir/model.h"
 #include "manifest.pb.h"
 

@@ -7,7 +7,12 @@
 # Env: BUILD (default build), WORK (default /tmp/fp4c-bench), THREADS (default 2), PRECISION (bf16),
 # SAMPLES x SEQ_LEN tokens (16 x 512). LAYERS > 0 makes a shallower model of the same shape (peak RSS
 # is per layer; tokens/s then counts those layers only).
+# SMOKE=1: the tiny preset, one run, 4 x 64 tokens, in a temporary WORK: that the script still works
+# (make test runs it so), not a figure.
 set -euo pipefail
+if [ "${SMOKE:-0}" = 1 ]; then
+  set -- tiny 1 0; SAMPLES=4; SEQ_LEN=64; WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
+fi
 preset=${1:-qwen2.5-0.5b}
 repeats=${2:-3}
 layers=${3:-0}
@@ -41,7 +46,14 @@ for i in $(seq "$repeats"); do
   rm -rf "$work/out-cal"
   /usr/bin/time -f "%e %M" -o "$work/t.txt" "$build/fp4c" quantize --model "$model" --out "$work/out-cal" \
     --calib "$data" --precision "$precision" --threads "$threads" --quiet
-  cal_s=$(python3 -c "import json; m=json.load(open('$work/out-cal/fp4c-manifest.json')); print([s['wallSeconds'] for s in m['buildCost']['stages'] if s['stage']=='calibrate'][0])")
+  cal_s=$(python3 - "$work/out-cal/fp4c-manifest.json" <<'PY'
+import json, sys
+stages = {s["stage"]: s["wallSeconds"] for s in json.load(open(sys.argv[1]))["buildCost"]["stages"]}
+if "stats" not in stages:
+    sys.exit(f"the manifest has no 'stats' stage (stages: {', '.join(stages)})")
+print(stages["stats"])
+PY
+)
   cal+=("$cal_s"); cal_rss+=("$(cut -d' ' -f2 "$work/t.txt")")
   /usr/bin/time -f "%e %M" -o "$work/t.txt" "$build/fp4c" eval --model "$model" --data "$data" \
     --precision "$precision" --threads "$threads" --json > "$work/eval.json"

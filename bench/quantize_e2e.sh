@@ -8,7 +8,12 @@
 # The checkpoint is generated once by fp4c-synth and kept in $WORK; both the copy and the quantizer
 # read it from the page cache when it fits in memory (both see the same cache state: each timing is
 # preceded by a full read of the checkpoint).
+# SMOKE=1: the tiny preset, one run, in a temporary WORK: that the script still works (make test runs
+# it so), not a figure.
 set -euo pipefail
+if [ "${SMOKE:-0}" = 1 ]; then
+  set -- tiny 1; THREADS=2; WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
+fi
 preset=${1:-qwen2.5-0.5b}
 repeats=${2:-3}
 build=${BUILD:-build}

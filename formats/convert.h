@@ -6,7 +6,7 @@
 #include <span>
 #include <vector>
 
-#include "ir/dtype.h"
+#include "base/dtype.h"
 
 namespace fp4c {
 

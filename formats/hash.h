@@ -8,7 +8,7 @@
 #include <span>
 #include <string>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 
 namespace fp4c::hash {
 

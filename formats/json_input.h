@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 
 namespace fp4c::json_input {
 

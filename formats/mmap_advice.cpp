@@ -15,14 +15,6 @@ uintptr_t page_size() {
 
 }  // namespace
 
-void advise_willneed(std::span<const std::byte> bytes) {
-  if (bytes.empty()) return;
-  const uintptr_t p = page_size();
-  uintptr_t begin = reinterpret_cast<uintptr_t>(bytes.data()) & ~(p - 1);
-  uintptr_t end = reinterpret_cast<uintptr_t>(bytes.data()) + bytes.size();
-  madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
-}
-
 void advise_populate(std::span<const std::byte> bytes) {
   if (bytes.empty()) return;
   const uintptr_t p = page_size();

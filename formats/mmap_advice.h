@@ -6,8 +6,6 @@
 
 namespace fp4c {
 
-// Start reading these pages in the background.
-void advise_willneed(std::span<const std::byte> bytes);
 // Map these pages into the process now, in one call (cheaper than one page fault per page).
 void advise_populate(std::span<const std::byte> bytes);
 // Drop these pages from this process's resident set (the whole pages inside the range).

@@ -157,8 +157,6 @@ std::optional<ScaleRule> parse_scale_rule(std::string_view text) {
   return std::nullopt;
 }
 
-const char* scale_rule_names() { return "max, mse, weighted, 4over6"; }
-
 void quantize_rows_with_rule(const float* x, int64_t rows, int64_t cols, float global_scale,
                              ScaleRule rule, const float* channel_weights, uint8_t* packed,
                              uint8_t* scales, ZeroScale zero, ErrorStats* err) {

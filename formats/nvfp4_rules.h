@@ -43,8 +43,6 @@ inline constexpr int kSearchAbove = 4;
 const char* scale_rule_name(ScaleRule rule);
 // The inverse of scale_rule_name; nullopt for any other text (exact, case-sensitive).
 std::optional<ScaleRule> parse_scale_rule(std::string_view text);
-// "max, mse, weighted, 4over6": for error messages that list the valid values.
-const char* scale_rule_names();
 
 // Quantize a row-major [rows, cols] float matrix (cols % 16 == 0) with block scales chosen by `rule`.
 // packed: rows * cols / 2 bytes; scales: rows * cols / 16 bytes, as quantize_f32_ref.

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "ir/dtype.h"
-#include "ir/expected.h"
+#include "base/dtype.h"
+#include "base/expected.h"
 
 namespace fp4c::safetensors {
 

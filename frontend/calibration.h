@@ -37,7 +37,7 @@
 
 #include "formats/hash.h"
 #include "frontend/tokenizer.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 
 namespace fp4c::frontend {
 

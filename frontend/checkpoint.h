@@ -4,7 +4,7 @@
 #include <string>
 
 #include "formats/safetensors.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 
 namespace fp4c::frontend {

@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 
 namespace fp4c::frontend {

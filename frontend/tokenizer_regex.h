@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 
 namespace fp4c::frontend {
 

@@ -184,6 +184,4 @@ std::string nfc(std::string_view s) {
   return out;
 }
 
-const char* unicode_version() { return unicode_tables::kUnicodeVersion; }
-
 }  // namespace fp4c::frontend::unicode

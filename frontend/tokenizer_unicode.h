@@ -23,7 +23,4 @@ char32_t next_code_point(std::string_view s, size_t& i);
 // when no code point in it can take part in decomposition or composition.
 std::string nfc(std::string_view s);
 
-// The Unicode version the tables were generated from.
-const char* unicode_version();
-
 }  // namespace fp4c::frontend::unicode

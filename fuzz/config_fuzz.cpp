@@ -13,7 +13,7 @@
 #include "frontend/architecture.h"
 #include "frontend/config.h"
 #include "fuzz_support.h"
-#include "ir/dtype.h"
+#include "base/dtype.h"
 
 namespace {
 

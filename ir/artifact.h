@@ -6,7 +6,7 @@
 #include <span>
 #include <string_view>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 
 namespace fp4c::ir {

@@ -9,8 +9,8 @@
 #include <string_view>
 #include <vector>
 
-#include "ir/dtype.h"
-#include "ir/expected.h"
+#include "base/dtype.h"
+#include "base/expected.h"
 
 namespace fp4c::ir {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 #include "passes/stats.h"
 

@@ -14,7 +14,7 @@
 #include "formats/nvfp4_rules.h"
 #include "formats/safetensors.h"
 #include "ir/artifact.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 #include "passes/quantizers.h"
 #include "passes/stats.h"

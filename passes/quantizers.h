@@ -11,7 +11,7 @@
 
 #include "formats/nvfp4.h"
 #include "formats/nvfp4_rules.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "quant/gptq.h"
 #include "passes/stats.h"
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "formats/safetensors.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "passes/stats.h"
 #include "runtime/forward.h"
 

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 #include "runtime/forward.h"
 

@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 #include "passes/stats.h"
 

@@ -1,5 +1,7 @@
 #include "pipeline/compare.h"
 
+#include "base/text.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -16,14 +18,6 @@ namespace fp4c::pipeline {
 namespace {
 namespace fs = std::filesystem;
 
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 // A recipe name made safe as a directory name.
 std::string artifact_name(const std::string& recipe) {
@@ -154,7 +148,7 @@ Expected<CompareOutcome> compare(const CompareRequest& o) {
 
   CompareReport report;
   report.tool_version = FP4C_VERSION;
-  report.created_utc = utc_now();
+  report.created_utc = utc_timestamp();
   report.command_line = o.command_line;
   report.model = o.model;
   report.precision = std::string(precision_name(o.precision));

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "passes/weight_plan.h"
 #include "pipeline/pass.h"
 #include "pipeline/report.h"

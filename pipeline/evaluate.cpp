@@ -17,21 +17,13 @@
 #include "runtime/checkpoint_weights.h"
 #include "runtime/device.h"
 #include "pipeline/artifact_weights.h"
+#include "base/text.h"
 #include "pipeline/quantize.h"
 
 namespace fp4c::pipeline {
 namespace {
 namespace fs = std::filesystem;
 
-std::string printf_string(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string printf_string(const char* f, ...) {
-  char buf[1024];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(buf, sizeof buf, f, ap);
-  va_end(ap);
-  return buf;
-}
 
 // The module of each (layer, role) Linear, from the IR the frontend classified.
 std::string module_of(const ir::Model& model, int layer, ir::Role role) {
@@ -145,18 +137,18 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   }
 
   std::string& t = out.table;
-  t += printf_string("%-10s %10s %14s %10s %10s %10s %10s %8s\n", "model", "perplexity", "total NLL", "recovery",
+  t += format("%-10s %10s %14s %10s %10s %10s %10s %8s\n", "model", "perplexity", "total NLL", "recovery",
                      "KL mean", "KL median", "KL p99", "top-1");
-  t += printf_string("%-10s %10.6f %14.4f\n", "reference", r.reference_perplexity, r.reference_nll);
+  t += format("%-10s %10.6f %14.4f\n", "reference", r.reference_perplexity, r.reference_nll);
   if (artifact)
-    t += printf_string("%-10s %10.6f %14.4f %10.4f %10.5f %10.5f %10.5f %8.4f\n", "artifact", *r.perplexity, *r.nll,
+    t += format("%-10s %10.6f %14.4f %10.4f %10.5f %10.5f %10.5f %8.4f\n", "artifact", *r.perplexity, *r.nll,
                        *r.recovery, *r.kl_mean, *r.kl_median, *r.kl_p99, *r.top1_agreement);
-  t += printf_string("%lld predictions over %lld sequences, %s, %s, %.2f s\n", static_cast<long long>(r.predictions),
+  t += format("%lld predictions over %lld sequences, %s, %s, %.2f s\n", static_cast<long long>(r.predictions),
                      static_cast<long long>(out.sequences), out.device.c_str(), precision.c_str(), out.seconds);
   if (o.per_layer && !out.layers.empty()) {
-    t += printf_string("\n%-48s %-6s %5s %14s\n", "Linear", "role", "layer", "output error");
+    t += format("\n%-48s %-6s %5s %14s\n", "Linear", "role", "layer", "output error");
     for (const auto& l : out.layers)
-      t += printf_string("%-48s %-6s %5d %14.6g\n", l.module.c_str(), std::string(ir::role_name(l.role)).c_str(),
+      t += format("%-48s %-6s %5d %14.6g\n", l.module.c_str(), std::string(ir::role_name(l.role)).c_str(),
                          l.layer, l.output_error);
   }
   return out;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "formats/hash.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 #include "manifest.pb.h"
 #include "passes/evaluate.h"

@@ -18,7 +18,7 @@
 #include "backends/compressed_tensors/writer.h"
 #include "frontend/calibration.h"
 #include "frontend/checkpoint.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "passes/pack.h"
 #include "passes/quantizers.h"
 #include "passes/stats.h"

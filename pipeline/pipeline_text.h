@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 
 namespace fp4c::pipeline {
 

@@ -14,7 +14,7 @@
 #include "backends/manifest.h"
 #include "backends/modelopt/writer.h"
 #include "frontend/checkpoint.h"
-#include "ir/cost.h"
+#include "base/stage_clock.h"
 #include "passes/pack.h"
 #include "passes/stats.h"
 #include "passes/weight_plan.h"

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "manifest.pb.h"
 #include "passes/stats.h"
 #include "passes/weight_plan.h"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 
 namespace fp4c::pipeline {
 

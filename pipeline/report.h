@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "pipeline/serving_memory.h"
 
 namespace fp4c::pipeline {

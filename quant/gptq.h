@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "formats/nvfp4.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 
 namespace fp4c::quant {
 

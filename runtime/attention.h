@@ -7,7 +7,7 @@
 #include <span>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 #include "runtime/forward.h"
 #include "runtime/workspace.h"

@@ -39,8 +39,6 @@ Expected<std::unique_ptr<Engine>> make_engine(const std::string& device, const i
   return cuda::make_engine(index, config, options);
 }
 
-bool built_with_cuda() { return cuda::built(); }
-
 std::string cuda_status() {
   auto n = cuda::device_count();
   if (!n) return n.error().message;

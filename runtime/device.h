@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "runtime/engine.h"
 #include "runtime/forward.h"
 
@@ -15,8 +15,6 @@ namespace fp4c::runtime {
 Expected<std::unique_ptr<Engine>> make_engine(const std::string& device, const ir::ModelConfig& config,
                                               const ForwardOptions& options);
 
-// Whether this build has the CUDA runtime, and a line on the GPUs it sees (or why none is usable).
-bool built_with_cuda();
 std::string cuda_status();
 
 }  // namespace fp4c::runtime

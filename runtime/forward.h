@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 #include "runtime/engine.h"
 #include "runtime/spill.h"

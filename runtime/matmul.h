@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "runtime/forward.h"
 
 namespace fp4c::runtime {

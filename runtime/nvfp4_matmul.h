@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "runtime/weights.h"
 
 namespace fp4c::runtime {

@@ -9,7 +9,7 @@
 
 #include "backends/quantized_names.h"
 #include "formats/safetensors.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 
 namespace fp4c::backends::compressed_tensors {

@@ -12,7 +12,7 @@
 
 #include "backends/artifact.h"
 #include "backends/compressed_tensors/writer.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "ir/model.h"
 
 namespace fp4c::backends::modelopt {

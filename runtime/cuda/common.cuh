@@ -8,7 +8,7 @@
 #include <string>
 #include <utility>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "runtime/cuda/cublas_loader.cuh"
 
 namespace fp4c::runtime::cuda {

@@ -8,7 +8,7 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 
 namespace fp4c::runtime::cuda {
 

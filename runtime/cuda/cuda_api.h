@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "runtime/engine.h"
 #include "runtime/forward.h"
 #include "runtime/perf.h"

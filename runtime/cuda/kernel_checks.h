@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "runtime/weights.h"
 
 namespace fp4c::runtime::cuda::check {

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "pipeline/pass.h"
 #include "pipeline/token_sets.h"
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "preset.h"
 #include "weights.h"
 

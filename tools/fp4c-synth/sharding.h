@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "architecture.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 
 namespace fp4c::synth {
 

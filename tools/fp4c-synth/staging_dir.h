@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 
 namespace fp4c::synth {
 

@@ -12,7 +12,7 @@
 
 #include "backends/compressed_tensors/reader.h"
 #include "frontend/checkpoint.h"
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "manifest.pb.h"
 #include "runtime/perf.h"
 

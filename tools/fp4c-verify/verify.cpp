@@ -1,5 +1,7 @@
 #include "tools/fp4c-verify/verify.h"
 
+#include "base/text.h"
+
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
@@ -30,14 +32,6 @@ namespace fp4c::verify {
 namespace {
 namespace fs = std::filesystem;
 
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string number(double v) {
   char buf[32];
@@ -102,7 +96,7 @@ VerifyOutcome run_verification(const VerifyRequest& q) {
   v.set_tool("fp4c-verify");
   v.set_tool_version(FP4C_VERSION);
   v.set_command_line(q.command_line);
-  v.set_created_utc(utc_now());
+  v.set_created_utc(utc_timestamp());
   v.set_artifact_dir(q.artifact);
   v.set_reference_dir(q.reference);
   v.set_eval_path(q.eval);

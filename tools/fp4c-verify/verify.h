@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "ir/expected.h"
+#include "base/expected.h"
 #include "manifest.pb.h"
 #include "runtime/perf.h"
 #include "tools/common/cli.h"
