@@ -161,7 +161,7 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
   for (const ir::Smoothing& sm : model.annotations.smoothing) {
     auto* rec = m.add_smoothing();
     rec->set_layer(sm.layer);
-    rec->set_mapping(sm.mapping);
+    rec->set_mapping(std::string(ir::mapping_name(sm.mapping)));
     rec->set_smooth(name_of(sm.smooth));
     for (ir::TensorId b : sm.balanced) rec->add_balanced(name_of(b));
     rec->set_alpha(sm.alpha);

@@ -1,4 +1,4 @@
-// NVFP4 block-scale rules (NVFP4.md §3 and §8; issue 4 item 5, the `blockscale` pass): how each block
+// NVFP4 block-scale rules (NVFP4.md §3 and §8; the `blockscale` pass): how each block
 // of 16 picks its FP8 E4M3 scale. Whatever the rule, the elements are then encoded exactly as in
 // NVFP4.md §3 step 3 with the chosen scale byte s: q = fp4(clamp(x / (decode(s) / G), -6, 6)), s / G
 // rounded to float32 first and a true division. The output layout is nvfp4::quantize_f32_ref's.

@@ -30,6 +30,16 @@ bool is_linear(Role r) {
   }
 }
 
+std::string_view mapping_name(SmoothingMapping m) {
+  switch (m) {
+    case SmoothingMapping::Attention: return "attn";
+    case SmoothingMapping::Mlp: return "mlp";
+    case SmoothingMapping::UpDown: return "up->down";
+    case SmoothingMapping::VO: return "v->o";
+  }
+  return "?";
+}
+
 std::string_view format_name(Format f) {
   switch (f) {
     case Format::BF16: return "bf16";

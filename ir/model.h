@@ -152,9 +152,18 @@ struct Sensitivity {
 
 // A function-preserving rewrite applied to one activation site (SmoothQuant): the producer's weight
 // divided by s, the balanced Linears' input columns multiplied by s.
+// Which site a smoothing rewrote.
+enum class SmoothingMapping : uint8_t {
+  Attention,   // input_layernorm -> q, k, v
+  Mlp,         // post_attention_layernorm -> gate, up
+  UpDown,      // up -> down
+  VO,          // v -> o
+};
+std::string_view mapping_name(SmoothingMapping m);   // "attn", "mlp", "up->down", "v->o" (manifest, inspect)
+
 struct Smoothing {
   int layer = 0;
-  std::string mapping;               // "attn" (input_layernorm -> q,k,v) or "mlp" (post_attention_layernorm -> gate,up)
+  SmoothingMapping mapping = SmoothingMapping::Attention;
   TensorId smooth = 0;               // the norm weight
   std::vector<TensorId> balanced;    // the Linear weights
   float alpha = 0.5f;

@@ -223,7 +223,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       const size_t best = u.smooth ? n + u.best[1] : u.best[0];
       if (u.smooth) {
         // Every consumer's columns (NVFP4 or not) and the norm; the statistics become the smoothed input's.
-        fold_norm_smoothing(model, u.site->layer, u.site->role == ir::Role::Q ? "attn" : "mlp", u.site->norm_id,
+        fold_norm_smoothing(model, u.site->layer, u.site->role == ir::Role::Q ? ir::SmoothingMapping::Attention : ir::SmoothingMapping::Mlp, u.site->norm_id,
                             u.site->consumers, options.alpha, u.site->s);
         if (smoothed_stats) smoothed_stats->push_back(u.site->stats);
       }

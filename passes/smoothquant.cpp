@@ -154,7 +154,7 @@ void compose(std::vector<float>& slot, const std::vector<float>& s, bool inverse
   for (size_t j = 0; j < s.size(); ++j) slot[j] = inverse ? float(double(slot[j]) / double(s[j])) : slot[j] * s[j];
 }
 
-void record_smoothing(ir::Model& model, int layer, const std::string& mapping, ir::TensorId smooth,
+void record_smoothing(ir::Model& model, int layer, ir::SmoothingMapping mapping, ir::TensorId smooth,
                       const std::vector<ir::TensorId>& balanced, float alpha, const std::vector<float>& s) {
   ir::Smoothing rec;
   rec.layer = layer;
@@ -174,7 +174,7 @@ void record_smoothing(ir::Model& model, int layer, const std::string& mapping, i
 
 }  // namespace
 
-void fold_norm_smoothing(ir::Model& model, int layer, const std::string& mapping, ir::TensorId norm,
+void fold_norm_smoothing(ir::Model& model, int layer, ir::SmoothingMapping mapping, ir::TensorId norm,
                          const std::vector<ir::TensorId>& balanced, float alpha, const std::vector<float>& s) {
   auto& a = model.annotations;
   a.channel_scale.resize(model.tensors.size());
@@ -210,7 +210,7 @@ Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::R
 
   struct Mapping {
     int layer;
-    std::string name;
+    ir::SmoothingMapping name;
     ir::Role site;                         // the statistics' site
     ir::TensorId smooth;                   // divided: a norm (elements) or a Linear (rows, and its bias)
     std::optional<ir::TensorId> smooth_bias;
@@ -222,7 +222,7 @@ Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::R
     if (site.consumers.empty()) continue;
     const auto& first = model.tensors[site.consumers.front()];
     if (!first.layer || (first.role != ir::Role::Q && first.role != ir::Role::Gate)) continue;
-    mappings.push_back({*first.layer, first.role == ir::Role::Q ? "attn" : "mlp", first.role, site.producer,
+    mappings.push_back({*first.layer, first.role == ir::Role::Q ? ir::SmoothingMapping::Attention : ir::SmoothingMapping::Mlp, first.role, site.producer,
                         std::nullopt, false, site.consumers});
   }
   if (options.extra) {
@@ -230,18 +230,18 @@ Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::R
     for (int l = 0; l < int(c.num_hidden_layers); ++l) {
       auto up = find_tensor(model, l, ir::Role::Up, ir::ParamKind::Weight);
       auto down = find_tensor(model, l, ir::Role::Down, ir::ParamKind::Weight);
-      if (up && down) mappings.push_back({l, "up->down", ir::Role::Down, *up, std::nullopt, true, {*down}});
+      if (up && down) mappings.push_back({l, ir::SmoothingMapping::UpDown, ir::Role::Down, *up, std::nullopt, true, {*down}});
       auto v = find_tensor(model, l, ir::Role::V, ir::ParamKind::Weight);
       auto o = find_tensor(model, l, ir::Role::O, ir::ParamKind::Weight);
       if (v && o && c.num_key_value_heads == c.num_attention_heads)
-        mappings.push_back({l, "v->o", ir::Role::O, *v, find_tensor(model, l, ir::Role::V, ir::ParamKind::Bias), true,
+        mappings.push_back({l, ir::SmoothingMapping::VO, ir::Role::O, *v, find_tensor(model, l, ir::Role::V, ir::ParamKind::Bias), true,
                             {*o}});
     }
   }
   std::stable_sort(mappings.begin(), mappings.end(), [](const Mapping& x, const Mapping& y) { return x.layer < y.layer; });
 
   for (const Mapping& m : mappings) {
-    const std::string where = "smoothquant: layer " + std::to_string(m.layer) + " " + m.name;
+    const std::string where = "smoothquant: layer " + std::to_string(m.layer) + " " + std::string(ir::mapping_name(m.name));
     const SiteStats* site = stats.find(m.layer, m.site);
     if (!site) return make_error(where + ": no activation statistics for this site (run 'stats' first)");
     const int64_t cols = site->cols();
@@ -282,7 +282,7 @@ std::string format_smoothing(const ir::Model& model) {
                 "s min", "s median", "s max");
   out += line;
   for (const auto& r : model.annotations.smoothing) {
-    std::snprintf(line, sizeof line, "%-6d %-9s %-48s %6.2f %12.5g %12.5g %12.5g\n", r.layer, r.mapping.c_str(),
+    std::snprintf(line, sizeof line, "%-6d %-9s %-48s %6.2f %12.5g %12.5g %12.5g\n", r.layer, std::string(ir::mapping_name(r.mapping)).c_str(),
                   model.tensors[r.smooth].name.c_str(), r.alpha, r.factor_min, r.factor_median, r.factor_max);
     out += line;
   }

@@ -31,7 +31,7 @@ void apply_smoothing(std::vector<float>& norm_weight, const std::vector<runtime:
 
 // Folds factors s of one norm -> Linears mapping into the model's rewrites (norm weight / s, each balanced
 // Linear's columns * s, composed with earlier rewrites) and records it in model.annotations.smoothing.
-void fold_norm_smoothing(ir::Model& model, int layer, const std::string& mapping, ir::TensorId norm,
+void fold_norm_smoothing(ir::Model& model, int layer, ir::SmoothingMapping mapping, ir::TensorId norm,
                          const std::vector<ir::TensorId>& balanced, float alpha, const std::vector<float>& s);
 
 // An unrewritten norm weight after folding s in, as pack stores it: norm_weight_j / s_j rounded to the

@@ -43,7 +43,7 @@ Status plan_weights(ir::Model& model, const WeightPlanOptions& options) {
     }
   }
 
-  for (const auto& [id, reason] : options.keep) {
+  for (const auto& [id, reason] : options.bf16_keep) {
     if (id >= model.tensors.size())
       return make_error("weight plan: kept tensor id " + std::to_string(id) + " outside the model's " +
                         std::to_string(model.tensors.size()) + " tensors");
@@ -53,7 +53,7 @@ Status plan_weights(ir::Model& model, const WeightPlanOptions& options) {
       return make_error("weight plan: the keep list names '" + t.name + "', which is not a quantizable Linear weight");
   }
   std::vector<const ir::SkipReason*> kept_by_option(model.tensors.size(), nullptr);
-  for (const auto& [id, reason] : options.keep) kept_by_option[id] = &reason;
+  for (const auto& [id, reason] : options.bf16_keep) kept_by_option[id] = &reason;
 
   auto& decisions = model.annotations.decision;
   const ir::Format fp4 = weight_format(options.scheme);

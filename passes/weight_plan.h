@@ -31,7 +31,7 @@ struct WeightPlanOptions {
   // Linears kept in BF16 with the given reason (the sensitivity pass's skip list), as for --ignore:
   // a Linear that stays BF16 for a reason listed above keeps that reason; the other members of its
   // fused group are kept too. Each id must be a Linear weight (not lm_head or a router).
-  std::vector<std::pair<ir::TensorId, ir::SkipReason>> keep;
+  std::vector<std::pair<ir::TensorId, ir::SkipReason>> bf16_keep;   // Linears kept in BF16, with why
 };
 
 // Writes model.annotations.decision for every tensor:
@@ -40,7 +40,7 @@ struct WeightPlanOptions {
 //  - a Linear whose in_features is not a multiple of the block (16 NVFP4, 32 MXFP4): kept, reason
 //    names in_features;
 //  - a Linear matching --ignore: kept, reason names the pattern;
-//  - a Linear in options.keep: kept with the reason given there;
+//  - a Linear in options.bf16_keep: kept with the reason given there;
 //  - the other members of a fused group with a kept member: kept too (a serving engine runs the group
 //    as one GEMM in one format), reason names the member that was kept.
 //  - MXFP4 schemes: the quantized Linears get format MXFP4 and no input amax (MXFP4 activations are

@@ -31,17 +31,15 @@ const std::vector<Recipe>& builtin_recipes() {
               "statistics measured again on the smoothed model, then max block scales",
               "stats,smoothquant,stats,blockscale{rule=max},pack"),
       builtin("best",
-              "the most accurate single-rule all-NVFP4 W4A4 recipe measured (docs/DECISIONS.md; 'auto' searches "
-              "per Linear at a higher build cost): llm-compressor's default SmoothQuant, statistics measured "
-              "again, then block scales chosen per block among FP8 candidates for the least squared error "
-              "weighted by each input channel's mean square (stories260K W4A4 recovery 0.906 against plain's "
-              "0.873; on the synthetic outlier model the lowest KL of the single-rule recipes)",
+              "the most accurate single-rule all-NVFP4 W4A4 recipe measured (figures in docs/DECISIONS.md; 'auto' "
+              "searches per Linear at a higher build cost): llm-compressor's default SmoothQuant, statistics "
+              "measured again, then block scales chosen per block among FP8 candidates for the least squared "
+              "error weighted by each input channel's mean square",
               "stats,smoothquant,stats,blockscale{rule=weighted},pack"),
       builtin("auto",
               "per Linear (fused groups together) the quantizer with the least output error on held-out calibration "
               "sequences among max, mse, weighted, 4over6, localhessian, gptq and gptq+localhessian, each norm's "
-              "site smoothed (SmoothQuant) where the layer's output errs less (stories260K W4A4 recovery 0.905, "
-              "KL 0.100; W4A16 0.959; synthetic outlier model W4A4 KL 6.45 against plain's 10.9)",
+              "site smoothed (SmoothQuant) where the layer's output errs less (figures in docs/DECISIONS.md)",
               "stats{second_moments=true},auto,blockscale,pack"),
       builtin("auto-5pct",
               "'auto' with up to 5% of the Linear parameters kept BF16 by the sensitivity pass",

@@ -1,4 +1,4 @@
-// GPTQ on the NVFP4 grid (issue 6; Frantar et al., "GPTQ", as AutoGPTQ / llm-compressor run it):
+// GPTQ on the NVFP4 grid (Frantar et al., "GPTQ", as AutoGPTQ / llm-compressor run it):
 // error-compensating quantization of a Linear weight W [rows, cols] from its input second-moment
 // matrix H = X^T X / n, written in exactly the layout of nvfp4::quantize_f32_ref (packed FP4 codes,
 // FP8 E4M3 block scales, one global scale G), so the artifact format does not change.

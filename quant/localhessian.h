@@ -1,4 +1,4 @@
-// ModelOpt's "local Hessian" NVFP4 block scales (NVFP4.md §8; issue 6): for each block of 16 (row r,
+// ModelOpt's "local Hessian" NVFP4 block scales (NVFP4.md §8): for each block of 16 (row r,
 // columns 16b..16b+15) the FP8 scale that minimizes e^T H_b e, e = w_block - Q(w_block), H_b the 16x16
 // diagonal sub-block of the input second-moment matrix H = X^T X / n for those columns, i.e. the
 // block's own contribution to the output error ||X (W - Q(W))^T||^2 / n (cross-block terms ignored).

@@ -31,7 +31,7 @@ TEST(JsonInput, ParsesOrdinaryJson) {
 }
 
 TEST(JsonInput, NumberOverflowIsAnErrorAtItsOffset) {
-  // nlohmann throws json::out_of_range (not parse_error) for these: the abort issue 13 found.
+  // nlohmann throws json::out_of_range (not parse_error) for these: an abort before formats/json_input.
   EXPECT_EQ(error_of(R"({"rope_theta": 1e400})"), "f.json: malformed JSON at byte 15: number 1e400 is outside the range of a double");
   EXPECT_NE(error_of("[-1e400]").find("at byte 1: number -1e400"), std::string::npos);
   EXPECT_NE(error_of("[1" + std::string(350, '0') + "]").find("at byte 1: number 1000"), std::string::npos);

@@ -304,7 +304,7 @@ TEST(AutoQuantizer, SmoothsWhereTheLayerErrsLessAndFoldsItIn) {
     for (const auto& rec : smoothing) {
       auto a = plain.layer(rec.layer), b = rewritten.layer(rec.layer);
       ASSERT_TRUE(a.ok() && b.ok());
-      const bool attn = rec.mapping == "attn";
+      const bool attn = rec.mapping == ir::SmoothingMapping::Attention;
       const auto& na = attn ? a->input_norm : a->post_norm;
       const auto& nb = attn ? b->input_norm : b->post_norm;
       for (ir::Role r : attn ? std::vector<ir::Role>{ir::Role::Q, ir::Role::K, ir::Role::V}
@@ -318,7 +318,7 @@ TEST(AutoQuantizer, SmoothsWhereTheLayerErrsLessAndFoldsItIn) {
         for (size_t i = 0; i < wa.size(); ++i) {
           const size_t j = i % size_t(in);
           const double want = double(na[j]) * wa[i], got = double(nb[j]) * wb[i];
-          ASSERT_NEAR(got, want, 1.01 * std::ldexp(std::fabs(want), -7) + 1e-30) << rec.layer << " " << rec.mapping << " " << i;
+          ASSERT_NEAR(got, want, 1.01 * std::ldexp(std::fabs(want), -7) + 1e-30) << rec.layer << " " << ir::mapping_name(rec.mapping) << " " << i;
         }
       }
     }

@@ -159,7 +159,7 @@ TEST(WeightPlanKeep, KeptLinearsStayBf16WithTheirReasonAndTheirGroup) {
   const ir::TensorId q0 = f.id(0, ir::Role::Q), k0 = f.id(0, ir::Role::K), v0 = f.id(0, ir::Role::V),
                      down1 = f.id(1, ir::Role::Down), o1 = f.id(1, ir::Role::O);
   passes::WeightPlanOptions options;
-  options.keep = {{k0, {ir::SkipKind::Sensitivity, "output error 0.5, rank 1 of 8, budget 2%"}},
+  options.bf16_keep = {{k0, {ir::SkipKind::Sensitivity, "output error 0.5, rank 1 of 8, budget 2%"}},
                   {down1, {ir::SkipKind::Sensitivity, "rank 2"}},
                   {o1, {ir::SkipKind::Sensitivity, "rank 3"}}};
   options.ignore = {"layers\\.1\\.self_attn\\.o_proj$"};
@@ -180,9 +180,9 @@ TEST(WeightPlanKeep, KeptLinearsStayBf16WithTheirReasonAndTheirGroup) {
   auto lm_head = f.model().find("lm_head.weight");
   ASSERT_TRUE(lm_head);
   options = {};
-  options.keep = {{*lm_head, {ir::SkipKind::Sensitivity, ""}}};
+  options.bf16_keep = {{*lm_head, {ir::SkipKind::Sensitivity, ""}}};
   EXPECT_FALSE(passes::plan_weights(f.model(), options).ok());
-  options.keep = {{ir::TensorId(f.model().tensors.size()), {ir::SkipKind::Sensitivity, ""}}};
+  options.bf16_keep = {{ir::TensorId(f.model().tensors.size()), {ir::SkipKind::Sensitivity, ""}}};
   auto st = passes::plan_weights(f.model(), options);
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().message.find("outside"), std::string::npos) << st.error().message;
@@ -255,7 +255,7 @@ TEST(Sensitivity, BudgetFusedGroupsMaxLayersAndPlan) {
     // The plan with the list: the kept Linears stay BF16 for the sensitivity, the rest NVFP4.
     ir::Model planned = f.model();
     passes::WeightPlanOptions po;
-    po.keep = *keep;
+    po.bf16_keep = *keep;
     ASSERT_TRUE(passes::plan_weights(planned, po).ok());
     std::set<ir::TensorId> kept;
     for (const auto& [id, r] : *keep) kept.insert(id);

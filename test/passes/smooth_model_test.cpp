@@ -50,8 +50,8 @@ TEST(SmoothModel, RewritesEqualTheReferenceFactors) {
   ASSERT_TRUE(passes::smooth_model(model, f.ckpt->refs, *stats, {.alpha = 0.6f}).ok());
   ASSERT_EQ(model.annotations.smoothing.size(), size_t(2 * f.shape.layers));
   for (const auto& rec : model.annotations.smoothing) {
-    const auto& s = rec.mapping == "attn" ? (*factors)[size_t(rec.layer)].attn : (*factors)[size_t(rec.layer)].mlp;
-    EXPECT_EQ(rec.balanced.size(), rec.mapping == "attn" ? 3u : 2u);
+    const auto& s = rec.mapping == ir::SmoothingMapping::Attention ? (*factors)[size_t(rec.layer)].attn : (*factors)[size_t(rec.layer)].mlp;
+    EXPECT_EQ(rec.balanced.size(), rec.mapping == ir::SmoothingMapping::Attention ? 3u : 2u);
     for (ir::TensorId b : rec.balanced) EXPECT_EQ(model.annotations.channel_scale[b], s) << model.tensors[b].name;
     const auto& inv = model.annotations.channel_scale[rec.smooth];
     ASSERT_EQ(inv.size(), s.size());
@@ -142,7 +142,7 @@ TEST(SmoothModel, RewritesCompose) {
   EXPECT_EQ(model.annotations.smoothing.size(), size_t(4 * f.shape.layers));
   const auto& both = model.annotations.channel_scale[q];
   ASSERT_EQ(both.size(), first.size());
-  const auto& second = model.annotations.smoothing[2 * f.shape.layers].mapping == "attn"
+  const auto& second = model.annotations.smoothing[2 * f.shape.layers].mapping == ir::SmoothingMapping::Attention
                            ? model.annotations.smoothing[2 * f.shape.layers]
                            : model.annotations.smoothing[2 * f.shape.layers + 1];
   (void)second;

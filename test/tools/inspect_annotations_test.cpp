@@ -90,7 +90,7 @@ TEST(ManifestAnnotations, BuildManifestCopiesOutliersSensitivityAndSmoothing) {
   a.channel_scale[0].assign(32, 0.5f);
   a.channel_scale[1].assign(32, 2.0f);
   a.channel_scale[2].assign(32, 2.0f);
-  a.smoothing.push_back(ir::Smoothing{0, "attn", 0, {1, 2}, 0.5f, 0.25f, 1.5f, 9.75f});
+  a.smoothing.push_back(ir::Smoothing{0, ir::SmoothingMapping::Attention, 0, {1, 2}, 0.5f, 0.25f, 1.5f, 9.75f});
 
   const auto m = backends::build_manifest(model, {});
   ASSERT_EQ(m.tensors_size(), 5);
