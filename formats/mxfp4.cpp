@@ -105,12 +105,6 @@ uint8_t scale_code(float a, ScaleRule rule) {
 
 namespace {
 
-void add_row_error(const nvfp4::ErrorStats& row, nvfp4::ErrorStats* total) {
-  total->sum_sq_err += row.sum_sq_err;
-  total->sum_sq_ref += row.sum_sq_ref;
-  if (row.max_abs_err > total->max_abs_err) total->max_abs_err = row.max_abs_err;
-  total->count += row.count;
-}
 
 // One row of the reference, straight from the rules: block amax (a NaN sticks), the scale byte, then
 // q = fp4(clamp(x / s)) with a true division.
@@ -182,13 +176,8 @@ void quantize_row_fast(const T* x, int64_t cols, ScaleRule rule, uint8_t* packed
   const float* s_table = scales_table().data();
   for (int64_t b = 0; b < cols / kBlock; ++b) {
     float xf[kBlock];
-    uint32_t amax_bits = 0;
-    for (int i = 0; i < kBlock; ++i) {
-      xf[i] = load(x, b * kBlock + i);
-      const uint32_t m = std::bit_cast<uint32_t>(xf[i]) & 0x7fffffffu;
-      amax_bits = m > amax_bits ? m : amax_bits;
-    }
-    const uint8_t code = scale_code(std::bit_cast<float>(amax_bits), rule);
+    for (int i = 0; i < kBlock; ++i) xf[i] = load(x, b * kBlock + i);
+    const uint8_t code = scale_code(std::bit_cast<float>(nvfp4::block_amax_bits(xf, kBlock)), rule);
     scales[b] = code;
     const float inv = inv_table[code];
     uint8_t q[kBlock];
@@ -223,7 +212,7 @@ void quantize_fast(const T* x, int64_t rows, int64_t cols, uint8_t* packed, uint
     quantize_row_fast(x + r * cols, cols, rule, packed + r * cols / 2, scales + r * cols / kBlock,
                       err ? &row_err[size_t(r)] : nullptr);
   if (err)
-    for (const auto& e : row_err) add_row_error(e, err);
+    for (const auto& e : row_err) err->merge(e);
 }
 
 }  // namespace
@@ -235,7 +224,7 @@ void quantize_f32_ref(const float* x, int64_t rows, int64_t cols, uint8_t* packe
     nvfp4::ErrorStats row;
     quantize_row_ref(x + r * cols, cols, rule, packed + r * cols / 2, scales + r * cols / kBlock,
                      err ? &row : nullptr);
-    if (err) add_row_error(row, err);
+    if (err) err->merge(row);
   }
 }
 

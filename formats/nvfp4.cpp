@@ -36,13 +36,6 @@ uint8_t zero_scale_code(ZeroScale zero) {
 // std::clamp, but a NaN passes through (std::clamp would be undefined on it).
 float clamp_keep_nan(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-// Adds one row's error figures to the total; max ignores NaN, like the kernels.
-void add_row_error(const ErrorStats& row, ErrorStats* total) {
-  total->sum_sq_err += row.sum_sq_err;
-  total->sum_sq_ref += row.sum_sq_ref;
-  if (row.max_abs_err > total->max_abs_err) total->max_abs_err = row.max_abs_err;
-  total->count += row.count;
-}
 
 // One row of the reference, straight from NVFP4.md §3. `row_err`, when set, receives this row's
 // error figures (accumulated in order, in double).
@@ -154,7 +147,7 @@ void quantize_rows(RowKernel kernel, const RowSource& row, int64_t rows, int64_t
     }
   }
   if (err) {
-    for (const ErrorStats& row_e : row_err) add_row_error(row_e, err);
+    for (const ErrorStats& row_e : row_err) err->merge(row_e);
   }
 }
 
@@ -230,7 +223,7 @@ void quantize_f32_ref(const float* x, int64_t rows, int64_t cols, float global_s
     ErrorStats row;
     quantize_row_ref(x + r * cols, cols, global_scale, packed + r * cols / 2,
                      scales + r * cols / kBlock, zc, err ? &row : nullptr);
-    if (err) add_row_error(row, err);
+    if (err) err->merge(row);
   }
 }
 
@@ -244,7 +237,7 @@ void quantize_bf16_ref(const uint16_t* x, int64_t rows, int64_t cols, float glob
     ErrorStats row;
     quantize_row_ref(row_f32.data(), cols, global_scale, packed + r * cols / 2,
                      scales + r * cols / kBlock, zc, err ? &row : nullptr);
-    if (err) add_row_error(row, err);
+    if (err) err->merge(row);
   }
 }
 

@@ -5,6 +5,7 @@
 // the fast one (SIMD where the CPU has it, OpenMP over rows) must give the same bytes.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -33,12 +34,31 @@ int64_t count_nonfinite_bf16(std::span<const uint16_t> x);
 
 // Weight error of a quantized tensor against its source, accumulated in double per row and summed over
 // rows in order, so the figures do not depend on the thread count.
+// The largest |x| of a block as its float's bit pattern (an integer max: NaN patterns sort above Inf,
+// so a NaN in the block sticks); the block amax every NVFP4 and MXFP4 scale starts from.
+inline uint32_t block_amax_bits(const float* x, int n) {
+  uint32_t amax = 0;
+#pragma omp simd reduction(max : amax)
+  for (int i = 0; i < n; ++i) {
+    const uint32_t m = std::bit_cast<uint32_t>(x[i]) & 0x7fffffffu;
+    amax = m > amax ? m : amax;
+  }
+  return amax;
+}
+
 struct ErrorStats {
   double sum_sq_err = 0;   // sum (x - x')^2
   double sum_sq_ref = 0;   // sum x^2
   double max_abs_err = 0;
   int64_t count = 0;
   double relative_mse() const { return sum_sq_ref > 0 ? sum_sq_err / sum_sq_ref : 0.0; }
+  // Adds another part's figures (rows merged in order give the serial sums); max ignores NaN.
+  void merge(const ErrorStats& o) {
+    sum_sq_err += o.sum_sq_err;
+    sum_sq_ref += o.sum_sq_ref;
+    if (o.max_abs_err > max_abs_err) max_abs_err = o.max_abs_err;
+    count += o.count;
+  }
   // 10 log10(sum x^2 / sum err^2); +inf when the error is 0.
   double sqnr_db() const;
 };

@@ -176,12 +176,7 @@ void quantize_rows_with_rule(const float* x, int64_t rows, int64_t cols, float g
                  scales + r * cols / kBlock, zc, err ? &row_err[size_t(r)] : nullptr);
   }
   if (err) {
-    for (const ErrorStats& row : row_err) {
-      err->sum_sq_err += row.sum_sq_err;
-      err->sum_sq_ref += row.sum_sq_ref;
-      if (row.max_abs_err > err->max_abs_err) err->max_abs_err = row.max_abs_err;
-      err->count += row.count;
-    }
+    for (const ErrorStats& row : row_err) err->merge(row);
   }
 }
 

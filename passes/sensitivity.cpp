@@ -9,7 +9,7 @@
 #include <optional>
 
 #include "formats/nvfp4.h"
-#include "passes/evaluate.h"
+#include "quant/eval_metrics.h"
 #include "quant/output_error.h"
 
 namespace fp4c::passes {
@@ -241,7 +241,7 @@ Expected<std::vector<std::pair<ir::TensorId, ir::SkipReason>>> run_sensitivity(
   if (options.kl) {
     for (size_t u = 0; u < units.size(); ++u) {
       OneUnitQuantized candidate(weights, model, index, units[u]);
-      FP4C_ASSIGN(EvalResult r, evaluate(forward, weights, &candidate, sequences));
+      FP4C_ASSIGN(quant::EvalResult r, quant::evaluate(forward, weights, &candidate, sequences));
       unit_kl[u] = r.kl_mean.value_or(0.0);
       units[u].score = *unit_kl[u];
       if (progress) progress(int(u + 1), int(units.size()));

@@ -48,7 +48,7 @@ UnitSelection select_units(const std::vector<SensitivityUnit>& units, int64_t to
 // (quant::linear_output_error) of its NVFP4 round trip (global scale from the max |W| over its fused group,
 // max block rule) with its input fake-quantized at nvfp4::global_scale(input_amax) (none for W4A16)
 // against the unquantized Linear on the same input. With options.kl, also the mean KL
-// (passes::evaluate) of the model with only that unit quantized against the model unquantized, over
+// (quant::evaluate) of the model with only that unit quantized against the model unquantized, over
 // `sequences` (one evaluation of both per unit).
 // A unit's error = sum of its members' error_sq / sum of their reference_sq (its KL with kl); the
 // units are chosen by select_units over all NVFP4 Linear parameters. Writes

@@ -60,10 +60,10 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   // An engine other than the CPU's multiplies the packed bytes themselves.
   if (artifact) candidate.emplace(ckpt->model, *artifact, /*with_packed=*/o.device != "cpu");
 
-  passes::EvalOptions eo;
+  quant::EvalOptions eo;
   eo.per_layer = o.per_layer;
   const auto t0 = std::chrono::steady_clock::now();
-  auto result = passes::evaluate(*engine, reference, candidate ? &*candidate : nullptr, tokens->sequences, eo,
+  auto result = quant::evaluate(*engine, reference, candidate ? &*candidate : nullptr, tokens->sequences, eo,
                                  o.progress);
   if (!result) return result.error();
 
@@ -154,7 +154,7 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   return out;
 }
 
-SubsetFigures subset_figures(const passes::EvalResult& r, size_t begin, size_t end) {
+SubsetFigures subset_figures(const quant::EvalResult& r, size_t begin, size_t end) {
   SubsetFigures f;
   end = std::min(end, r.sequence_predictions.size());
   for (size_t s = begin; s < end; ++s) {
@@ -174,7 +174,7 @@ SubsetFigures subset_figures(const passes::EvalResult& r, size_t begin, size_t e
   return f;
 }
 
-std::array<SubsetFigures, 2> halves(const passes::EvalResult& r) {
+std::array<SubsetFigures, 2> halves(const quant::EvalResult& r) {
   const size_t n = r.sequence_predictions.size();
   return {subset_figures(r, 0, n / 2), subset_figures(r, n / 2, n)};
 }

@@ -1,5 +1,5 @@
 // `fp4c eval` as a function: open a checkpoint and, optionally, an artifact made from it, load the
-// evaluation tokens, run passes::evaluate (per Linear too when asked) and record the figures in the
+// evaluation tokens, run quant::evaluate (per Linear too when asked) and record the figures in the
 // artifact's manifest. The command and `fp4c compare` both call it.
 #pragma once
 
@@ -15,7 +15,7 @@
 #include "base/expected.h"
 #include "ir/model.h"
 #include "manifest.pb.h"
-#include "passes/evaluate.h"
+#include "quant/eval_metrics.h"
 #include "pipeline/token_sets.h"
 #include "runtime/weights.h"
 
@@ -50,7 +50,7 @@ struct SubsetFigures {
 };
 
 struct EvalOutcome {
-  passes::EvalResult result;
+  quant::EvalResult result;
   std::vector<LinearOutputError> layers;   // with module names, when per_layer
   ir::ModelConfig config;
   hash::Digest source_hash;     // of the evaluation set's file
@@ -71,7 +71,7 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& request);
 // Figures of sequences [begin, end) of an evaluation with a candidate (perplexities and recovery NaN
 // when the subset has no prediction); the two halves of the set
 // are halves(result)[0] (the first floor(n/2) sequences) and [1] (the rest).
-SubsetFigures subset_figures(const passes::EvalResult& r, size_t begin, size_t end);
-std::array<SubsetFigures, 2> halves(const passes::EvalResult& r);
+SubsetFigures subset_figures(const quant::EvalResult& r, size_t begin, size_t end);
+std::array<SubsetFigures, 2> halves(const quant::EvalResult& r);
 
 }  // namespace fp4c::pipeline

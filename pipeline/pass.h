@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backends/artifact.h"
+#include "backends/artifact_layout.h"
 #include "backends/compressed_tensors/writer.h"
 #include "frontend/calibration.h"
 #include "frontend/checkpoint.h"
@@ -70,10 +71,10 @@ struct PassContext {
   // The artifact pack writes.
   std::string out;
   bool force = false;
-  backends::compressed_tensors::LayoutOptions layout;
+  backends::LayoutOptions layout;
   std::optional<backends::StagingDir> staging;
-  std::optional<backends::compressed_tensors::Plan> plan;
-  std::optional<backends::compressed_tensors::Writer> writer;
+  std::optional<backends::Plan> plan;
+  std::optional<backends::ArtifactWriter> writer;
   std::optional<passes::PackResult> packed;
 
   Reporter* report = nullptr;

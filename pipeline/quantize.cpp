@@ -10,6 +10,7 @@
 #include <map>
 
 #include "backends/artifact.h"
+#include "backends/artifact_layout.h"
 #include "backends/compressed_tensors/writer.h"
 #include "backends/manifest.h"
 #include "backends/modelopt/writer.h"
@@ -34,7 +35,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-std::string plan_text(const ir::Model& model, const ct::Plan& plan, uint64_t source_bytes) {
+std::string plan_text(const ir::Model& model, const backends::Plan& plan, uint64_t source_bytes) {
   std::map<ir::TensorId, uint64_t> out_bytes;
   for (const auto& t : plan.tensors) out_bytes[t.source] += t.nbytes;
   std::string out;
@@ -311,7 +312,7 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
     passes::WeightPlanOptions plan_options{mxfp4 ? passes::Scheme::Mxfp4A16 : passes::Scheme::W4A16, o.ignore,
                                            nullptr};
     FP4C_TRY(passes::plan_weights(model, plan_options));
-    outcome.plan = plan_text(model, ct::plan_layout(model, ctx.layout), source_bytes);
+    outcome.plan = plan_text(model, backends::plan_layout(model, ctx.layout), source_bytes);
     std::error_code ec;
     outcome.out_exists = fs::exists(o.out, ec);
     return outcome;

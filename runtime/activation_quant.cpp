@@ -35,12 +35,7 @@ FP4C_VECTOR_CLONES void fake_quantize_row(const float* x, int64_t cols, float G,
   for (int64_t b = 0; b < cols / kB; ++b) {
     const float* xb = x + b * kB;
     float* ob = out + b * kB;
-    uint32_t amax_bits = 0;
-#pragma omp simd reduction(max : amax_bits)
-    for (int i = 0; i < kB; ++i) {
-      const uint32_t m = std::bit_cast<uint32_t>(xb[i]) & 0x7fffffffu;
-      amax_bits = m > amax_bits ? m : amax_bits;
-    }
+    const uint32_t amax_bits = nvfp4::block_amax_bits(xb, kB);
     const float a = std::bit_cast<float>(amax_bits);
     const float wanted = G * (a / 6.0f);
     uint8_t code = fp8_e4m3::encode(wanted > 448.0f ? 448.0f : wanted);  // a >= 0: only the top clamps
@@ -70,12 +65,7 @@ FP4C_VECTOR_CLONES void fake_quantize_row_mxfp4(const float* x, int64_t cols, fl
   for (int64_t b = 0; b < cols / kB; ++b) {
     const float* xb = x + b * kB;
     float* ob = out + b * kB;
-    uint32_t amax_bits = 0;
-#pragma omp simd reduction(max : amax_bits)
-    for (int i = 0; i < kB; ++i) {
-      const uint32_t m = std::bit_cast<uint32_t>(xb[i]) & 0x7fffffffu;
-      amax_bits = m > amax_bits ? m : amax_bits;
-    }
+    const uint32_t amax_bits = nvfp4::block_amax_bits(xb, kB);
     const uint8_t code = mxfp4::scale_code(std::bit_cast<float>(amax_bits), mxfp4::kDefaultRule);
     const float s = scale_value[code], inv = scale_reciprocal[code];
 #pragma omp simd

@@ -1,5 +1,5 @@
 // The decoder forward behind one interface, whatever runs it: the CPU Forward (runtime/forward.h) or
-// the CUDA engine (runtime/cuda/). Evaluation (passes::evaluate), fp4c eval and fp4c-verify take an
+// the CUDA engine (runtime/cuda/). Evaluation (quant::evaluate), fp4c eval and fp4c-verify take an
 // Engine, so the same code and the same test suite drive every device. Hidden states stay on the host
 // between calls (Activations); an engine that computes elsewhere copies them in and out per layer.
 #pragma once

@@ -12,7 +12,7 @@ class PackPass final : public Pass {
   Status run(PassContext& ctx) override {
     passes::WeightPlanOptions plan_options{ctx.scheme, ctx.ignore, ctx.stats.get(), ctx.bf16_keep};
     FP4C_TRY(passes::plan_weights(ctx.model, plan_options));
-    ctx.plan = backends::compressed_tensors::plan_layout(ctx.model, ctx.layout);
+    ctx.plan = backends::plan_layout(ctx.model, ctx.layout);
     {
       FP4C_ASSIGN(auto dir, backends::StagingDir::create(ctx.out, ctx.force));
       ctx.staging.emplace(std::move(dir));

@@ -14,7 +14,7 @@
 
 #include "formats/nvfp4.h"
 #include "frontend/checkpoint.h"
-#include "passes/evaluate.h"
+#include "quant/eval_metrics.h"
 #include "quant/output_error.h"
 #include "passes/sensitivity.h"
 #include "passes/stats.h"
@@ -361,7 +361,7 @@ TEST(Sensitivity, KlMetric) {
       p.down.weight = quant::nvfp4_round_trip(p.down.weight.data(), p.down.out, p.down.in,
                                                nvfp4::global_scale(nvfp4::amax_f32(p.down.weight)));
   });
-  auto ev = passes::evaluate(*f.forward, w, &only_down1, f.seqs);
+  auto ev = quant::evaluate(*f.forward, w, &only_down1, f.seqs);
   ASSERT_TRUE(ev.ok()) << ev.error().message;
   EXPECT_GT(*ev->kl_mean, 0);
   EXPECT_EQ(*f.model().annotations.sensitivity[f.id(1, ir::Role::Down)]->kl, *ev->kl_mean);

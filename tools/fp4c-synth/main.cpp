@@ -16,7 +16,7 @@
 #include "checkpoint_writer.h"
 #include "preset.h"
 #include "sharding.h"
-#include "staging_dir.h"
+#include "backends/artifact.h"
 #include "tokenizer.h"
 
 namespace {
@@ -79,8 +79,13 @@ int run(const Options& o) {
 
   const TokenizerFiles tokenizer = make_tokenizer(preset->family);
   const ModelSpec spec = resolve(*preset, o.layers, tokenizer.ids);
-  auto staging = StagingDir::create(o.out);
+  // The same staging as fp4c's artifacts (backends/artifact.h): a hidden sibling, renamed into place
+  // when complete, and the leftovers of a run that was killed cleaned by the next.
+  if (const fs::path parent = fs::absolute(o.out, ec).parent_path(); !parent.empty()) fs::create_directories(parent, ec);
+  auto staging = backends::StagingDir::create(o.out, o.force);
   if (!staging) return fail(staging.error().message);
+  for (const std::string& d : staging->removed())
+    std::fprintf(stderr, "fp4c-synth: removed %s, the staging directory of a run that died\n", d.c_str());
   const std::string dir = staging->path();
   const std::vector<std::pair<std::string, std::string>> texts = {
       {"config.json", config_json(spec)},
@@ -93,7 +98,7 @@ int run(const Options& o) {
   const auto summary = write_weights(dir, spec, WeightOptions{o.seed, o.preset, o.outliers}, *max_shard, g_cancel);
   if (!summary) return fail(summary.error().message);
   if (g_cancel.load()) return fail("interrupted");
-  if (Status s = staging->commit(o.force); !s) return fail(s.error().message);
+  if (Status s = staging->commit(); !s) return fail(s.error().message);
 
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("fp4c-synth: wrote %s to %s: %s, %lld layers, vocab %lld (tokenizer %lld), %zu tensors, "

@@ -13,7 +13,7 @@
 #include "ir/model.h"
 #include "runtime/forward.h"
 
-namespace fp4c::passes {
+namespace fp4c::quant {
 
 struct EvalOptions {
   // Per-layer output error of every candidate Linear (EvalResult::layers); needs a candidate.
@@ -62,4 +62,4 @@ Expected<EvalResult> evaluate(const runtime::Engine& forward, runtime::WeightSou
                               const std::vector<std::vector<int32_t>>& sequences,
                               const std::function<void(int layer, int layers)>& progress = {});
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::quant

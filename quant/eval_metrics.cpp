@@ -1,4 +1,4 @@
-#include "passes/evaluate.h"
+#include "quant/eval_metrics.h"
 
 #include <algorithm>
 #include <array>
@@ -6,7 +6,7 @@
 
 #include "quant/output_error.h"
 
-namespace fp4c::passes {
+namespace fp4c::quant {
 namespace {
 
 // log-softmax of one row into `out` (double), returning nothing; out[v] = logit[v] - logsumexp.
@@ -235,4 +235,4 @@ Expected<EvalResult> evaluate(const runtime::Engine& forward, runtime::WeightSou
   return r;
 }
 
-}  // namespace fp4c::passes
+}  // namespace fp4c::quant

@@ -10,7 +10,7 @@
 
 #include "formats/nvfp4.h"
 #include "frontend/checkpoint.h"
-#include "passes/evaluate.h"
+#include "quant/eval_metrics.h"
 #include "quant/output_error.h"
 #include "passes/smoothquant.h"
 #include "passes/stats.h"
@@ -78,7 +78,7 @@ int role_index(ir::Role r) {
   return -1;
 }
 
-void expect_layout(const passes::EvalResult& r, int layers) {
+void expect_layout(const quant::EvalResult& r, int layers) {
   ASSERT_EQ(r.layers.size(), size_t(7 * layers));
   for (size_t n = 0; n < r.layers.size(); ++n) {
     EXPECT_EQ(r.layers[n].layer, int(n / 7));
@@ -116,7 +116,7 @@ TEST(EvaluateLayers, SameModelHasNoErrorAndTheSameNll) {
   Fixture f("Qwen2ForCausalLM");
   SCOPED_TRACE("seed " + std::to_string(f.seed));
   runtime::CheckpointWeights cand(f.ckpt->model, f.ckpt->refs, false);
-  auto r = passes::evaluate(*f.forward, *f.weights, &cand, f.seqs, passes::EvalOptions{.per_layer = true});
+  auto r = quant::evaluate(*f.forward, *f.weights, &cand, f.seqs, quant::EvalOptions{.per_layer = true});
   ASSERT_TRUE(r.ok()) << r.error().message;
   expect_layout(*r, f.shape.layers);
   for (const auto& l : r->layers) EXPECT_EQ(l.output_error, 0.0) << l.layer << " " << ir::role_name(l.role);
@@ -132,7 +132,7 @@ TEST(EvaluateLayers, PerSequenceFiguresSumToTheTotals) {
     for (auto& w : p.up.weight) w *= 1.1f;
   });
   for (bool with_candidate : {false, true}) {
-    auto r = passes::evaluate(*f.forward, *f.weights, with_candidate ? &cand : nullptr, f.seqs);
+    auto r = quant::evaluate(*f.forward, *f.weights, with_candidate ? &cand : nullptr, f.seqs);
     ASSERT_TRUE(r.ok()) << r.error().message;
     EXPECT_TRUE(r->layers.empty());
     ASSERT_EQ(r->sequence_predictions.size(), f.seqs.size());
@@ -185,7 +185,7 @@ TEST(EvaluateLayers, OnePerturbedLinearHasErrorThereOnly) {
       p.q.input_global_scale = q_gs;
     }
   });
-  auto r = passes::evaluate(*f.forward, *f.weights, &cand, f.seqs, passes::EvalOptions{.per_layer = true});
+  auto r = quant::evaluate(*f.forward, *f.weights, &cand, f.seqs, quant::EvalOptions{.per_layer = true});
   ASSERT_TRUE(r.ok()) << r.error().message;
   expect_layout(*r, f.shape.layers);
   const int64_t H = f.shape.hidden, I = f.shape.intermediate;
@@ -221,7 +221,7 @@ TEST(EvaluateLayers, SmoothQuantRewriteWithoutQuantizationHasNoError) {
     ASSERT_NE(p->input_norm, q->input_norm);
     ASSERT_NE(p->gate.weight, q->gate.weight);
   }
-  auto r = passes::evaluate(*f.forward, *f.weights, &smoothed, f.seqs, passes::EvalOptions{.per_layer = true});
+  auto r = quant::evaluate(*f.forward, *f.weights, &smoothed, f.seqs, quant::EvalOptions{.per_layer = true});
   ASSERT_TRUE(r.ok()) << r.error().message;
   expect_layout(*r, f.shape.layers);
   for (const auto& l : r->layers) EXPECT_LT(l.output_error, 1e-10) << l.layer << " " << ir::role_name(l.role);
