@@ -22,7 +22,7 @@ test: build
 
 # The sanitizer and fuzzing build (clang; FP4C_FUZZ implies ASan + UBSan): one build directory,
 # $(ASAN_BUILD), for both. `make test-asan` builds everything there and runs the whole suite
-# (but the `gpu` tests and those labelled `asan-slow`); `make fuzz` builds the harnesses of fuzz/ and
+# (but the `gpu` tests and those labelled `asan-skip`, see CMakeLists.txt); `make fuzz` builds the harnesses of fuzz/ and
 # runs each for FUZZ_SECONDS (FUZZ_TARGETS: some of them); `make fuzz-smoke` (part of `make test`)
 # builds only the harnesses and the libraries they need and runs each for a few seconds over its
 # seeds and regression seeds (fuzz/README.md).
@@ -36,7 +36,7 @@ asan-configure: setup
 
 test-asan: asan-configure
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
-	cd $(ASAN_BUILD) && ctest -LE 'gpu|asan-slow' --output-on-failure -j $(JOBS) --timeout 3600
+	cd $(ASAN_BUILD) && ctest -LE 'gpu|asan-skip' --output-on-failure -j $(JOBS) --timeout 3600
 
 fuzz-build: asan-configure
 	@cmake --build $(ASAN_BUILD) -j $(JOBS) --target fuzz_harnesses
