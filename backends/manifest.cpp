@@ -65,6 +65,34 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
   m.set_command_line(in.command_line);
   *m.mutable_options() = in.options;
   m.set_architecture(model.config.architecture);
+  {
+    const ir::ModelConfig& c = model.config;
+    auto* r = m.mutable_config();
+    r->set_hidden_size(c.hidden_size);
+    r->set_intermediate_size(c.intermediate_size);
+    r->set_num_hidden_layers(c.num_hidden_layers);
+    r->set_num_attention_heads(c.num_attention_heads);
+    r->set_num_key_value_heads(c.num_key_value_heads);
+    r->set_head_dim(c.head_dim);
+    r->set_vocab_size(c.vocab_size);
+    r->set_max_position_embeddings(c.max_position_embeddings);
+    r->set_rms_norm_eps(c.rms_norm_eps);
+    r->set_rope_theta(c.rope_theta);
+    r->set_rope_theta_from(c.rope_source.empty() ? "default" : c.rope_source);
+    r->set_rope_type(c.rope_scaling.type.empty() ? "default" : c.rope_scaling.type);
+    if (!c.rope_scaling.type.empty()) {
+      r->set_rope_factor(c.rope_scaling.factor);
+      r->set_rope_low_freq_factor(c.rope_scaling.low_freq_factor);
+      r->set_rope_high_freq_factor(c.rope_scaling.high_freq_factor);
+      r->set_rope_original_max_position_embeddings(c.rope_scaling.original_max_position_embeddings);
+    }
+    r->set_sliding_window(c.sliding_window.value_or(0));
+    for (size_t i = 0; i < c.sliding_layers.size(); ++i)
+      if (c.sliding_layers[i]) r->add_sliding_layers(int32_t(i));
+    r->set_attention_bias(c.attention_bias);
+    r->set_tie_word_embeddings(c.tie_word_embeddings);
+    r->set_hidden_act("silu");
+  }
   m.set_model_dir(in.model_dir);
   m.set_created_utc(utc_timestamp());
   for (const auto& f : in.inputs) add_file(m.mutable_inputs(), f);

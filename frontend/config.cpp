@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <algorithm>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -141,33 +142,127 @@ Expected<std::string> read_architecture(const Reader& r, const json& root) {
   return arch;
 }
 
-// Llama 3 style frequency scaling; null or absent means none. "default" is transformers' name for
-// plain RoPE, which is also none.
-Expected<ir::RopeScaling> read_rope_scaling(const json& root, const std::string& path) {
+// The RoPE type and its parameters from one object: transformers 4's `rope_scaling` or transformers 5's
+// `rope_parameters` (which also holds rope_theta). "default" (or none) is plain RoPE; "llama3" is Llama
+// 3's frequency scaling; every other type (linear, dynamic, yarn, longrope, ...) changes the math in a
+// way fp4c does not implement, and is refused by name.
+Expected<ir::RopeScaling> read_rope_object(const json& obj, const std::string& path, const std::string& key) {
   ir::RopeScaling rs;
-  auto it = root.find("rope_scaling");
-  if (it == root.end() || it->is_null()) return rs;
-  Reader top(root, path);
-  if (!it->is_object()) return top.mistyped("rope_scaling", "an object or null", *it);
-  Reader r(*it, path, "rope_scaling.");
+  Reader r(obj, path, key + ".");
   FP4C_ASSIGN(auto rope_type, r.opt_string("rope_type"));
   if (!rope_type) {
     FP4C_ASSIGN(auto type, r.opt_string("type"));
     rope_type = type;
   }
-  if (!rope_type) return r.missing("rope_type");
+  if (!rope_type) {
+    if (key == "rope_parameters") return rs;   // transformers 5 may leave it out for default RoPE
+    return r.missing("rope_type");
+  }
   if (*rope_type == "default") return rs;
   if (*rope_type != "llama3")
-    return r.error("unsupported rope_scaling type '" + *rope_type + "' (supported: llama3)");
+    return r.error("unsupported RoPE type '" + *rope_type + "' in key '" + key +
+                   "' (supported: default, llama3); fp4c would compute another model");
   rs.type = *rope_type;
   FP4C_ASSIGN(rs.factor, r.positive("factor", std::nullopt));
   FP4C_ASSIGN(rs.low_freq_factor, r.positive("low_freq_factor", std::nullopt));
   FP4C_ASSIGN(rs.high_freq_factor, r.positive("high_freq_factor", std::nullopt));
   FP4C_ASSIGN(rs.original_max_position_embeddings, r.size("original_max_position_embeddings"));
   if (!(rs.low_freq_factor < rs.high_freq_factor))
-    return r.error(
-        "key 'rope_scaling.low_freq_factor' must be below 'rope_scaling.high_freq_factor'");
+    return r.error("key '" + key + ".low_freq_factor' must be below '" + key + ".high_freq_factor'");
   return rs;
+}
+
+// rope_theta and the RoPE type, in either form: transformers 4 writes `rope_theta` and `rope_scaling`,
+// transformers 5 one `rope_parameters` object holding both (SmolLM2-135M-Instruct saved by transformers
+// 5: {"rope_theta": 100000.0, "rope_type": "default"}, no top-level rope_theta). Both forms at once must
+// agree. Without either, transformers' own default, 10000.
+Status read_rope(const Reader& r, const json& root, const std::string& path, ir::ModelConfig& c) {
+  FP4C_ASSIGN(auto top_theta, r.opt_number("rope_theta"));
+  const json* params = r.get("rope_parameters");
+  const json* scaling = r.get("rope_scaling");
+  if (scaling && !scaling->is_object()) return r.mistyped("rope_scaling", "an object or null", *scaling);
+  if (params) {
+    if (!params->is_object()) return r.mistyped("rope_parameters", "an object or null", *params);
+    // Gemma 3 keys it by layer type ({"full_attention": {...}, "sliding_attention": {...}}).
+    for (const auto& [k, v] : params->items())
+      if (v.is_object())
+        return r.error("key 'rope_parameters' holds per-layer-type parameters ('" + k +
+                       "'): RoPE per layer type (Gemma 3) is not implemented");
+    Reader p(*params, path, "rope_parameters.");
+    FP4C_ASSIGN(auto theta, p.opt_number("rope_theta"));
+    if (theta && top_theta && *theta != *top_theta)
+      return r.error("keys 'rope_theta' and 'rope_parameters.rope_theta' disagree");
+    if (theta) {
+      FP4C_ASSIGN(c.rope_theta, p.positive("rope_theta", std::nullopt));
+      c.rope_source = "rope_parameters";
+    }
+    FP4C_ASSIGN(c.rope_scaling, read_rope_object(*params, path, "rope_parameters"));
+    if (scaling) {
+      FP4C_ASSIGN(auto other, read_rope_object(*scaling, path, "rope_scaling"));
+      if (other.type != c.rope_scaling.type || other.factor != c.rope_scaling.factor)
+        return r.error("keys 'rope_scaling' and 'rope_parameters' disagree");
+    }
+  } else if (scaling) {
+    FP4C_ASSIGN(c.rope_scaling, read_rope_object(*scaling, path, "rope_scaling"));
+  }
+  if (c.rope_source.empty()) {
+    FP4C_ASSIGN(c.rope_theta, r.positive("rope_theta", 10000.0));
+    c.rope_source = top_theta ? "rope_theta" : "default";
+  }
+  return {};
+}
+
+// Keys whose computation fp4c does not implement: refused by name when they would change the math.
+Status refuse_unimplemented(const Reader& r, const ir::ModelConfig& c) {
+  FP4C_ASSIGN(auto partial, r.opt_number("partial_rotary_factor"));
+  if (partial && *partial != 1.0)
+    return r.error("key 'partial_rotary_factor' = " + std::to_string(*partial) +
+                   ": partial rotary embeddings are not implemented");
+  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"}) {
+    if (r.get(key)) return r.error(std::string("key '") + key + "' is not implemented (Gemma-style attention)");
+  }
+  FP4C_ASSIGN(auto act2, r.opt_string("hidden_activation"));
+  if (act2 && *act2 != "silu")
+    return r.error("key 'hidden_activation': unsupported activation '" + *act2 + "' (supported: silu)");
+  return {};
+}
+
+// Which layers use a sliding window, in the three ways configs say it.
+Status read_sliding_window(const Reader& r, const json& root, ir::ModelConfig& c) {
+  FP4C_ASSIGN(auto window, r.opt_size("sliding_window"));
+  FP4C_ASSIGN(auto use, r.opt_bool("use_sliding_window"));
+  const int64_t L = c.num_hidden_layers;
+  c.sliding_layers.assign(size_t(L), false);
+  if (const json* types = r.get("layer_types")) {
+    if (!types->is_array()) return r.mistyped("layer_types", "a list", *types);
+    if (int64_t(types->size()) != L)
+      return r.error("key 'layer_types' has " + std::to_string(types->size()) + " entries, but num_hidden_layers is " +
+                     std::to_string(L));
+    for (int64_t i = 0; i < L; ++i) {
+      const json& t = (*types)[size_t(i)];
+      if (!t.is_string()) return r.error("key 'layer_types' must hold strings, got " + type_of(t));
+      const std::string s = t.get<std::string>();
+      if (s == "sliding_attention") c.sliding_layers[size_t(i)] = true;
+      else if (s != "full_attention")
+        return r.error("key 'layer_types': unsupported layer type '" + s +
+                       "' (supported: full_attention, sliding_attention)");
+    }
+  } else if (c.architecture == "Qwen2ForCausalLM") {
+    // Qwen2: sliding only with use_sliding_window, and only from layer max_window_layers on.
+    if (use.value_or(false)) {
+      FP4C_ASSIGN(auto from, r.opt_int("max_window_layers"));
+      for (int64_t i = from.value_or(0); i < L; ++i) c.sliding_layers[size_t(std::max<int64_t>(i, 0))] = true;
+    }
+  } else if (window && c.architecture == "MistralForCausalLM") {
+    // Mistral: every layer (Llama's attention ignores the key, so a Llama config's window is not used).
+    c.sliding_layers.assign(size_t(L), true);
+  }
+  const bool any = std::find(c.sliding_layers.begin(), c.sliding_layers.end(), true) != c.sliding_layers.end();
+  if (any) {
+    if (!window) return r.error("sliding-window layers without a key 'sliding_window'");
+    c.sliding_window = window;
+  }
+  return {};
 }
 
 Expected<std::vector<int64_t>> read_eos(const Reader& r, const json& root) {
@@ -227,8 +322,9 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
 
   // The norm epsilon changes every forward; a silent default would be wrong for half the models.
   FP4C_ASSIGN(c.rms_norm_eps, r.positive("rms_norm_eps", std::nullopt));
-  FP4C_ASSIGN(c.rope_theta, r.positive("rope_theta", 10000.0));
-  FP4C_ASSIGN(c.rope_scaling, read_rope_scaling(root, path));
+  FP4C_TRY(read_rope(r, root, path, c));
+  FP4C_TRY(refuse_unimplemented(r, c));
+  FP4C_TRY(read_sliding_window(r, root, c));
 
   FP4C_ASSIGN(auto tie, r.opt_bool("tie_word_embeddings"));
   c.tie_word_embeddings = tie.value_or(false);

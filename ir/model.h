@@ -47,6 +47,12 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  std::string rope_source;    // where rope_theta came from: "rope_theta", "rope_parameters" or "default"
+  // Sliding-window attention: the window and, per layer, whether the layer uses it (Mistral's
+  // sliding_window, Qwen2's use_sliding_window with max_window_layers, or layer_types). Only sequences
+  // that fit in the window are run (attention over them is then exactly full causal attention).
+  std::optional<int64_t> sliding_window;
+  std::vector<bool> sliding_layers;
   bool tie_word_embeddings = false;
   bool attention_bias = false;   // q/k/v biases (Qwen2 always has them)
   std::optional<int64_t> bos_token_id;

@@ -197,6 +197,19 @@ Status check_token_ids(const std::vector<std::vector<int32_t>>& sequences, int64
   return {};
 }
 
+// Sliding-window attention is exactly full causal attention over a sequence that fits in the window;
+// a longer one would need the window, which the runtime does not implement: refused by name.
+Status check_sliding_window(const std::vector<std::vector<int32_t>>& sequences, const ir::ModelConfig& c) {
+  if (!c.sliding_window) return {};
+  for (size_t s = 0; s < sequences.size(); ++s)
+    if (int64_t(sequences[s].size()) > *c.sliding_window)
+      return make_error("sequence " + std::to_string(s) + " has " + std::to_string(sequences[s].size()) +
+                        " tokens, more than the model's sliding window of " + std::to_string(*c.sliding_window) +
+                        " (config key 'sliding_window'); sliding-window attention over longer sequences is not "
+                        "implemented: give --seq-len " + std::to_string(*c.sliding_window) + " or less");
+  return {};
+}
+
 }  // namespace
 
 Expected<std::vector<float>> WeightSource::embedding_rows(std::span<const int32_t> ids, int64_t hidden) {
@@ -213,6 +226,7 @@ Expected<std::vector<float>> WeightSource::embedding_rows(std::span<const int32_
 Expected<Activations> Forward::embed(WeightSource& weights, const std::vector<std::vector<int32_t>>& sequences) const {
   const int64_t H = config_.hidden_size, V = config_.vocab_size;
   FP4C_TRY(check_token_ids(sequences, V));
+  FP4C_TRY(check_sliding_window(sequences, config_));
   std::vector<int32_t> unique;
   for (const auto& seq : sequences) unique.insert(unique.end(), seq.begin(), seq.end());
   std::sort(unique.begin(), unique.end());
@@ -243,6 +257,7 @@ Expected<Activations> Forward::embed(const std::vector<float>& embedding,
   acts.offsets.reserve(sequences.size() + 1);
   acts.offsets.push_back(0);
   FP4C_TRY(check_token_ids(sequences, V));
+  FP4C_TRY(check_sliding_window(sequences, config_));
   for (size_t s = 0; s < sequences.size(); ++s) {
     acts.offsets.push_back(acts.offsets.back() + int64_t(sequences[s].size()));
   }

@@ -205,6 +205,117 @@ TEST(Config, RopeScalingLegacyTypeKey) {
 
 // --- errors -----------------------------------------------------------------------------------
 
+// transformers 5 writes RoPE as one rope_parameters object and no rope_theta (SmolLM2-135M-Instruct:
+// {"rope_theta": 100000.0, "rope_type": "default"}); fp4c used to read 10000 there without a word.
+TEST(Config, RopeParametersOfTransformers5) {
+  json j = base_config();
+  j.erase("rope_theta");
+  j["rope_parameters"] = {{"rope_theta", 100000.0}, {"rope_type", "default"}};
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_DOUBLE_EQ(c->rope_theta, 100000.0);
+  EXPECT_EQ(c->rope_source, "rope_parameters");
+  EXPECT_TRUE(c->rope_scaling.type.empty());
+  // Llama 3 scaling written the transformers 5 way.
+  j["rope_parameters"] = {{"rope_theta", 500000.0}, {"rope_type", "llama3"}, {"factor", 8.0},
+                          {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                          {"original_max_position_embeddings", 8192}};
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_DOUBLE_EQ(c->rope_theta, 500000.0);
+  EXPECT_EQ(c->rope_scaling.type, "llama3");
+  EXPECT_DOUBLE_EQ(c->rope_scaling.factor, 8.0);
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 8192);
+  // Both forms, agreeing: fine; the top-level one alone: where it came from is recorded.
+  j["rope_theta"] = 500000.0;
+  EXPECT_TRUE(parse(j).ok());
+  j = base_config();
+  EXPECT_EQ(parse(j)->rope_source, "rope_theta");
+  j.erase("rope_theta");
+  EXPECT_EQ(parse(j)->rope_source, "default");
+  EXPECT_DOUBLE_EQ(parse(j)->rope_theta, 10000.0);   // LlamaConfig's own default
+}
+
+// Every key that would change the computation and is not implemented is refused by name.
+TEST(ConfigError, UnimplementedFormsAreRefusedByName) {
+  json j = base_config();
+  j["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "yarn"}, {"factor", 4.0}};
+  EXPECT_NE(error_of(j).find("unsupported RoPE type 'yarn' in key 'rope_parameters' (supported: default, llama3)"),
+            std::string::npos) << error_of(j);
+  for (const char* type : {"linear", "dynamic", "longrope"}) {
+    j = base_config();
+    j["rope_scaling"] = {{"rope_type", type}, {"factor", 2.0}};
+    EXPECT_NE(error_of(j).find(std::string("unsupported RoPE type '") + type + "' in key 'rope_scaling'"),
+              std::string::npos) << type;
+  }
+  j = base_config();
+  j["rope_theta"] = 20000.0;
+  j["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "default"}};
+  EXPECT_EQ(error_of(j), kPath + ": keys 'rope_theta' and 'rope_parameters.rope_theta' disagree");
+  j = base_config();
+  j["rope_parameters"] = {{"full_attention", {{"rope_theta", 1e6}, {"rope_type", "default"}}},
+                          {"sliding_attention", {{"rope_theta", 1e4}, {"rope_type", "default"}}}};
+  EXPECT_NE(error_of(j).find("per-layer-type parameters ('full_attention'): RoPE per layer type (Gemma 3) is not "
+                             "implemented"),
+            std::string::npos) << error_of(j);
+  j = base_config();
+  j["partial_rotary_factor"] = 0.5;
+  EXPECT_NE(error_of(j).find("key 'partial_rotary_factor'"), std::string::npos);
+  j["partial_rotary_factor"] = 1.0;
+  EXPECT_TRUE(parse(j).ok());
+  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"}) {
+    j = base_config();
+    j[key] = 30.0;
+    EXPECT_NE(error_of(j).find(std::string("key '") + key + "' is not implemented"), std::string::npos) << key;
+  }
+  j = base_config();
+  j["hidden_activation"] = "gelu_pytorch_tanh";
+  EXPECT_NE(error_of(j).find("key 'hidden_activation': unsupported activation 'gelu_pytorch_tanh'"), std::string::npos);
+  j = base_config();
+  j["layer_types"] = {"full_attention"};
+  EXPECT_EQ(error_of(j), kPath + ": key 'layer_types' has 1 entries, but num_hidden_layers is 2");
+  j["layer_types"] = {"full_attention", "chunked_attention"};
+  EXPECT_NE(error_of(j).find("unsupported layer type 'chunked_attention'"), std::string::npos);
+  j["layer_types"] = {"full_attention", "sliding_attention"};
+  EXPECT_EQ(error_of(j), kPath + ": sliding-window layers without a key 'sliding_window'");
+}
+
+TEST(Config, SlidingWindowsInEachForm) {
+  // Mistral: every layer.
+  json j = base_config();
+  j["architectures"] = {"MistralForCausalLM"};
+  j["sliding_window"] = 16;
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->sliding_window, 16);
+  EXPECT_EQ(c->sliding_layers, (std::vector<bool>{true, true}));
+  j["sliding_window"] = nullptr;
+  EXPECT_FALSE(parse(j)->sliding_window.has_value());
+  // Llama's attention ignores the key (so does fp4c).
+  j = base_config();
+  j["sliding_window"] = 16;
+  EXPECT_FALSE(parse(j)->sliding_window.has_value());
+  // Qwen2: only with use_sliding_window, from max_window_layers on.
+  j = base_config();
+  j["architectures"] = {"Qwen2ForCausalLM"};
+  j["sliding_window"] = 32;
+  j["use_sliding_window"] = false;
+  j["max_window_layers"] = 1;
+  EXPECT_FALSE(parse(j)->sliding_window.has_value());
+  j["use_sliding_window"] = true;
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->sliding_window, 32);
+  EXPECT_EQ(c->sliding_layers, (std::vector<bool>{false, true}));
+  // layer_types (transformers 5) says it per layer.
+  j = base_config();
+  j["sliding_window"] = 8;
+  j["layer_types"] = {"sliding_attention", "full_attention"};
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->sliding_layers, (std::vector<bool>{true, false}));
+}
+
 TEST(ConfigError, MissingFile) {
   auto c = read_config("/nonexistent/dir/config.json");
   ASSERT_FALSE(c.ok());
@@ -357,9 +468,11 @@ TEST(ConfigError, OddHeadDim) {
 TEST(ConfigError, RopeScaling) {
   json j = base_config();
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_EQ(error_of(j), kPath + ": unsupported rope_scaling type 'yarn' (supported: llama3)");
+  EXPECT_EQ(error_of(j), kPath + ": unsupported RoPE type 'yarn' in key 'rope_scaling' (supported: default, llama3); "
+                                 "fp4c would compute another model");
   j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-  EXPECT_EQ(error_of(j), kPath + ": unsupported rope_scaling type 'linear' (supported: llama3)");
+  EXPECT_EQ(error_of(j), kPath + ": unsupported RoPE type 'linear' in key 'rope_scaling' (supported: default, llama3); "
+                                 "fp4c would compute another model");
   j["rope_scaling"] = {{"factor", 2.0}};
   EXPECT_EQ(error_of(j), kPath + ": missing required key 'rope_scaling.rope_type'");
   j["rope_scaling"] = {{"rope_type", "llama3"},

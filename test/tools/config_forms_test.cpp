@@ -1,0 +1,92 @@
+// Config forms end to end: transformers 5's rope_parameters is read (the forward changes with its
+// rope_theta exactly as with transformers 4's rope_theta), the manifest records the resolved values,
+// and a sliding window is honoured where it is exact (sequences that fit) and refused by name beyond.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "test/support/tiny_checkpoint.h"
+
+namespace fp4c::testing {
+namespace {
+
+using nlohmann::json;
+
+json read_json(const fs::path& p) { return json::parse(read_file(p)); }
+
+fs::path with_config(const SynthModel& s, const std::string& name, const std::function<void(json&)>& edit) {
+  const fs::path dir = s.tmp.path / name;
+  fs::create_directories(dir);
+  fs::copy(s.model, dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  json c = read_json(dir / "config.json");
+  edit(c);
+  write_text(dir / "config.json", c.dump(2));
+  return dir;
+}
+
+double reference_nll(const fs::path& model, const fs::path& data) {
+  auto r = fp4c("eval --json --model " + model.string() + " --data " + data.string() + " --seq-len 16 --no-manifest");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  return r.exit_code == 0 ? json::parse(r.out)["reference_nll"].get<double>() : 0.0;
+}
+
+TEST(ConfigForms, RopeParametersChangeTheForwardAsRopeThetaDoes) {
+  SynthModel s;
+  const fs::path v4 = with_config(s, "v4", [](json& c) { c["rope_theta"] = 100000.0; });
+  const fs::path v5 = with_config(s, "v5", [](json& c) {
+    c.erase("rope_theta");
+    c["rope_parameters"] = {{"rope_theta", 100000.0}, {"rope_type", "default"}};
+  });
+  const double base = reference_nll(s.model, s.eval);
+  const double nll4 = reference_nll(v4, s.eval);
+  const double nll5 = reference_nll(v5, s.eval);
+  EXPECT_EQ(nll4, nll5) << "the same model in both forms";
+  EXPECT_NE(nll4, base) << "rope_theta 100000 is another model than the synthetic one's";
+  // The manifest says what was used and where it came from.
+  auto r = fp4c("quantize --quiet --model " + v5.string() + " --out " + (s.tmp.path / "a5").string() +
+                " --scheme w4a16");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const json m = read_json(s.tmp.path / "a5" / "fp4c-manifest.json");
+  EXPECT_EQ(m["config"]["ropeTheta"].get<double>(), 100000.0);
+  EXPECT_EQ(m["config"]["ropeThetaFrom"], "rope_parameters");
+  EXPECT_EQ(m["config"]["ropeType"], "default");
+  // A RoPE type fp4c does not implement: refused by name, nothing written.
+  const fs::path yarn = with_config(s, "yarn", [](json& c) {
+    c.erase("rope_theta");
+    c["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "yarn"}, {"factor", 4.0}};
+  });
+  r = fp4c("quantize --model " + yarn.string() + " --out " + (s.tmp.path / "ay").string() + " --scheme w4a16");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("unsupported RoPE type 'yarn'"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(s.tmp.path / "ay"));
+}
+
+TEST(ConfigForms, ASlidingWindowIsExactForSequencesThatFitAndRefusedBeyond) {
+  SynthModel s;
+  const fs::path sw = with_config(s, "sw", [](json& c) {
+    c["use_sliding_window"] = true;
+    c["sliding_window"] = 16;
+    c["max_window_layers"] = 0;
+  });
+  const std::string set = " --calib " + s.calib.string() + " --packing chunks --calib-samples 4";
+  auto r = fp4c("quantize --quiet --model " + sw.string() + " --out " + (s.tmp.path / "long").string() + set +
+                " --seq-len 32");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("more than the model's sliding window of 16 (config key 'sliding_window')"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("give --seq-len 16 or less"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(s.tmp.path / "long"));
+  // Within the window the computation is full causal attention: the same artifact bytes as the model
+  // without a window.
+  r = fp4c("quantize --quiet --model " + sw.string() + " --out " + (s.tmp.path / "sw16").string() + set + " --seq-len 16");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = fp4c("quantize --quiet --model " + s.model.string() + " --out " + (s.tmp.path / "full16").string() + set +
+           " --seq-len 16");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(read_file(s.tmp.path / "sw16" / "model.safetensors"), read_file(s.tmp.path / "full16" / "model.safetensors"));
+  const json m = read_json(s.tmp.path / "sw16" / "fp4c-manifest.json");
+  EXPECT_EQ(m["config"]["slidingWindow"], "16");
+  EXPECT_EQ(m["config"]["slidingLayers"].size(), 2u);
+}
+
+}  // namespace
+}  // namespace fp4c::testing
