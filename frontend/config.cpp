@@ -159,9 +159,17 @@ Expected<ir::RopeScaling> read_rope_object(const json& obj, const std::string& p
     return r.missing("rope_type");
   }
   if (*rope_type == "default") return rs;
+  if (*rope_type == "linear" || *rope_type == "dynamic") {
+    // linear: every frequency divided by the factor. dynamic (NTK): the base grows only once a sequence
+    // passes max_position_embeddings, so within it the frequencies are the default ones; the runtime
+    // refuses longer sequences.
+    rs.type = *rope_type;
+    FP4C_ASSIGN(rs.factor, r.positive("factor", std::nullopt));
+    return rs;
+  }
   if (*rope_type != "llama3")
     return r.error("unsupported RoPE type '" + *rope_type + "' in key '" + key +
-                   "' (supported: default, llama3); fp4c would compute another model");
+                   "' (supported: default, linear, dynamic, llama3); fp4c would compute another model");
   rs.type = *rope_type;
   FP4C_ASSIGN(rs.factor, r.positive("factor", std::nullopt));
   FP4C_ASSIGN(rs.low_freq_factor, r.positive("low_freq_factor", std::nullopt));

@@ -23,7 +23,11 @@ std::vector<double> rope_inv_freq(const ir::ModelConfig& config) {
   for (int64_t i = 0; i < dim / 2; ++i)
     inv[size_t(i)] = 1.0 / std::pow(config.rope_theta, double(2 * i) / double(dim));
   const ir::RopeScaling& rs = config.rope_scaling;
-  if (rs.type != "llama3") return inv;
+  if (rs.type == "linear") {
+    for (double& f : inv) f /= rs.factor;
+    return inv;
+  }
+  if (rs.type != "llama3") return inv;   // default, and dynamic within max_position_embeddings
   const double old_len = double(rs.original_max_position_embeddings);
   const double low_wavelen = old_len / rs.low_freq_factor;
   const double high_wavelen = old_len / rs.high_freq_factor;

@@ -333,8 +333,9 @@ Expected<Decoder> Decoder::load(WeightSource& weights, const ir::ModelConfig& co
   if (H <= 0 || I <= 0 || nH <= 0 || nKV <= 0 || hd <= 0 || V <= 0 || nH % nKV != 0 || hd % 2 != 0)
     return make_error("decoder: unsupported shape: hidden " + std::to_string(H) + ", " + std::to_string(nH) +
                       " heads, " + std::to_string(nKV) + " KV heads, head_dim " + std::to_string(hd));
-  if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "llama3")
-    return make_error("unsupported rope_scaling type '" + c.rope_scaling.type + "' (supported: llama3)");
+  if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "llama3" && c.rope_scaling.type != "linear" &&
+      c.rope_scaling.type != "dynamic")
+    return make_error("unsupported rope_scaling type '" + c.rope_scaling.type + "' (supported: linear, dynamic, llama3)");
   ThreadScope threads(options.threads);
   auto impl = std::make_unique<Impl>();
   impl->config = config;

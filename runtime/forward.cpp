@@ -197,6 +197,18 @@ Status check_token_ids(const std::vector<std::vector<int32_t>>& sequences, int64
   return {};
 }
 
+// Dynamic (NTK) RoPE is the default RoPE up to max_position_embeddings and rescales its base beyond;
+// the rescaling is not implemented, so longer sequences are refused by name.
+Status check_dynamic_rope(const std::vector<std::vector<int32_t>>& sequences, const ir::ModelConfig& c) {
+  if (c.rope_scaling.type != "dynamic") return {};
+  for (size_t s = 0; s < sequences.size(); ++s)
+    if (int64_t(sequences[s].size()) > c.max_position_embeddings)
+      return make_error("sequence " + std::to_string(s) + " has " + std::to_string(sequences[s].size()) +
+                        " tokens, more than max_position_embeddings " + std::to_string(c.max_position_embeddings) +
+                        ", past which dynamic RoPE rescales its base (not implemented)");
+  return {};
+}
+
 // Sliding-window attention is exactly full causal attention over a sequence that fits in the window;
 // a longer one would need the window, which the runtime does not implement: refused by name.
 Status check_sliding_window(const std::vector<std::vector<int32_t>>& sequences, const ir::ModelConfig& c) {
@@ -227,6 +239,7 @@ Expected<Activations> Forward::embed(WeightSource& weights, const std::vector<st
   const int64_t H = config_.hidden_size, V = config_.vocab_size;
   FP4C_TRY(check_token_ids(sequences, V));
   FP4C_TRY(check_sliding_window(sequences, config_));
+  FP4C_TRY(check_dynamic_rope(sequences, config_));
   std::vector<int32_t> unique;
   for (const auto& seq : sequences) unique.insert(unique.end(), seq.begin(), seq.end());
   std::sort(unique.begin(), unique.end());
@@ -258,6 +271,7 @@ Expected<Activations> Forward::embed(const std::vector<float>& embedding,
   acts.offsets.push_back(0);
   FP4C_TRY(check_token_ids(sequences, V));
   FP4C_TRY(check_sliding_window(sequences, config_));
+  FP4C_TRY(check_dynamic_rope(sequences, config_));
   for (size_t s = 0; s < sequences.size(); ++s) {
     acts.offsets.push_back(acts.offsets.back() + int64_t(sequences[s].size()));
   }
@@ -278,8 +292,9 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
                 nKV = c.num_key_value_heads, hd = c.head_dim;
   const int64_t Dq = nH * hd, Dkv = nKV * hd;
   const std::string where = "layer " + std::to_string(index);
-  if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "llama3")
-    return make_error("unsupported rope_scaling type '" + c.rope_scaling.type + "' (supported: llama3)");
+  if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "llama3" && c.rope_scaling.type != "linear" &&
+      c.rope_scaling.type != "dynamic")
+    return make_error("unsupported rope_scaling type '" + c.rope_scaling.type + "' (supported: linear, dynamic, llama3)");
   FP4C_TRY(check_vector(params.input_norm, H, where + " input norm"));
   FP4C_TRY(check_vector(params.post_norm, H, where + " post-attention norm"));
   FP4C_TRY(check_linear(params.q, Dq, H, where + " q"));

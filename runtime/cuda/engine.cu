@@ -107,8 +107,9 @@ Status CudaEngine::layer(int index, const LayerParams& params, Activations& acts
                 hd = c.head_dim;
   const int64_t Dq = nH * hd, Dkv = nKV * hd;
   const std::string where = "layer " + std::to_string(index);
-  if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "llama3")
-    return make_error("unsupported rope_scaling type '" + c.rope_scaling.type + "' (supported: llama3)");
+  if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "llama3" && c.rope_scaling.type != "linear" &&
+      c.rope_scaling.type != "dynamic")
+    return make_error("unsupported rope_scaling type '" + c.rope_scaling.type + "' (supported: linear, dynamic, llama3)");
   if (nH <= 0 || nKV <= 0 || nH % nKV != 0 || hd <= 0 || hd % 2 != 0)
     return make_error("attention: unsupported shape: " + std::to_string(nH) + " heads, " + std::to_string(nKV) +
                       " KV heads, head_dim " + std::to_string(hd));

@@ -240,9 +240,10 @@ TEST(Config, RopeParametersOfTransformers5) {
 TEST(ConfigError, UnimplementedFormsAreRefusedByName) {
   json j = base_config();
   j["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_NE(error_of(j).find("unsupported RoPE type 'yarn' in key 'rope_parameters' (supported: default, llama3)"),
+  EXPECT_NE(error_of(j).find("unsupported RoPE type 'yarn' in key 'rope_parameters' (supported: default, linear, "
+                             "dynamic, llama3)"),
             std::string::npos) << error_of(j);
-  for (const char* type : {"linear", "dynamic", "longrope"}) {
+  for (const char* type : {"longrope", "su"}) {
     j = base_config();
     j["rope_scaling"] = {{"rope_type", type}, {"factor", 2.0}};
     EXPECT_NE(error_of(j).find(std::string("unsupported RoPE type '") + type + "' in key 'rope_scaling'"),
@@ -278,6 +279,21 @@ TEST(ConfigError, UnimplementedFormsAreRefusedByName) {
   EXPECT_NE(error_of(j).find("unsupported layer type 'chunked_attention'"), std::string::npos);
   j["layer_types"] = {"full_attention", "sliding_attention"};
   EXPECT_EQ(error_of(j), kPath + ": sliding-window layers without a key 'sliding_window'");
+}
+
+TEST(Config, LinearAndDynamicRope) {
+  json j = base_config();
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->rope_scaling.type, "linear");
+  EXPECT_DOUBLE_EQ(c->rope_scaling.factor, 2.0);
+  j["rope_scaling"] = {{"type", "dynamic"}, {"factor", 4.0}};
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->rope_scaling.type, "dynamic");
+  j["rope_scaling"] = {{"type", "linear"}};
+  EXPECT_EQ(error_of(j), kPath + ": missing required key 'rope_scaling.factor'");
 }
 
 TEST(Config, SlidingWindowsInEachForm) {
@@ -468,11 +484,11 @@ TEST(ConfigError, OddHeadDim) {
 TEST(ConfigError, RopeScaling) {
   json j = base_config();
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_EQ(error_of(j), kPath + ": unsupported RoPE type 'yarn' in key 'rope_scaling' (supported: default, llama3); "
-                                 "fp4c would compute another model");
-  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-  EXPECT_EQ(error_of(j), kPath + ": unsupported RoPE type 'linear' in key 'rope_scaling' (supported: default, llama3); "
-                                 "fp4c would compute another model");
+  EXPECT_EQ(error_of(j), kPath + ": unsupported RoPE type 'yarn' in key 'rope_scaling' (supported: default, linear, "
+                                 "dynamic, llama3); fp4c would compute another model");
+  j["rope_scaling"] = {{"type", "longrope"}, {"factor", 2.0}};
+  EXPECT_EQ(error_of(j), kPath + ": unsupported RoPE type 'longrope' in key 'rope_scaling' (supported: default, linear, "
+                                 "dynamic, llama3); fp4c would compute another model");
   j["rope_scaling"] = {{"factor", 2.0}};
   EXPECT_EQ(error_of(j), kPath + ": missing required key 'rope_scaling.rope_type'");
   j["rope_scaling"] = {{"rope_type", "llama3"},
