@@ -152,10 +152,10 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
     }
     if (const ir::QuantizerChoice* c = slot(model.annotations.choice, id)) {
       auto* rq = r->mutable_quantizer();
-      rq->set_chosen(c->chosen);
-      for (const auto& [name, e] : c->candidates) {
+      rq->set_chosen(c->chosen.label());
+      for (const auto& [candidate, e] : c->candidates) {
         auto* cand = rq->add_candidates();
-        cand->set_name(name);
+        cand->set_name(candidate.label());
         cand->set_output_error(e);
       }
       if (c->layer_error) {

@@ -178,9 +178,19 @@ struct Smoothing {
 
 // The auto pass's choice for one Linear: every candidate quantizer's relative output error on held-out
 // calibration tokens, and the one kept (the least error over its fused group).
+// One of `auto`'s candidates: a quantizer (by its name, e.g. "gptq+localhessian"), applied to the
+// weight as it is, or after SmoothQuant of the Linear's norm site.
+struct AutoCandidate {
+  std::string quantizer;
+  bool smoothed = false;
+  // "gptq+localhessian", or "smoothquant+gptq+localhessian": how the manifest and inspect name it.
+  std::string label() const { return smoothed ? "smoothquant+" + quantizer : quantizer; }
+  bool operator==(const AutoCandidate&) const = default;
+};
+
 struct QuantizerChoice {
-  std::string chosen;                                    // e.g. "gptq+localhessian"
-  std::vector<std::pair<std::string, double>> candidates;  // (quantizer, relative output error of this Linear)
+  AutoCandidate chosen;
+  std::vector<std::pair<AutoCandidate, double>> candidates;   // (candidate, relative output error of this Linear)
   // Where the Linear's norm site was also measured smoothed: the decoder layer's output error (summed squares
   // against the BF16 layer on the held-out tokens) with the site unsmoothed and smoothed (each at its best).
   std::optional<std::pair<double, double>> layer_error;

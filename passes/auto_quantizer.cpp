@@ -73,10 +73,7 @@ SiteStats scaled_site(const SiteStats& site, const std::vector<float>& m) {
   return out;
 }
 
-// A candidate's name in the choice: the quantizer's, prefixed when the site is smoothed first.
-std::string candidate_name(const Quantizer& q, bool smoothed) {
-  return smoothed ? std::string(kSmoothedPrefix) + q.name() : q.name();
-}
+ir::AutoCandidate candidate_of(const Quantizer& q, bool smoothed) { return {q.name(), smoothed}; }
 
 }  // namespace
 
@@ -230,10 +227,10 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       for (ir::TensorId m : u.members) {
         if (errors[m].empty()) continue;
         ir::QuantizerChoice qc;
-        qc.chosen = candidate_name(candidates[best % n], u.smooth);
+        qc.chosen = candidate_of(candidates[best % n], u.smooth);
         qc.layer_error = u.layer_error;
         for (size_t c = 0; c < errors[m].size(); ++c)
-          qc.candidates.emplace_back(candidate_name(candidates[c % n], c >= n), errors[m][c].relative());
+          qc.candidates.emplace_back(candidate_of(candidates[c % n], c >= n), errors[m][c].relative());
         choice[m] = std::move(qc);
         auto it = layer_results.find(m);
         if (it == layer_results.end() || !it->second[best] || candidates[best % n].kind == Quantizer::Kind::Rule ||
@@ -414,8 +411,8 @@ std::string format_choices(const ir::Model& model) {
   std::vector<std::string> names;
   for (const auto& c : model.annotations.choice)
     if (c)
-      for (const auto& [name, e] : c->candidates)
-        if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+      for (const auto& [cand, e] : c->candidates)
+        if (std::find(names.begin(), names.end(), cand.label()) == names.end()) names.push_back(cand.label());
   if (names.empty()) return "(no Linear measured)\n";
   std::snprintf(buf, sizeof buf, "%-58s %-30s", "tensor", "chosen");
   out += buf;
@@ -427,11 +424,11 @@ std::string format_choices(const ir::Model& model) {
   for (ir::TensorId id = 0; id < model.tensors.size() && id < model.annotations.choice.size(); ++id) {
     const auto& c = model.annotations.choice[id];
     if (!c) continue;
-    std::snprintf(buf, sizeof buf, "%-58s %-30s", model.tensors[id].name.c_str(), c->chosen.c_str());
+    std::snprintf(buf, sizeof buf, "%-58s %-30s", model.tensors[id].name.c_str(), c->chosen.label().c_str());
     out += buf;
     for (const auto& name : names) {
       const int width = int(std::max<size_t>(12, name.size()));
-      auto it = std::find_if(c->candidates.begin(), c->candidates.end(), [&](const auto& p) { return p.first == name; });
+      auto it = std::find_if(c->candidates.begin(), c->candidates.end(), [&](const auto& p) { return p.first.label() == name; });
       if (it == c->candidates.end()) std::snprintf(buf, sizeof buf, " %*s", width, "-");
       else std::snprintf(buf, sizeof buf, " %*.4e", width, it->second);
       out += buf;

@@ -42,8 +42,8 @@ struct AutoOptions {
 // QuantizerChoice::layer_error). Where smoothing errs less, the factors are folded into the model
 // (fold_norm_smoothing, recorded in annotations.smoothing), the site's rescaled statistics are appended to
 // `smoothed_stats` (the caller lays them over `fit` with overlay_stats, so that later passes and pack see the
-// smoothed input; `fit` itself no longer holds for those sites), and the choice is named
-// "smoothquant+<quantizer>".
+// smoothed input; `fit` itself no longer holds for those sites), and the choice is marked smoothed
+// (AutoCandidate::smoothed; labelled "smoothquant+<quantizer>" in the manifest).
 Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runtime::WeightSource& weights,
                          const ActivationStats& fit, const std::vector<std::vector<int32_t>>& heldout,
                          const AutoOptions& options, const std::function<void(int layer, int layers)>& progress = {},

@@ -287,8 +287,8 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
   std::vector<Quantizer> chosen(model.tensors.size(), options.quantizer);
   for (ir::TensorId id = 0; id < model.tensors.size() && id < model.annotations.choice.size(); ++id)
     if (const auto& c = model.annotations.choice[id]) {
-      auto q = parse_quantizer(c->chosen);
-      if (!q) return make_error("pack: " + model.tensors[id].name + ": unknown quantizer '" + c->chosen + "'");
+      auto q = parse_quantizer(c->chosen.quantizer);
+      if (!q) return make_error("pack: " + model.tensors[id].name + ": unknown quantizer '" + c->chosen.quantizer + "'");
       q->gptq.damp = options.quantizer.gptq.damp;
       chosen[id] = *q;
     }

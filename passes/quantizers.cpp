@@ -28,10 +28,8 @@ std::vector<Quantizer> auto_candidates(const quant::GptqOptions& gptq) {
 }
 
 std::optional<Quantizer> parse_quantizer(const std::string& name) {
-  const std::string_view base =
-      name.starts_with(kSmoothedPrefix) ? std::string_view(name).substr(kSmoothedPrefix.size()) : std::string_view(name);
   for (const auto& q : auto_candidates())
-    if (q.name() == base) return q;
+    if (q.name() == name) return q;
   return std::nullopt;
 }
 

@@ -27,13 +27,9 @@ struct Quantizer {
   bool needs_stats() const { return kind != Kind::Rule || rule == nvfp4::ScaleRule::Weighted; }
 };
 
-// The prefix of an `auto` choice whose site was smoothed first ("smoothquant+gptq+localhessian"): the
-// rewritten weight is then quantized with the quantizer named after it.
-inline constexpr std::string_view kSmoothedPrefix = "smoothquant+";
-
 // Every quantizer `auto` tries, cheapest first (ties keep the earlier one).
 std::vector<Quantizer> auto_candidates(const quant::GptqOptions& gptq = {});
-// A quantizer by name; an `auto` choice's kSmoothedPrefix is skipped.
+// A quantizer by name (Quantizer::name()).
 std::optional<Quantizer> parse_quantizer(const std::string& name);
 
 // Quantizes w [rows, cols] (float) with global scale G. `site`: the statistics of its input (needed by

@@ -76,10 +76,10 @@ TEST(AutoQuantizer, EveryLinearChosenGroupsTogetherLeastErrorKept) {
     SCOPED_TRACE(std::string(w4a4 ? "W4A4" : "W4A16") + ", seed " + std::to_string(f.seed));
     ASSERT_TRUE(f.run().ok());
     const auto& model = f.ckpt->model;
-    std::vector<std::string> base, with_smoothed;
-    for (const auto& q : passes::auto_candidates()) base.push_back(q.name());
+    std::vector<ir::AutoCandidate> base, with_smoothed;
+    for (const auto& q : passes::auto_candidates()) base.push_back({q.name(), false});
     with_smoothed = base;
-    for (const auto& q : passes::auto_candidates()) with_smoothed.push_back("smoothquant+" + q.name());
+    for (const auto& q : passes::auto_candidates()) with_smoothed.push_back({q.name(), true});
     int lone = 0;
     for (ir::TensorId id : model.linear_weights()) {
       if (model.annotations.decision[id].format != ir::Format::NVFP4) continue;
@@ -89,7 +89,7 @@ TEST(AutoQuantizer, EveryLinearChosenGroupsTogetherLeastErrorKept) {
       const auto& names = smoothable(model.tensors[id].role) ? with_smoothed : base;
       ASSERT_EQ(c->candidates.size(), names.size()) << model.tensors[id].name;
       for (size_t k = 0; k < names.size(); ++k) {
-        EXPECT_EQ(c->candidates[k].first, names[k]);
+        EXPECT_EQ(c->candidates[k].first, names[k]) << c->candidates[k].first.label() << " " << names[k].label();
         EXPECT_GT(c->candidates[k].second, 0.0);
       }
       if (const ir::FusedGroup* g = model.group_of(id)) {
@@ -276,12 +276,12 @@ TEST(AutoQuantizer, SmoothsWhereTheLayerErrsLessAndFoldsItIn) {
       smoothed_members.insert(b);
       EXPECT_TRUE(model.transformed(b));
       ASSERT_TRUE(model.annotations.choice[b].has_value());
-      EXPECT_EQ(model.annotations.choice[b]->chosen.rfind("smoothquant+", 0), 0u) << model.tensors[b].name;
+      EXPECT_TRUE(model.annotations.choice[b]->chosen.smoothed) << model.tensors[b].name;
     }
   }
   for (ir::TensorId id : model.linear_weights())
     if (!smoothed_members.count(id) && model.annotations.choice[id])
-      EXPECT_NE(model.annotations.choice[id]->chosen.rfind("smoothquant+", 0), 0u) << model.tensors[id].name;
+      EXPECT_FALSE(model.annotations.choice[id]->chosen.smoothed) << model.tensors[id].name;
   // The layer errors that decided are recorded for every consumer of a measured site: smoothed where less.
   for (ir::TensorId id : model.linear_weights()) {
     const auto& c = model.annotations.choice[id];
