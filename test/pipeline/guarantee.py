@@ -30,14 +30,19 @@ UNCALIBRATED = ["blockscale{rule=max},pack", "blockscale{rule=mse},pack", "block
 
 
 def cpu_class():
-    flags = set()
+    """The CPU vendor and every SIMD feature oneDNN dispatches on: calibrated runs are compared only
+    between machines of one class (an exact match of this string)."""
+    flags, vendor = set(), "unknown"
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("flags"):
                 flags.update(line.split(":", 1)[1].split())
+            elif line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "+".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "other"
+    simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c")))
+    return vendor + ":" + "+".join(simd)
 
 
 def cases(models):
