@@ -30,11 +30,7 @@ Format format_of(std::string_view path) {
   return Format::PlainText;
 }
 
-std::string type_of(const json& v) {
-  if (v.is_number_integer()) return "integer";
-  if (v.is_number_float()) return "number";
-  return v.type_name();
-}
+using json_input::type_of;
 
 Error record_too_long(const std::string& path, int64_t line, uint64_t max_bytes) {
   return make_error(path + ":" + std::to_string(line) + ": record longer than the limit of " +

@@ -17,11 +17,7 @@ namespace {
 
 using nlohmann::json;
 
-std::string type_of(const json& v) {
-  if (v.is_number_integer()) return "integer";
-  if (v.is_number_float()) return "number";
-  return v.type_name();  // "string", "array", "object", "boolean", "null"
-}
+using json_input::type_of;
 
 // Typed access to one JSON object; every error names the file and the key. A key present with
 // the value null counts as absent, as transformers writes optional fields that way.
@@ -184,7 +180,7 @@ Expected<ir::RopeScaling> read_rope_object(const json& obj, const std::string& p
 // transformers 5 one `rope_parameters` object holding both (SmolLM2-135M-Instruct saved by transformers
 // 5: {"rope_theta": 100000.0, "rope_type": "default"}, no top-level rope_theta). Both forms at once must
 // agree. Without either, transformers' own default, 10000.
-Status read_rope(const Reader& r, const json& root, const std::string& path, ir::ModelConfig& c) {
+Status read_rope(const Reader& r, const std::string& path, ir::ModelConfig& c) {
   FP4C_ASSIGN(auto top_theta, r.opt_number("rope_theta"));
   const json* params = r.get("rope_parameters");
   const json* scaling = r.get("rope_scaling");
@@ -221,7 +217,7 @@ Status read_rope(const Reader& r, const json& root, const std::string& path, ir:
 }
 
 // Keys whose computation fp4c does not implement: refused by name when they would change the math.
-Status refuse_unimplemented(const Reader& r, const ir::ModelConfig& c) {
+Status refuse_unimplemented(const Reader& r) {
   FP4C_ASSIGN(auto partial, r.opt_number("partial_rotary_factor"));
   if (partial && *partial != 1.0)
     return r.error("key 'partial_rotary_factor' = " + std::to_string(*partial) +
@@ -236,7 +232,7 @@ Status refuse_unimplemented(const Reader& r, const ir::ModelConfig& c) {
 }
 
 // Which layers use a sliding window, in the three ways configs say it.
-Status read_sliding_window(const Reader& r, const json& root, ir::ModelConfig& c) {
+Status read_sliding_window(const Reader& r, ir::ModelConfig& c) {
   FP4C_ASSIGN(auto window, r.opt_size("sliding_window"));
   FP4C_ASSIGN(auto use, r.opt_bool("use_sliding_window"));
   const int64_t L = c.num_hidden_layers;
@@ -259,7 +255,7 @@ Status read_sliding_window(const Reader& r, const json& root, ir::ModelConfig& c
     // Qwen2: sliding only with use_sliding_window, and only from layer max_window_layers on.
     if (use.value_or(false)) {
       FP4C_ASSIGN(auto from, r.opt_int("max_window_layers"));
-      for (int64_t i = from.value_or(0); i < L; ++i) c.sliding_layers[size_t(std::max<int64_t>(i, 0))] = true;
+      for (int64_t i = std::max<int64_t>(from.value_or(0), 0); i < L; ++i) c.sliding_layers[size_t(i)] = true;
     }
   } else if (window && c.architecture == "MistralForCausalLM") {
     // Mistral: every layer (Llama's attention ignores the key, so a Llama config's window is not used).
@@ -330,9 +326,9 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
 
   // The norm epsilon changes every forward; a silent default would be wrong for half the models.
   FP4C_ASSIGN(c.rms_norm_eps, r.positive("rms_norm_eps", std::nullopt));
-  FP4C_TRY(read_rope(r, root, path, c));
-  FP4C_TRY(refuse_unimplemented(r, c));
-  FP4C_TRY(read_sliding_window(r, root, c));
+  FP4C_TRY(read_rope(r, path, c));
+  FP4C_TRY(refuse_unimplemented(r));
+  FP4C_TRY(read_sliding_window(r, c));
 
   FP4C_ASSIGN(auto tie, r.opt_bool("tie_word_embeddings"));
   c.tie_word_embeddings = tie.value_or(false);

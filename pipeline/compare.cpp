@@ -151,7 +151,7 @@ Expected<CompareOutcome> compare(const CompareRequest& o) {
   report.created_utc = utc_timestamp();
   report.command_line = o.command_line;
   report.model = o.model;
-  report.precision = std::string(precision_name(o.precision));
+  report.precision = std::string(runtime::precision_name(o.precision));
   report.price_per_hour = o.price_per_hour;
   report.gpu_memory_gb = o.gpu_memory_gb;
 

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdarg>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -18,7 +17,6 @@
 #include "runtime/device.h"
 #include "pipeline/artifact_weights.h"
 #include "base/text.h"
-#include "pipeline/quantize.h"
 
 namespace fp4c::pipeline {
 namespace {
@@ -53,7 +51,7 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   runtime::ForwardOptions fo;
   fo.precision = o.precision;
   fo.spill.memory_budget = o.memory_budget;
-  const std::string precision(precision_name(o.precision));
+  const std::string precision(runtime::precision_name(o.precision));
   FP4C_ASSIGN(auto engine, runtime::make_engine(o.device, ckpt->model.config, fo));
   runtime::CheckpointWeights reference(ckpt->model, ckpt->refs, /*release_pages=*/false);
   std::optional<ArtifactWeights> candidate;

@@ -103,7 +103,7 @@ StatsKey stats_key(const std::string& files_key, const ir::Model& model, const Q
   k.model_key = any ? hash::xxh3_128(std::as_bytes(std::span(rewritten_key))).hex() : files_key;
   const std::string calib_text = tokens.source_hash.hex() + "|" + std::to_string(o.tokens.samples) + "|" +
                                  std::to_string(o.tokens.seq_len) + "|" + std::to_string(o.tokens.seed) + "|" +
-                                 packing_name(o.tokens.packing) + "|" + std::string(precision_name(o.precision)) + "|" +
+                                 packing_name(o.tokens.packing) + "|" + std::string(runtime::precision_name(o.precision)) + "|" +
                                  (second_moments ? "m2" : "") + "|" +
                                  std::to_string(tokens.sequences.size());
   k.calibration_key = hash::xxh3_128(std::as_bytes(std::span(calib_text))).hex();
@@ -165,7 +165,7 @@ Expected<StatsResult> collect(const QuantizeRequest& o, const frontend::LoadedCh
                                               ctx.progress("calibrating", double(tokens.total_tokens()))));
     s.model_key = key.model_key;
     s.calibration_key = key.calibration_key;
-    s.precision = std::string(precision_name(o.precision));
+    s.precision = std::string(runtime::precision_name(o.precision));
     if (!cache_path.empty()) {
       fs::create_directories(o.stats_cache, ec);
       FP4C_TRY(passes::save_stats(s, cache_path));
@@ -231,14 +231,6 @@ std::string_view format_name(ArtifactFormat f) {
 std::optional<ArtifactFormat> parse_format(std::string_view name) {
   if (name == "compressed-tensors") return ArtifactFormat::CompressedTensors;
   if (name == "modelopt") return ArtifactFormat::ModelOpt;
-  return std::nullopt;
-}
-
-std::string_view precision_name(runtime::Precision p) { return p == runtime::Precision::BF16 ? "bf16" : "f32"; }
-
-std::optional<runtime::Precision> parse_precision(std::string_view name) {
-  if (name == "f32") return runtime::Precision::F32;
-  if (name == "bf16") return runtime::Precision::BF16;
   return std::nullopt;
 }
 
@@ -368,7 +360,7 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
     c->set_seq_len(o.tokens.seq_len);
     c->set_seed(o.tokens.seed);
     c->set_packing(packing_name(o.tokens.packing));
-    c->set_precision(std::string(precision_name(o.precision)));
+    c->set_precision(std::string(runtime::precision_name(o.precision)));
     c->set_stats_from_cache(ctx.first_stats->from_cache);
     c->set_stats_key(ctx.first_stats->key);
   }

@@ -29,8 +29,6 @@ struct StatsMemo {
 enum class ArtifactFormat : uint8_t { CompressedTensors, ModelOpt };
 std::string_view format_name(ArtifactFormat f);                     // "compressed-tensors", "modelopt"
 std::optional<ArtifactFormat> parse_format(std::string_view name);
-std::string_view precision_name(runtime::Precision p);             // "f32", "bf16"
-std::optional<runtime::Precision> parse_precision(std::string_view name);
 
 struct QuantizeRequest {
   std::string model;            // BF16 checkpoint directory

@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "base/expected.h"
@@ -19,6 +20,14 @@ enum class Precision : uint8_t {
   F32,    // FP32 activations and GEMMs (the correctness reference)
   BF16,   // GEMM inputs rounded to BF16, FP32 accumulation (as GPU frameworks run a BF16 model)
 };
+
+// "f32" or "bf16", as the command line, the manifest and the statistics keys spell it.
+inline std::string_view precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "f32"; }
+inline std::optional<Precision> parse_precision(std::string_view name) {
+  if (name == "f32") return Precision::F32;
+  if (name == "bf16") return Precision::BF16;
+  return std::nullopt;
+}
 
 // The artifact's own bytes of an NVFP4 Linear, for an engine that multiplies them directly (CUDA);
 // LinearParams::weight holds the same values dequantized, which the CPU multiplies.

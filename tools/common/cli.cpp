@@ -60,6 +60,13 @@ pipeline::Reporter terminal_reporter(bool progress) {
   return r;
 }
 
+std::function<void(int, int)> layer_progress() {
+  return [](int i, int n) {
+    std::fprintf(stderr, "\rlayer %d of %d", i, n);
+    if (i == n) std::fprintf(stderr, "\n");
+  };
+}
+
 Expected<pipeline::TokenSetOptions> token_set_options(const TokenSetFlags& f) {
   pipeline::TokenSetOptions o;
   o.samples = f.samples;

@@ -40,4 +40,7 @@ Expected<pipeline::TokenSetOptions> token_set_options(const TokenSetFlags& flags
 // "<what>: layer i of n, T tokens/s, S s left".
 pipeline::Reporter terminal_reporter(bool progress);
 
+// "\rlayer i of n" on stderr, for an evaluation's progress callback.
+std::function<void(int, int)> layer_progress();
+
 }  // namespace fp4c::tools

@@ -206,7 +206,7 @@ VerifyOutcome run_verification(const VerifyRequest& q) {
     auto tokens = tools::token_set_options(q.tokens);
     if (!tokens) return refuse(tokens.error().message);
     er.tokens = *tokens;
-    const auto precision = pipeline::parse_precision(q.precision);
+    const auto precision = runtime::parse_precision(q.precision);
     if (!precision) return refuse("--precision '" + q.precision + "': not f32 or bf16");
     er.precision = *precision;
     const auto budget = pipeline::parse_size(q.memory_budget);
@@ -217,11 +217,7 @@ VerifyOutcome run_verification(const VerifyRequest& q) {
   er.threads = q.threads;
   er.per_layer = q.per_layer;
   er.record_in_manifest = false;   // verification.json holds the figures; the artifact stays as built
-  if (q.progress)
-    er.progress = [](int i, int n) {
-      std::fprintf(stderr, "\rlayer %d of %d", i, n);
-      if (i == n) std::fprintf(stderr, "\n");
-    };
+  if (q.progress) er.progress = tools::layer_progress();
   auto eval = pipeline::run_evaluation(er);
   if (!eval) return refuse(eval.error().message);
   *v.mutable_accuracy() = eval->accuracy;

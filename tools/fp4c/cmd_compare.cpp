@@ -48,7 +48,7 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
   if (!tokens) return fail(tokens.error().message);
   r.calib_tokens = *tokens;
   r.eval_samples = o.eval_samples;
-  r.precision = *parse_precision(o.precision);
+  r.precision = *runtime::parse_precision(o.precision);
   const auto budget = parse_size(o.memory_budget);
   if (!budget) return fail("--memory-budget '" + o.memory_budget + "': not a size (e.g. 4GiB)");
   r.memory_budget = *budget;

@@ -28,19 +28,14 @@ int run_eval(const EvalCommandOptions& o) {
   };
   pipeline::EvalRequest request = o.request;
   request.record_in_manifest = !o.no_manifest;
-  request.precision = *pipeline::parse_precision(o.precision);
+  request.precision = *runtime::parse_precision(o.precision);
   const auto budget = pipeline::parse_size(o.memory_budget);
   if (!budget) return fail("--memory-budget '" + o.memory_budget + "': not a size (e.g. 4GiB)");
   request.memory_budget = *budget;
   auto tokens = token_set_options(o.tokens);
   if (!tokens) return fail(tokens.error().message);
   request.tokens = *tokens;
-  if (isatty(fileno(stderr)) && !o.json) {
-    request.progress = [](int i, int n) {
-      std::fprintf(stderr, "\rlayer %d of %d", i, n);
-      if (i == n) std::fprintf(stderr, "\n");
-    };
-  }
+  if (isatty(fileno(stderr)) && !o.json) request.progress = layer_progress();
   auto outcome = pipeline::run_evaluation(request);
   if (!outcome) return fail(outcome.error().message);
   if (o.json) std::printf("%s\n", outcome->json.dump(2).c_str());

@@ -22,7 +22,7 @@ struct QuantizeFlags {
 Expected<pipeline::QuantizeRequest> to_request(const QuantizeFlags& f) {
   pipeline::QuantizeRequest r = f.request;
   if (!f.scheme.empty()) r.scheme = passes::parse_scheme(f.scheme);
-  r.precision = *pipeline::parse_precision(f.precision);   // CLI11 checked the choices
+  r.precision = *runtime::parse_precision(f.precision);   // CLI11 checked the choices
   r.format = *pipeline::parse_format(f.format);
   const auto budget = pipeline::parse_size(f.memory_budget);
   if (!budget) return make_error("--memory-budget '" + f.memory_budget + "': not a size (e.g. 4GiB)");
