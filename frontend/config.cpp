@@ -37,6 +37,9 @@ class Reader {
     return error("key " + key_name(key) + " must be " + std::string(want) + ", got " + type_of(v));
   }
 
+  // Present at all, null included (an explicit null can differ from the config class's default).
+  bool has(std::string_view key) const { return obj_.find(key) != obj_.end(); }
+
   const json* get(std::string_view key) const {
     auto it = obj_.find(key);
     if (it == obj_.end() || it->is_null()) return nullptr;
@@ -253,13 +256,17 @@ Status read_sliding_window(const Reader& r, ir::ModelConfig& c) {
     }
   } else if (c.architecture == "Qwen2ForCausalLM") {
     // Qwen2: sliding only with use_sliding_window, and only from layer max_window_layers on.
+    // Qwen2Config's own defaults: max_window_layers 28, sliding_window 4096.
     if (use.value_or(false)) {
       FP4C_ASSIGN(auto from, r.opt_int("max_window_layers"));
-      for (int64_t i = std::max<int64_t>(from.value_or(0), 0); i < L; ++i) c.sliding_layers[size_t(i)] = true;
+      for (int64_t i = std::max<int64_t>(from.value_or(28), 0); i < L; ++i) c.sliding_layers[size_t(i)] = true;
+      if (!window && !r.has("sliding_window")) window = 4096;
     }
-  } else if (window && c.architecture == "MistralForCausalLM") {
-    // Mistral: every layer (Llama's attention ignores the key, so a Llama config's window is not used).
-    c.sliding_layers.assign(size_t(L), true);
+  } else if (c.architecture == "MistralForCausalLM") {
+    // Mistral: every layer. MistralConfig's default window is 4096; an explicit null means none. (Llama's
+    // attention ignores the key, so a Llama config's window is not used.)
+    if (!window && !r.has("sliding_window")) window = 4096;
+    if (window) c.sliding_layers.assign(size_t(L), true);
   }
   const bool any = std::find(c.sliding_layers.begin(), c.sliding_layers.end(), true) != c.sliding_layers.end();
   if (any) {

@@ -307,6 +307,8 @@ TEST(Config, SlidingWindowsInEachForm) {
   EXPECT_EQ(c->sliding_layers, (std::vector<bool>{true, true}));
   j["sliding_window"] = nullptr;
   EXPECT_FALSE(parse(j)->sliding_window.has_value());
+  j.erase("sliding_window");   // absent: MistralConfig's default, 4096
+  EXPECT_EQ(parse(j)->sliding_window, 4096);
   // Llama's attention ignores the key (so does fp4c).
   j = base_config();
   j["sliding_window"] = 16;
@@ -323,6 +325,16 @@ TEST(Config, SlidingWindowsInEachForm) {
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(c->sliding_window, 32);
   EXPECT_EQ(c->sliding_layers, (std::vector<bool>{false, true}));
+  // Qwen2Config's defaults where the keys are absent: max_window_layers 28 (so no layer of this 2-layer
+  // model slides), sliding_window 4096.
+  j.erase("max_window_layers");
+  EXPECT_FALSE(parse(j)->sliding_window.has_value());
+  j["num_hidden_layers"] = 30;
+  j.erase("sliding_window");
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->sliding_window, 4096);
+  EXPECT_TRUE(c->sliding_layers[28] && c->sliding_layers[29] && !c->sliding_layers[27]);
   // layer_types (transformers 5) says it per layer.
   j = base_config();
   j["sliding_window"] = 8;
