@@ -68,6 +68,8 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
   {
     const ir::ModelConfig& c = model.config;
     auto* r = m.mutable_config();
+    bool q_k_norms = false;
+    for (const ir::TensorInfo& t : model.tensors) q_k_norms |= t.role == ir::Role::QNorm;
     r->set_hidden_size(c.hidden_size);
     r->set_intermediate_size(c.intermediate_size);
     r->set_num_hidden_layers(c.num_hidden_layers);
@@ -85,7 +87,15 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
       r->set_rope_low_freq_factor(c.rope_scaling.low_freq_factor);
       r->set_rope_high_freq_factor(c.rope_scaling.high_freq_factor);
       r->set_rope_original_max_position_embeddings(c.rope_scaling.original_max_position_embeddings);
+      if (c.rope_scaling.type == "yarn") {
+        r->set_rope_beta_fast(c.rope_scaling.beta_fast);
+        r->set_rope_beta_slow(c.rope_scaling.beta_slow);
+        r->set_rope_truncate(c.rope_scaling.truncate);
+        r->set_rope_attention_factor(c.rope_scaling.attention_factor);
+      }
     }
+    r->set_q_k_norms(q_k_norms);
+    r->set_mlp_bias(c.mlp_bias);
     r->set_sliding_window(c.sliding_window.value_or(0));
     for (size_t i = 0; i < c.sliding_layers.size(); ++i)
       if (c.sliding_layers[i]) r->add_sliding_layers(int32_t(i));

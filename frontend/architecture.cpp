@@ -12,7 +12,7 @@ using ir::ParamKind;
 using ir::Role;
 
 // The sizes a tensor dimension can be, as functions of the config.
-enum class Dim : uint8_t { Hidden, Inter, Vocab, QOut, KvOut, HalfHead };
+enum class Dim : uint8_t { Hidden, Inter, Vocab, QOut, KvOut, Head, HalfHead };
 
 int64_t dim_size(Dim d, const ir::ModelConfig& c) {
   switch (d) {
@@ -21,6 +21,7 @@ int64_t dim_size(Dim d, const ir::ModelConfig& c) {
     case Dim::Vocab: return c.vocab_size;
     case Dim::QOut: return c.num_attention_heads * c.head_dim;
     case Dim::KvOut: return c.num_key_value_heads * c.head_dim;
+    case Dim::Head: return c.head_dim;
     case Dim::HalfHead: return c.head_dim / 2;
   }
   return -1;
@@ -41,6 +42,8 @@ enum class Scope : uint8_t {
 enum class Presence : uint8_t {
   Required,
   AttentionBias,  // required when the architecture or the config has q/k/v biases, else not allowed
+  OutputBias,     // o_proj's bias: required when the architecture gives o_proj one (attention_bias in Llama, Qwen3)
+  MlpBias,        // gate/up/down biases: required when mlp_bias (Llama), else not allowed
   UnlessTied,     // required unless tie_word_embeddings; accepted either way when tied
   Optional,       // tolerated buffers, e.g. rotary inv_freq in old Llama checkpoints
 };
@@ -66,7 +69,10 @@ struct SiteRule {
   GroupRule consumers;
 };
 
-enum class BiasPolicy : uint8_t { FromConfig, Always };
+// Which attention projections have biases: q/k/v/o when the config's attention_bias says so (Llama,
+// Qwen3); q/k/v always and o never (Qwen2); none whatever the config says (Mistral's attention ignores
+// attention_bias).
+enum class BiasPolicy : uint8_t { FromConfig, QkvAlways, Never };
 
 struct Architecture {
   std::string_view name;
@@ -97,13 +103,31 @@ constexpr auto kLlamaTensors = [] {
   {Layer,  "self_attn.k_proj.bias",           K,         Bias,   vec(KvOut),         AttentionBias},
   {Layer,  "self_attn.v_proj.bias",           V,         Bias,   vec(KvOut),         AttentionBias},
   {Layer,  "self_attn.o_proj.weight",         O,         Weight, mat(Hidden, QOut),  Required},
+  {Layer,  "self_attn.o_proj.bias",           O,         Bias,   vec(Hidden),        OutputBias},
   {Layer,  "self_attn.rotary_emb.inv_freq",   Other,     Weight, vec(HalfHead),      Optional},
   {Layer,  "post_attention_layernorm.weight", Norm,      Weight, vec(Hidden),        Required},
   {Layer,  "mlp.gate_proj.weight",            Gate,      Weight, mat(Inter, Hidden), Required},
   {Layer,  "mlp.up_proj.weight",              Up,        Weight, mat(Inter, Hidden), Required},
   {Layer,  "mlp.down_proj.weight",            Down,      Weight, mat(Hidden, Inter), Required},
+  {Layer,  "mlp.gate_proj.bias",              Gate,      Bias,   vec(Inter),         MlpBias},
+  {Layer,  "mlp.up_proj.bias",                Up,        Bias,   vec(Inter),         MlpBias},
+  {Layer,  "mlp.down_proj.bias",              Down,      Bias,   vec(Hidden),        MlpBias},
   });
   // clang-format on
+}();
+
+// Qwen3: the Llama layout with a per-head RMSNorm of the queries and keys before RoPE.
+constexpr auto kQwen3Tensors = [] {
+  using enum Scope;
+  using enum Role;
+  using enum ParamKind;
+  using enum Dim;
+  using enum Presence;
+  std::array<TensorRule, kLlamaTensors.size() + 2> out{};
+  for (size_t i = 0; i < kLlamaTensors.size(); ++i) out[i] = kLlamaTensors[i];
+  out[kLlamaTensors.size()] = {Layer, "self_attn.q_norm.weight", QNorm, Weight, vec(Head), Required};
+  out[kLlamaTensors.size() + 1] = {Layer, "self_attn.k_norm.weight", KNorm, Weight, vec(Head), Required};
+  return out;
 }();
 
 constexpr GroupRule kQkv = {
@@ -119,8 +143,9 @@ constexpr SiteRule kLlamaSites[] = {
 // Sorted by name: the order of supported_architectures() and of error messages.
 constexpr Architecture kArchitectures[] = {
     {"LlamaForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::FromConfig},
-    {"MistralForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::FromConfig},
-    {"Qwen2ForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::Always},
+    {"MistralForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::Never},
+    {"Qwen2ForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::QkvAlways},
+    {"Qwen3ForCausalLM", kQwen3Tensors, kLlamaGroups, kLlamaSites, BiasPolicy::FromConfig},
 };
 
 constexpr auto kArchitectureNames = [] {
@@ -218,7 +243,10 @@ class Classifier {
         config_(config),
         dir_(dir),
         matcher_(arch),
-        qkv_bias_(arch.qkv_bias == BiasPolicy::Always || config.attention_bias) {}
+        qkv_bias_(arch.qkv_bias == BiasPolicy::QkvAlways ||
+                  (arch.qkv_bias == BiasPolicy::FromConfig && config.attention_bias)),
+        o_bias_(arch.qkv_bias == BiasPolicy::FromConfig && config.attention_bias),
+        mlp_bias_(config.mlp_bias) {}
 
   Expected<ir::Model> run(std::span<const TensorHeader> tensors) {
     ir::Model model;
@@ -248,7 +276,15 @@ class Classifier {
                    ", but num_hidden_layers is " + std::to_string(config_.num_hidden_layers));
     if (r.presence == Presence::AttentionBias && !qkv_bias_)
       return error("unexpected tensor " + quoted(t.name) + ": " + std::string(arch_.name) +
-                   " with attention_bias false has no q/k/v biases");
+                   (arch_.qkv_bias == BiasPolicy::Never ? " has no q/k/v biases"
+                                                       : " with attention_bias false has no q/k/v biases"));
+    if (r.presence == Presence::OutputBias && !o_bias_)
+      return error("unexpected tensor " + quoted(t.name) + ": " + std::string(arch_.name) +
+                   (arch_.qkv_bias == BiasPolicy::FromConfig ? " with attention_bias false" : "") +
+                   " has no o_proj bias");
+    if (r.presence == Presence::MlpBias && !mlp_bias_)
+      return error("unexpected tensor " + quoted(t.name) + ": " + std::string(arch_.name) +
+                   " with mlp_bias false has no MLP biases");
     if (model.find(t.name)) return error("duplicate tensor " + quoted(t.name));
     if (!allowed_dtype(t.dtype))
       return error("tensor " + quoted(t.name) + " has dtype " + std::string(dtype_name(t.dtype)) +
@@ -274,6 +310,8 @@ class Classifier {
     switch (r.presence) {
       case Presence::Required: return true;
       case Presence::AttentionBias: return qkv_bias_;
+      case Presence::OutputBias: return o_bias_;
+      case Presence::MlpBias: return mlp_bias_;
       case Presence::UnlessTied: return !config_.tie_word_embeddings;
       case Presence::Optional: return false;
     }
@@ -334,7 +372,7 @@ class Classifier {
   const ir::ModelConfig& config_;
   const std::string& dir_;
   NameMatcher matcher_;
-  bool qkv_bias_;
+  bool qkv_bias_, o_bias_, mlp_bias_;
 };
 
 }  // namespace

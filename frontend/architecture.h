@@ -11,7 +11,7 @@
 
 namespace fp4c::frontend {
 
-// Architectures fp4c knows: LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM.
+// Architectures fp4c knows: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM.
 std::span<const std::string_view> supported_architectures();
 bool is_supported_architecture(std::string_view arch);
 

@@ -1,6 +1,7 @@
 #include "frontend/config.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <algorithm>
@@ -141,11 +142,49 @@ Expected<std::string> read_architecture(const Reader& r, const json& root) {
   return arch;
 }
 
+// YaRN (Qwen3 and Qwen2.5 long context, DeepSeek): as transformers 5's _compute_yarn_parameters resolves it.
+// original_max_position_embeddings from the object, else the config's top-level key, else
+// max_position_embeddings; factor from the object, else max_position_embeddings / original.
+Expected<ir::RopeScaling> read_yarn(const Reader& r, const std::string& key, const ir::ModelConfig& c) {
+  ir::RopeScaling rs;
+  rs.type = "yarn";
+  FP4C_ASSIGN(auto original, r.opt_size("original_max_position_embeddings"));
+  rs.original_max_position_embeddings = original.value_or(c.original_max_position_embeddings > 0
+                                                               ? c.original_max_position_embeddings
+                                                               : c.max_position_embeddings);
+  FP4C_ASSIGN(auto factor, r.opt_number("factor"));
+  if (factor && !(*factor > 0)) return r.error("key '" + key + ".factor' must be positive");
+  rs.factor = factor ? *factor : double(c.max_position_embeddings) / double(rs.original_max_position_embeddings);
+  FP4C_ASSIGN(auto fast, r.opt_number("beta_fast"));
+  FP4C_ASSIGN(auto slow, r.opt_number("beta_slow"));
+  // transformers: `get("beta_fast") or 32` (a 0 also means the default).
+  rs.beta_fast = fast && *fast != 0 ? *fast : 32.0;
+  rs.beta_slow = slow && *slow != 0 ? *slow : 1.0;
+  if (!(rs.beta_fast > 0) || !(rs.beta_slow > 0))
+    return r.error("keys '" + key + ".beta_fast' and '" + key + ".beta_slow' must be positive");
+  FP4C_ASSIGN(auto truncate, r.opt_bool("truncate"));
+  rs.truncate = truncate.value_or(true);
+  auto mscale_of = [](double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
+  FP4C_ASSIGN(auto attention, r.opt_number("attention_factor"));
+  FP4C_ASSIGN(auto mscale, r.opt_number("mscale"));
+  FP4C_ASSIGN(auto mscale_all, r.opt_number("mscale_all_dim"));
+  if (attention) {
+    if (!(*attention > 0)) return r.error("key '" + key + ".attention_factor' must be positive");
+    rs.attention_factor = *attention;
+  } else if (mscale && mscale_all && *mscale != 0 && *mscale_all != 0) {
+    rs.attention_factor = mscale_of(rs.factor, *mscale) / mscale_of(rs.factor, *mscale_all);
+  } else {
+    rs.attention_factor = mscale_of(rs.factor, 1.0);
+  }
+  return rs;
+}
+
 // The RoPE type and its parameters from one object: transformers 4's `rope_scaling` or transformers 5's
-// `rope_parameters` (which also holds rope_theta). "default" (or none) is plain RoPE; "llama3" is Llama
-// 3's frequency scaling; every other type (linear, dynamic, yarn, longrope, ...) changes the math in a
-// way fp4c does not implement, and is refused by name.
-Expected<ir::RopeScaling> read_rope_object(const json& obj, const std::string& path, const std::string& key) {
+// `rope_parameters` (which also holds rope_theta). "default" (or none) is plain RoPE; linear, dynamic,
+// llama3 and yarn are implemented; every other type (longrope, ...) changes the math in a way fp4c does
+// not implement, and is refused by name.
+Expected<ir::RopeScaling> read_rope_object(const json& obj, const std::string& path, const std::string& key,
+                                           const ir::ModelConfig& c) {
   ir::RopeScaling rs;
   Reader r(obj, path, key + ".");
   FP4C_ASSIGN(auto rope_type, r.opt_string("rope_type"));
@@ -166,9 +205,10 @@ Expected<ir::RopeScaling> read_rope_object(const json& obj, const std::string& p
     FP4C_ASSIGN(rs.factor, r.positive("factor", std::nullopt));
     return rs;
   }
+  if (*rope_type == "yarn") return read_yarn(r, key, c);
   if (*rope_type != "llama3")
     return r.error("unsupported RoPE type '" + *rope_type + "' in key '" + key +
-                   "' (supported: default, linear, dynamic, llama3); fp4c would compute another model");
+                   "' (supported: default, linear, dynamic, llama3, yarn); fp4c would compute another model");
   rs.type = *rope_type;
   FP4C_ASSIGN(rs.factor, r.positive("factor", std::nullopt));
   FP4C_ASSIGN(rs.low_freq_factor, r.positive("low_freq_factor", std::nullopt));
@@ -203,14 +243,14 @@ Status read_rope(const Reader& r, const std::string& path, ir::ModelConfig& c) {
       FP4C_ASSIGN(c.rope_theta, p.positive("rope_theta", std::nullopt));
       c.rope_source = "rope_parameters";
     }
-    FP4C_ASSIGN(c.rope_scaling, read_rope_object(*params, path, "rope_parameters"));
+    FP4C_ASSIGN(c.rope_scaling, read_rope_object(*params, path, "rope_parameters", c));
     if (scaling) {
-      FP4C_ASSIGN(auto other, read_rope_object(*scaling, path, "rope_scaling"));
+      FP4C_ASSIGN(auto other, read_rope_object(*scaling, path, "rope_scaling", c));
       if (other.type != c.rope_scaling.type || other.factor != c.rope_scaling.factor)
         return r.error("keys 'rope_scaling' and 'rope_parameters' disagree");
     }
   } else if (scaling) {
-    FP4C_ASSIGN(c.rope_scaling, read_rope_object(*scaling, path, "rope_scaling"));
+    FP4C_ASSIGN(c.rope_scaling, read_rope_object(*scaling, path, "rope_scaling", c));
   }
   if (c.rope_source.empty()) {
     FP4C_ASSIGN(c.rope_theta, r.positive("rope_theta", 10000.0));
@@ -254,9 +294,9 @@ Status read_sliding_window(const Reader& r, ir::ModelConfig& c) {
         return r.error("key 'layer_types': unsupported layer type '" + s +
                        "' (supported: full_attention, sliding_attention)");
     }
-  } else if (c.architecture == "Qwen2ForCausalLM") {
-    // Qwen2: sliding only with use_sliding_window, and only from layer max_window_layers on.
-    // Qwen2Config's own defaults: max_window_layers 28, sliding_window 4096.
+  } else if (c.architecture == "Qwen2ForCausalLM" || c.architecture == "Qwen3ForCausalLM") {
+    // Qwen2 and Qwen3: sliding only with use_sliding_window, and only from layer max_window_layers on.
+    // Their config classes' own defaults: max_window_layers 28, sliding_window 4096.
     if (use.value_or(false)) {
       FP4C_ASSIGN(auto from, r.opt_int("max_window_layers"));
       for (int64_t i = std::max<int64_t>(from.value_or(28), 0); i < L; ++i) c.sliding_layers[size_t(i)] = true;
@@ -317,6 +357,8 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
   // the heads must split hidden_size evenly.
   if (head_dim) {
     c.head_dim = *head_dim;
+  } else if (c.architecture == "Qwen3ForCausalLM") {
+    c.head_dim = 128;   // Qwen3Config's own default, whatever hidden_size / num_attention_heads is
   } else {
     if (c.hidden_size % c.num_attention_heads != 0)
       return r.error("hidden_size " + std::to_string(c.hidden_size) +
@@ -333,6 +375,8 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
 
   // The norm epsilon changes every forward; a silent default would be wrong for half the models.
   FP4C_ASSIGN(c.rms_norm_eps, r.positive("rms_norm_eps", std::nullopt));
+  FP4C_ASSIGN(auto original_max, r.opt_size("original_max_position_embeddings"));
+  c.original_max_position_embeddings = original_max.value_or(0);
   FP4C_TRY(read_rope(r, path, c));
   FP4C_TRY(refuse_unimplemented(r));
   FP4C_TRY(read_sliding_window(r, c));
@@ -343,8 +387,11 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
   c.attention_bias = bias.value_or(false);
   if (c.architecture == "Qwen2ForCausalLM")
     c.attention_bias = true;  // Qwen2 always has q/k/v biases
+  if (c.architecture == "MistralForCausalLM")
+    c.attention_bias = false;  // Mistral's attention has none, whatever the key says
+  // Only Llama's MLP reads mlp_bias; the others have no MLP biases whatever the key says.
   FP4C_ASSIGN(auto mlp_bias, r.opt_bool("mlp_bias"));
-  if (mlp_bias.value_or(false)) return r.error("key 'mlp_bias': MLP biases are not supported");
+  c.mlp_bias = c.architecture == "LlamaForCausalLM" && mlp_bias.value_or(false);
   FP4C_ASSIGN(auto act, r.opt_string("hidden_act"));
   if (act && *act != "silu")
     return r.error("key 'hidden_act': unsupported activation '" + *act + "' (supported: silu)");

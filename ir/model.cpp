@@ -16,6 +16,8 @@ std::string_view role_name(Role r) {
     case Role::Norm: return "norm";
     case Role::Router: return "router";
     case Role::Other: return "other";
+    case Role::QNorm: return "q_norm";
+    case Role::KNorm: return "k_norm";
   }
   return "?";
 }

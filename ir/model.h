@@ -15,21 +15,28 @@
 namespace fp4c::ir {
 
 enum class Role : uint8_t {
-  Embedding, Q, K, V, O, Gate, Up, Down, LmHead, Norm, Router, Other
+  Embedding, Q, K, V, O, Gate, Up, Down, LmHead, Norm, Router, Other,
+  QNorm, KNorm,   // per-head RMSNorm of the queries / keys before RoPE (Qwen3, Gemma 3), weight [head_dim]
 };
-std::string_view role_name(Role r);  // "q", "k", "v", "o", "gate", "up", "down", "lm_head", ...
+std::string_view role_name(Role r);  // "q", "k", "v", "o", "gate", "up", "down", "lm_head", "q_norm", ...
 
 // Linears are the roles that can become NVFP4 (lm_head is a Linear, but never FP4 by default).
 bool is_linear(Role r);
 
 enum class ParamKind : uint8_t { Weight, Bias };
 
-struct RopeScaling {        // Llama 3 style ("rope_type": "llama3")
-  std::string type;         // "llama3", or empty when the config has none
+struct RopeScaling {        // rope_scaling / rope_parameters beyond plain RoPE
+  std::string type;         // "linear", "dynamic", "llama3", "yarn", or empty when the config has none
   double factor = 1.0;
-  double low_freq_factor = 1.0;
-  double high_freq_factor = 4.0;
-  int64_t original_max_position_embeddings = 0;
+  double low_freq_factor = 1.0;   // llama3
+  double high_freq_factor = 4.0;  // llama3
+  int64_t original_max_position_embeddings = 0;   // llama3, yarn
+  // yarn, resolved as transformers' _compute_yarn_parameters does: the ramp between beta_fast and beta_slow
+  // rotations (truncated to whole dimensions unless truncate is false), and the factor cos and sin are
+  // multiplied by (attention_factor, or from mscale / mscale_all_dim, or 0.1 ln(factor) + 1).
+  double beta_fast = 32.0, beta_slow = 1.0;
+  bool truncate = true;
+  double attention_factor = 1.0;
 };
 
 // Typed metadata from config.json.
@@ -44,6 +51,7 @@ struct ModelConfig {
   int64_t head_dim = 0;       // hidden_size / num_attention_heads unless the config says otherwise
   int64_t vocab_size = 0;
   int64_t max_position_embeddings = 0;
+  int64_t original_max_position_embeddings = 0;   // top-level key (Phi-3), 0 when absent
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
@@ -54,7 +62,8 @@ struct ModelConfig {
   std::optional<int64_t> sliding_window;
   std::vector<bool> sliding_layers;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;   // q/k/v biases (Qwen2 always has them)
+  bool attention_bias = false;   // q/k/v (and o, Llama and Qwen3) biases; Qwen2 always has q/k/v ones
+  bool mlp_bias = false;         // gate/up/down biases (Llama's mlp_bias)
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
   std::string torch_dtype;

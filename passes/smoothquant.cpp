@@ -230,7 +230,9 @@ Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::R
     for (int l = 0; l < int(c.num_hidden_layers); ++l) {
       auto up = find_tensor(model, l, ir::Role::Up, ir::ParamKind::Weight);
       auto down = find_tensor(model, l, ir::Role::Down, ir::ParamKind::Weight);
-      if (up && down) mappings.push_back({l, ir::SmoothingMapping::UpDown, ir::Role::Down, *up, std::nullopt, true, {*down}});
+      if (up && down)
+        mappings.push_back({l, ir::SmoothingMapping::UpDown, ir::Role::Down, *up,
+                            find_tensor(model, l, ir::Role::Up, ir::ParamKind::Bias), true, {*down}});
       auto v = find_tensor(model, l, ir::Role::V, ir::ParamKind::Weight);
       auto o = find_tensor(model, l, ir::Role::O, ir::ParamKind::Weight);
       if (v && o && c.num_key_value_heads == c.num_attention_heads)

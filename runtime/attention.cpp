@@ -27,6 +27,30 @@ std::vector<double> rope_inv_freq(const ir::ModelConfig& config) {
     for (double& f : inv) f /= rs.factor;
     return inv;
   }
+  if (rs.type == "yarn") {
+    // transformers' _compute_yarn_parameters: interpolated (f / factor) below the correction range,
+    // extrapolated (f) above it, a linear ramp between.
+    const double base = config.rope_theta, d = double(dim);
+    const auto correction_dim = [&](double rotations) {
+      return d * std::log(double(rs.original_max_position_embeddings) / (rotations * 2 * std::numbers::pi)) /
+             (2 * std::log(base));
+    };
+    double low = correction_dim(rs.beta_fast), high = correction_dim(rs.beta_slow);
+    if (rs.truncate) {
+      low = std::floor(low);
+      high = std::ceil(high);
+    }
+    low = std::max(low, 0.0);
+    high = std::min(high, d - 1);
+    if (low == high) high += 0.001;
+    for (int64_t i = 0; i < dim / 2; ++i) {
+      const double ramp = std::clamp((double(i) - low) / (high - low), 0.0, 1.0);
+      const double extrapolation = 1 - ramp;
+      const double f = inv[size_t(i)];
+      inv[size_t(i)] = f / rs.factor * (1 - extrapolation) + f * extrapolation;
+    }
+    return inv;
+  }
   if (rs.type != "llama3") return inv;   // default, and dynamic within max_position_embeddings
   const double old_len = double(rs.original_max_position_embeddings);
   const double low_wavelen = old_len / rs.low_freq_factor;
@@ -42,30 +66,43 @@ std::vector<double> rope_inv_freq(const ir::ModelConfig& config) {
   return inv;
 }
 
+Status check_rope_type(const ir::ModelConfig& c) {
+  const std::string& t = c.rope_scaling.type;
+  if (t.empty() || t == "linear" || t == "dynamic" || t == "llama3" || t == "yarn") return {};
+  return make_error("unsupported rope_scaling type '" + t + "' (supported: linear, dynamic, llama3, yarn)");
+}
+
+double rope_attention_factor(const ir::ModelConfig& config) {
+  return config.rope_scaling.type == "yarn" ? config.rope_scaling.attention_factor : 1.0;
+}
+
 namespace detail {
 
-// Softmax of one score row: keys [0, valid) are visible, the rest of the n columns get probability 0.
+// Softmax of one score row: keys [first, valid) are visible, the rest of the n columns get probability 0.
 // p[k] = exp((s[k] - max) * scale) / sum; s is overwritten.
-FP4C_VECTOR_CLONES void softmax_row_f32(float* s, int64_t valid, int64_t n, float scale) {
-  float m = s[0];
+FP4C_VECTOR_CLONES void softmax_row_f32(float* s, int64_t first, int64_t valid, int64_t n, float scale) {
+  for (int64_t k = 0; k < first; ++k) s[k] = 0.0f;
+  float m = s[first];
 #pragma omp simd reduction(max : m)
-  for (int64_t k = 0; k < valid; ++k) m = s[k] > m ? s[k] : m;
+  for (int64_t k = first; k < valid; ++k) m = s[k] > m ? s[k] : m;
   float sum = 0;
 #pragma omp simd reduction(+ : sum)
-  for (int64_t k = 0; k < valid; ++k) {
+  for (int64_t k = first; k < valid; ++k) {
     s[k] = exp_approx((s[k] - m) * scale);
     sum += s[k];
   }
   const float inv = 1.0f / sum;
 #pragma omp simd
-  for (int64_t k = 0; k < valid; ++k) s[k] *= inv;
+  for (int64_t k = first; k < valid; ++k) s[k] *= inv;
   for (int64_t k = valid; k < n; ++k) s[k] = 0.0f;
 }
 
-FP4C_VECTOR_CLONES void softmax_row_bf16(float* s, int64_t valid, int64_t n, float scale, uint16_t* p) {
-  softmax_row_f32(s, valid, n, scale);
+FP4C_VECTOR_CLONES void softmax_row_bf16(float* s, int64_t first, int64_t valid, int64_t n, float scale,
+                                         uint16_t* p) {
+  softmax_row_f32(s, first, valid, n, scale);
+  for (int64_t k = 0; k < first; ++k) p[k] = 0;
 #pragma omp simd
-  for (int64_t k = 0; k < valid; ++k) {
+  for (int64_t k = first; k < valid; ++k) {
     const uint32_t u = std::bit_cast<uint32_t>(s[k]);  // finite and >= 0: no NaN case
     p[k] = uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
   }
@@ -144,8 +181,8 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
   for (int64_t p = 0; p < max_len; ++p)
     for (int64_t i = 0; i < half; ++i) {
       const double a = double(p) * inv_freq[size_t(i)];
-      cos_t[p * half + i] = float(std::cos(a));
-      sin_t[p * half + i] = float(std::sin(a));
+      cos_t[p * half + i] = float(std::cos(a) * shape.rope_factor);
+      sin_t[p * half + i] = float(std::sin(a) * shape.rope_factor);
     }
 
   // Packed, rotated copies: for sequence s and KV head j, Q is [padded len][g][hd] (a block of
@@ -247,11 +284,12 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
             strm, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, km}, {DNNL_ARG_DST, sm}, {DNNL_ARG_SCRATCHPAD, smem}});
         void* p_data = scores;
         for (int64_t r = 0; r < rows; ++r) {
-          const int64_t valid = std::min(r0 + r / g, len - 1) + 1;  // padding rows: anything finite
+          const int64_t last = std::min(r0 + r / g, len - 1);  // padding rows: anything finite
+          const int64_t first = shape.window > 0 ? std::max<int64_t>(0, last - shape.window + 1) : 0;
           if constexpr (sizeof(E) == 2)
-            detail::softmax_row_bf16(scores + r * keys, valid, keys, scale, probs + r * keys);
+            detail::softmax_row_bf16(scores + r * keys, first, last + 1, keys, scale, probs + r * keys);
           else
-            detail::softmax_row_f32(scores + r * keys, valid, keys, scale);
+            detail::softmax_row_f32(scores + r * keys, first, last + 1, keys, scale);
         }
         if constexpr (sizeof(E) == 2) p_data = probs;
         memory pm(memory::desc({rows, keys}, type, tag::ab), eng, p_data);
@@ -280,7 +318,7 @@ Status causal_attention(const float* q, const float* k, const float* v, std::spa
                         const AttentionShape& shape, std::span<const double> inv_freq,
                         Precision precision, float* out, AttentionWorkspace* workspace) {
   if (shape.heads <= 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 || shape.head_dim <= 0 ||
-      shape.head_dim % 2 != 0 || int64_t(inv_freq.size()) != shape.head_dim / 2)
+      shape.head_dim % 2 != 0 || int64_t(inv_freq.size()) != shape.head_dim / 2 || shape.window < 0)
     return make_error("attention: unsupported shape: " + std::to_string(shape.heads) + " heads, " +
                       std::to_string(shape.kv_heads) + " KV heads, head_dim " + std::to_string(shape.head_dim));
   if (offsets.size() < 2) return {};

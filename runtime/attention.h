@@ -14,19 +14,28 @@
 
 namespace fp4c::runtime {
 
-// RoPE inverse frequencies theta^(-2i/head_dim), i < head_dim / 2, in double, with Llama 3
-// `rope_scaling` applied as transformers' _compute_llama3_parameters does.
+// RoPE inverse frequencies theta^(-2i/head_dim), i < head_dim / 2, in double, with linear, Llama 3 and YaRN
+// scaling applied as transformers' _compute_*_parameters do.
 std::vector<double> rope_inv_freq(const ir::ModelConfig& config);
+
+// The RoPE types the runtime implements (none, linear, dynamic, llama3, yarn); an error naming another.
+Status check_rope_type(const ir::ModelConfig& config);
+// The factor YaRN multiplies cos and sin by (1 for every other RoPE type).
+double rope_attention_factor(const ir::ModelConfig& config);
 
 struct AttentionShape {
   int64_t heads = 0;
   int64_t kv_heads = 0;
   int64_t head_dim = 0;
+  // Sliding-window attention: a query at position p sees the keys at positions p - window < t <= p
+  // (transformers' sliding-window mask); 0: every earlier position.
+  int64_t window = 0;
+  double rope_factor = 1.0;   // cos and sin multiplied by it (rope_attention_factor)
 };
 
 // q [T, heads * head_dim], k and v [T, kv_heads * head_dim] (the projections' outputs, biases added):
 // rotates q and k (HF rotate-half layout, positions 0..len-1 within each sequence), then for each
-// sequence and head out = softmax(q k^T / sqrt(head_dim) + causal mask) v, into out [T, heads *
+// sequence and head out = softmax(q k^T / sqrt(head_dim) + causal (and window) mask) v, into out [T, heads *
 // head_dim]. `offsets` as in Activations. Precision::BF16 rounds q, k, v and the probabilities to
 // BF16 before their products (FP32 accumulation, FP32 softmax), as flash attention does.
 // `workspace` (may be null) keeps the temporaries between calls.

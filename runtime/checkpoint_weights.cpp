@@ -66,6 +66,10 @@ CheckpointWeights::CheckpointWeights(const ir::Model& model, std::span<const saf
     if (t.role == ir::Role::Norm) {
       if (norm_feeds[id] == ir::Role::Q) place(l.input_norm, id);
       else if (norm_feeds[id] == ir::Role::Gate) place(l.post_norm, id);
+    } else if (t.role == ir::Role::QNorm) {
+      place(l.q_norm, id);
+    } else if (t.role == ir::Role::KNorm) {
+      place(l.k_norm, id);
     } else if (auto slot = linear_slot(t.role)) {
       place(t.kind == ir::ParamKind::Weight ? l.weight[*slot] : l.bias[*slot], id);
     }
@@ -324,6 +328,12 @@ Expected<LayerParams> CheckpointWeights::layer(int index) {
   LayerParams out;
   FP4C_ASSIGN(out.input_norm, read_weight(*ids.input_norm, release_pages_));
   FP4C_ASSIGN(out.post_norm, read_weight(*ids.post_norm, release_pages_));
+  if (ids.q_norm.has_value() != ids.k_norm.has_value())
+    return make_error(where + (ids.q_norm ? "key norm" : "query norm") + " (it has the other)");
+  if (ids.q_norm) {
+    FP4C_ASSIGN(out.q_norm, read_weight(*ids.q_norm, release_pages_));
+    FP4C_ASSIGN(out.k_norm, read_weight(*ids.k_norm, release_pages_));
+  }
   LinearParams* slots[kLinears] = {&out.q, &out.k, &out.v, &out.o, &out.gate, &out.up, &out.down};
   for (size_t s = 0; s < kLinears; ++s) {
     if (!ids.weight[s]) return make_error(where + kSlotNames[s] + " weight");

@@ -65,7 +65,7 @@ class CheckpointWeights : public WeightSource {
  private:
   static constexpr size_t kLinears = 7;  // q, k, v, o, gate, up, down
   struct LayerIds {
-    std::optional<ir::TensorId> input_norm, post_norm;
+    std::optional<ir::TensorId> input_norm, post_norm, q_norm, k_norm;
     std::array<std::optional<ir::TensorId>, kLinears> weight, bias;
   };
   Expected<LinearParams> linear(ir::TensorId weight, std::optional<ir::TensorId> bias, bool release) const;

@@ -113,7 +113,7 @@ class HeldLinear {
 };
 
 struct HeldLayer {
-  std::vector<float> input_norm, post_norm;
+  std::vector<float> input_norm, post_norm, q_norm, k_norm;
   std::optional<HeldLinear> q, k, v, o, gate, up, down;
 };
 
@@ -178,6 +178,13 @@ struct Decoder::Impl {
     }
   }
 
+  // Qwen3's per-head RMSNorm of q and k (nothing for architectures without one).
+  void apply_head_norms(const HeldLayer& L, float* qp, float* kp, int64_t rows) const {
+    if (L.q_norm.empty()) return;
+    rms_norm(qp, L.q_norm.data(), rows * config.num_attention_heads, config.head_dim, config.rms_norm_eps, qp);
+    rms_norm(kp, L.k_norm.data(), rows * config.num_key_value_heads, config.head_dim, config.rms_norm_eps, kp);
+  }
+
   Status run_linear(const HeldLinear& l, const float* x, int64_t rows, float* y) {
     return l.run(x, rows, y, quantized, bf16);
   }
@@ -228,7 +235,7 @@ struct Decoder::Impl {
   // included): q [batch, heads * head_dim], rotated; out [batch, heads * head_dim]. One task per
   // (sequence, KV head): each cached key and value row is read once for the g query heads sharing it.
   template <typename E>
-  void cached_attention_impl(const E* kc, const E* vc, const float* q_rot, float* out) {
+  void cached_attention_impl(const E* kc, const E* vc, const float* q_rot, float* out, int64_t window) {
     const int64_t nH = config.num_attention_heads, nKV = config.num_key_value_heads, hd = config.head_dim;
     const int64_t g = nH / nKV, D = kv_dim(), B = batch;
     const float scale = float(1.0 / std::sqrt(double(hd)));
@@ -240,12 +247,13 @@ struct Decoder::Impl {
     for (int64_t task = 0; task < B * nKV; ++task) {
       const int64_t b = task / nKV, j = task % nKV;
       const int64_t n = lengths[size_t(b)] + 1;
+      const int64_t first = window > 0 ? std::max<int64_t>(0, n - window) : 0;  // sliding window
       float* s = scores.data() + size_t(omp_get_thread_num()) * per_thread;  // [g][n]
       float* row = s + g * longest;                                          // one K or V row as floats
       const E* kb = kc + b * capacity * D + j * hd;
       const E* vb = vc + b * capacity * D + j * hd;
       const float* q0 = q_rot + b * nH * hd + j * g * hd;  // the g heads of KV head j are contiguous
-      for (int64_t p = 0; p < n; ++p) {
+      for (int64_t p = first; p < n; ++p) {
         for (int64_t i = 0; i < hd; ++i) row[i] = to_f32(kb[p * D + i]);
         for (int64_t t = 0; t < g; ++t) {
           const float* qv = q0 + t * hd;
@@ -256,21 +264,21 @@ struct Decoder::Impl {
       }
       for (int64_t t = 0; t < g; ++t) {
         float* st = s + t * longest;
-        float m = st[0];
-        for (int64_t p = 1; p < n; ++p) m = std::max(m, st[p]);
+        float m = st[first];
+        for (int64_t p = first + 1; p < n; ++p) m = std::max(m, st[p]);
         float sum = 0;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t p = 0; p < n; ++p) {
+        for (int64_t p = first; p < n; ++p) {
           st[p] = exp_approx(st[p] - m);
           sum += st[p];
         }
         const float inv = 1.0f / sum;
 #pragma omp simd
-        for (int64_t p = 0; p < n; ++p) st[p] *= inv;
+        for (int64_t p = first; p < n; ++p) st[p] *= inv;
         float* o = out + b * nH * hd + (j * g + t) * hd;
         for (int64_t i = 0; i < hd; ++i) o[i] = 0;
       }
-      for (int64_t p = 0; p < n; ++p) {
+      for (int64_t p = first; p < n; ++p) {
         for (int64_t i = 0; i < hd; ++i) row[i] = to_f32(vb[p * D + i]);
         for (int64_t t = 0; t < g; ++t) {
           const float w = s[t * longest + p];
@@ -284,11 +292,19 @@ struct Decoder::Impl {
   static float to_f32(float x) { return x; }
   static float to_f32(uint16_t x) { return bf16::to_float(x); }
 
+  // The sliding window of `layer`, 0 for full attention.
+  int64_t window(size_t layer) const {
+    return config.sliding_window && layer < config.sliding_layers.size() && config.sliding_layers[layer]
+               ? *config.sliding_window
+               : 0;
+  }
+
   void cached_attention(int layer, const float* q_rot, float* out) {
+    const int64_t w = window(size_t(layer));
     if (bf16_cache())
-      cached_attention_impl(k_bf16[size_t(layer)].data(), v_bf16[size_t(layer)].data(), q_rot, out);
+      cached_attention_impl(k_bf16[size_t(layer)].data(), v_bf16[size_t(layer)].data(), q_rot, out, w);
     else
-      cached_attention_impl(k_f32[size_t(layer)].data(), v_f32[size_t(layer)].data(), q_rot, out);
+      cached_attention_impl(k_f32[size_t(layer)].data(), v_f32[size_t(layer)].data(), q_rot, out, w);
   }
 };
 
@@ -333,9 +349,7 @@ Expected<Decoder> Decoder::load(WeightSource& weights, const ir::ModelConfig& co
   if (H <= 0 || I <= 0 || nH <= 0 || nKV <= 0 || hd <= 0 || V <= 0 || nH % nKV != 0 || hd % 2 != 0)
     return make_error("decoder: unsupported shape: hidden " + std::to_string(H) + ", " + std::to_string(nH) +
                       " heads, " + std::to_string(nKV) + " KV heads, head_dim " + std::to_string(hd));
-  if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "llama3" && c.rope_scaling.type != "linear" &&
-      c.rope_scaling.type != "dynamic")
-    return make_error("unsupported rope_scaling type '" + c.rope_scaling.type + "' (supported: linear, dynamic, llama3)");
+  FP4C_TRY(check_rope_type(c));
   ThreadScope threads(options.threads);
   auto impl = std::make_unique<Impl>();
   impl->config = config;
@@ -353,8 +367,12 @@ Expected<Decoder> Decoder::load(WeightSource& weights, const ir::ModelConfig& co
     if (int64_t(p.input_norm.size()) != H || int64_t(p.post_norm.size()) != H)
       return make_error(where + ": norms of " + std::to_string(p.input_norm.size()) + " and " +
                         std::to_string(p.post_norm.size()) + " elements, expected " + std::to_string(H));
+    FP4C_TRY(check_head_norms(p, hd, where));
     L.input_norm = std::move(p.input_norm);
     L.post_norm = std::move(p.post_norm);
+    L.q_norm = std::move(p.q_norm);
+    L.k_norm = std::move(p.k_norm);
+    bytes += uint64_t(L.q_norm.size() + L.k_norm.size()) * sizeof(float);
     const int64_t Dq = nH * hd, Dkv = nKV * hd;
     FP4C_ASSIGN(HeldLinear q, HeldLinear::create(std::move(p.q), Dq, H, prec, where + " q"));
     FP4C_ASSIGN(HeldLinear k, HeldLinear::create(std::move(p.k), Dkv, H, prec, where + " k"));
@@ -395,13 +413,14 @@ Status Decoder::start(int batch, int64_t capacity) {
   d.capacity = capacity;
   d.lengths.assign(size_t(batch), 0);
   const int64_t half = d.config.head_dim / 2;
+  const double factor = rope_attention_factor(d.config);
   d.rope_cos.resize(size_t(capacity * half));
   d.rope_sin.resize(size_t(capacity * half));
   for (int64_t p = 0; p < capacity; ++p)
     for (int64_t i = 0; i < half; ++i) {
       const double a = double(p) * d.inv_freq[size_t(i)];
-      d.rope_cos[size_t(p * half + i)] = float(std::cos(a));
-      d.rope_sin[size_t(p * half + i)] = float(std::sin(a));
+      d.rope_cos[size_t(p * half + i)] = float(std::cos(a) * factor);
+      d.rope_sin[size_t(p * half + i)] = float(std::sin(a) * factor);
     }
   const size_t n = size_t(batch) * size_t(capacity) * size_t(d.kv_dim());
   const size_t layers = d.layers.size();
@@ -459,8 +478,9 @@ Expected<std::vector<float>> Decoder::prefill(const std::vector<std::vector<int3
     FP4C_TRY(d.run_linear(*L.q, d.xn.data(), T, d.q.data()));
     FP4C_TRY(d.run_linear(*L.k, d.xn.data(), T, d.k.data()));
     FP4C_TRY(d.run_linear(*L.v, d.xn.data(), T, d.v.data()));
+    d.apply_head_norms(L, d.q.data(), d.k.data(), T);
     FP4C_TRY(causal_attention(d.q.data(), d.k.data(), d.v.data(), offsets,
-                              AttentionShape{nH, c.num_key_value_heads, hd}, d.inv_freq, d.options.precision,
+                              AttentionShape{nH, c.num_key_value_heads, hd, d.window(l), rope_attention_factor(c)}, d.inv_freq, d.options.precision,
                               d.attn.data(), &d.attention));
     std::memcpy(k_rot.data(), d.k.data(), k_rot.size() * sizeof(float));
 #pragma omp parallel for schedule(static) if (T * Dkv >= 32768)
@@ -500,6 +520,7 @@ Expected<std::vector<float>> Decoder::step(const std::vector<int32_t>& tokens) {
     FP4C_TRY(d.run_linear(*L.q, d.xn.data(), B, d.q.data()));
     FP4C_TRY(d.run_linear(*L.k, d.xn.data(), B, d.k.data()));
     FP4C_TRY(d.run_linear(*L.v, d.xn.data(), B, d.v.data()));
+    d.apply_head_norms(L, d.q.data(), d.k.data(), B);
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < nH; ++h) d.rotate(&d.q[size_t(b * Dq + h * hd)], pos[size_t(b)]);
       for (int64_t j = 0; j < c.num_key_value_heads; ++j) d.rotate(&d.k[size_t(b * Dkv + j * hd)], pos[size_t(b)]);

@@ -209,19 +209,6 @@ Status check_dynamic_rope(const std::vector<std::vector<int32_t>>& sequences, co
   return {};
 }
 
-// Sliding-window attention is exactly full causal attention over a sequence that fits in the window;
-// a longer one would need the window, which the runtime does not implement: refused by name.
-Status check_sliding_window(const std::vector<std::vector<int32_t>>& sequences, const ir::ModelConfig& c) {
-  if (!c.sliding_window) return {};
-  for (size_t s = 0; s < sequences.size(); ++s)
-    if (int64_t(sequences[s].size()) > *c.sliding_window)
-      return make_error("sequence " + std::to_string(s) + " has " + std::to_string(sequences[s].size()) +
-                        " tokens, more than the model's sliding window of " + std::to_string(*c.sliding_window) +
-                        " (config key 'sliding_window'); sliding-window attention over longer sequences is not "
-                        "implemented: give --seq-len " + std::to_string(*c.sliding_window) + " or less");
-  return {};
-}
-
 }  // namespace
 
 Expected<std::vector<float>> WeightSource::embedding_rows(std::span<const int32_t> ids, int64_t hidden) {
@@ -238,7 +225,6 @@ Expected<std::vector<float>> WeightSource::embedding_rows(std::span<const int32_
 Expected<Activations> Forward::embed(WeightSource& weights, const std::vector<std::vector<int32_t>>& sequences) const {
   const int64_t H = config_.hidden_size, V = config_.vocab_size;
   FP4C_TRY(check_token_ids(sequences, V));
-  FP4C_TRY(check_sliding_window(sequences, config_));
   FP4C_TRY(check_dynamic_rope(sequences, config_));
   std::vector<int32_t> unique;
   for (const auto& seq : sequences) unique.insert(unique.end(), seq.begin(), seq.end());
@@ -270,7 +256,6 @@ Expected<Activations> Forward::embed(const std::vector<float>& embedding,
   acts.offsets.reserve(sequences.size() + 1);
   acts.offsets.push_back(0);
   FP4C_TRY(check_token_ids(sequences, V));
-  FP4C_TRY(check_sliding_window(sequences, config_));
   FP4C_TRY(check_dynamic_rope(sequences, config_));
   for (size_t s = 0; s < sequences.size(); ++s) {
     acts.offsets.push_back(acts.offsets.back() + int64_t(sequences[s].size()));
@@ -292,11 +277,10 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
                 nKV = c.num_key_value_heads, hd = c.head_dim;
   const int64_t Dq = nH * hd, Dkv = nKV * hd;
   const std::string where = "layer " + std::to_string(index);
-  if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "llama3" && c.rope_scaling.type != "linear" &&
-      c.rope_scaling.type != "dynamic")
-    return make_error("unsupported rope_scaling type '" + c.rope_scaling.type + "' (supported: linear, dynamic, llama3)");
+  FP4C_TRY(check_rope_type(c));
   FP4C_TRY(check_vector(params.input_norm, H, where + " input norm"));
   FP4C_TRY(check_vector(params.post_norm, H, where + " post-attention norm"));
+  FP4C_TRY(check_head_norms(params, hd, where));
   FP4C_TRY(check_linear(params.q, Dq, H, where + " q"));
   FP4C_TRY(check_linear(params.k, Dkv, H, where + " k"));
   FP4C_TRY(check_linear(params.v, Dkv, H, where + " v"));
@@ -326,8 +310,11 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
     FP4C_TRY(run_linear(params.q, in, T, prec, q));
     FP4C_TRY(run_linear(params.k, in, T, prec, k));
     FP4C_TRY(run_linear(params.v, in, T, prec, v));
+    apply_head_norms(params, q, k, T, nH, nKV, hd, c.rms_norm_eps);
     const std::vector<double> inv_freq = rope_inv_freq(c);
-    FP4C_TRY(causal_attention(q, k, v, acts.offsets, AttentionShape{nH, nKV, hd}, inv_freq, prec, attn,
+    const bool sliding = c.sliding_window && size_t(index) < c.sliding_layers.size() && c.sliding_layers[size_t(index)];
+    FP4C_TRY(causal_attention(q, k, v, acts.offsets, AttentionShape{nH, nKV, hd, sliding ? *c.sliding_window : 0, rope_attention_factor(c)},
+                              inv_freq, prec, attn,
                               &ws.attention));
   }
   if (hook) hook(LinearInput{index, ir::Role::O, attn, T, Dq});

@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -58,8 +59,18 @@ struct LinearParams {
 struct LayerParams {
   std::vector<float> input_norm;           // [hidden]
   std::vector<float> post_norm;            // [hidden]
+  // Per-head RMSNorm weights of the queries and keys, applied after the projections (and their biases)
+  // and before RoPE (Qwen3); empty when the architecture has none.
+  std::vector<float> q_norm, k_norm;       // [head_dim]
   LinearParams q, k, v, o, gate, up, down;
 };
+
+// q_norm and k_norm both empty, or both [head_dim] (an error naming `where` otherwise).
+Status check_head_norms(const LayerParams& p, int64_t head_dim, const std::string& where);
+// The per-head RMSNorm of q [rows, heads * head_dim] and k [rows, kv_heads * head_dim] in place, with
+// p.q_norm and p.k_norm (runtime::rms_norm over each head_dim-wide row); nothing when they are empty.
+void apply_head_norms(const LayerParams& p, float* q, float* k, int64_t rows, int64_t heads, int64_t kv_heads,
+                      int64_t head_dim, double eps);
 
 // Supplies weights one layer at a time (from a BF16 checkpoint, or dequantized from an artifact).
 class WeightSource {

@@ -107,14 +107,15 @@ Status CudaEngine::layer(int index, const LayerParams& params, Activations& acts
                 hd = c.head_dim;
   const int64_t Dq = nH * hd, Dkv = nKV * hd;
   const std::string where = "layer " + std::to_string(index);
-  if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "llama3" && c.rope_scaling.type != "linear" &&
-      c.rope_scaling.type != "dynamic")
-    return make_error("unsupported rope_scaling type '" + c.rope_scaling.type + "' (supported: linear, dynamic, llama3)");
+  FP4C_TRY(check_rope_type(c));
   if (nH <= 0 || nKV <= 0 || nH % nKV != 0 || hd <= 0 || hd % 2 != 0)
     return make_error("attention: unsupported shape: " + std::to_string(nH) + " heads, " + std::to_string(nKV) +
                       " KV heads, head_dim " + std::to_string(hd));
   FP4C_TRY(check_vector(params.input_norm, H, where + " input norm"));
   FP4C_TRY(check_vector(params.post_norm, H, where + " post-attention norm"));
+  if (!params.q_norm.empty() || !params.k_norm.empty())
+    return make_error(where + ": per-head query/key norms (Qwen3's q_norm/k_norm) are not implemented in the CUDA "
+                      "engine; use --device cpu");
   FP4C_TRY(check_linear_params(params.q, Dq, H, where + " q"));
   FP4C_TRY(check_linear_params(params.k, Dkv, H, where + " k"));
   FP4C_TRY(check_linear_params(params.v, Dkv, H, where + " v"));
@@ -123,6 +124,12 @@ Status CudaEngine::layer(int index, const LayerParams& params, Activations& acts
   FP4C_TRY(check_linear_params(params.up, I, H, where + " up"));
   FP4C_TRY(check_linear_params(params.down, H, I, where + " down"));
   FP4C_TRY(check_activations(acts, H, where));
+  if (c.sliding_window && size_t(index) < c.sliding_layers.size() && c.sliding_layers[size_t(index)])
+    for (size_t s = 1; s < acts.offsets.size(); ++s)
+      if (acts.offsets[s] - acts.offsets[s - 1] > *c.sliding_window)
+        return make_error(where + ": sequence " + std::to_string(s - 1) + " is longer than the sliding window of " +
+                          std::to_string(*c.sliding_window) +
+                          "; sliding-window attention is not implemented in the CUDA engine (use --device cpu)");
   const int64_t T = acts.tokens();
   if (T == 0) return {};
   std::lock_guard lock(mutex_);
@@ -154,13 +161,14 @@ Status CudaEngine::layer(int index, const LayerParams& params, Activations& acts
   }
   // RoPE tables as the CPU computes them: cos/sin in double of p * inv_freq, rounded to float.
   const std::vector<double> inv_freq = rope_inv_freq(c);
+  const double rope_factor = rope_attention_factor(c);
   const int64_t half = hd / 2;
   std::vector<float> cos_t(static_cast<size_t>(max_len * half)), sin_t(static_cast<size_t>(max_len * half));
   for (int64_t p = 0; p < max_len; ++p)
     for (int64_t i = 0; i < half; ++i) {
       const double a = double(p) * inv_freq[size_t(i)];
-      cos_t[size_t(p * half + i)] = float(std::cos(a));
-      sin_t[size_t(p * half + i)] = float(std::sin(a));
+      cos_t[size_t(p * half + i)] = float(std::cos(a) * rope_factor);
+      sin_t[size_t(p * half + i)] = float(std::sin(a) * rope_factor);
     }
   FP4C_ASSIGN(ws.pos, to_device(pos.data(), pos.size(), "positions"));
   FP4C_ASSIGN(ws.n_keys, to_device(n_keys.data(), n_keys.size(), "key counts"));

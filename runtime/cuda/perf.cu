@@ -282,6 +282,11 @@ Expected<ServingFigures> CudaPerfDevice::serve(WeightSource& weights, const ir::
                 hd = c.head_dim, V = c.vocab_size, L = c.num_hidden_layers;
   const int64_t Dq = nH * hd, Dkv = nKV * hd;
   const int64_t B = spec.batch, P = spec.prompt, cap = spec.prompt + spec.output;
+  if (c.sliding_window && cap > *c.sliding_window &&
+      std::find(c.sliding_layers.begin(), c.sliding_layers.end(), true) != c.sliding_layers.end())
+    return make_error("serve " + spec.name + ": " + std::to_string(cap) + " positions exceed the sliding window of " +
+                      std::to_string(*c.sliding_window) +
+                      "; sliding-window attention is not implemented in the CUDA engine (use --device cpu)");
   ServingFigures f;
   f.spec = spec;
   // Weights, once: dense Linears in BF16, NVFP4 ones packed.
@@ -290,6 +295,9 @@ Expected<ServingFigures> CudaPerfDevice::serve(WeightSource& weights, const ir::
     const std::string where = "layer " + std::to_string(l);
     FP4C_ASSIGN(const LayerParams p, weights.layer(int(l)));
     ResidentLayer& r = layers[size_t(l)];
+    if (!p.q_norm.empty() || !p.k_norm.empty())
+      return make_error(where + ": per-head query/key norms (Qwen3's q_norm/k_norm) are not implemented in the CUDA "
+                        "engine; use --device cpu");
     FP4C_ASSIGN(r.input_norm, to_device(p.input_norm.data(), p.input_norm.size(), where + " input norm"));
     FP4C_ASSIGN(r.post_norm, to_device(p.post_norm.data(), p.post_norm.size(), where + " post norm"));
     const std::pair<const LinearParams*, DeviceLinear*> all[] = {{&p.q, &r.q},       {&p.k, &r.k},   {&p.v, &r.v},
@@ -331,8 +339,8 @@ Expected<ServingFigures> CudaPerfDevice::serve(WeightSource& weights, const ir::
   std::vector<float> cos_t(static_cast<size_t>(cap * half)), sin_t(static_cast<size_t>(cap * half));
   for (int64_t p = 0; p < cap; ++p)
     for (int64_t i = 0; i < half; ++i) {
-      cos_t[size_t(p * half + i)] = float(std::cos(double(p) * inv_freq[size_t(i)]));
-      sin_t[size_t(p * half + i)] = float(std::sin(double(p) * inv_freq[size_t(i)]));
+      cos_t[size_t(p * half + i)] = float(std::cos(double(p) * inv_freq[size_t(i)]) * rope_attention_factor(c));
+      sin_t[size_t(p * half + i)] = float(std::sin(double(p) * inv_freq[size_t(i)]) * rope_attention_factor(c));
     }
   FP4C_ASSIGN(rc, to_device(cos_t.data(), cos_t.size(), "RoPE table"));
   FP4C_ASSIGN(rs, to_device(sin_t.data(), sin_t.size(), "RoPE table"));

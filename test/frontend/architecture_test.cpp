@@ -21,6 +21,9 @@ struct SynthOptions {
   bool lm_head = true;
   bool qkv_bias = false;
   bool inv_freq = false;
+  bool qk_norm = false;   // Qwen3
+  bool o_bias = false;    // Llama / Qwen3 with attention_bias
+  bool mlp_bias = false;  // Llama with mlp_bias
   DType dtype = DType::BF16;
 };
 
@@ -42,10 +45,20 @@ std::vector<TensorHeader> synth_headers(const ir::ModelConfig& c, const SynthOpt
     add(p + "self_attn.v_proj.weight", {kv, h});
     if (o.qkv_bias) add(p + "self_attn.v_proj.bias", {kv});
     add(p + "self_attn.o_proj.weight", {h, q});
+    if (o.o_bias) add(p + "self_attn.o_proj.bias", {h});
     if (o.inv_freq) add(p + "self_attn.rotary_emb.inv_freq", {c.head_dim / 2});
+    if (o.qk_norm) {
+      add(p + "self_attn.q_norm.weight", {c.head_dim});
+      add(p + "self_attn.k_norm.weight", {c.head_dim});
+    }
     add(p + "mlp.gate_proj.weight", {i, h});
     add(p + "mlp.up_proj.weight", {i, h});
     add(p + "mlp.down_proj.weight", {h, i});
+    if (o.mlp_bias) {
+      add(p + "mlp.gate_proj.bias", {i});
+      add(p + "mlp.up_proj.bias", {i});
+      add(p + "mlp.down_proj.bias", {h});
+    }
     add(p + "input_layernorm.weight", {h});
     add(p + "post_attention_layernorm.weight", {h});
   }
@@ -151,10 +164,11 @@ std::string error_of(const ir::ModelConfig& c, const std::vector<TensorHeader>& 
 
 TEST(Architecture, Supported) {
   auto a = supported_architectures();
-  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(a.size(), 4u);
   EXPECT_EQ(a[0], "LlamaForCausalLM");
   EXPECT_EQ(a[1], "MistralForCausalLM");
   EXPECT_EQ(a[2], "Qwen2ForCausalLM");
+  EXPECT_EQ(a[3], "Qwen3ForCausalLM");
   EXPECT_TRUE(is_supported_architecture("Qwen2ForCausalLM"));
   EXPECT_FALSE(is_supported_architecture("Qwen2MoeForCausalLM"));
   EXPECT_FALSE(is_supported_architecture(""));
@@ -176,6 +190,32 @@ TEST(Classify, Qwen25_05B_TiedWithBiases) {
   EXPECT_EQ(qb.shape, std::vector<int64_t>{896});
   EXPECT_EQ(m->tensors[*m->find("model.layers.23.self_attn.k_proj.bias")].shape,
             std::vector<int64_t>{128});
+}
+
+// Qwen3-8B: head_dim 128 explicit, q/k norms [head_dim] per layer, no biases, untied.
+TEST(Classify, Qwen3_8B_QkNorms) {
+  ir::ModelConfig c = load("qwen3-8b.json");
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_FALSE(c.attention_bias);
+  EXPECT_FALSE(c.sliding_window.has_value());
+  c.num_hidden_layers = 2;
+  auto h = synth_headers(c, {.qk_norm = true});
+  auto m = classify(c, h, kDir);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  check_model(*m, h, true, false);
+  auto n = count_roles(*m);
+  EXPECT_EQ((n[{Role::QNorm, ParamKind::Weight}]), 2);
+  EXPECT_EQ((n[{Role::KNorm, ParamKind::Weight}]), 2);
+  const auto& qn = m->tensors[*m->find("model.layers.1.self_attn.q_norm.weight")];
+  EXPECT_EQ(qn.layer, 1);
+  EXPECT_EQ(qn.shape, std::vector<int64_t>{128});
+  EXPECT_FALSE(ir::is_linear(qn.role));
+  // Without them: a missing tensor, named.
+  EXPECT_EQ(error_of(c, synth_headers(c, {})), kDir + ": missing tensor 'model.layers.0.self_attn.q_norm.weight' (Qwen3ForCausalLM)");
+  // A Llama has none.
+  c.architecture = "LlamaForCausalLM";
+  EXPECT_EQ(error_of(c, h), kDir + ": unknown tensor 'model.layers.0.self_attn.q_norm.weight' (not in the LlamaForCausalLM table)");
+  // Qwen3Config's own default head_dim is 128, not hidden / heads.
 }
 
 TEST(Classify, Qwen25_7B) {
@@ -223,14 +263,32 @@ TEST(Classify, Mistral7Bv03) {
   EXPECT_EQ(m->config.architecture, "MistralForCausalLM");
 }
 
+// Llama's attention_bias gives q, k, v and o biases (transformers' LlamaAttention), mlp_bias gate, up and down
+// ones; Qwen2 has q/k/v biases and never an o one; Mistral has none.
 TEST(Classify, LlamaWithAttentionBias) {
   ir::ModelConfig c = tiny();
   c.attention_bias = true;
-  auto m = classify_all(c, synth_headers(c, {.qkv_bias = true}));
+  const auto h = synth_headers(c, {.qkv_bias = true, .o_bias = true});
+  auto m = classify_all(c, h);
   ASSERT_TRUE(m.ok()) << m.error().message;
-  check_model(*m, synth_headers(c, {.qkv_bias = true}), true, true);
+  check_model(*m, h, true, true);
+  EXPECT_EQ(m->tensors[*m->find("model.layers.1.self_attn.o_proj.bias")].role, Role::O);
   EXPECT_EQ(error_of(c, synth_headers(c, {})),
             kDir + ": missing tensor 'model.layers.0.self_attn.q_proj.bias' (LlamaForCausalLM)");
+  EXPECT_EQ(error_of(c, synth_headers(c, {.qkv_bias = true})),
+            kDir + ": missing tensor 'model.layers.0.self_attn.o_proj.bias' (LlamaForCausalLM)");
+  c.attention_bias = false;
+  c.mlp_bias = true;
+  const auto hm = synth_headers(c, {.mlp_bias = true});
+  m = classify_all(c, hm);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  EXPECT_EQ(m->tensors[*m->find("model.layers.0.mlp.down_proj.bias")].shape, std::vector<int64_t>{64});
+  c.mlp_bias = false;
+  EXPECT_EQ(error_of(c, hm), kDir + ": unexpected tensor 'model.layers.0.mlp.gate_proj.bias': LlamaForCausalLM with "
+                                    "mlp_bias false has no MLP biases");
+  c = tiny("Qwen2ForCausalLM");
+  EXPECT_EQ(error_of(c, synth_headers(c, {.qkv_bias = true, .o_bias = true})),
+            kDir + ": unexpected tensor 'model.layers.0.self_attn.o_proj.bias': Qwen2ForCausalLM has no o_proj bias");
 }
 
 TEST(Classify, BiasWithoutAttentionBiasIsAnError) {
@@ -238,6 +296,11 @@ TEST(Classify, BiasWithoutAttentionBiasIsAnError) {
   EXPECT_EQ(error_of(c, synth_headers(c, {.qkv_bias = true})),
             kDir +
                 ": unexpected tensor 'model.layers.0.self_attn.q_proj.bias': MistralForCausalLM "
+                "has no q/k/v biases");
+  c = tiny();
+  EXPECT_EQ(error_of(c, synth_headers(c, {.qkv_bias = true})),
+            kDir +
+                ": unexpected tensor 'model.layers.0.self_attn.q_proj.bias': LlamaForCausalLM "
                 "with attention_bias false has no q/k/v biases");
 }
 
@@ -296,7 +359,7 @@ TEST(ClassifyError, UnknownTensor) {
   ir::ModelConfig c = tiny();
   for (std::string name :
        {"model.layers.0.mlp.experts.0.w1.weight", "transformer.wte.weight",
-        "model.layers.0.self_attn.o_proj.bias", "model.layers.weight", "lm_head.bias"}) {
+        "model.layers.0.self_attn.o_norm.weight", "model.layers.weight", "lm_head.bias"}) {
     auto h = synth_headers(c, {});
     h.insert(h.begin() + 3, {name, DType::BF16, {64}});
     EXPECT_EQ(error_of(c, h),
@@ -380,7 +443,7 @@ TEST(ClassifyError, UnsupportedArchitecture) {
   ir::ModelConfig c = tiny("GPT2LMHeadModel");
   EXPECT_EQ(error_of(c, {}), kDir +
                                  ": unsupported architecture GPT2LMHeadModel (supported: "
-                                 "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+                                 "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
 }
 
 }  // namespace

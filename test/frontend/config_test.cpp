@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -164,12 +166,62 @@ TEST(Config, ExplicitHeadDimNeedNotMatchHidden) {
   EXPECT_EQ(c->head_dim, 16);
 }
 
+// A key absent from config.json takes its config class's default: Qwen3Config's head_dim is 128, whatever
+// hidden_size / num_attention_heads is; its attention_bias false; sliding only with use_sliding_window.
+TEST(Config, Qwen3Defaults) {
+  json j = base_config();
+  j["architectures"] = {"Qwen3ForCausalLM"};
+  j["model_type"] = "qwen3";
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->head_dim, 128);
+  EXPECT_FALSE(c->attention_bias);
+  EXPECT_FALSE(c->sliding_window.has_value());
+  j["head_dim"] = 8;
+  EXPECT_EQ(parse(j)->head_dim, 8);
+  j["use_sliding_window"] = true;
+  j["max_window_layers"] = 1;
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->sliding_window, 4096);
+  EXPECT_EQ(c->sliding_layers, (std::vector<bool>{false, true}));
+  j["attention_bias"] = true;
+  EXPECT_TRUE(parse(j)->attention_bias);
+}
+
+// YaRN resolved as transformers 5's _compute_yarn_parameters: original_max_position_embeddings from the object,
+// else max_position_embeddings; the attention factor 0.1 ln(factor) + 1 unless given (or from mscale ratios).
+TEST(Config, Yarn) {
+  json j = base_config();
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 128}};
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->rope_scaling.type, "yarn");
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 128);
+  EXPECT_DOUBLE_EQ(c->rope_scaling.attention_factor, 0.1 * std::log(4.0) + 1.0);
+  EXPECT_EQ(c->rope_scaling.beta_fast, 32.0);
+  EXPECT_EQ(c->rope_scaling.beta_slow, 1.0);
+  EXPECT_TRUE(c->rope_scaling.truncate);
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"attention_factor", 1.5}, {"truncate", false}};
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 512);
+  EXPECT_EQ(c->rope_scaling.attention_factor, 1.5);
+  EXPECT_FALSE(c->rope_scaling.truncate);
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"mscale", 2.0}, {"mscale_all_dim", 1.0}};
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_DOUBLE_EQ(c->rope_scaling.attention_factor, (0.2 * std::log(4.0) + 1.0) / (0.1 * std::log(4.0) + 1.0));
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"original_max_position_embeddings", 128}};   // factor 512 / 128
+  EXPECT_EQ(parse(j)->rope_scaling.factor, 4.0);
+}
+
 TEST(Config, AttentionBias) {
   json j = base_config();
   j["attention_bias"] = true;
   EXPECT_TRUE(parse(j)->attention_bias);
   j["architectures"] = {"MistralForCausalLM"};
-  EXPECT_TRUE(parse(j)->attention_bias);
+  EXPECT_FALSE(parse(j)->attention_bias);   // Mistral's attention reads no attention_bias
   j["architectures"] = {"Qwen2ForCausalLM"};
   j["attention_bias"] = false;
   EXPECT_TRUE(parse(j)->attention_bias);
@@ -239,9 +291,9 @@ TEST(Config, RopeParametersOfTransformers5) {
 // Every key that would change the computation and is not implemented is refused by name.
 TEST(ConfigError, UnimplementedFormsAreRefusedByName) {
   json j = base_config();
-  j["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_NE(error_of(j).find("unsupported RoPE type 'yarn' in key 'rope_parameters' (supported: default, linear, "
-                             "dynamic, llama3)"),
+  j["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "longrope"}, {"factor", 4.0}};
+  EXPECT_NE(error_of(j).find("unsupported RoPE type 'longrope' in key 'rope_parameters' (supported: default, linear, "
+                             "dynamic, llama3, yarn)"),
             std::string::npos) << error_of(j);
   for (const char* type : {"longrope", "su"}) {
     j = base_config();
@@ -450,7 +502,7 @@ TEST(ConfigError, UnsupportedArchitecture) {
   j["architectures"] = {"GPT2LMHeadModel"};
   EXPECT_EQ(error_of(j), kPath +
                              ": unsupported architecture GPT2LMHeadModel (supported: "
-                             "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+                             "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
 }
 
 TEST(ConfigError, NonPositiveSizes) {
@@ -495,12 +547,14 @@ TEST(ConfigError, OddHeadDim) {
 
 TEST(ConfigError, RopeScaling) {
   json j = base_config();
-  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_EQ(error_of(j), kPath + ": unsupported RoPE type 'yarn' in key 'rope_scaling' (supported: default, linear, "
-                                 "dynamic, llama3); fp4c would compute another model");
+  j["rope_scaling"] = {{"rope_type", "su"}, {"factor", 4.0}};
+  EXPECT_EQ(error_of(j), kPath + ": unsupported RoPE type 'su' in key 'rope_scaling' (supported: default, linear, "
+                                 "dynamic, llama3, yarn); fp4c would compute another model");
   j["rope_scaling"] = {{"type", "longrope"}, {"factor", 2.0}};
   EXPECT_EQ(error_of(j), kPath + ": unsupported RoPE type 'longrope' in key 'rope_scaling' (supported: default, linear, "
-                                 "dynamic, llama3); fp4c would compute another model");
+                                 "dynamic, llama3, yarn); fp4c would compute another model");
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"beta_fast", -1.0}};
+  EXPECT_EQ(error_of(j), kPath + ": keys 'rope_scaling.beta_fast' and 'rope_scaling.beta_slow' must be positive");
   j["rope_scaling"] = {{"factor", 2.0}};
   EXPECT_EQ(error_of(j), kPath + ": missing required key 'rope_scaling.rope_type'");
   j["rope_scaling"] = {{"rope_type", "llama3"},
@@ -527,9 +581,29 @@ TEST(ConfigError, UnsupportedFeatures) {
   j["hidden_act"] = "gelu";
   EXPECT_EQ(error_of(j),
             kPath + ": key 'hidden_act': unsupported activation 'gelu' (supported: silu)");
-  j = base_config();
+}
+
+// Biases as each architecture's attention and MLP read the keys: Llama's attention_bias gives q, k, v and o
+// biases and mlp_bias gate, up and down ones; Mistral has none whatever the keys say; only Llama reads
+// mlp_bias.
+TEST(Config, BiasKeysPerArchitecture) {
+  json j = base_config();
   j["mlp_bias"] = true;
-  EXPECT_EQ(error_of(j), kPath + ": key 'mlp_bias': MLP biases are not supported");
+  j["attention_bias"] = true;
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_TRUE(c->mlp_bias);
+  EXPECT_TRUE(c->attention_bias);
+  j["architectures"] = {"MistralForCausalLM"};
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_FALSE(c->mlp_bias);
+  EXPECT_FALSE(c->attention_bias);
+  j["architectures"] = {"Qwen3ForCausalLM"};
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_FALSE(c->mlp_bias);
+  EXPECT_TRUE(c->attention_bias);
 }
 
 }  // namespace

@@ -49,6 +49,7 @@ class MemoryWeights : public WeightSource {
 struct TinySpec {
   bool bias = true;
   int heads = 4, kv_heads = 2;
+  bool head_norms = false;  // Qwen3's q_norm / k_norm
 };
 
 // Weights rounded to BF16 values (what a checkpoint holds).
@@ -96,6 +97,10 @@ MemoryWeights tiny_model(const TinySpec& s, uint64_t seed) {
     p.gate = linear(I, H, false);
     p.up = linear(I, H, false);
     p.down = linear(H, I, false);
+    if (s.head_norms) {
+      p.q_norm = fill(size_t(c.head_dim), 0.5f, 1);
+      p.k_norm = fill(size_t(c.head_dim), 0.5f, 1);
+    }
     m.layers.push_back(std::move(p));
   }
   m.norm = fill(size_t(H), 0.1f, 1);
@@ -248,6 +253,26 @@ TEST(Decoder, MatchesForwardWithoutBiasMultiHead) {
   MemoryWeights m = tiny_model(TinySpec{false, 4, 4}, seed);
   std::mt19937_64 rng(seed + 1);
   expect_decoder_matches_forward(m, m.config, random_seqs(rng, 80, {14, 21, 26}), {1, 8, 13});
+}
+
+TEST(Decoder, MatchesForwardWithQkHeadNorms) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  MemoryWeights m = tiny_model(TinySpec{false, 4, 2, true}, seed);
+  m.config.architecture = "Qwen3ForCausalLM";
+  std::mt19937_64 rng(seed + 1);
+  expect_decoder_matches_forward(m, m.config, random_seqs(rng, 80, {17, 21}), {5, 9});
+}
+
+TEST(Decoder, MatchesForwardWithASlidingWindow) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  MemoryWeights m = tiny_model(TinySpec{false, 4, 2}, seed);
+  m.config.sliding_window = 6;
+  m.config.sliding_layers = {false, true};
+  std::mt19937_64 rng(seed + 1);
+  // Prompts shorter and longer than the window, then steps past it.
+  expect_decoder_matches_forward(m, m.config, random_seqs(rng, 80, {17, 22}), {4, 9});
 }
 
 TEST(Decoder, MatchesForwardWithGqaOneKvHead) {

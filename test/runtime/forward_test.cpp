@@ -106,6 +106,55 @@ TEST_P(ForwardVsReference, HooksSeeEachLinearGroupsInput) {
 INSTANTIATE_TEST_SUITE_P(RopeScaling, ForwardVsReference, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "llama3" : "plain"; });
 
+// Qwen3: per-head RMSNorm of q and k before RoPE, weights far from 1; leaving them out moves the logits
+// by far more than the tolerance.
+TEST(Forward, QkHeadNormsMatchTheReference) {
+  const TinyModel m = tiny_model(false, 11, /*head_norms=*/true);
+  const auto seqs = tiny_sequences(m.config.vocab_size);
+  const ReferenceResult ref = reference_forward(m, seqs, {});
+  const ForwardResult got = run_forward(m, seqs, {Precision::F32});
+  const double err = relative_error(got.logits, ref.logits);
+  EXPECT_LT(err, 1e-4);
+  TinyModel without = m;
+  for (auto& l : without.layers) l.q_norm.clear(), l.k_norm.clear();
+  const double moved = relative_error(run_forward(without, seqs, {Precision::F32}).logits, ref.logits);
+  EXPECT_GT(moved, 100 * err + 1e-3) << "the head norms must matter";
+  RecordProperty("relative_error", sci(err));
+  RecordProperty("without_head_norms", sci(moved));
+  TinyModel bad = m;
+  bad.layers[1].k_norm.pop_back();
+  Forward fwd(bad.config, {Precision::F32});
+  auto acts = fwd.embed(bad.embedding, seqs);
+  ASSERT_TRUE(acts.ok());
+  ASSERT_TRUE(fwd.layer(0, bad.layers[0], *acts).ok());
+  Status st = fwd.layer(1, bad.layers[1], *acts);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("layer 1: query and key norms"), std::string::npos) << st.error().message;
+}
+
+// Sliding-window attention (Mistral, Qwen2's upper layers, Gemma 3's local layers): with a window of 5 on
+// the first layer only, sequences of 33 and 70 tokens see only their last 5 keys there.
+TEST(Forward, SlidingWindowMatchesTheReference) {
+  TinyModel m = tiny_model(false, 12);
+  m.config.sliding_window = 5;
+  m.config.sliding_layers.assign(size_t(m.config.num_hidden_layers), false);
+  m.config.sliding_layers[0] = true;
+  const auto seqs = tiny_sequences(m.config.vocab_size);
+  const ReferenceResult ref = reference_forward(m, seqs, {});
+  const ForwardResult got = run_forward(m, seqs, {Precision::F32});
+  const double err = relative_error(got.logits, ref.logits);
+  EXPECT_LT(err, 1e-4);
+  TinyModel full = m;
+  full.config.sliding_window.reset();
+  const double moved = relative_error(run_forward(full, seqs, {Precision::F32}).logits, ref.logits);
+  EXPECT_GT(moved, 100 * err + 1e-3) << "the window must matter";
+  RecordProperty("relative_error", sci(err));
+  RecordProperty("without_window", sci(moved));
+  // BF16 runs the same mask.
+  const ReferenceResult ref16 = reference_forward(m, seqs, {false, true});
+  EXPECT_LT(relative_error(run_forward(m, seqs, {Precision::BF16}).logits, ref16.logits), 2e-2);
+}
+
 // Input global scales from the activations' true maxima (as the stats pass finds them), shared
 // within q/k/v and gate/up.
 void set_input_scales(TinyModel& m, const ForwardResult& calib) {

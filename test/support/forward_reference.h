@@ -61,7 +61,8 @@ inline ir::ModelConfig tiny_config(bool llama3_scaling) {
   return c;
 }
 
-inline TinyModel tiny_model(bool llama3_scaling, uint64_t seed) {
+// head_norms: Qwen3-style per-head RMSNorm weights of q and k (far from 1, so leaving them out shows).
+inline TinyModel tiny_model(bool llama3_scaling, uint64_t seed, bool head_norms = false) {
   TinyModel m;
   m.config = tiny_config(llama3_scaling);
   const ir::ModelConfig& c = m.config;
@@ -94,6 +95,10 @@ inline TinyModel tiny_model(bool llama3_scaling, uint64_t seed) {
     p.gate = linear(I, H, false);
     p.up = linear(I, H, false);
     p.down = linear(H, I, false);
+    if (head_norms) {
+      p.q_norm = fill(size_t(c.head_dim), 0.5f, 1);
+      p.k_norm = fill(size_t(c.head_dim), 0.5f, 1);
+    }
     m.layers.push_back(std::move(p));
   }
   m.final_norm = fill(size_t(H), 0.1f, 1);
@@ -206,6 +211,18 @@ inline ReferenceResult reference_forward(const TinyModel& m, const std::vector<s
       const Matrix xn = rms_norm(x, w.input_norm, c.rms_norm_eps);
       res.inputs[{l, ir::Role::Q}].push_back(xn);
       Matrix q = apply_linear(xn, w.q, opt), k = apply_linear(xn, w.k, opt), v = apply_linear(xn, w.v, opt);
+      auto head_norm = [&](Matrix& t, int64_t heads, const std::vector<float>& wn) {
+        if (wn.empty()) return;
+        for (size_t p = 0; p < L; ++p)
+          for (int64_t h = 0; h < heads; ++h) {
+            double ss = 0;
+            for (int64_t i = 0; i < hd; ++i) ss += t[p][size_t(h * hd + i)] * t[p][size_t(h * hd + i)];
+            const double r = 1.0 / std::sqrt(ss / double(hd) + c.rms_norm_eps);
+            for (int64_t i = 0; i < hd; ++i) t[p][size_t(h * hd + i)] *= r * wn[size_t(i)];
+          }
+      };
+      head_norm(q, nH, w.q_norm);
+      head_norm(k, nKV, w.k_norm);
       auto rope = [&](Matrix& t, int64_t heads) {
         for (size_t p = 0; p < L; ++p)
           for (int64_t h = 0; h < heads; ++h)
@@ -223,10 +240,17 @@ inline ReferenceResult reference_forward(const TinyModel& m, const std::vector<s
       Matrix attn(L, std::vector<double>(size_t(nH * hd), 0.0));
       for (int64_t h = 0; h < nH; ++h) {
         const int64_t kh = h / (nH / nKV);
+        const bool sliding = c.sliding_window && size_t(l) < c.sliding_layers.size() && c.sliding_layers[size_t(l)];
         for (size_t p = 0; p < L; ++p) {
           std::vector<double> s(p + 1);
           double mx = -INFINITY;
+          // transformers' sliding-window mask: key t is visible from query p when p - t < window.
+          const size_t first = sliding && p + 1 > size_t(*c.sliding_window) ? p + 1 - size_t(*c.sliding_window) : 0;
           for (size_t t = 0; t <= p; ++t) {
+            if (t < first) {
+              s[t] = -INFINITY;
+              continue;
+            }
             double dot = 0;
             for (int64_t i = 0; i < hd; ++i) dot += mm_in(q[p][size_t(h * hd + i)]) * mm_in(k[t][size_t(kh * hd + i)]);
             s[t] = dot / std::sqrt(double(hd));

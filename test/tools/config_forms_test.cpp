@@ -1,7 +1,9 @@
 // Config forms end to end: transformers 5's rope_parameters is read (the forward changes with its
 // rope_theta exactly as with transformers 4's rope_theta), the manifest records the resolved values,
-// and a sliding window is honoured where it is exact (sequences that fit) and refused by name beyond.
+// and a sliding window is applied to the layers that slide.
 #include <gtest/gtest.h>
+
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "test/support/tiny_checkpoint.h"
@@ -50,17 +52,28 @@ TEST(ConfigForms, RopeParametersChangeTheForwardAsRopeThetaDoes) {
   EXPECT_EQ(m["config"]["ropeThetaFrom"], "rope_parameters");
   EXPECT_EQ(m["config"]["ropeType"], "default");
   // A RoPE type fp4c does not implement: refused by name, nothing written.
-  const fs::path yarn = with_config(s, "yarn", [](json& c) {
+  const fs::path longrope = with_config(s, "longrope", [](json& c) {
     c.erase("rope_theta");
-    c["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "yarn"}, {"factor", 4.0}};
+    c["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "longrope"}, {"factor", 4.0}};
   });
-  r = fp4c("quantize --model " + yarn.string() + " --out " + (s.tmp.path / "ay").string() + " --scheme w4a16");
+  r = fp4c("quantize --model " + longrope.string() + " --out " + (s.tmp.path / "al").string() + " --scheme w4a16");
   EXPECT_EQ(r.exit_code, 1) << r.out;
-  EXPECT_NE(r.out.find("unsupported RoPE type 'yarn'"), std::string::npos) << r.out;
-  EXPECT_FALSE(fs::exists(s.tmp.path / "ay"));
+  EXPECT_NE(r.out.find("unsupported RoPE type 'longrope'"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(s.tmp.path / "al"));
+  // YaRN is implemented: another forward, its resolved values in the manifest.
+  const fs::path yarn = with_config(s, "yarn", [](json& c) {
+    c["rope_parameters"] = {{"rope_theta", c["rope_theta"]}, {"rope_type", "yarn"}, {"factor", 4.0},
+                            {"original_max_position_embeddings", 64}};
+  });
+  EXPECT_NE(reference_nll(yarn, s.eval), base);
+  r = fp4c("quantize --quiet --model " + yarn.string() + " --out " + (s.tmp.path / "ay").string() + " --scheme w4a16");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const json my = read_json(s.tmp.path / "ay" / "fp4c-manifest.json");
+  EXPECT_EQ(my["config"]["ropeType"], "yarn");
+  EXPECT_DOUBLE_EQ(my["config"]["ropeAttentionFactor"].get<double>(), 0.1 * std::log(4.0) + 1.0);
 }
 
-TEST(ConfigForms, ASlidingWindowIsExactForSequencesThatFitAndRefusedBeyond) {
+TEST(ConfigForms, ASlidingWindowIsAppliedToTheLayersThatSlide) {
   SynthModel s;
   const fs::path sw = with_config(s, "sw", [](json& c) {
     c["use_sliding_window"] = true;
@@ -68,13 +81,19 @@ TEST(ConfigForms, ASlidingWindowIsExactForSequencesThatFitAndRefusedBeyond) {
     c["max_window_layers"] = 0;
   });
   const std::string set = " --calib " + s.calib.string() + " --packing chunks --calib-samples 4";
+  // Longer sequences than the window: every layer attends to its last 16 positions only, another model
+  // than the one without a window.
   auto r = fp4c("quantize --quiet --model " + sw.string() + " --out " + (s.tmp.path / "long").string() + set +
                 " --seq-len 32");
-  EXPECT_EQ(r.exit_code, 1) << r.out;
-  EXPECT_NE(r.out.find("more than the model's sliding window of 16 (config key 'sliding_window')"), std::string::npos)
-      << r.out;
-  EXPECT_NE(r.out.find("give --seq-len 16 or less"), std::string::npos) << r.out;
-  EXPECT_FALSE(fs::exists(s.tmp.path / "long"));
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  auto nll = [&](const fs::path& model, int seq) {
+    auto e = fp4c("eval --json --model " + model.string() + " --data " + s.eval.string() + " --seq-len " +
+                  std::to_string(seq) + " --no-manifest");
+    EXPECT_EQ(e.exit_code, 0) << e.out;
+    return e.exit_code == 0 ? json::parse(e.out)["reference_nll"].get<double>() : 0.0;
+  };
+  EXPECT_NE(nll(sw, 32), nll(s.model, 32)) << "a window of 16 over 32 positions must change the forward";
+  EXPECT_EQ(nll(sw, 16), nll(s.model, 16)) << "within the window it is full causal attention";
   // Within the window the computation is full causal attention: the same artifact bytes as the model
   // without a window.
   r = fp4c("quantize --quiet --model " + sw.string() + " --out " + (s.tmp.path / "sw16").string() + set + " --seq-len 16");

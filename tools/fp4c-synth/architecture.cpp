@@ -47,6 +47,10 @@ std::vector<PlannedTensor> plan_tensors(const ModelSpec& spec) {
     linear("mlp.", kGate, p.intermediate_size, h, false);
     linear("mlp.", kUp, p.intermediate_size, h, false);
     linear("mlp.", kDown, h, p.intermediate_size, false);
+    if (p.family == Family::Qwen3) {
+      out.push_back({layer + "self_attn.q_norm.weight", {p.head_dim}, TensorKind::Norm});
+      out.push_back({layer + "self_attn.k_norm.weight", {p.head_dim}, TensorKind::Norm});
+    }
     out.push_back({layer + "input_layernorm.weight", {h}, TensorKind::Norm});
     out.push_back({layer + "post_attention_layernorm.weight", {h}, TensorKind::Norm});
   }

@@ -104,7 +104,7 @@ int run(const Options& o) {
   std::printf("fp4c-synth: wrote %s to %s: %s, %lld layers, vocab %lld (tokenizer %lld), %zu tensors, "
               "%s in %zu safetensors file%s, %.2f s (%.2f GB/s, %d threads)\n",
               o.preset.c_str(), o.out.c_str(),
-              preset->family == Family::Qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM",
+              std::string(architecture_name(preset->family)).c_str(),
               (long long)spec.num_layers, (long long)spec.vocab_size, (long long)spec.ids.tokenizer_size,
               summary->tensors, human_bytes(summary->tensor_bytes).c_str(), summary->files,
               summary->files == 1 ? "" : "s", secs, double(summary->tensor_bytes) / 1e9 / secs, o.threads);

@@ -18,6 +18,10 @@ const Preset kPresets[] = {
      3584, 18944, 28, 28, 4, 128, 152064, 131072, 1000000.0, 1e-6, false, false},
     {"llama-3-8b", "Llama-3.1-8B shapes, about 16 GB in 4 shards", Family::Llama,
      4096, 14336, 32, 32, 8, 128, 128256, 131072, 500000.0, 1e-5, false, true},
+    {"tiny-qwen3", "Qwen3, hidden 128, 2 layers, tied, head_dim 64 != hidden/heads (seconds; for tests)",
+     Family::Qwen3, 128, 384, 2, 4, 2, 64, std::nullopt, 4096, 1000000.0, 1e-6, true, false},
+    {"qwen3-8b", "Qwen3-8B shapes (q/k norms), about 16 GB in 4 shards", Family::Qwen3,
+     4096, 12288, 36, 32, 8, 128, 151936, 40960, 1000000.0, 1e-6, false, false},
 };
 
 constexpr const char* kTransformersVersion = "4.43.1";
@@ -25,6 +29,15 @@ constexpr const char* kTransformersVersion = "4.43.1";
 }  // namespace
 
 std::span<const Preset> presets() { return kPresets; }
+
+std::string_view architecture_name(Family f) {
+  switch (f) {
+    case Family::Qwen2: return "Qwen2ForCausalLM";
+    case Family::Llama: return "LlamaForCausalLM";
+    case Family::Qwen3: return "Qwen3ForCausalLM";
+  }
+  return "?";
+}
 
 const Preset* find_preset(std::string_view name) {
   for (const Preset& p : kPresets)
@@ -70,6 +83,15 @@ std::string config_json(const ModelSpec& spec) {
       j["sliding_window"] = p.max_position_embeddings;
       j["use_sliding_window"] = false;
       break;
+    case Family::Qwen3:
+      j["architectures"] = {"Qwen3ForCausalLM"};
+      j["model_type"] = "qwen3";
+      j["attention_bias"] = false;
+      j["head_dim"] = p.head_dim;
+      j["max_window_layers"] = spec.num_layers;
+      j["sliding_window"] = nullptr;
+      j["use_sliding_window"] = false;
+      break;
     case Family::Llama:
       j["architectures"] = {"LlamaForCausalLM"};
       j["model_type"] = "llama";
@@ -95,6 +117,7 @@ std::string generation_config_json(const ModelSpec& spec) {
   j["transformers_version"] = kTransformersVersion;
   switch (spec.preset.family) {
     case Family::Qwen2:  // Qwen2.5 base models decode greedily
+    case Family::Qwen3:
       j["do_sample"] = false;
       j["max_new_tokens"] = 2048;
       break;

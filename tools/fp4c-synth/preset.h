@@ -9,7 +9,9 @@
 
 namespace fp4c::synth {
 
-enum class Family : uint8_t { Qwen2, Llama };
+enum class Family : uint8_t { Qwen2, Llama, Qwen3 };
+
+std::string_view architecture_name(Family f);  // "Qwen2ForCausalLM", ...
 
 struct Preset {
   std::string_view name;
