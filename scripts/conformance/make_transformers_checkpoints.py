@@ -339,9 +339,10 @@ def make_case(case: Case, out_dir: str):
         m = load_float32(d, a.config)
         if a.model:
             a.model(m)
-        _, nll_a = forward(m, EVAL_IDS, a.patch)
+        logits_a, nll_a = forward(m, EVAL_IDS, a.patch)
         total_a = math.fsum(nll_a)
-        entry = {"removed": a.name, "nll_total": total_a, "relative_delta": abs(total_a - total) / abs(total)}
+        entry = {"removed": a.name, "nll_total": total_a, "relative_delta": abs(total_a - total) / abs(total),
+                 "max_logit_delta": float(np.max(np.abs(logits_a - logits)))}
         if a.note:
             entry["note"] = a.note
         sensitivity.append(entry)
