@@ -154,7 +154,8 @@ class Case:
     model_type: str                 # transformers' model_type (AutoConfig.for_model)
     description: str
     config: dict = dataclasses.field(default_factory=dict)   # overrides of BASE for the config class
-    form: str = "v5"                # "v5": config.json as transformers 5 writes it; "v4": rope_theta/rope_scaling
+    form: str = "v5"                # "v5": config.json as transformers 5 writes it; "v4": rope_theta/rope_scaling;
+                                    # "v4-type": the same with rope_scaling's type under its older key "type"
     ablations: list = dataclasses.field(default_factory=list)
     seed: int = 0
 
@@ -177,6 +178,10 @@ CASES = [
     Case("llama_rope_linear_v4", "llama", "Llama, RoPE type linear (factor 4) in transformers 4's rope_scaling",
          config=dict(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}), form="v4",
          ablations=[Ablation("rope_scaling linear (default RoPE used)", config=default_rope)], seed=4),
+    Case("llama_rope_linear_v4_type", "llama",
+         "Llama, RoPE type linear (factor 4) in rope_scaling with the older key 'type' (transformers before 4.45)",
+         config=dict(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}), form="v4-type",
+         ablations=[Ablation("rope_scaling linear (default RoPE used)", config=default_rope)], seed=15),
     Case("llama_rope_dynamic", "llama",
          "Llama, RoPE type dynamic (NTK, factor 4), sequences within max_position_embeddings",
          config=dict(rope_parameters={"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0}),
@@ -197,6 +202,19 @@ CASES = [
                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 16,
                                       "rope_theta": 500000.0}),
          ablations=[Ablation("rope type llama3 (default RoPE used)", config=default_rope)], seed=7),
+    Case("llama_rope_yarn", "llama",
+         "Llama, RoPE type yarn (factor 4, original_max_position_embeddings 32: frequencies and attention factor)",
+         config=dict(rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                                      "rope_theta": 10000.0}),
+         ablations=[Ablation("rope type yarn (default RoPE used)", config=default_rope)], seed=16),
+    Case("llama_rope_longrope", "llama",
+         "Llama, RoPE type longrope (Phi-3 long context: short/long factors, original_max_position_embeddings 32 "
+         "below the sequence length, so the long factors apply)",
+         config=dict(rope_parameters={"rope_type": "longrope", "original_max_position_embeddings": 32,
+                                      "short_factor": [1.0, 1.0, 1.05, 1.1, 1.2, 1.3, 1.4, 1.5],
+                                      "long_factor": [1.0, 1.2, 1.5, 2.0, 3.0, 4.5, 6.0, 8.0],
+                                      "rope_theta": 10000.0}),
+         ablations=[Ablation("rope type longrope (default RoPE used)", config=default_rope)], seed=17),
     Case("llama_head_dim", "llama", "Llama with an explicit head_dim 24 (hidden 64 / 4 heads would be 16)",
          config=dict(head_dim=24),
          ablations=[Ablation("head_dim in the attention scale (1/sqrt(16) used)", model=attention_scale(16))],
@@ -220,12 +238,20 @@ CASES = [
          ablations=[Ablation("q/k/v biases (all 0)", model=zero_biases(["q_proj", "k_proj", "v_proj"])),
                     Ablation("GQA head mapping (kv heads tiled, not interleaved)",
                              patch=lambda: kv_heads_tiled("transformers.models.qwen2.modeling_qwen2"))], seed=13),
+    Case("qwen2_tied", "qwen2", "Qwen2 with tie_word_embeddings true, as the small Qwen2.5 models ship",
+         config=dict(num_key_value_heads=2, tie_word_embeddings=True),
+         ablations=[Ablation("tying (an lm_head of its own, freshly initialized)", model=lm_head_fresh)], seed=18),
     Case("mistral", "mistral",
          "Mistral: sliding_window 64, at least the sequence length (48), so attention is full causal",
          config=dict(sliding_window=64, num_key_value_heads=2),
          ablations=[Ablation("the window, were it 16 (what fp4c would have to apply; it refuses sequences "
                              "longer than the window)", config=lambda c: c.__setitem__("sliding_window", 16)),
                     Ablation("norm weights (all 1)", model=norms_to_one)], seed=14),
+    Case("mistral_head_dim", "mistral",
+         "Mistral with an explicit head_dim 32 (hidden 64 / 4 heads would be 16), as Mistral NeMo has",
+         config=dict(sliding_window=64, num_key_value_heads=2, head_dim=32),
+         ablations=[Ablation("head_dim in the attention scale (1/sqrt(16) used)", model=attention_scale(16))],
+         seed=19),
 ]
 
 
@@ -254,12 +280,14 @@ def sensitize(model, seed):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
 
-def to_v4_form(c: dict) -> dict:
-    """transformers 4's config.json: rope_theta at the top, the scaling (if any) in rope_scaling."""
+def to_v4_form(c: dict, type_key: str = "rope_type") -> dict:
+    """transformers 4's config.json: rope_theta at the top, the scaling (if any) in rope_scaling (its type
+    under `type_key`: "rope_type", or "type" as transformers before 4.45 wrote it)."""
     c = dict(c)
     p = dict(c.pop("rope_parameters"))
     c["rope_theta"] = p.pop("rope_theta")
     if p.get("rope_type", "default") != "default":
+        p[type_key] = p.pop("rope_type")
         c["rope_scaling"] = p
     return c
 
@@ -310,8 +338,9 @@ def make_case(case: Case, out_dir: str):
     sensitize(model, case.seed)
     model.to(torch.bfloat16).save_pretrained(d)
     written = json.load(open(os.path.join(d, "config.json")))
-    if case.form == "v4":
-        write_json(os.path.join(d, "config.json"), to_v4_form(written))
+    if case.form in ("v4", "v4-type"):
+        write_json(os.path.join(d, "config.json"),
+                   to_v4_form(written, "type" if case.form == "v4-type" else "rope_type"))
     elif case.form != "v5":
         raise ValueError(f"{case.name}: unknown form {case.form}")
     with open(os.path.join(d, "eval.jsonl"), "w") as f:
@@ -323,8 +352,8 @@ def make_case(case: Case, out_dir: str):
 
     ref = load_float32(d)
     # The v4 form must be read by transformers as the same model as the v5 one it was made from.
-    if case.form == "v4":
-        got = dict(ref.config.rope_parameters)
+    if case.form != "v5":
+        got = {k: v for k, v in ref.config.rope_parameters.items() if k != "type"}
         want = dict(cfg.rope_parameters)
         if got != want:
             raise RuntimeError(f"{case.name}: transformers reads the v4 form as {got}, made as {want}")
