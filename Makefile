@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test demo bench conformance clean asan-configure test-asan fuzz-build fuzz fuzz-smoke
+.PHONY: all setup configure build test demo bench conformance conformance-venv conformance-checkpoints clean asan-configure test-asan fuzz-build fuzz fuzz-smoke
 
 all: build
 
@@ -65,14 +65,32 @@ demo: build
 	  $(DEMO_SET) --samples 32 --seed 2
 	$(BUILD)/fp4c inspect $(BUILD)/demo/model-w4a4 --verify
 
-# Loader conformance (not in `make test`: it downloads PyTorch, compressed-tensors and transformers from PyPI
-# into a virtual environment): fp4c's compressed-tensors artifacts (NVFP4 and MXFP4, W4A16 and W4A4) of ../shared/models/stories260K loaded and
-# decompressed by them, every weight compared with the packed bytes' NVFP4 or MXFP4 values, perplexity against fp4c eval.
+# Conformance with transformers (`make conformance`; `make conformance-checkpoints` for its first part alone). Not in
+# `make test`: it downloads PyTorch, compressed-tensors and transformers from PyPI into a virtual environment,
+# $(CONFORMANCE_VENV).
+# - the checkpoints of testdata/conformance (which transformers_conformance_test checks fp4c against in `make test`,
+#   without PyTorch) are made again by scripts/conformance/make_transformers_checkpoints.py into a temporary
+#   directory and compared with the committed ones: every file the same bytes, the recorded figures within 1e-9
+#   relative (a forward on another CPU may round its last bits differently). transformers and torch are pinned
+#   to the versions that made them (config.json records transformers' version; the random init is torch's);
+# - loader conformance: fp4c's compressed-tensors artifacts (NVFP4 and MXFP4, W4A16 and W4A4) of ../shared/models/stories260K loaded and
+#   decompressed by them, every weight compared with the packed bytes' NVFP4 or MXFP4 values, perplexity against fp4c eval.
 STORIES ?= ../shared/models/stories260K
 CONFORMANCE_VENV ?= $(BUILD)/conformance-venv
-conformance: build
+CONFORMANCE_TRANSFORMERS ?= 5.25.0
+CONFORMANCE_TORCH ?= 2.15.0
+conformance-venv:
 	test -x $(CONFORMANCE_VENV)/bin/python || python3 -m venv $(CONFORMANCE_VENV)
-	$(CONFORMANCE_VENV)/bin/pip install -q torch compressed-tensors transformers safetensors numpy
+	$(CONFORMANCE_VENV)/bin/pip install -q torch==$(CONFORMANCE_TORCH) transformers==$(CONFORMANCE_TRANSFORMERS) \
+	  safetensors numpy
+
+conformance-checkpoints: conformance-venv
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  $(CONFORMANCE_VENV)/bin/python scripts/conformance/make_transformers_checkpoints.py --out "$$tmp" && \
+	  $(CONFORMANCE_VENV)/bin/python scripts/conformance/make_transformers_checkpoints.py --compare "$$tmp" testdata/conformance
+
+conformance: build conformance-checkpoints
+	$(CONFORMANCE_VENV)/bin/pip install -q compressed-tensors
 	$(CONFORMANCE_VENV)/bin/python scripts/conformance/loader_conformance.py --fp4c $(BUILD)/fp4c \
 	  --model $(STORIES) --eval $(STORIES)/eval.jsonl --calib $(STORIES)/calib.jsonl --work $(BUILD)/conformance
 

@@ -1,0 +1,479 @@
+#!/usr/bin/env python3
+"""Tiny random-init checkpoints made by Hugging Face transformers itself, and transformers' own figures
+on them, for test/tools/transformers_conformance_test.cpp (which needs no PyTorch).
+
+For every case of CASES it makes, in OUT/<case>/:
+  config.json, model.safetensors, generation_config.json  as save_pretrained writes them (BF16); a case
+      of form "v4" has its config.json rewritten into transformers 4's form (top-level rope_theta and
+      rope_scaling, no rope_parameters), which transformers 5 still reads;
+  eval.jsonl, calib.jsonl   fixed token ids ({"input_ids": [...]} records): the evaluation sequences and
+      a calibration set for the W4A4 quantization the test also runs;
+  logits.bin   transformers' float32 logits on the evaluation sequences, [sequences, length, vocab]
+      float32 little-endian;
+  expected.json   the case, the versions used, the total NLL (sum of next-token -log p, log-softmax and
+      sums in float64) per sequence and overall, and the SENSITIVITY: the same NLL with the case's
+      distinguishing feature removed (each ablation below), with its relative difference, so that the
+      test can show that its tolerance is far below what leaving the feature out costs.
+
+The reference forward is the checkpoint loaded back from the saved BF16 files by
+AutoModelForCausalLM.from_pretrained, cast to float32, eager attention, one sequence at a time.
+
+A new architecture or config form is one entry of CASES. Everything is deterministic (fixed seeds, one
+thread): running it twice gives the same files; `--compare A B` checks two generated trees against each
+other (every file byte for byte but the figures, which may differ in their last bits on another CPU).
+
+    make_transformers_checkpoints.py --out testdata/conformance
+    make_transformers_checkpoints.py --out /tmp/x && make_transformers_checkpoints.py --compare /tmp/x testdata/conformance
+"""
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM
+
+SEQ_LEN = 48
+EVAL_SEQUENCES = 2
+CALIB_SEQUENCES = 8
+VOCAB = 256
+NLL_RTOL = 1e-5       # what the C++ test holds fp4c's total NLL to
+LOGITS_ATOL = 1e-4    # and its logits
+
+# The shape every case starts from: a few hundred KB in BF16.
+BASE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    vocab_size=VOCAB,
+    max_position_embeddings=128,
+    initializer_range=0.15,   # large enough that the logits are far from flat
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+)
+
+
+# ---- ablations: the model with one feature removed -------------------------------------------------
+
+@dataclasses.dataclass
+class Ablation:
+    name: str                                   # what is removed, as the test prints it
+    config: Optional[Callable[[dict], None]] = None     # edits the config.json dict (as saved) in place
+    model: Optional[Callable[[torch.nn.Module], None]] = None   # edits the loaded float32 model in place
+    patch: Optional[Callable[[], contextlib.AbstractContextManager]] = None   # around the forward
+    note: str = ""                              # why a small delta is expected, where it is
+
+
+def set_rope(c: dict, **kw):
+    """Sets RoPE parameters of a saved config in whichever form it has."""
+    if "rope_parameters" in c:
+        c["rope_parameters"].update(kw)
+        return
+    for k, v in kw.items():
+        if k == "rope_theta":
+            c["rope_theta"] = v
+        else:
+            c.setdefault("rope_scaling", {})[k] = v
+
+
+def default_rope(c: dict):
+    """RoPE scaling removed: rope_type default, rope_theta kept."""
+    if "rope_parameters" in c:
+        c["rope_parameters"] = {"rope_theta": c["rope_parameters"]["rope_theta"], "rope_type": "default"}
+    else:
+        c.pop("rope_scaling", None)
+
+
+def norms_to_one(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+
+
+def zero_biases(suffixes):
+    def edit(model):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith(".bias") and any(name.endswith(s + ".bias") for s in suffixes):
+                    p.zero_()
+    return edit
+
+
+def attention_scale(head_dim_used):
+    def edit(model):
+        for layer in model.model.layers:
+            layer.self_attn.scaling = head_dim_used ** -0.5
+    return edit
+
+
+def lm_head_is_embedding(model):
+    with torch.no_grad():
+        model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
+
+
+def lm_head_fresh(model):
+    """What a loader that ignores tying would compute: an lm_head of its own, freshly initialized."""
+    g = torch.Generator().manual_seed(99)
+    w = torch.randn(model.lm_head.weight.shape, generator=g) * BASE["initializer_range"]
+    model.lm_head.weight = torch.nn.Parameter(w)
+
+
+@contextlib.contextmanager
+def kv_heads_tiled(module_name):
+    """GQA with the key/value heads repeated as a tile (head h uses kv head h % kv) instead of
+    transformers' repeat_interleave (head h uses kv head h // (heads / kv))."""
+    import importlib
+    mod = importlib.import_module(module_name)
+    original = mod.repeat_kv
+
+    def tiled(hidden_states, n_rep):
+        return hidden_states if n_rep == 1 else hidden_states.repeat(1, n_rep, 1, 1)
+    mod.repeat_kv = tiled
+    try:
+        yield
+    finally:
+        mod.repeat_kv = original
+
+
+# ---- the cases ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    model_type: str                 # transformers' model_type (AutoConfig.for_model)
+    description: str
+    config: dict = dataclasses.field(default_factory=dict)   # overrides of BASE for the config class
+    form: str = "v5"                # "v5": config.json as transformers 5 writes it; "v4": rope_theta/rope_scaling;
+                                    # "v4-type": the same with rope_scaling's type under its older key "type"
+    ablations: list = dataclasses.field(default_factory=list)
+    seed: int = 0
+
+
+CASES = [
+    Case("llama_rope_theta_v4", "llama",
+         "Llama, transformers 4's form: top-level rope_theta (1000, not the default 10000), no rope_parameters",
+         config=dict(rope_parameters={"rope_type": "default", "rope_theta": 1000.0}), form="v4",
+         ablations=[Ablation("rope_theta (default 10000 used)", config=lambda c: c.pop("rope_theta")),
+                    Ablation("norm weights (all 1)", model=norms_to_one)], seed=1),
+    Case("llama_rope_parameters_v5", "llama",
+         "Llama, transformers 5's form: rope_parameters {rope_theta 1000, rope_type default}, no top-level rope_theta",
+         config=dict(rope_parameters={"rope_type": "default", "rope_theta": 1000.0}),
+         ablations=[Ablation("rope_parameters.rope_theta (default 10000 used)",
+                             config=lambda c: set_rope(c, rope_theta=10000.0)),
+                    Ablation("norm weights (all 1)", model=norms_to_one)], seed=2),
+    Case("llama_rope_linear", "llama", "Llama, RoPE type linear (factor 4) in rope_parameters",
+         config=dict(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}),
+         ablations=[Ablation("rope type linear (default RoPE used)", config=default_rope)], seed=3),
+    Case("llama_rope_linear_v4", "llama", "Llama, RoPE type linear (factor 4) in transformers 4's rope_scaling",
+         config=dict(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}), form="v4",
+         ablations=[Ablation("rope_scaling linear (default RoPE used)", config=default_rope)], seed=4),
+    Case("llama_rope_linear_v4_type", "llama",
+         "Llama, RoPE type linear (factor 4) in rope_scaling with the older key 'type' (transformers before 4.45)",
+         config=dict(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}), form="v4-type",
+         ablations=[Ablation("rope_scaling linear (default RoPE used)", config=default_rope)], seed=15),
+    Case("llama_rope_dynamic", "llama",
+         "Llama, RoPE type dynamic (NTK, factor 4), sequences within max_position_embeddings",
+         config=dict(rope_parameters={"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0}),
+         ablations=[Ablation("rope type dynamic (default RoPE used)", config=default_rope,
+                             note="dynamic NTK equals the default RoPE for sequences within "
+                                  "max_position_embeddings, so this delta is 0 by definition"),
+                    Ablation("rope type dynamic read as linear", config=lambda c: set_rope(c, rope_type="linear"))],
+         seed=5),
+    Case("llama_rope_llama3_v4", "llama",
+         "Llama 3.x: rope_scaling llama3 (factor 8, low 1, high 4, original_max_position_embeddings 16) in "
+         "transformers 4's form, as Llama 3.1 configs ship",
+         config=dict(rope_parameters={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16,
+                                      "rope_theta": 500000.0}), form="v4",
+         ablations=[Ablation("rope_scaling llama3 (default RoPE used)", config=default_rope)], seed=6),
+    Case("llama_rope_llama3", "llama", "Llama 3.x: RoPE type llama3 in rope_parameters",
+         config=dict(rope_parameters={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16,
+                                      "rope_theta": 500000.0}),
+         ablations=[Ablation("rope type llama3 (default RoPE used)", config=default_rope)], seed=7),
+    Case("llama_rope_yarn", "llama",
+         "Llama, RoPE type yarn (factor 4, original_max_position_embeddings 32: frequencies and attention factor)",
+         config=dict(rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                                      "rope_theta": 10000.0}),
+         ablations=[Ablation("rope type yarn (default RoPE used)", config=default_rope)], seed=16),
+    Case("llama_rope_longrope", "llama",
+         "Llama, RoPE type longrope (Phi-3 long context: short/long factors, original_max_position_embeddings 32 "
+         "below the sequence length, so the long factors apply)",
+         config=dict(rope_parameters={"rope_type": "longrope", "original_max_position_embeddings": 32,
+                                      "short_factor": [1.0, 1.0, 1.05, 1.1, 1.2, 1.3, 1.4, 1.5],
+                                      "long_factor": [1.0, 1.2, 1.5, 2.0, 3.0, 4.5, 6.0, 8.0],
+                                      "rope_theta": 10000.0}),
+         ablations=[Ablation("rope type longrope (default RoPE used)", config=default_rope)], seed=17),
+    Case("llama_head_dim", "llama", "Llama with an explicit head_dim 24 (hidden 64 / 4 heads would be 16)",
+         config=dict(head_dim=24),
+         ablations=[Ablation("head_dim in the attention scale (1/sqrt(16) used)", model=attention_scale(16))],
+         seed=8),
+    Case("llama_attention_bias", "llama", "Llama with attention_bias true (q, k, v and o biases)",
+         config=dict(attention_bias=True),
+         ablations=[Ablation("attention biases (all 0)", model=zero_biases(["q_proj", "k_proj", "v_proj", "o_proj"]))],
+         seed=9),
+    Case("llama_tied", "llama", "Llama with tie_word_embeddings true (no lm_head.weight in the file)",
+         config=dict(tie_word_embeddings=True),
+         ablations=[Ablation("tying (an lm_head of its own, freshly initialized)", model=lm_head_fresh)], seed=10),
+    Case("llama_untied", "llama", "Llama with tie_word_embeddings false (lm_head.weight of its own)",
+         config=dict(tie_word_embeddings=False),
+         ablations=[Ablation("lm_head (the embedding used instead)", model=lm_head_is_embedding)], seed=11),
+    Case("llama_gqa", "llama", "Llama with grouped-query attention: 4 query heads, 2 key/value heads",
+         config=dict(num_key_value_heads=2),
+         ablations=[Ablation("GQA head mapping (kv heads tiled, not interleaved)",
+                             patch=lambda: kv_heads_tiled("transformers.models.llama.modeling_llama"))], seed=12),
+    Case("qwen2", "qwen2", "Qwen2: q/k/v biases, GQA (2 kv heads), no sliding window",
+         config=dict(num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+         ablations=[Ablation("q/k/v biases (all 0)", model=zero_biases(["q_proj", "k_proj", "v_proj"])),
+                    Ablation("GQA head mapping (kv heads tiled, not interleaved)",
+                             patch=lambda: kv_heads_tiled("transformers.models.qwen2.modeling_qwen2"))], seed=13),
+    Case("qwen2_tied", "qwen2", "Qwen2 with tie_word_embeddings true, as the small Qwen2.5 models ship",
+         config=dict(num_key_value_heads=2, tie_word_embeddings=True),
+         ablations=[Ablation("tying (an lm_head of its own, freshly initialized)", model=lm_head_fresh)], seed=18),
+    Case("mistral", "mistral",
+         "Mistral: sliding_window 64, at least the sequence length (48), so attention is full causal",
+         config=dict(sliding_window=64, num_key_value_heads=2),
+         ablations=[Ablation("the window, were it 16 (what fp4c would have to apply; it refuses sequences "
+                             "longer than the window)", config=lambda c: c.__setitem__("sliding_window", 16)),
+                    Ablation("norm weights (all 1)", model=norms_to_one)], seed=14),
+    Case("mistral_head_dim", "mistral",
+         "Mistral with an explicit head_dim 32 (hidden 64 / 4 heads would be 16), as Mistral NeMo has",
+         config=dict(sliding_window=64, num_key_value_heads=2, head_dim=32),
+         ablations=[Ablation("head_dim in the attention scale (1/sqrt(16) used)", model=attention_scale(16))],
+         seed=19),
+]
+
+
+# ---- making one case -----------------------------------------------------------------------------
+
+def token_ids(seed, n):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, VOCAB, size=(n, SEQ_LEN)).tolist()
+
+
+EVAL_IDS = token_ids(20260101, EVAL_SEQUENCES)
+CALIB_IDS = token_ids(20260202, CALIB_SEQUENCES)
+
+
+def sensitize(model, seed):
+    """Norm weights far from 1 (uniform in [0.5, 2], a quarter of them negative) and biases of a size
+    that matters (transformers initializes norms to 1 and biases to 0, which would hide both)."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                mag = 0.5 + 1.5 * torch.rand(p.shape, generator=g)
+                sign = torch.where(torch.rand(p.shape, generator=g) < 0.25, -1.0, 1.0)
+                p.copy_(mag * sign)
+            elif name.endswith(".bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+
+def to_v4_form(c: dict, type_key: str = "rope_type") -> dict:
+    """transformers 4's config.json: rope_theta at the top, the scaling (if any) in rope_scaling (its type
+    under `type_key`: "rope_type", or "type" as transformers before 4.45 wrote it)."""
+    c = dict(c)
+    p = dict(c.pop("rope_parameters"))
+    c["rope_theta"] = p.pop("rope_theta")
+    if p.get("rope_type", "default") != "default":
+        p[type_key] = p.pop("rope_type")
+        c["rope_scaling"] = p
+    return c
+
+
+def write_json(path, obj):
+    # As transformers writes config.json.
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def load_float32(directory, config_edit=None):
+    """The checkpoint in `directory` loaded by transformers, float32, eager attention; with
+    `config_edit`, from a copy whose config.json has been edited."""
+    if config_edit is None:
+        return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager")
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in os.listdir(directory):
+            if f.endswith(".safetensors"):
+                shutil.copy(os.path.join(directory, f), tmp)
+        with open(os.path.join(directory, "config.json")) as f:
+            c = json.load(f)
+        config_edit(c)
+        write_json(os.path.join(tmp, "config.json"), c)
+        return AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager")
+
+
+def forward(model, ids, patch=None):
+    """Logits [S, T, V] float32 and the total NLL of each sequence (float64)."""
+    logits, nll = [], []
+    with torch.no_grad(), (patch() if patch else contextlib.nullcontext()):
+        for seq in ids:
+            t = torch.tensor([seq], dtype=torch.long)
+            lg = model(input_ids=t).logits[0].float()
+            lp = torch.log_softmax(lg.double(), dim=-1)
+            nll.append(float(-lp[:-1].gather(1, t[0, 1:, None]).sum()))
+            logits.append(lg.numpy())
+    return np.stack(logits), nll
+
+
+def make_case(case: Case, out_dir: str):
+    d = os.path.join(out_dir, case.name)
+    if os.path.exists(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    cfg = AutoConfig.for_model(case.model_type, **{**BASE, **case.config})
+    torch.manual_seed(case.seed)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+    sensitize(model, case.seed)
+    model.to(torch.bfloat16).save_pretrained(d)
+    written = json.load(open(os.path.join(d, "config.json")))
+    if case.form in ("v4", "v4-type"):
+        write_json(os.path.join(d, "config.json"),
+                   to_v4_form(written, "type" if case.form == "v4-type" else "rope_type"))
+    elif case.form != "v5":
+        raise ValueError(f"{case.name}: unknown form {case.form}")
+    with open(os.path.join(d, "eval.jsonl"), "w") as f:
+        for s in EVAL_IDS:
+            f.write(json.dumps({"input_ids": s}) + "\n")
+    with open(os.path.join(d, "calib.jsonl"), "w") as f:
+        for s in CALIB_IDS:
+            f.write(json.dumps({"input_ids": s}) + "\n")
+
+    ref = load_float32(d)
+    # The v4 form must be read by transformers as the same model as the v5 one it was made from.
+    if case.form != "v5":
+        got = {k: v for k, v in ref.config.rope_parameters.items() if k != "type"}
+        want = dict(cfg.rope_parameters)
+        if got != want:
+            raise RuntimeError(f"{case.name}: transformers reads the v4 form as {got}, made as {want}")
+    logits, nll = forward(ref, EVAL_IDS)
+    total = math.fsum(nll)
+    if not all(math.isfinite(x) for x in nll):
+        raise RuntimeError(f"{case.name}: NLL not finite")
+    logits.astype("<f4").tofile(os.path.join(d, "logits.bin"))
+
+    sensitivity = []
+    for a in case.ablations:
+        m = load_float32(d, a.config)
+        if a.model:
+            a.model(m)
+        logits_a, nll_a = forward(m, EVAL_IDS, a.patch)
+        total_a = math.fsum(nll_a)
+        entry = {"removed": a.name, "nll_total": total_a, "relative_delta": abs(total_a - total) / abs(total),
+                 "max_logit_delta": float(np.max(np.abs(logits_a - logits)))}
+        if a.note:
+            entry["note"] = a.note
+        sensitivity.append(entry)
+
+    predictions = sum(len(s) - 1 for s in EVAL_IDS)
+    expected = {
+        "case": case.name,
+        "description": case.description,
+        "architecture": written["architectures"][0],
+        "config_form": case.form,
+        "made_by": {"script": "scripts/conformance/make_transformers_checkpoints.py",
+                    "transformers": transformers.__version__, "torch": torch.__version__.split("+")[0],
+                    "seed": case.seed},
+        "reference": "transformers AutoModelForCausalLM.from_pretrained(BF16 files), float32, eager attention, "
+                     "one sequence at a time; NLL = sum of -log_softmax(logits in float64)[next id]",
+        "eval_file": "eval.jsonl",
+        "calib_file": "calib.jsonl",
+        "sequences": len(EVAL_IDS),
+        "sequence_length": SEQ_LEN,
+        "predictions": predictions,
+        "nll": {"per_sequence": nll, "total": total, "perplexity": math.exp(total / predictions)},
+        "logits": {"file": "logits.bin", "dtype": "float32", "shape": list(logits.shape)},
+        "tolerance": {"nll_relative": NLL_RTOL, "logits_absolute": LOGITS_ATOL},
+        "sensitivity": sensitivity,
+    }
+    write_json(os.path.join(d, "expected.json"), expected)
+    worst = min((s["relative_delta"] for s in sensitivity if "note" not in s), default=float("nan"))
+    print(f"{case.name:28s} NLL {total:12.6f}  ppl {expected['nll']['perplexity']:8.3f}  "
+          f"smallest sensitivity {worst:.3e}", flush=True)
+
+
+# ---- comparing two generated trees ---------------------------------------------------------------
+
+def close(a, b, rtol):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k], rtol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y, rtol) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or abs(a - b) <= rtol * max(abs(a), abs(b))
+    return a == b
+
+
+def compare(a_dir, b_dir):
+    """Every file of both trees byte for byte, but expected.json's figures and logits.bin, which are
+    compared within 1e-9 relative and 1e-6 absolute (a forward on another CPU may round its last bits
+    differently). Returns the number of differences."""
+    bad = 0
+    names = lambda d: {os.path.relpath(os.path.join(r, f), d) for r, _, fs in os.walk(d) for f in fs}
+    fa, fb = names(a_dir), names(b_dir)
+    for f in sorted(fa ^ fb):
+        print(f"only in {a_dir if f in fa else b_dir}: {f}")
+        bad += 1
+    for f in sorted(fa & fb):
+        pa, pb = os.path.join(a_dir, f), os.path.join(b_dir, f)
+        ba, bb = open(pa, "rb").read(), open(pb, "rb").read()
+        if ba == bb:
+            continue
+        base = os.path.basename(f)
+        if base == "expected.json":
+            ja, jb = json.loads(ba), json.loads(bb)
+            for j in (ja, jb):
+                j.get("made_by", {}).pop("torch", None)
+            if close(ja, jb, 1e-9):
+                continue
+        elif base == "logits.bin" and len(ba) == len(bb):
+            la, lb = np.frombuffer(ba, "<f4"), np.frombuffer(bb, "<f4")
+            diff = float(np.max(np.abs(la - lb)))
+            if diff <= 1e-6:
+                continue
+            print(f"{f}: max |difference| {diff:.3e}")
+        print(f"differs: {f}")
+        bad += 1
+    return bad
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", help="directory to write the cases into (each case's directory is replaced)")
+    ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    ap.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two generated trees and exit")
+    args = ap.parse_args()
+    if args.compare:
+        bad = compare(*args.compare)
+        print("the same" if bad == 0 else f"{bad} difference(s)")
+        return 1 if bad else 0
+    if not args.out:
+        ap.error("--out or --compare is required")
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    wanted = [c for c in args.cases.split(",") if c]
+    unknown = set(wanted) - {c.name for c in CASES}
+    if unknown:
+        ap.error(f"unknown case(s): {', '.join(sorted(unknown))}")
+    os.makedirs(args.out, exist_ok=True)
+    for case in CASES:
+        if not wanted or case.name in wanted:
+            make_case(case, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
