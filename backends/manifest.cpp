@@ -104,6 +104,12 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
     r->set_hidden_act("silu");
   }
   m.set_model_dir(in.model_dir);
+  if (!in.source_format.empty() && in.source_format != "safetensors") {
+    auto* s = m.mutable_source();
+    s->set_format(in.source_format);
+    s->set_file(in.source_file);
+    for (const auto& t : in.dequantized_types) s->add_dequantized_types(t);
+  }
   m.set_created_utc(utc_timestamp());
   for (const auto& f : in.inputs) add_file(m.mutable_inputs(), f);
   for (const auto& f : in.outputs) add_file(m.mutable_outputs(), f);

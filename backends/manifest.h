@@ -20,6 +20,9 @@ struct ManifestInputs {
   std::string tool_version;
   std::string command_line;
   std::string model_dir;
+  std::string source_format;                   // "safetensors" or "gguf"
+  std::string source_file;                     // the GGUF file's name
+  std::vector<std::string> dequantized_types;  // GGUF block formats the reference is the F32 dequantization of
   manifest::Options options;
   std::vector<WrittenFile> inputs;              // files of the source checkpoint, relative names
   std::vector<WrittenFile> outputs;             // files of the artifact, relative names

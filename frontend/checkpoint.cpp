@@ -7,10 +7,12 @@
 
 namespace fp4c::frontend {
 
-Expected<LoadedCheckpoint> open_checkpoint(const std::string& dir) {
-  std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec))
-    return make_error(dir + ": not a checkpoint directory");
+std::string_view source_format_name(SourceFormat f) { return f == SourceFormat::Gguf ? "gguf" : "safetensors"; }
+
+namespace {
+
+// `label` names the checkpoint in classification errors (the GGUF file for its image).
+Expected<LoadedCheckpoint> open_directory(const std::string& dir, const std::string& label) {
   FP4C_ASSIGN(ir::ModelConfig config,
               read_config((std::filesystem::path(dir) / "config.json").string()));
   FP4C_ASSIGN(safetensors::Checkpoint files, safetensors::Checkpoint::open(dir));
@@ -19,7 +21,7 @@ Expected<LoadedCheckpoint> open_checkpoint(const std::string& dir) {
   headers.reserve(files.tensors().size());
   for (const safetensors::Checkpoint::Ref& ref : files.tensors())
     headers.push_back(TensorHeader{ref.entry->name, ref.entry->dtype, ref.entry->shape});
-  FP4C_ASSIGN(ir::Model model, classify(config, headers, dir));
+  FP4C_ASSIGN(ir::Model model, classify(config, headers, label));
 
   LoadedCheckpoint out{dir, std::move(model), std::move(files), {}};
   // Refs point into the files' heap storage, which moving the Checkpoint leaves in place.
@@ -30,6 +32,24 @@ Expected<LoadedCheckpoint> open_checkpoint(const std::string& dir) {
     out.refs.push_back(*ref);
   }
   return out;
+}
+
+}  // namespace
+
+Expected<LoadedCheckpoint> open_checkpoint(const std::string& model) {
+  FP4C_ASSIGN(std::optional<std::string> gguf_path, find_gguf(model));
+  if (gguf_path) {
+    FP4C_ASSIGN(GgufImage image, write_gguf_image(*gguf_path));
+    FP4C_ASSIGN(LoadedCheckpoint out, open_directory(image.dir->path(), *gguf_path));
+    out.source_format = SourceFormat::Gguf;
+    out.source_path = *gguf_path;
+    out.dequantized_types = std::move(image.dequantized_types);
+    out.image = std::move(image.dir);
+    return out;
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_directory(model, ec)) return make_error(model + ": not a checkpoint directory");
+  return open_directory(model, model);
 }
 
 }  // namespace fp4c::frontend

@@ -195,6 +195,50 @@ def metaspace_bpe():
 
 # --- main --------------------------------------------------------------------------------------------
 
+# --- GGUF --------------------------------------------------------------------------------------------
+
+def gguf_bytes(kvs, tensors, alignment=32, version=3):
+    """kvs: list of (key, type id, packed value bytes); tensors: list of (name, ne, type id, raw bytes).
+    Tensor data laid out as ggml lays it: in order, each padded to the alignment."""
+    s = lambda b: struct.pack("<Q", len(b)) + b
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs))
+    for key, t, val in kvs:
+        out += s(key.encode()) + struct.pack("<I", t) + val
+    pad = lambda n: b"\0" * (-n % alignment)
+    off, data = 0, b""
+    for name, ne, t, raw in tensors:
+        out += s(name.encode()) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", d) for d in ne)
+        out += struct.pack("<IQ", t, off)
+        data += raw + pad(len(raw))
+        off = len(data)
+    return out + pad(len(out)) + data
+
+
+def gguf_seeds():
+    s = lambda b: struct.pack("<Q", len(b)) + b
+    arr = lambda t, vals: struct.pack("<IQ", t, len(vals)) + b"".join(vals)
+    rng = random.Random(3)
+    f32 = lambda n: b"".join(struct.pack("<f", rng.uniform(-1, 1)) for _ in range(n))
+    meta = [("general.architecture", 8, s(b"llama")), ("llama.block_count", 4, struct.pack("<I", 1)),
+            ("llama.rope.freq_base", 6, struct.pack("<f", 10000.0)), ("test.i64", 11, struct.pack("<q", -5)),
+            ("test.f64", 12, struct.pack("<d", 0.5)), ("test.bool", 7, b"\1"),
+            ("tokenizer.ggml.tokens", 9, arr(8, [s(b"a"), s(b"b"), s(b"\xe2\x96\x81c")])),
+            ("tokenizer.ggml.scores", 9, arr(6, [struct.pack("<f", -i) for i in range(3)])),
+            ("test.nested", 9, arr(9, [arr(0, [b"\1", b"\2"]), arr(8, [s(b"x")])]))]
+    put("gguf_fuzz", "tiny_f32", gguf_bytes(meta, [("token_embd.weight", [8, 3], 0, f32(24)),
+                                                    ("output_norm.weight", [8], 0, f32(8))]))
+    # One tensor of each block format fp4c dequantizes (random blocks), and F16/BF16.
+    blocks = [(2, 32, 18), (3, 32, 20), (6, 32, 22), (7, 32, 24), (8, 32, 34), (12, 256, 144), (13, 256, 176),
+              (14, 256, 210)]
+    ts = [("t%d" % t, [n], t, bytes(rng.randrange(256) for _ in range(size))) for t, n, size in blocks]
+    ts += [("f16", [4], 1, bytes(rng.randrange(256) for _ in range(8))),
+           ("bf16", [4], 30, bytes(rng.randrange(256) for _ in range(8)))]
+    put("gguf_fuzz", "block_formats", gguf_bytes([], ts))
+    put("gguf_fuzz", "align64_v2", gguf_bytes([("general.alignment", 4, struct.pack("<I", 64))],
+                                              [("a", [4], 0, f32(4)), ("b", [2, 2], 0, f32(4))], alignment=64, version=2))
+    put("gguf_fuzz", "unread_type_q2k", gguf_bytes([], [("q", [256], 10, bytes(84))]))
+
+
 def run(cmd):
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
@@ -235,6 +279,8 @@ def main():
             run([fp4c, "quantize", "--model", model, "--out", out, "--threads", "1"] + extra)
             arts[name] = out
         rd = lambda *p: open(os.path.join(*p), "rb").read()
+
+        gguf_seeds()
 
         # safetensors_fuzz
         put("safetensors_fuzz", "tiny_bf16", st)

@@ -27,7 +27,7 @@ fi
 dict_for() {
   case "$1" in
     pipeline_fuzz) echo "$here/dicts/pipeline.dict" ;;
-    sentencepiece_fuzz|stats_fuzz) ;;
+    sentencepiece_fuzz|stats_fuzz|gguf_fuzz) ;;
     *) echo "$here/dicts/json.dict" ;;
   esac
 }

@@ -38,7 +38,7 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   if (o.per_layer && o.artifact.empty()) return make_error("--per-layer needs --artifact");
   auto ckpt = frontend::open_checkpoint(o.model);
   if (!ckpt) return ckpt.error();
-  auto tokens = load_tokens(o.data, o.model, ckpt->model.config, o.tokens);
+  auto tokens = load_tokens(o.data, ckpt->dir, ckpt->model.config, o.tokens);
   if (!tokens) return tokens.error();
 
   std::optional<backends::compressed_tensors::ArtifactReader> artifact;

@@ -70,14 +70,22 @@ struct StatsKey {
   std::string model_key, calibration_key, short_key;
 };
 
-Expected<std::string> model_files_key(const frontend::LoadedCheckpoint& ckpt, const std::string& model_dir) {
+// The source files: the safetensors files, or the GGUF file (whose image is a function of it).
+std::vector<std::string> source_files(const frontend::LoadedCheckpoint& ckpt) {
+  if (ckpt.source_format == frontend::SourceFormat::Gguf) return {ckpt.source_path};
+  std::vector<std::string> out;
+  for (const auto& f : ckpt.files.files()) out.push_back(f.path());
+  return out;
+}
+
+Expected<std::string> model_files_key(const frontend::LoadedCheckpoint& ckpt) {
   hash::Hasher model_key;
-  for (const auto& f : ckpt.files.files()) {
-    FP4C_ASSIGN(auto d, hash::hash_file(f.path()));
+  for (const std::string& path : source_files(ckpt)) {
+    FP4C_ASSIGN(auto d, hash::hash_file(path));
     const std::string hex = d.hex();
     model_key.update(std::as_bytes(std::span(hex)));
   }
-  FP4C_ASSIGN(auto d, hash::hash_file((fs::path(model_dir) / "config.json").string()));
+  FP4C_ASSIGN(auto d, hash::hash_file((fs::path(ckpt.dir) / "config.json").string()));
   const std::string hex = d.hex();
   model_key.update(std::as_bytes(std::span(hex)));
   return model_key.digest().hex();
@@ -188,6 +196,13 @@ Expected<std::vector<backends::WrittenFile>> hash_inputs(const frontend::LoadedC
     out.push_back(std::move(f));
     return {};
   };
+  if (ckpt.source_format == frontend::SourceFormat::Gguf) {
+    // The GGUF file is the input (its image in the scratch directory is fp4c's own).
+    backends::WrittenFile f{fs::path(ckpt.source_path).filename().string(), 0, {}};
+    FP4C_ASSIGN(f.hash, hash::hash_file(ckpt.source_path, &f.bytes));
+    out.push_back(std::move(f));
+    return out;
+  }
   FP4C_TRY(add_file("config.json"));
   if (ckpt.files.sharded()) FP4C_TRY(add_file("model.safetensors.index.json"));
   for (size_t i = 0; i < ckpt.files.files().size(); ++i) {
@@ -275,11 +290,11 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   std::optional<frontend::TokenSet> tokens;
   std::string files_key;
   if (!o.calib.empty() && !o.dry_run) {
-    FP4C_ASSIGN(tokens, load_tokens(o.calib, o.model, model.config, o.tokens));
+    FP4C_ASSIGN(tokens, load_tokens(o.calib, ckpt.dir, model.config, o.tokens));
     ctx.calibration = &*tokens;
     for (const PassInvocation& inv : pipeline.passes)
       if (const PassDefinition* d = find_definition(inv.name); d->prepare) FP4C_TRY(d->prepare(inv, ctx));
-    FP4C_ASSIGN(files_key, model_files_key(ckpt, o.model));
+    FP4C_ASSIGN(files_key, model_files_key(ckpt));
   }
   ctx.compute_stats = [&](const passes::StatsOptions& so) {
     return collect(o, ckpt, files_key, *tokens, so, ctx);
@@ -328,7 +343,7 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
 
   StageClock finish_clock("finalize");
   std::vector<backends::WrittenFile> outputs = ctx.writer->files();
-  const std::string source_config = (fs::path(o.model) / "config.json").string();
+  const std::string source_config = (fs::path(ckpt.dir) / "config.json").string();
   const bool w4a4 = passes::quantizes_activations(scheme);
   if (modelopt) {
     FP4C_ASSIGN(auto configs, backends::modelopt::write_configs(source_config, ctx.staging->path(), model, w4a4,
@@ -338,7 +353,7 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
     FP4C_ASSIGN(auto config, ct::write_config(source_config, ctx.staging->path(), model, w4a4, mxfp4));
     outputs.push_back(config);
   }
-  FP4C_ASSIGN(auto aux, backends::copy_auxiliary_files(o.model, ctx.staging->path()));
+  FP4C_ASSIGN(auto aux, backends::copy_auxiliary_files(ckpt.dir, ctx.staging->path()));
   outputs.insert(outputs.end(), aux.begin(), aux.end());
   FP4C_ASSIGN(auto inputs, hash_inputs(ckpt, *ctx.packed));
   uint64_t written = 0;
@@ -349,6 +364,9 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   mi.tool_version = FP4C_VERSION;
   mi.command_line = o.command_line;
   mi.model_dir = fs::absolute(o.model).lexically_normal().string();
+  mi.source_format = std::string(frontend::source_format_name(ckpt.source_format));
+  mi.dequantized_types = ckpt.dequantized_types;
+  if (!ckpt.source_path.empty()) mi.source_file = fs::path(ckpt.source_path).filename().string();
   mi.options.set_scheme(std::string(passes::scheme_name(scheme)));
   if (ctx.first_stats) {
     auto* c = mi.options.mutable_calibration();

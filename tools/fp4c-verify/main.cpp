@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   bool json = false, no_speed = false, no_per_layer = false;
   double min_recovery = 0, max_kl_mean = 0, max_kl_p99 = 0;
   app.add_option("--artifact", q.artifact, "the artifact directory (with fp4c-manifest.json)")->required();
-  app.add_option("--reference", q.reference, "the BF16 checkpoint the artifact was made from")->required();
+  app.add_option("--reference", q.reference, "the BF16 checkpoint (or GGUF file) the artifact was made from")->required();
   app.add_option("--eval", q.eval, "evaluation set (JSONL with text or input_ids, or text; .gz too)")->required();
   app.add_option("--device", q.device, "cpu, cuda or cuda:N")->default_str("cpu");
   auto* o_rec = app.add_option("--min-recovery", min_recovery, "fail when recovery (reference ppl / artifact ppl) is below");

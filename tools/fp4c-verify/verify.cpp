@@ -171,7 +171,11 @@ VerifyOutcome run_verification(const VerifyRequest& q) {
 
   // (a) The artifact is what its manifest says, and the manifest belongs to the reference.
   auto artifact_check = backends::check_artifact_hashes(*m, q.artifact);
-  auto reference_check = backends::check_reference_inputs(*m, q.reference);
+  // A GGUF reference's input is the file itself, recorded by name: checked in its directory.
+  const std::string reference_dir = ckpt->source_format == frontend::SourceFormat::Gguf
+                                        ? std::filesystem::path(ckpt->source_path).parent_path().string()
+                                        : q.reference;
+  auto reference_check = backends::check_reference_inputs(*m, reference_dir.empty() ? "." : reference_dir);
   auto* hc = v.mutable_hash_check();
   hc->set_artifact_files(artifact_check.files);
   hc->set_artifact_tensors(artifact_check.tensors);

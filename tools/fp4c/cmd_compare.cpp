@@ -86,7 +86,7 @@ Runner setup_compare(CLI::App& app, const CommandLine& cl) {
   auto opts = std::make_shared<CompareOptions>();
   CLI::App* sub = app.add_subcommand(
       "compare", "Run several recipes on one model, calibration and evaluation set; write a report side by side");
-  sub->add_option("--model", opts->model, "Hugging Face checkpoint directory (BF16)")->required();
+  sub->add_option("--model", opts->model, "Hugging Face checkpoint directory (BF16), or a GGUF file (or a directory holding one)")->required();
   sub->add_option("--calib", opts->calib, "calibration set: JSONL with text or input_ids, or plain text; .gz too")
       ->required();
   sub->add_option("--eval", opts->eval, "evaluation set, same formats")->required();

@@ -49,7 +49,7 @@ Runner setup_eval(CLI::App& app, const CommandLine&) {
   auto opts = std::make_shared<EvalCommandOptions>();
   pipeline::EvalRequest& r = opts->request;
   CLI::App* sub = app.add_subcommand("eval", "Perplexity, KL and recovery of an artifact against its BF16 reference");
-  sub->add_option("--model", r.model, "the reference BF16 checkpoint")->required();
+  sub->add_option("--model", r.model, "the reference BF16 checkpoint, or a GGUF file (or a directory holding one)")->required();
   sub->add_option("--artifact", r.artifact, "an fp4c artifact made from --model");
   sub->add_option("--data", r.data, "evaluation set (JSONL with text or input_ids, or text; .gz too)")->required();
   sub->add_option("--precision", opts->precision, "f32 or bf16 activations and GEMMs")

@@ -60,7 +60,7 @@ Runner setup_quantize(CLI::App& app, const CommandLine& cl) {
   auto f = std::make_shared<QuantizeFlags>();
   pipeline::QuantizeRequest* opts = &f->request;
   CLI::App* sub = app.add_subcommand("quantize", "Quantize a checkpoint to an NVFP4 artifact");
-  sub->add_option("--model", opts->model, "Hugging Face checkpoint directory (BF16)")->required();
+  sub->add_option("--model", opts->model, "Hugging Face checkpoint directory (BF16), or a GGUF file (or a directory holding one)")->required();
   sub->add_option("--out", opts->out, "artifact directory to create")->required();
   sub->add_option("--scheme", f->scheme,
                   "w4a16: NVFP4 weights, BF16 activations; w4a4: NVFP4 weights and activations (needs "

@@ -1,0 +1,303 @@
+#include "frontend/gguf_checkpoint.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "formats/safetensors.h"
+
+namespace fp4c::frontend {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// general.architecture -> the Hugging Face class. `permuted_qk`: llama.cpp's convert_hf_to_gguf.py
+// (LlamaModel.permute) reorders the rows of q_proj and k_proj within each head, for its RoPE kernels;
+// undone here. A new architecture is a row here (and its tensors in kLayerNames if it has others).
+struct GgufArchitecture {
+  std::string_view gguf;
+  std::string_view hf;
+  std::string_view model_type;
+  bool permuted_qk;
+  bool qkv_bias;  // q/k/v biases (the HF config says so; Qwen2 always has them)
+};
+constexpr GgufArchitecture kArchitectures[] = {
+    {"llama", "LlamaForCausalLM", "llama", true, false},
+    {"qwen2", "Qwen2ForCausalLM", "qwen2", false, true},
+};
+
+// GGUF tensor names -> Hugging Face's (llama.cpp's gguf-py/gguf/tensor_mapping.py, the other way).
+constexpr std::pair<std::string_view, std::string_view> kGlobalNames[] = {
+    {"token_embd.weight", "model.embed_tokens.weight"},
+    {"output_norm.weight", "model.norm.weight"},
+    {"output.weight", "lm_head.weight"},
+};
+constexpr std::pair<std::string_view, std::string_view> kLayerNames[] = {
+    {"attn_norm.weight", "input_layernorm.weight"},
+    {"attn_q.weight", "self_attn.q_proj.weight"},
+    {"attn_q.bias", "self_attn.q_proj.bias"},
+    {"attn_k.weight", "self_attn.k_proj.weight"},
+    {"attn_k.bias", "self_attn.k_proj.bias"},
+    {"attn_v.weight", "self_attn.v_proj.weight"},
+    {"attn_v.bias", "self_attn.v_proj.bias"},
+    {"attn_output.weight", "self_attn.o_proj.weight"},
+    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_gate.weight", "mlp.gate_proj.weight"},
+    {"ffn_up.weight", "mlp.up_proj.weight"},
+    {"ffn_down.weight", "mlp.down_proj.weight"},
+};
+
+std::string supported_architectures_list() {
+  std::string s;
+  for (const auto& a : kArchitectures) s += (s.empty() ? "" : ", ") + std::string(a.gguf);
+  return s;
+}
+
+// The Hugging Face name of a GGUF tensor; nullopt for a name no table has.
+std::optional<std::string> hf_name(std::string_view name) {
+  for (const auto& [g, h] : kGlobalNames)
+    if (name == g) return std::string(h);
+  if (!name.starts_with("blk.")) return std::nullopt;
+  const std::string_view rest = name.substr(4);
+  const size_t dot = rest.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot > 9) return std::nullopt;
+  const std::string_view index = rest.substr(0, dot);
+  if (!std::all_of(index.begin(), index.end(), [](char c) { return c >= '0' && c <= '9'; })) return std::nullopt;
+  if (index.size() > 1 && index[0] == '0') return std::nullopt;
+  for (const auto& [g, h] : kLayerNames)
+    if (rest.substr(dot + 1) == g) return "model.layers." + std::string(index) + "." + std::string(h);
+  return std::nullopt;
+}
+
+// Undoes convert_hf_to_gguf.py's permute(w, n_head, n_head): within each head of d rows, GGUF row
+// 2j + t holds Hugging Face row t * d/2 + j. Rows are whole (dequantized or plain) rows of bytes.
+void unpermute_rows(std::vector<std::byte>& bytes, int64_t rows, int64_t heads) {
+  const size_t row_bytes = bytes.size() / size_t(rows);
+  const int64_t d = rows / heads, half = d / 2;
+  std::vector<std::byte> out(bytes.size());
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t t = 0; t < 2; ++t)
+      for (int64_t j = 0; j < half; ++j)
+        std::memcpy(out.data() + size_t(h * d + t * half + j) * row_bytes,
+                    bytes.data() + size_t(h * d + 2 * j + t) * row_bytes, row_bytes);
+  bytes.swap(out);
+}
+
+}  // namespace
+
+Expected<std::shared_ptr<ScratchDir>> ScratchDir::create(const std::string& prefix) {
+  std::error_code ec;
+  fs::path base = fs::temp_directory_path(ec);
+  if (ec) base = "/tmp";
+  std::string templ = (base / (prefix + "XXXXXX")).string();
+  if (!::mkdtemp(templ.data()))
+    return make_error(templ + ": cannot create a scratch directory: " + std::strerror(errno));
+  return std::shared_ptr<ScratchDir>(new ScratchDir(templ));
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+Expected<std::optional<std::string>> find_gguf(const std::string& model) {
+  std::error_code ec;
+  if (fs::is_regular_file(model, ec)) {
+    std::ifstream in(model, std::ios::binary);
+    char magic[4] = {};
+    in.read(magic, 4);
+    if (in.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0) return std::optional<std::string>(model);
+    if (fs::path(model).extension() == ".gguf") return std::optional<std::string>(model);  // the reader says why not
+    return make_error(model + ": not a checkpoint directory or a GGUF file");
+  }
+  if (!fs::is_directory(model, ec)) return std::optional<std::string>();
+  if (fs::exists(fs::path(model) / "config.json", ec)) return std::optional<std::string>();
+  std::vector<std::string> found;
+  for (const auto& e : fs::directory_iterator(model, ec))
+    if (e.path().extension() == ".gguf" && e.is_regular_file(ec)) found.push_back(e.path().string());
+  std::sort(found.begin(), found.end());
+  if (found.empty()) return std::optional<std::string>();
+  if (found.size() > 1) {
+    std::string names;
+    for (const auto& f : found) names += (names.empty() ? "" : ", ") + fs::path(f).filename().string();
+    return make_error(model + ": holds " + std::to_string(found.size()) + " GGUF files (" + names +
+                      "); give --model the one to read");
+  }
+  return std::optional<std::string>(found[0]);
+}
+
+Expected<std::string> gguf_config_json(const gguf::File& f) {
+  const std::string& path = f.path();
+  FP4C_ASSIGN(auto arch_name, f.get_string("general.architecture"));
+  if (!arch_name) return make_error(path + ": missing metadata key 'general.architecture'");
+  const GgufArchitecture* arch = nullptr;
+  for (const auto& a : kArchitectures)
+    if (a.gguf == *arch_name) arch = &a;
+  if (!arch)
+    return make_error(path + ": metadata key 'general.architecture' is '" + *arch_name +
+                      "'; fp4c reads GGUF architectures " + supported_architectures_list());
+  const std::string p = *arch_name + ".";
+  json c;
+  c["architectures"] = json::array({std::string(arch->hf)});
+  c["model_type"] = std::string(arch->model_type);
+  // Required sizes; the config reader checks their values (positive, heads dividing, ...).
+  const std::pair<const char*, const char*> sizes[] = {
+      {"embedding_length", "hidden_size"},       {"feed_forward_length", "intermediate_size"},
+      {"block_count", "num_hidden_layers"},      {"attention.head_count", "num_attention_heads"},
+      {"context_length", "max_position_embeddings"}};
+  for (const auto& [key, hf] : sizes) {
+    FP4C_ASSIGN(auto v, f.get_integer(p + key));
+    if (!v) return make_error(path + ": missing metadata key '" + p + key + "'");
+    c[hf] = *v;
+  }
+  FP4C_ASSIGN(auto kv_heads, f.get_integer(p + "attention.head_count_kv"));
+  if (kv_heads) c["num_key_value_heads"] = *kv_heads;
+  FP4C_ASSIGN(auto key_length, f.get_integer(p + "attention.key_length"));
+  FP4C_ASSIGN(auto value_length, f.get_integer(p + "attention.value_length"));
+  if (key_length && value_length && *key_length != *value_length)
+    return make_error(path + ": metadata keys '" + p + "attention.key_length' (" + std::to_string(*key_length) +
+                      ") and '" + p + "attention.value_length' (" + std::to_string(*value_length) +
+                      ") differ; fp4c's attention has one head size");
+  if (key_length) c["head_dim"] = *key_length;
+  FP4C_ASSIGN(auto eps, f.get_number(p + "attention.layer_norm_rms_epsilon"));
+  if (!eps) return make_error(path + ": missing metadata key '" + p + "attention.layer_norm_rms_epsilon'");
+  c["rms_norm_eps"] = *eps;
+  FP4C_ASSIGN(auto theta, f.get_number(p + "rope.freq_base"));
+  if (theta) c["rope_theta"] = *theta;
+  // Partial rotary embeddings: the config reader refuses a factor other than 1.
+  FP4C_ASSIGN(auto rope_dims, f.get_integer(p + "rope.dimension_count"));
+  if (rope_dims) {
+    const int64_t heads = c["num_attention_heads"].get<int64_t>();
+    const int64_t head_dim = key_length ? *key_length : c["hidden_size"].get<int64_t>() / std::max<int64_t>(heads, 1);
+    if (*rope_dims != head_dim) c["partial_rotary_factor"] = double(*rope_dims) / double(head_dim);
+  }
+  FP4C_ASSIGN(auto scaling, f.get_string(p + "rope.scaling.type"));
+  if (!scaling) {
+    FP4C_ASSIGN(auto old, f.get_string(p + "rope_scaling.type"));
+    scaling = old;
+  }
+  if (scaling && *scaling != "none") {
+    FP4C_ASSIGN(auto factor, f.get_number(p + "rope.scaling.factor"));
+    json rs = {{"rope_type", *scaling}};
+    if (factor) rs["factor"] = *factor;
+    c["rope_scaling"] = rs;  // linear is read; yarn and the others are refused by name
+  }
+  if (f.find("rope_freqs.weight"))
+    return make_error(path + ": tensor 'rope_freqs.weight': RoPE frequency factors as a tensor (llama.cpp's form of "
+                      "Llama 3 rope scaling) are not read by fp4c");
+  if (f.find_key(p + "expert_count"))
+    return make_error(path + ": metadata key '" + p + "expert_count': mixture-of-experts GGUF models are not read by fp4c");
+  FP4C_ASSIGN(auto vocab, f.get_integer(p + "vocab_size"));
+  if (!vocab) {
+    if (const gguf::Value* tokens = f.find_key("tokenizer.ggml.tokens"); tokens && tokens->type == gguf::ValueType::Array)
+      vocab = int64_t(tokens->count);
+    else if (const gguf::TensorInfo* e = f.find("token_embd.weight"); e && e->ne.size() == 2)
+      vocab = e->ne[1];
+  }
+  if (!vocab) return make_error(path + ": no vocabulary size: no key '" + p + "vocab_size', 'tokenizer.ggml.tokens' or tensor 'token_embd.weight'");
+  c["vocab_size"] = *vocab;
+  c["tie_word_embeddings"] = f.find("output.weight") == nullptr;
+  if (arch->qkv_bias) c["attention_bias"] = true;
+  c["hidden_act"] = "silu";
+  FP4C_ASSIGN(auto bos, f.get_integer("tokenizer.ggml.bos_token_id"));
+  if (bos) c["bos_token_id"] = *bos;
+  FP4C_ASSIGN(auto eos, f.get_integer("tokenizer.ggml.eos_token_id"));
+  if (eos) c["eos_token_id"] = *eos;
+  // The dtype the unquantized tensors keep: the embedding's, as the image holds it.
+  std::string dtype = "float32";
+  if (const gguf::TensorInfo* e = f.find("token_embd.weight")) {
+    if (e->type == gguf::TensorType::F16) dtype = "float16";
+    if (e->type == gguf::TensorType::BF16) dtype = "bfloat16";
+  }
+  c["torch_dtype"] = dtype;
+  return c.dump(2) + "\n";
+}
+
+Expected<GgufImage> write_gguf_image(const std::string& path, const std::string& tmp_dir) {
+  FP4C_ASSIGN(gguf::File f, gguf::File::open(path));
+  FP4C_ASSIGN(std::string config_text, gguf_config_json(f));
+  const json config = json::parse(config_text);
+  GgufImage image;
+  image.gguf_path = path;
+  image.gguf_architecture = *f.get_string("general.architecture").value();
+  const GgufArchitecture* arch = nullptr;
+  for (const auto& a : kArchitectures)
+    if (a.gguf == image.gguf_architecture) arch = &a;
+
+  // Names, dtypes and shapes first: the image's header is written before any data.
+  std::vector<safetensors::TensorSpec> specs;
+  std::set<std::string> dequantized;
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    const std::string where = path + ": tensor '" + t.name + "' (data at byte " +
+                              std::to_string(f.data_offset() + t.offset) + ")";
+    std::optional<std::string> name = hf_name(t.name);
+    if (!name)
+      return make_error(where + ": no Hugging Face name for it in fp4c's table for GGUF architecture '" +
+                        image.gguf_architecture + "'");
+    DType dtype = DType::F32;
+    if (t.type == gguf::TensorType::F16) dtype = DType::F16;
+    else if (t.type == gguf::TensorType::BF16) dtype = DType::BF16;
+    else if (gguf::is_block_quantized(t.type)) dequantized.insert(std::string(gguf::type_traits(t.type)->name));
+    else if (t.type != gguf::TensorType::F32)
+      return make_error(where + ": type " + std::string(gguf::type_traits(t.type)->name) +
+                        " is not read by fp4c (it reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)");
+    specs.push_back({*name, dtype, t.shape()});
+  }
+  image.dequantized_types.assign(dequantized.begin(), dequantized.end());
+
+  const std::string stem = fs::path(path).stem().string().substr(0, 40);
+  FP4C_ASSIGN(image.dir, ScratchDir::create("fp4c-gguf-" + stem + "-"));
+  const fs::path dir = image.dir->path();
+  {
+    std::ofstream out(dir / "config.json", std::ios::binary);
+    out << config_text;
+    if (!out) return make_error((dir / "config.json").string() + ": cannot write");
+  }
+  std::map<std::string, std::string> metadata = {{"format", "pt"}, {"fp4c.source", path}, {"fp4c.source_format", "gguf"}};
+  FP4C_ASSIGN(safetensors::Writer w, safetensors::Writer::create((dir / "model.safetensors").string(), specs, metadata));
+  const int64_t heads = config["num_attention_heads"].get<int64_t>();
+  const int64_t kv_heads = config.contains("num_key_value_heads") ? config["num_key_value_heads"].get<int64_t>() : heads;
+  for (size_t i = 0; i < f.tensors().size(); ++i) {
+    const gguf::TensorInfo& t = f.tensors()[i];
+    const std::string& name = specs[i].name;
+    const bool q = name.ends_with("self_attn.q_proj.weight") || name.ends_with("self_attn.q_proj.bias");
+    const bool k = name.ends_with("self_attn.k_proj.weight") || name.ends_with("self_attn.k_proj.bias");
+    const bool permute = arch->permuted_qk && (q || k);
+    if (!gguf::is_block_quantized(t.type) && !permute) {
+      FP4C_TRY(w.write(f.bytes(t)));  // as it is
+      f.release(t);
+      continue;
+    }
+    std::vector<std::byte> bytes;
+    if (gguf::is_block_quantized(t.type)) {
+      FP4C_ASSIGN(std::vector<float> v, f.to_f32(t));
+      const auto b = std::as_bytes(std::span(v));
+      bytes.assign(b.begin(), b.end());
+    } else {
+      const auto b = f.bytes(t);
+      bytes.assign(b.begin(), b.end());
+    }
+    f.release(t);
+    if (permute) {
+      const int64_t rows = t.shape()[0];
+      const int64_t h = q ? heads : kv_heads;
+      if (h <= 0 || rows % h != 0 || (rows / h) % 2 != 0)
+        return make_error(path + ": tensor '" + t.name + "': " + std::to_string(rows) + " rows do not split into " +
+                          std::to_string(h) + " heads of an even size (undoing llama.cpp's Q/K permutation)");
+      unpermute_rows(bytes, rows, h);
+    }
+    FP4C_TRY(w.write(bytes));
+  }
+  FP4C_TRY(w.finish());
+  return image;
+}
+
+}  // namespace fp4c::frontend

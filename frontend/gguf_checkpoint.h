@@ -1,0 +1,54 @@
+// A GGUF file as a checkpoint source: its metadata read as a Hugging Face config, its tensors renamed to
+// Hugging Face's (llama.cpp's Q/K row permutation undone), block formats dequantized to F32.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/expected.h"
+#include "formats/gguf.h"
+
+namespace fp4c::frontend {
+
+// A directory of this process's own, removed (with what it holds) when the last owner lets go.
+class ScratchDir {
+ public:
+  static Expected<std::shared_ptr<ScratchDir>> create(const std::string& prefix);
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit ScratchDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+// The GGUF file `model` names: the file itself (a regular file whose first bytes are "GGUF"), or the one
+// *.gguf in a directory holding no config.json; nullopt when `model` is neither (a Hugging Face
+// directory). A directory holding several .gguf files is an error naming them.
+Expected<std::optional<std::string>> find_gguf(const std::string& model);
+
+// What a GGUF source became: a Hugging Face-shaped directory (config.json, model.safetensors) the rest of
+// fp4c reads as any checkpoint.
+struct GgufImage {
+  std::shared_ptr<ScratchDir> dir;
+  std::string gguf_path;
+  std::string gguf_architecture;               // general.architecture, e.g. "llama"
+  std::vector<std::string> dequantized_types;  // ggml types dequantized to F32, sorted ("Q4_1", "Q8_0")
+};
+
+// Reads the GGUF at `path` and writes its image under a new scratch directory in `tmp_dir` (the system's
+// temporary directory when empty): config.json from the metadata (general.architecture's table:
+// llama, qwen2), model.safetensors with every tensor under its Hugging Face name, F32/F16/BF16 as they
+// are and block formats dequantized to F32, in the GGUF's order. Errors name the GGUF file and the key
+// or tensor: an architecture or tensor fp4c has no table entry for, metadata that is missing or
+// mistyped, a tensor type it does not read.
+Expected<GgufImage> write_gguf_image(const std::string& path, const std::string& tmp_dir = "");
+
+// The config.json text for a GGUF's metadata (exposed for tests).
+Expected<std::string> gguf_config_json(const gguf::File& file);
+
+}  // namespace fp4c::frontend

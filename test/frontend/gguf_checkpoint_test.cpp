@@ -1,0 +1,262 @@
+// GGUF as a checkpoint source: the tiny GGUF models of testdata/gguf (test/frontend/gguf_tiny_models.py)
+// read as the Hugging Face checkpoints they came from (same names, values, config and evaluation
+// figures), quantized with the source recorded in the manifest; bad sources refused by name.
+#include "frontend/gguf_checkpoint.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "formats/convert.h"
+#include "frontend/checkpoint.h"
+#include "pipeline/evaluate.h"
+#include "pipeline/quantize.h"
+
+namespace fp4c::frontend {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kData = fs::path(FP4C_SOURCE_DIR) / "testdata" / "gguf";
+
+#define EXPECT_HAS(message, sub)                                                    \
+  do {                                                                              \
+    const std::string m_ = (message);                                               \
+    EXPECT_NE(m_.find(sub), std::string::npos) << m_ << "\n  lacks: " << (sub);     \
+  } while (0)
+
+std::vector<float> values(const safetensors::Checkpoint::Ref& r) {
+  return to_f32(r.file->bytes(*r.entry), r.entry->dtype);
+}
+
+// Every tensor of the GGUF's image equals the Hugging Face checkpoint's, name for name, value for value.
+void expect_same_tensors(const std::string& gguf, const std::string& hf) {
+  auto g = open_checkpoint(gguf);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  auto h = open_checkpoint(hf);
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  EXPECT_EQ(g->source_format, SourceFormat::Gguf);
+  EXPECT_EQ(h->source_format, SourceFormat::Safetensors);
+  EXPECT_EQ(g->model.tied_lm_head, h->model.tied_lm_head);
+  const ir::ModelConfig &a = g->model.config, &b = h->model.config;
+  EXPECT_EQ(a.architecture, b.architecture);
+  EXPECT_EQ(a.hidden_size, b.hidden_size);
+  EXPECT_EQ(a.intermediate_size, b.intermediate_size);
+  EXPECT_EQ(a.num_hidden_layers, b.num_hidden_layers);
+  EXPECT_EQ(a.num_attention_heads, b.num_attention_heads);
+  EXPECT_EQ(a.num_key_value_heads, b.num_key_value_heads);
+  EXPECT_EQ(a.head_dim, b.head_dim);
+  EXPECT_EQ(a.vocab_size, b.vocab_size);
+  EXPECT_EQ(a.max_position_embeddings, b.max_position_embeddings);
+  EXPECT_EQ(float(a.rms_norm_eps), float(b.rms_norm_eps));
+  EXPECT_EQ(a.rope_theta, b.rope_theta);
+  EXPECT_EQ(a.tie_word_embeddings, b.tie_word_embeddings);
+  EXPECT_EQ(a.attention_bias, b.attention_bias);
+  EXPECT_EQ(a.bos_token_id, b.bos_token_id);
+  EXPECT_EQ(a.eos_token_ids, b.eos_token_ids);
+  ASSERT_EQ(g->model.tensors.size(), h->model.tensors.size());
+  for (size_t i = 0; i < g->model.tensors.size(); ++i) {
+    const auto& t = g->model.tensors[i];
+    SCOPED_TRACE(t.name);
+    const auto* other = h->files.find(t.name);
+    ASSERT_NE(other, nullptr);
+    EXPECT_EQ(t.shape, other->entry->shape);
+    const std::vector<float> x = values(g->refs[i]), y = values(*other);
+    ASSERT_EQ(x.size(), y.size());
+    int64_t differ = 0;
+    for (size_t k = 0; k < x.size(); ++k) differ += std::bit_cast<uint32_t>(x[k]) != std::bit_cast<uint32_t>(y[k]);
+    EXPECT_EQ(differ, 0);
+  }
+}
+
+TEST(GgufCheckpoint, TinyLlamaIsItsCheckpointQkUnpermutedAndDequantized) {
+  expect_same_tensors((kData / "tiny-llama" / "model.gguf").string(), (kData / "tiny-llama" / "hf").string());
+  auto g = open_checkpoint((kData / "tiny-llama" / "model.gguf").string());
+  ASSERT_TRUE(g.ok());
+  EXPECT_TRUE(g->model.tied_lm_head);
+  EXPECT_EQ(g->dequantized_types, (std::vector<std::string>{"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}));
+  EXPECT_EQ(g->source_path, (kData / "tiny-llama" / "model.gguf").string());
+}
+
+TEST(GgufCheckpoint, TinyQwen2IsItsCheckpointWithBiasesAndUntiedHead) {
+  expect_same_tensors((kData / "tiny-qwen2" / "model.gguf").string(), (kData / "tiny-qwen2" / "hf").string());
+  auto g = open_checkpoint((kData / "tiny-qwen2").string());  // a directory holding one .gguf
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  EXPECT_FALSE(g->model.tied_lm_head);
+  EXPECT_TRUE(g->model.config.attention_bias);
+  EXPECT_TRUE(g->dequantized_types.empty());
+}
+
+TEST(GgufCheckpoint, TheImageIsRemovedWithTheLastOwner) {
+  std::string dir;
+  {
+    auto g = open_checkpoint((kData / "tiny-llama" / "model.gguf").string());
+    ASSERT_TRUE(g.ok());
+    dir = g->dir;
+    EXPECT_TRUE(fs::exists(fs::path(dir) / "model.safetensors"));
+    EXPECT_TRUE(fs::exists(fs::path(dir) / "config.json"));
+  }
+  EXPECT_FALSE(fs::exists(dir));
+}
+
+// The forward over an evaluation set gives the same figures from the GGUF as from its checkpoint.
+double reference_perplexity(const std::string& model) {
+  pipeline::EvalRequest r;
+  r.model = model;
+  r.data = (kData / "tiny_eval.jsonl").string();
+  r.threads = 1;
+  auto out = pipeline::run_evaluation(r);
+  EXPECT_TRUE(out.ok()) << out.error().message;
+  return out.ok() ? out->result.reference_perplexity : -1;
+}
+
+TEST(GgufCheckpoint, EvaluatesAsItsCheckpoint) {
+  for (const char* m : {"tiny-llama", "tiny-qwen2"}) {
+    SCOPED_TRACE(m);
+    const double from_gguf = reference_perplexity((kData / m / "model.gguf").string());
+    const double from_hf = reference_perplexity((kData / m / "hf").string());
+    EXPECT_GT(from_hf, 1.0);
+    EXPECT_EQ(std::bit_cast<uint64_t>(from_gguf), std::bit_cast<uint64_t>(from_hf)) << from_gguf << " vs " << from_hf;
+  }
+}
+
+class GgufSource : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::path(FP4C_BINARY_DIR) / "test-tmp" / "gguf_checkpoint" /
+           (std::string(info->name()) + "-" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir_);
+  }
+  fs::path dir_;
+};
+
+TEST_F(GgufSource, QuantizeRecordsTheSourceAndItsDequantizedTypes) {
+  pipeline::QuantizeRequest r;
+  r.model = (kData / "tiny-llama" / "model.gguf").string();
+  r.out = (dir_ / "out").string();
+  r.scheme = passes::Scheme::W4A16;
+  r.threads = 1;
+  auto q = pipeline::quantize(r);
+  ASSERT_TRUE(q.ok()) << q.error().message;
+  const auto& m = q->manifest;
+  EXPECT_EQ(m.source().format(), "gguf");
+  EXPECT_EQ(m.source().file(), "model.gguf");
+  ASSERT_EQ(m.source().dequantized_types_size(), 5);
+  EXPECT_EQ(m.source().dequantized_types(0), "Q4_0");
+  EXPECT_EQ(m.source().dequantized_types(4), "Q8_0");
+  ASSERT_EQ(m.inputs_size(), 1);
+  EXPECT_EQ(m.inputs(0).path(), "model.gguf");
+  EXPECT_EQ(m.inputs(0).bytes(), fs::file_size(r.model));
+  EXPECT_TRUE(fs::exists(dir_ / "out" / "config.json"));
+  EXPECT_GT(q->quantized, 0u);
+  // And evaluated against the GGUF reference.
+  pipeline::EvalRequest e;
+  e.model = r.model;
+  e.artifact = r.out;
+  e.data = (kData / "tiny_eval.jsonl").string();
+  e.threads = 1;
+  auto ev = pipeline::run_evaluation(e);
+  ASSERT_TRUE(ev.ok()) << ev.error().message;
+  EXPECT_GT(ev->result.recovery, 0.5);
+  // A safetensors source records none.
+  pipeline::QuantizeRequest h = r;
+  h.model = (kData / "tiny-llama" / "hf").string();
+  h.out = (dir_ / "out-hf").string();
+  auto qh = pipeline::quantize(h);
+  ASSERT_TRUE(qh.ok()) << qh.error().message;
+  EXPECT_FALSE(qh->manifest.has_source());
+}
+
+// GGUF bytes with the given metadata (string or u32 values) and F32 tensors (ne, data of numel floats).
+struct Gguf {
+  std::string b, kv, infos, data;
+  uint64_t n_kv = 0, n_t = 0;
+  static std::string str(std::string_view s) {
+    uint64_t n = s.size();
+    return std::string(reinterpret_cast<const char*>(&n), 8) + std::string(s);
+  }
+  template <typename T>
+  static std::string pod(T v) { return std::string(reinterpret_cast<const char*>(&v), sizeof v); }
+  Gguf& s(std::string_view k, std::string_view v) { kv += str(k) + pod(uint32_t(8)) + str(v); ++n_kv; return *this; }
+  Gguf& u(std::string_view k, uint32_t v) { kv += str(k) + pod(uint32_t(4)) + pod(v); ++n_kv; return *this; }
+  Gguf& f(std::string_view k, float v) { kv += str(k) + pod(uint32_t(6)) + pod(v); ++n_kv; return *this; }
+  Gguf& t(std::string_view name, std::vector<uint64_t> ne) {
+    uint64_t n = 1;
+    infos += str(name) + pod(uint32_t(ne.size()));
+    for (uint64_t d : ne) { infos += pod(d); n *= d; }
+    infos += pod(uint32_t(0)) + pod(uint64_t(data.size()));
+    data += std::string(n * 4, '\0');
+    while (data.size() % 32) data += '\0';
+    ++n_t;
+    return *this;
+  }
+  std::string bytes() const {
+    std::string out = "GGUF" + pod(uint32_t(3)) + pod(n_t) + pod(n_kv) + kv + infos;
+    while (out.size() % 32) out += '\0';
+    return out + data;
+  }
+};
+
+Gguf tiny_llama_metadata(std::string_view arch = "llama") {
+  Gguf g;
+  const std::string p = std::string(arch) + ".";
+  g.s("general.architecture", arch).u(p + "embedding_length", 32).u(p + "feed_forward_length", 32);
+  g.u(p + "block_count", 1).u(p + "attention.head_count", 2).u(p + "context_length", 64);
+  g.f(p + "attention.layer_norm_rms_epsilon", 1e-5f).u(p + "vocab_size", 16);
+  return g;
+}
+
+TEST_F(GgufSource, BadSourcesAreRefusedByName) {
+  auto write = [&](const std::string& name, const std::string& bytes) {
+    const std::string p = (dir_ / name).string();
+    std::ofstream(p, std::ios::binary) << bytes;
+    return p;
+  };
+  auto error = [&](const std::string& path) {
+    auto c = open_checkpoint(path);
+    if (c.ok()) {
+      ADD_FAILURE() << path << " opened";
+      return std::string();
+    }
+    return c.error().message;
+  };
+  std::string p = write("gemma.gguf", tiny_llama_metadata("gemma3").bytes());
+  EXPECT_HAS(error(p), p + ": metadata key 'general.architecture' is 'gemma3'; fp4c reads GGUF architectures llama, qwen2");
+  Gguf no_eps;
+  no_eps.s("general.architecture", "llama").u("llama.embedding_length", 32).u("llama.feed_forward_length", 32);
+  no_eps.u("llama.block_count", 1).u("llama.attention.head_count", 2).u("llama.context_length", 64);
+  p = write("noeps.gguf", no_eps.bytes());
+  EXPECT_HAS(error(p), p + ": missing metadata key 'llama.attention.layer_norm_rms_epsilon'");
+  Gguf mistyped = tiny_llama_metadata();
+  mistyped.s("llama.rope.freq_base", "10000");
+  p = write("mistyped.gguf", mistyped.bytes());
+  EXPECT_HAS(error(p), "metadata key 'llama.rope.freq_base' at byte ");
+  EXPECT_HAS(error(p), "is a string, not a number");
+  p = write("unknown.gguf", tiny_llama_metadata().t("token_embd.weight", {32, 16}).t("blk.0.attn_qkv.weight", {32, 96}).bytes());
+  EXPECT_HAS(error(p), p + ": tensor 'blk.0.attn_qkv.weight' (data at byte ");
+  EXPECT_HAS(error(p), "no Hugging Face name for it in fp4c's table for GGUF architecture 'llama'");
+  p = write("missing.gguf", tiny_llama_metadata().t("token_embd.weight", {32, 16}).t("output_norm.weight", {32}).bytes());
+  EXPECT_HAS(error(p), "missing.gguf");   // the classification names what is missing
+  const std::string whole = tiny_llama_metadata().t("token_embd.weight", {32, 16}).bytes();
+  p = write("truncated.gguf", whole.substr(0, whole.size() - 8));
+  EXPECT_HAS(error(p), p + ": tensor 'token_embd.weight' (info at byte ");
+  EXPECT_HAS(error(p), "runs past the end of the file");
+  fs::create_directories(dir_ / "two");
+  write("two/a.gguf", tiny_llama_metadata().bytes());
+  write("two/b.gguf", tiny_llama_metadata().bytes());
+  EXPECT_HAS(error((dir_ / "two").string()), "holds 2 GGUF files (a.gguf, b.gguf); give --model the one to read");
+  p = write("plain.bin", "not a model at all");
+  EXPECT_HAS(error(p), p + ": not a checkpoint directory or a GGUF file");
+}
+
+}  // namespace
+}  // namespace fp4c::frontend

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Writes the tiny GGUF models gguf_checkpoint_test reads, each beside the Hugging Face safetensors
+checkpoint it came from, and an evaluation set:
+
+  testdata/gguf/tiny-llama/      model.gguf (llama, tied embeddings, Q/K rows permuted as llama.cpp's
+                                 convert_hf_to_gguf.py does; tensors in Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16,
+                                 BF16, F32) and hf/ (config.json, model.safetensors: F32, the values gguf-py's
+                                 numpy dequantizers give for the GGUF's blocks, i.e. the checkpoint a
+                                 dequantizing converter makes)
+  testdata/gguf/tiny-qwen2/      model.gguf (qwen2: q/k/v biases, untied lm_head, F16, not permuted) and
+                                 hf/ (the same tensors in F16 safetensors)
+  testdata/gguf/tiny_eval.jsonl  input_ids records
+
+The test: each GGUF gives the same evaluation figures as its hf/ checkpoint. Rerun only to refresh:
+  /work/venv/tf/bin/python test/frontend/gguf_tiny_models.py   (needs gguf, numpy, safetensors)
+"""
+import json
+import os
+
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as T
+from safetensors.numpy import save_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = os.path.join(ROOT, "testdata", "gguf")
+
+
+def permute(w, n_head, n_head_kv):
+    # convert_hf_to_gguf.py, LlamaModel.permute
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
+
+
+def rand(rng, *shape, scale=0.2):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def write_gguf(path, arch, meta, tensors):
+    w = gguf.GGUFWriter(path, arch)
+    for fn, args in meta:
+        getattr(w, fn)(*args)
+    for name, data, qtype in tensors:
+        if qtype in (T.F32, T.F16):
+            w.add_tensor(name, data)
+        else:
+            w.add_tensor(name, data, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def encode(x, qtype):
+    """The GGUF payload of float32 x in qtype, and its float32 values as a reader sees them."""
+    if qtype == T.F32:
+        return x, x
+    if qtype == T.F16:
+        h = x.astype(np.float16)
+        return h, h.astype(np.float32)
+    q = gguf.quants.quantize(x, qtype)
+    return q, gguf.quants.dequantize(q, qtype)
+
+
+def tiny_llama(rng):
+    hidden, inter, layers, heads, kv, vocab = 64, 64, 2, 4, 2, 96
+    head_dim = hidden // heads
+    d = os.path.join(OUT, "tiny-llama")
+    os.makedirs(os.path.join(d, "hf"), exist_ok=True)
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+        "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "vocab_size": vocab, "max_position_embeddings": 128, "rms_norm_eps": 1e-5,
+        "rope_theta": 100000.0, "hidden_act": "silu", "tie_word_embeddings": True, "torch_dtype": "float32",
+        "bos_token_id": 1, "eos_token_id": 2,
+    }
+    types = {"attn_q": T.Q4_0, "attn_k": T.Q4_1, "attn_v": T.Q5_0, "attn_output": T.Q5_1,
+             "ffn_gate": T.Q8_0, "ffn_up": T.F16, "ffn_down": T.BF16}
+    hf_names = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                "ffn_down": "mlp.down_proj"}
+    shapes = {"attn_q": (hidden, hidden), "attn_k": (kv * head_dim, hidden), "attn_v": (kv * head_dim, hidden),
+              "attn_output": (hidden, hidden), "ffn_gate": (inter, hidden), "ffn_up": (inter, hidden),
+              "ffn_down": (hidden, inter)}
+    st, gt = {}, []
+    payload, values = encode(rand(rng, vocab, hidden, scale=0.5), T.Q8_0)
+    gt.append(("token_embd.weight", payload, T.Q8_0))
+    st["model.embed_tokens.weight"] = values
+    for i in range(layers):
+        norm = (1 + rand(rng, hidden, scale=0.1))
+        gt.append((f"blk.{i}.attn_norm.weight", norm, T.F32))
+        st[f"model.layers.{i}.input_layernorm.weight"] = norm
+        for g, qtype in types.items():
+            # Layer 1 swaps the formats around, so that each tensor kind meets more than one.
+            if i == 1:
+                qtype = {T.Q4_0: T.Q5_1, T.Q5_1: T.Q4_0, T.Q8_0: T.BF16, T.BF16: T.Q8_0}.get(qtype, qtype)
+            hf = rand(rng, *shapes[g])
+            # The GGUF holds the permuted rows; the HF checkpoint the unpermuted dequantized values.
+            gg = permute(hf, heads, heads) if g == "attn_q" else permute(hf, heads, kv) if g == "attn_k" else hf
+            if qtype == T.BF16:
+                b = (gg.view(np.uint32) >> 16).astype(np.uint16)   # truncate: exact BF16 values
+                payload, deq = b.view(np.uint8), gguf.quants.dequantize(b.view(np.uint8), T.BF16)
+            else:
+                payload, deq = encode(gg, qtype)
+            if g == "attn_q":
+                deq = permute_back(deq, heads)
+            elif g == "attn_k":
+                deq = permute_back(deq, kv)
+            gt.append((f"blk.{i}.{g}.weight", payload, qtype))
+            st[f"model.layers.{i}.{hf_names[g]}.weight"] = np.ascontiguousarray(deq)
+        norm = (1 + rand(rng, hidden, scale=0.1))
+        gt.append((f"blk.{i}.ffn_norm.weight", norm, T.F32))
+        st[f"model.layers.{i}.post_attention_layernorm.weight"] = norm
+    final = (1 + rand(rng, hidden, scale=0.1))
+    gt.append(("output_norm.weight", final, T.F32))
+    st["model.norm.weight"] = final
+    meta = [("add_context_length", (128,)), ("add_embedding_length", (hidden,)), ("add_block_count", (layers,)),
+            ("add_feed_forward_length", (inter,)), ("add_head_count", (heads,)), ("add_head_count_kv", (kv,)),
+            ("add_layer_norm_rms_eps", (1e-5,)), ("add_rope_freq_base", (100000.0,)),
+            ("add_rope_dimension_count", (head_dim,)), ("add_vocab_size", (vocab,)),
+            ("add_bos_token_id", (1,)), ("add_eos_token_id", (2,))]
+    write_gguf(os.path.join(d, "model.gguf"), "llama", meta, gt)
+    json.dump(config, open(os.path.join(d, "hf", "config.json"), "w"), indent=2)
+    save_file(st, os.path.join(d, "hf", "model.safetensors"), metadata={"format": "pt"})
+
+
+def permute_back(w, n_head):
+    return (w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
+
+
+def tiny_qwen2(rng):
+    hidden, inter, layers, heads, kv, vocab = 64, 64, 1, 4, 2, 96
+    head_dim = hidden // heads
+    d = os.path.join(OUT, "tiny-qwen2")
+    os.makedirs(os.path.join(d, "hf"), exist_ok=True)
+    config = {
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": hidden,
+        "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "vocab_size": vocab, "max_position_embeddings": 128, "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0, "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "float16",
+        "bos_token_id": 1, "eos_token_id": 2, "use_sliding_window": False,
+    }
+    f16 = lambda *s, scale=0.2: rand(rng, *s, scale=scale).astype(np.float16)
+    st, gt = {}, []
+    def add(g, hf, x):
+        gt.append((g, x, T.F16 if x.dtype == np.float16 else T.F32))
+        st[hf] = x
+    add("token_embd.weight", "model.embed_tokens.weight", f16(vocab, hidden, scale=0.5))
+    for i in range(layers):
+        p, q = f"blk.{i}.", f"model.layers.{i}."
+        add(p + "attn_norm.weight", q + "input_layernorm.weight", 1 + rand(rng, hidden, scale=0.1))
+        for g, h, rows in [("attn_q", "self_attn.q_proj", hidden), ("attn_k", "self_attn.k_proj", kv * head_dim),
+                           ("attn_v", "self_attn.v_proj", kv * head_dim)]:
+            add(p + g + ".weight", q + h + ".weight", f16(rows, hidden))
+            add(p + g + ".bias", q + h + ".bias", rand(rng, rows, scale=0.1))
+        add(p + "attn_output.weight", q + "self_attn.o_proj.weight", f16(hidden, hidden))
+        add(p + "ffn_norm.weight", q + "post_attention_layernorm.weight", 1 + rand(rng, hidden, scale=0.1))
+        add(p + "ffn_gate.weight", q + "mlp.gate_proj.weight", f16(inter, hidden))
+        add(p + "ffn_up.weight", q + "mlp.up_proj.weight", f16(inter, hidden))
+        add(p + "ffn_down.weight", q + "mlp.down_proj.weight", f16(hidden, inter))
+    add("output_norm.weight", "model.norm.weight", 1 + rand(rng, hidden, scale=0.1))
+    add("output.weight", "lm_head.weight", f16(vocab, hidden, scale=0.3))
+    meta = [("add_context_length", (128,)), ("add_embedding_length", (hidden,)), ("add_block_count", (layers,)),
+            ("add_feed_forward_length", (inter,)), ("add_head_count", (heads,)), ("add_head_count_kv", (kv,)),
+            ("add_layer_norm_rms_eps", (1e-6,)), ("add_rope_freq_base", (1000000.0,)),
+            ("add_bos_token_id", (1,)), ("add_eos_token_id", (2,))]
+    write_gguf(os.path.join(d, "model.gguf"), "qwen2", meta, gt)
+    json.dump(config, open(os.path.join(d, "hf", "config.json"), "w"), indent=2)
+    save_file(st, os.path.join(d, "hf", "model.safetensors"), metadata={"format": "pt"})
+
+
+def main():
+    rng = np.random.default_rng(7)
+    tiny_llama(rng)
+    tiny_qwen2(rng)
+    with open(os.path.join(OUT, "tiny_eval.jsonl"), "w") as f:
+        for _ in range(6):
+            f.write(json.dumps({"input_ids": [1] + [int(x) for x in rng.integers(3, 96, size=40)]}) + "\n")
+    for root, _, files in os.walk(OUT):
+        for n in files:
+            print(os.path.join(root, n), os.path.getsize(os.path.join(root, n)))
+
+
+if __name__ == "__main__":
+    main()
