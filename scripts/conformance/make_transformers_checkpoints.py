@@ -110,6 +110,14 @@ def zero_biases(suffixes):
     return edit
 
 
+def head_norms_to_one(model):
+    """Qwen3's q_norm / k_norm weights set to 1 (the per-head normalization itself stays)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("q_norm.weight") or name.endswith("k_norm.weight"):
+                p.fill_(1.0)
+
+
 def attention_scale(head_dim_used):
     def edit(model):
         for layer in model.model.layers:
@@ -244,14 +252,44 @@ CASES = [
     Case("mistral", "mistral",
          "Mistral: sliding_window 64, at least the sequence length (48), so attention is full causal",
          config=dict(sliding_window=64, num_key_value_heads=2),
-         ablations=[Ablation("the window, were it 16 (what fp4c would have to apply; it refuses sequences "
-                             "longer than the window)", config=lambda c: c.__setitem__("sliding_window", 16)),
+         ablations=[Ablation("the window, were it 16 (shorter than the sequences: "
+                             "another model)", config=lambda c: c.__setitem__("sliding_window", 16)),
                     Ablation("norm weights (all 1)", model=norms_to_one)], seed=14),
     Case("mistral_head_dim", "mistral",
          "Mistral with an explicit head_dim 32 (hidden 64 / 4 heads would be 16), as Mistral NeMo has",
          config=dict(sliding_window=64, num_key_value_heads=2, head_dim=32),
          ablations=[Ablation("head_dim in the attention scale (1/sqrt(16) used)", model=attention_scale(16))],
          seed=19),
+    Case("mistral_window", "mistral",
+         "Mistral: sliding_window 16, shorter than the sequences (48): every layer sees its last 16 positions",
+         config=dict(sliding_window=16, num_key_value_heads=2),
+         ablations=[Ablation("the window (64: full causal attention)",
+                             config=lambda c: c.__setitem__("sliding_window", 64))], seed=20),
+    Case("qwen2_sliding_layers", "qwen2",
+         "Qwen2 with use_sliding_window true, sliding_window 4, max_window_layers 1: layer 1 slides, layer 0 not",
+         config=dict(num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=1),
+         ablations=[Ablation("use_sliding_window (false: full attention everywhere)",
+                             config=lambda c: (c.__setitem__("use_sliding_window", False),
+                                               c.__setitem__("layer_types", ["full_attention"] * 2)))],
+         seed=21),
+    Case("llama_mlp_bias", "llama", "Llama with mlp_bias true (gate, up and down biases)",
+         config=dict(mlp_bias=True),
+         ablations=[Ablation("MLP biases (all 0)", model=zero_biases(["gate_proj", "up_proj", "down_proj"]))],
+         seed=22),
+    Case("qwen3", "qwen3", "Qwen3: per-head RMSNorm of q and k before RoPE, head_dim 32 (not 64 / 4), GQA",
+         config=dict(num_key_value_heads=2, head_dim=32,
+                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+         ablations=[Ablation("q_norm / k_norm weights (all 1)", model=head_norms_to_one)], seed=23),
+    Case("qwen3_yarn", "qwen3",
+         "Qwen3 with YaRN as its long-context configs ship it (factor 4, original_max_position_embeddings 32)",
+         config=dict(num_key_value_heads=2, head_dim=16,
+                     rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                                      "rope_theta": 10000.0}),
+         ablations=[Ablation("rope type yarn (default RoPE used)", config=default_rope)], seed=24),
+    Case("qwen3_attention_bias", "qwen3", "Qwen3 with attention_bias true (q, k, v and o biases)",
+         config=dict(num_key_value_heads=2, head_dim=16, attention_bias=True),
+         ablations=[Ablation("attention biases (all 0)", model=zero_biases(["q_proj", "k_proj", "v_proj", "o_proj"]))],
+         seed=25),
 ]
 
 

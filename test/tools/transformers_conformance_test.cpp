@@ -57,13 +57,6 @@ constexpr double kLogitsAbsolute = 1e-4;
 
 // case -> why fp4c does not match transformers on it yet.
 const std::map<std::string, std::string> kExpectedToFail = {
-    {"llama_attention_bias",
-     "Llama's attention_bias also gives o_proj a bias (transformers' LlamaAttention: o_proj bias=attention_bias); "
-     "fp4c's Llama table knows only q/k/v biases and refuses model.layers.0.self_attn.o_proj.bias as an unknown "
-     "tensor (frontend/architecture.cpp, CheckpointWeights, the artifact layout: not a config-reader fix)"},
-    {"llama_rope_yarn",
-     "RoPE type yarn (its frequencies and the attention factor on cos/sin, in both CPU runtimes and the CUDA "
-     "engine) is not implemented; refused by name"},
     {"llama_rope_longrope",
      "RoPE type longrope (Phi-3's short/long factors and attention factor) is not implemented; refused by name"},
 };
