@@ -101,7 +101,11 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
       if (c.sliding_layers[i]) r->add_sliding_layers(int32_t(i));
     r->set_attention_bias(c.attention_bias);
     r->set_tie_word_embeddings(c.tie_word_embeddings);
-    r->set_hidden_act("silu");
+    r->set_hidden_act(c.hidden_act);
+    r->set_norm_plus_one(c.norm_plus_one);
+    r->set_embedding_scale(c.embedding_scale);
+    r->set_query_pre_attn_scalar(c.query_pre_attn_scalar);
+    r->set_sliding_rope_theta(c.sliding_rope_theta.value_or(0));
   }
   m.set_model_dir(in.model_dir);
   if (!in.source_format.empty() && in.source_format != "safetensors") {

@@ -130,11 +130,50 @@ constexpr auto kQwen3Tensors = [] {
   return out;
 }();
 
+// Gemma 3 (text): q/k norms, and four norms per layer: input_layernorm feeds q/k/v, post_attention_layernorm
+// normalizes the attention output before the residual add, pre_feedforward_layernorm feeds gate/up,
+// post_feedforward_layernorm normalizes the MLP output. No MLP biases.
+constexpr auto kGemma3Tensors = [] {
+  using enum Scope;
+  using enum Role;
+  using enum ParamKind;
+  using enum Dim;
+  using enum Presence;
+  // clang-format off
+  return std::to_array<TensorRule>({
+  {Global, "model.embed_tokens.weight",         Embedding,   Weight, mat(Vocab, Hidden), Required},
+  {Global, "model.norm.weight",                 Norm,        Weight, vec(Hidden),        Required},
+  {Global, "lm_head.weight",                    LmHead,      Weight, mat(Vocab, Hidden), UnlessTied},
+  {Layer,  "input_layernorm.weight",            Norm,        Weight, vec(Hidden),        Required},
+  {Layer,  "self_attn.q_proj.weight",           Q,           Weight, mat(QOut, Hidden),  Required},
+  {Layer,  "self_attn.k_proj.weight",           K,           Weight, mat(KvOut, Hidden), Required},
+  {Layer,  "self_attn.v_proj.weight",           V,           Weight, mat(KvOut, Hidden), Required},
+  {Layer,  "self_attn.q_proj.bias",             Q,           Bias,   vec(QOut),          AttentionBias},
+  {Layer,  "self_attn.k_proj.bias",             K,           Bias,   vec(KvOut),         AttentionBias},
+  {Layer,  "self_attn.v_proj.bias",             V,           Bias,   vec(KvOut),         AttentionBias},
+  {Layer,  "self_attn.o_proj.weight",           O,           Weight, mat(Hidden, QOut),  Required},
+  {Layer,  "self_attn.o_proj.bias",             O,           Bias,   vec(Hidden),        OutputBias},
+  {Layer,  "self_attn.q_norm.weight",           QNorm,       Weight, vec(Head),          Required},
+  {Layer,  "self_attn.k_norm.weight",           KNorm,       Weight, vec(Head),          Required},
+  {Layer,  "post_attention_layernorm.weight",   AttnOutNorm, Weight, vec(Hidden),        Required},
+  {Layer,  "pre_feedforward_layernorm.weight",  Norm,        Weight, vec(Hidden),        Required},
+  {Layer,  "post_feedforward_layernorm.weight", MlpOutNorm,  Weight, vec(Hidden),        Required},
+  {Layer,  "mlp.gate_proj.weight",              Gate,        Weight, mat(Inter, Hidden), Required},
+  {Layer,  "mlp.up_proj.weight",                Up,          Weight, mat(Inter, Hidden), Required},
+  {Layer,  "mlp.down_proj.weight",              Down,        Weight, mat(Hidden, Inter), Required},
+  });
+  // clang-format on
+}();
+
 constexpr GroupRule kQkv = {
     {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"}, 3};
 constexpr GroupRule kGateUp = {{"mlp.gate_proj.weight", "mlp.up_proj.weight", ""}, 2};
 
 constexpr GroupRule kLlamaGroups[] = {kQkv, kGateUp};
+constexpr SiteRule kGemma3Sites[] = {
+    {"input_layernorm.weight", kQkv},
+    {"pre_feedforward_layernorm.weight", kGateUp},
+};
 constexpr SiteRule kLlamaSites[] = {
     {"input_layernorm.weight", kQkv},
     {"post_attention_layernorm.weight", kGateUp},
@@ -142,6 +181,7 @@ constexpr SiteRule kLlamaSites[] = {
 
 // Sorted by name: the order of supported_architectures() and of error messages.
 constexpr Architecture kArchitectures[] = {
+    {"Gemma3ForCausalLM", kGemma3Tensors, kLlamaGroups, kGemma3Sites, BiasPolicy::FromConfig},
     {"LlamaForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::FromConfig},
     {"MistralForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::Never},
     {"Qwen2ForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::QkvAlways},

@@ -223,7 +223,54 @@ Expected<ir::RopeScaling> read_rope_object(const json& obj, const std::string& p
 // transformers 5 one `rope_parameters` object holding both (SmolLM2-135M-Instruct saved by transformers
 // 5: {"rope_theta": 100000.0, "rope_type": "default"}, no top-level rope_theta). Both forms at once must
 // agree. Without either, transformers' own default, 10000.
+// Gemma 3: RoPE per layer type. transformers 5 writes rope_parameters {"full_attention": {...},
+// "sliding_attention": {...}}; transformers 4 rope_theta (default 1e6) and rope_scaling for the full layers,
+// rope_local_base_freq (default 1e4) for the sliding ones. The sliding layers' RoPE must be the default type.
+Status read_gemma_rope(const Reader& r, const std::string& path, ir::ModelConfig& c) {
+  const json* params = r.get("rope_parameters");
+  const json* scaling = r.get("rope_scaling");
+  if (scaling && !scaling->is_object()) return r.mistyped("rope_scaling", "an object or null", *scaling);
+  FP4C_ASSIGN(auto top_theta, r.opt_number("rope_theta"));
+  FP4C_ASSIGN(auto local_theta, r.opt_number("rope_local_base_freq"));
+  c.rope_theta = top_theta.value_or(1e6);
+  c.sliding_rope_theta = local_theta.value_or(1e4);
+  c.rope_source = top_theta ? "rope_theta" : "default";
+  if (scaling) {
+    FP4C_ASSIGN(c.rope_scaling, read_rope_object(*scaling, path, "rope_scaling", c));
+  }
+  if (!params) return {};
+  if (!params->is_object()) return r.mistyped("rope_parameters", "an object or null", *params);
+  for (const auto& [k, v] : params->items())
+    if (k != "full_attention" && k != "sliding_attention")
+      return r.error("key 'rope_parameters' of a Gemma 3 config must be keyed by layer type (full_attention, "
+                     "sliding_attention), got '" + k + "'");
+  for (const char* type : {"full_attention", "sliding_attention"}) {
+    auto it = params->find(type);
+    if (it == params->end() || it->is_null()) continue;
+    if (!it->is_object()) return r.mistyped(std::string("rope_parameters.") + type, "an object", *it);
+    const std::string key = std::string("rope_parameters.") + type;
+    Reader p(*it, path, key + ".");
+    FP4C_ASSIGN(auto theta, p.opt_number("rope_theta"));
+    if (theta && !(*theta > 0)) return r.error("key '" + key + ".rope_theta' must be positive");
+    FP4C_ASSIGN(ir::RopeScaling rs, read_rope_object(*it, path, key, c));
+    if (std::string(type) == "full_attention") {
+      if (theta) {
+        c.rope_theta = *theta;
+        c.rope_source = "rope_parameters";
+      }
+      c.rope_scaling = rs;
+    } else {
+      if (!rs.type.empty())
+        return r.error("key '" + key + ".rope_type' = '" + rs.type +
+                       "': scaled RoPE on the sliding layers is not implemented (only the default type)");
+      if (theta) c.sliding_rope_theta = *theta;
+    }
+  }
+  return {};
+}
+
 Status read_rope(const Reader& r, const std::string& path, ir::ModelConfig& c) {
+  if (c.architecture == "Gemma3ForCausalLM") return read_gemma_rope(r, path, c);
   FP4C_ASSIGN(auto top_theta, r.opt_number("rope_theta"));
   const json* params = r.get("rope_parameters");
   const json* scaling = r.get("rope_scaling");
@@ -234,7 +281,7 @@ Status read_rope(const Reader& r, const std::string& path, ir::ModelConfig& c) {
     for (const auto& [k, v] : params->items())
       if (v.is_object())
         return r.error("key 'rope_parameters' holds per-layer-type parameters ('" + k +
-                       "'): RoPE per layer type (Gemma 3) is not implemented");
+                       "'): RoPE per layer type is implemented for Gemma3ForCausalLM only");
     Reader p(*params, path, "rope_parameters.");
     FP4C_ASSIGN(auto theta, p.opt_number("rope_theta"));
     if (theta && top_theta && *theta != *top_theta)
@@ -260,17 +307,43 @@ Status read_rope(const Reader& r, const std::string& path, ir::ModelConfig& c) {
 }
 
 // Keys whose computation fp4c does not implement: refused by name when they would change the math.
-Status refuse_unimplemented(const Reader& r) {
+Status refuse_unimplemented(const Reader& r, const ir::ModelConfig& c) {
   FP4C_ASSIGN(auto partial, r.opt_number("partial_rotary_factor"));
   if (partial && *partial != 1.0)
     return r.error("key 'partial_rotary_factor' = " + std::to_string(*partial) +
                    ": partial rotary embeddings are not implemented");
-  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"}) {
-    if (r.get(key)) return r.error(std::string("key '") + key + "' is not implemented (Gemma-style attention)");
+  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+    if (r.get(key)) return r.error(std::string("key '") + key + "': logit soft-capping is not implemented");
   }
-  FP4C_ASSIGN(auto act2, r.opt_string("hidden_activation"));
-  if (act2 && *act2 != "silu")
-    return r.error("key 'hidden_activation': unsupported activation '" + *act2 + "' (supported: silu)");
+  if (c.architecture != "Gemma3ForCausalLM" && r.get("query_pre_attn_scalar"))
+    return r.error("key 'query_pre_attn_scalar' is not read by " + c.architecture +
+                   "'s attention; fp4c refuses a config it cannot tell the meaning of");
+  FP4C_ASSIGN(auto bidirectional, r.opt_bool("use_bidirectional_attention"));
+  if (bidirectional.value_or(false))
+    return r.error("key 'use_bidirectional_attention': bidirectional attention is not implemented");
+  return {};
+}
+
+// The MLP's activation: hidden_act (Llama, Qwen, Mistral) or hidden_activation (Gemma 3), SiLU or GELU with
+// the tanh approximation (gelu_pytorch_tanh; "gelu_new" is the same function).
+Status read_activation(const Reader& r, ir::ModelConfig& c) {
+  const bool gemma = c.architecture == "Gemma3ForCausalLM";
+  const std::string key = gemma ? "hidden_activation" : "hidden_act";
+  FP4C_ASSIGN(auto act, r.opt_string(key));
+  std::string a = act.value_or(gemma ? "gelu_pytorch_tanh" : "silu");
+  if (a == "gelu_new") a = "gelu_pytorch_tanh";
+  if (a != "silu" && a != "gelu_pytorch_tanh")
+    return r.error("key '" + key + "': unsupported activation '" + a + "' (supported: silu, gelu_pytorch_tanh)");
+  c.hidden_act = a;
+  if (gemma) {
+    FP4C_ASSIGN(auto other, r.opt_string("hidden_act"));   // Gemma3's MLP does not read it
+    (void)other;
+  } else {
+    FP4C_ASSIGN(auto other, r.opt_string("hidden_activation"));
+    if (other && *other != a)
+      return r.error("key 'hidden_activation' = '" + *other + "' is not read by " + c.architecture +
+                     " (it reads hidden_act = '" + a + "'); fp4c refuses a config it cannot tell the meaning of");
+  }
   return {};
 }
 
@@ -302,12 +375,20 @@ Status read_sliding_window(const Reader& r, ir::ModelConfig& c) {
       for (int64_t i = std::max<int64_t>(from.value_or(28), 0); i < L; ++i) c.sliding_layers[size_t(i)] = true;
       if (!window && !r.has("sliding_window")) window = 4096;
     }
+  } else if (c.architecture == "Gemma3ForCausalLM") {
+    // Gemma3TextConfig: without layer_types, every sliding_window_pattern-th layer (default 6) is full, the
+    // others slide; the window's default is 4096.
+    FP4C_ASSIGN(auto pattern, r.opt_size("sliding_window_pattern"));
+    const int64_t every = pattern.value_or(6);
+    for (int64_t i = 0; i < L; ++i) c.sliding_layers[size_t(i)] = (i + 1) % every != 0;
+    if (!window && !r.has("sliding_window")) window = 4096;
   } else if (c.architecture == "MistralForCausalLM") {
     // Mistral: every layer. MistralConfig's default window is 4096; an explicit null means none. (Llama's
     // attention ignores the key, so a Llama config's window is not used.)
     if (!window && !r.has("sliding_window")) window = 4096;
     if (window) c.sliding_layers.assign(size_t(L), true);
   }
+  if (c.architecture == "Gemma3ForCausalLM" && !window && !r.has("sliding_window")) window = 4096;
   const bool any = std::find(c.sliding_layers.begin(), c.sliding_layers.end(), true) != c.sliding_layers.end();
   if (any) {
     if (!window) return r.error("sliding-window layers without a key 'sliding_window'");
@@ -359,6 +440,8 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
     c.head_dim = *head_dim;
   } else if (c.architecture == "Qwen3ForCausalLM") {
     c.head_dim = 128;   // Qwen3Config's own default, whatever hidden_size / num_attention_heads is
+  } else if (c.architecture == "Gemma3ForCausalLM") {
+    c.head_dim = 256;   // Gemma3TextConfig's own default
   } else {
     if (c.hidden_size % c.num_attention_heads != 0)
       return r.error("hidden_size " + std::to_string(c.hidden_size) +
@@ -378,11 +461,18 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
   FP4C_ASSIGN(auto original_max, r.opt_size("original_max_position_embeddings"));
   c.original_max_position_embeddings = original_max.value_or(0);
   FP4C_TRY(read_rope(r, path, c));
-  FP4C_TRY(refuse_unimplemented(r));
+  FP4C_TRY(refuse_unimplemented(r, c));
+  FP4C_TRY(read_activation(r, c));
   FP4C_TRY(read_sliding_window(r, c));
 
   FP4C_ASSIGN(auto tie, r.opt_bool("tie_word_embeddings"));
-  c.tie_word_embeddings = tie.value_or(false);
+  const bool gemma = c.architecture == "Gemma3ForCausalLM";
+  c.tie_word_embeddings = tie.value_or(gemma);   // Gemma3TextConfig ties by default, the others do not
+  if (gemma) {
+    c.norm_plus_one = true;
+    c.embedding_scale = float(std::sqrt(double(c.hidden_size)));
+    FP4C_ASSIGN(c.query_pre_attn_scalar, r.positive("query_pre_attn_scalar", 256.0));
+  }
   FP4C_ASSIGN(auto bias, r.opt_bool("attention_bias"));
   c.attention_bias = bias.value_or(false);
   if (c.architecture == "Qwen2ForCausalLM")
@@ -392,9 +482,6 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
   // Only Llama's MLP reads mlp_bias; the others have no MLP biases whatever the key says.
   FP4C_ASSIGN(auto mlp_bias, r.opt_bool("mlp_bias"));
   c.mlp_bias = c.architecture == "LlamaForCausalLM" && mlp_bias.value_or(false);
-  FP4C_ASSIGN(auto act, r.opt_string("hidden_act"));
-  if (act && *act != "silu")
-    return r.error("key 'hidden_act': unsupported activation '" + *act + "' (supported: silu)");
 
   FP4C_ASSIGN(c.bos_token_id, r.opt_int("bos_token_id"));
   FP4C_ASSIGN(c.eos_token_ids, read_eos(r, root));

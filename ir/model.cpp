@@ -18,6 +18,8 @@ std::string_view role_name(Role r) {
     case Role::Other: return "other";
     case Role::QNorm: return "q_norm";
     case Role::KNorm: return "k_norm";
+    case Role::AttnOutNorm: return "attn_out_norm";
+    case Role::MlpOutNorm: return "mlp_out_norm";
   }
   return "?";
 }

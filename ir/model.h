@@ -17,6 +17,8 @@ namespace fp4c::ir {
 enum class Role : uint8_t {
   Embedding, Q, K, V, O, Gate, Up, Down, LmHead, Norm, Router, Other,
   QNorm, KNorm,   // per-head RMSNorm of the queries / keys before RoPE (Qwen3, Gemma 3), weight [head_dim]
+  AttnOutNorm,    // RMSNorm of the attention block's output before the residual add (Gemma 3's post_attention_layernorm)
+  MlpOutNorm,     // RMSNorm of the MLP's output before the residual add (Gemma 3's post_feedforward_layernorm)
 };
 std::string_view role_name(Role r);  // "q", "k", "v", "o", "gate", "up", "down", "lm_head", "q_norm", ...
 
@@ -62,6 +64,14 @@ struct ModelConfig {
   std::optional<int64_t> sliding_window;
   std::vector<bool> sliding_layers;
   bool tie_word_embeddings = false;
+  std::string hidden_act = "silu";   // the MLP's activation: "silu" or "gelu_pytorch_tanh" (GeGLU, Gemma)
+  // Gemma: every RMSNorm multiplies by (1 + w) in float32 (the checkpoint holds w); the embedding rows are
+  // multiplied by float32(sqrt(hidden_size)); attention scores by query_pre_attn_scalar^-0.5; the layers that
+  // slide use default RoPE with their own base (rope_local_base_freq / rope_parameters.sliding_attention).
+  bool norm_plus_one = false;
+  float embedding_scale = 0;          // 0: none
+  double query_pre_attn_scalar = 0;   // 0: head_dim
+  std::optional<double> sliding_rope_theta;
   bool attention_bias = false;   // q/k/v (and o, Llama and Qwen3) biases; Qwen2 always has q/k/v ones
   bool mlp_bias = false;         // gate/up/down biases (Llama's mlp_bias)
   std::optional<int64_t> bos_token_id;

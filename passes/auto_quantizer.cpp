@@ -282,7 +282,9 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       // SmoothQuant at this site too, where it may apply: a norm -> {q,k,v} or {gate,up} site none of whose
       // tensors an earlier pass rewrote.
       std::unique_ptr<SmoothedSite> smoothed;
-      if (options.smoothquant && site && (in.role == ir::Role::Q || in.role == ir::Role::Gate)) {
+      // Not where the norms compute x * (1 + w) (Gemma): the smoothing cannot be folded into them as a scale.
+      if (options.smoothquant && site && !model.config.norm_plus_one &&
+          (in.role == ir::Role::Q || in.role == ir::Role::Gate)) {
         for (const ir::ActivationSite& as : model.sites) {
           if (as.consumers.empty()) continue;
           const auto& first = model.tensors[as.consumers.front()];

@@ -204,6 +204,11 @@ Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::R
     return make_error("smoothquant: alpha must lie in [0, 1], got " + std::to_string(options.alpha));
   if (!(options.min_scale > 0.0f)) return make_error("smoothquant: min_scale must be positive");
   if (refs.size() != model.tensors.size()) return make_error("smoothquant: tensor refs do not match the model");
+  if (model.config.norm_plus_one)
+    return make_error("smoothquant: " + model.config.architecture +
+                      "'s norms compute x * (1 + w), so a smoothing cannot be folded into the norm weight as a "
+                      "per-channel scale; SmoothQuant on this architecture is not implemented (use a recipe "
+                      "without it, e.g. plain or auto)");
   auto& a = model.annotations;
   a.channel_scale.resize(model.tensors.size());
   a.row_scale.resize(model.tensors.size());

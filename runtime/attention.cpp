@@ -76,6 +76,33 @@ double rope_attention_factor(const ir::ModelConfig& config) {
   return config.rope_scaling.type == "yarn" ? config.rope_scaling.attention_factor : 1.0;
 }
 
+bool layer_slides(const ir::ModelConfig& c, int layer) {
+  return c.sliding_window && layer >= 0 && size_t(layer) < c.sliding_layers.size() && c.sliding_layers[size_t(layer)];
+}
+
+namespace {
+bool local_rope(const ir::ModelConfig& c, int layer) { return c.sliding_rope_theta && layer_slides(c, layer); }
+}  // namespace
+
+std::vector<double> rope_inv_freq(const ir::ModelConfig& config, int layer) {
+  if (!local_rope(config, layer)) return rope_inv_freq(config);
+  ir::ModelConfig local = config;
+  local.rope_theta = *config.sliding_rope_theta;
+  local.rope_scaling = {};
+  return rope_inv_freq(local);
+}
+
+AttentionShape attention_shape(const ir::ModelConfig& c, int layer) {
+  AttentionShape a;
+  a.heads = c.num_attention_heads;
+  a.kv_heads = c.num_key_value_heads;
+  a.head_dim = c.head_dim;
+  a.window = layer_slides(c, layer) ? *c.sliding_window : 0;
+  a.rope_factor = local_rope(c, layer) ? 1.0 : rope_attention_factor(c);
+  a.scale = 1.0 / std::sqrt(c.query_pre_attn_scalar > 0 ? c.query_pre_attn_scalar : double(c.head_dim));
+  return a;
+}
+
 namespace detail {
 
 // Softmax of one score row: keys [first, valid) are visible, the rest of the n columns get probability 0.
@@ -242,7 +269,7 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
   std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.b > b.b; });
   const int64_t max_blocks = (max_len + block - 1) / block;
   const BlockPrimitives prims = make_primitives(rows, block, max_blocks, hd, type);
-  const float scale = float(1.0 / std::sqrt(double(hd)));
+  const float scale = float(shape.scale > 0 ? shape.scale : 1.0 / std::sqrt(double(hd)));
   const dnnl::engine& eng = cpu_engine();
   // Streams and buffers per thread, made before the team starts: an exception must not leave a
   // worksharing loop, so the loop body catches and records the first one.

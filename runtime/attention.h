@@ -31,7 +31,17 @@ struct AttentionShape {
   // (transformers' sliding-window mask); 0: every earlier position.
   int64_t window = 0;
   double rope_factor = 1.0;   // cos and sin multiplied by it (rope_attention_factor)
+  double scale = 0;           // scores multiplied by it; 0: 1 / sqrt(head_dim)
 };
+
+// Whether decoder layer `layer` uses the sliding window.
+bool layer_slides(const ir::ModelConfig& config, int layer);
+// The RoPE inverse frequencies of `layer`: the model's (rope_inv_freq), or default RoPE with
+// sliding_rope_theta on the layers that slide where the model has one (Gemma 3).
+std::vector<double> rope_inv_freq(const ir::ModelConfig& config, int layer);
+// The attention of decoder layer `layer` as the config defines it: heads, window, RoPE factor, score scale
+// (query_pre_attn_scalar^-0.5 where the model has one).
+AttentionShape attention_shape(const ir::ModelConfig& config, int layer);
 
 // q [T, heads * head_dim], k and v [T, kv_heads * head_dim] (the projections' outputs, biases added):
 // rotates q and k (HF rotate-half layout, positions 0..len-1 within each sequence), then for each

@@ -70,6 +70,10 @@ CheckpointWeights::CheckpointWeights(const ir::Model& model, std::span<const saf
       place(l.q_norm, id);
     } else if (t.role == ir::Role::KNorm) {
       place(l.k_norm, id);
+    } else if (t.role == ir::Role::AttnOutNorm) {
+      place(l.attn_out_norm, id);
+    } else if (t.role == ir::Role::MlpOutNorm) {
+      place(l.mlp_out_norm, id);
     } else if (auto slot = linear_slot(t.role)) {
       place(t.kind == ir::ParamKind::Weight ? l.weight[*slot] : l.bias[*slot], id);
     }
@@ -305,7 +309,14 @@ Expected<std::vector<float>> CheckpointWeights::embedding_rows(std::span<const i
 Expected<std::vector<float>> CheckpointWeights::final_norm() {
   if (!error_.empty()) return make_error(error_);
   if (!final_norm_) return make_error("checkpoint weights: the model has no final norm");
-  return read_weight(*final_norm_, false);
+  return norm(*final_norm_, false);
+}
+
+Expected<std::vector<float>> CheckpointWeights::norm(ir::TensorId id, bool release) const {
+  FP4C_ASSIGN(std::vector<float> w, read_weight(id, release));
+  if (model_.config.norm_plus_one)
+    for (float& x : w) x = 1.0f + x;
+  return w;
 }
 
 Expected<LinearParams> CheckpointWeights::lm_head() {
@@ -326,13 +337,19 @@ Expected<LayerParams> CheckpointWeights::layer(int index) {
   if (!ids.input_norm) return make_error(where + "input norm");
   if (!ids.post_norm) return make_error(where + "post-attention norm");
   LayerParams out;
-  FP4C_ASSIGN(out.input_norm, read_weight(*ids.input_norm, release_pages_));
-  FP4C_ASSIGN(out.post_norm, read_weight(*ids.post_norm, release_pages_));
+  FP4C_ASSIGN(out.input_norm, norm(*ids.input_norm, release_pages_));
+  FP4C_ASSIGN(out.post_norm, norm(*ids.post_norm, release_pages_));
   if (ids.q_norm.has_value() != ids.k_norm.has_value())
     return make_error(where + (ids.q_norm ? "key norm" : "query norm") + " (it has the other)");
   if (ids.q_norm) {
-    FP4C_ASSIGN(out.q_norm, read_weight(*ids.q_norm, release_pages_));
-    FP4C_ASSIGN(out.k_norm, read_weight(*ids.k_norm, release_pages_));
+    FP4C_ASSIGN(out.q_norm, norm(*ids.q_norm, release_pages_));
+    FP4C_ASSIGN(out.k_norm, norm(*ids.k_norm, release_pages_));
+  }
+  if (ids.attn_out_norm.has_value() != ids.mlp_out_norm.has_value())
+    return make_error(where + (ids.attn_out_norm ? "MLP output norm" : "attention output norm") + " (it has the other)");
+  if (ids.attn_out_norm) {
+    FP4C_ASSIGN(out.attn_out_norm, norm(*ids.attn_out_norm, release_pages_));
+    FP4C_ASSIGN(out.mlp_out_norm, norm(*ids.mlp_out_norm, release_pages_));
   }
   LinearParams* slots[kLinears] = {&out.q, &out.k, &out.v, &out.o, &out.gate, &out.up, &out.down};
   for (size_t s = 0; s < kLinears; ++s) {

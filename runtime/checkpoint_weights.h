@@ -65,10 +65,13 @@ class CheckpointWeights : public WeightSource {
  private:
   static constexpr size_t kLinears = 7;  // q, k, v, o, gate, up, down
   struct LayerIds {
-    std::optional<ir::TensorId> input_norm, post_norm, q_norm, k_norm;
+    std::optional<ir::TensorId> input_norm, post_norm, q_norm, k_norm, attn_out_norm, mlp_out_norm;
     std::array<std::optional<ir::TensorId>, kLinears> weight, bias;
   };
   Expected<LinearParams> linear(ir::TensorId weight, std::optional<ir::TensorId> bias, bool release) const;
+  // A norm's weight as the forward multiplies by it: w, or 1 + w (in float32) where the model's norms
+  // compute x * (1 + w) (Gemma).
+  Expected<std::vector<float>> norm(ir::TensorId id, bool release) const;
 
   const ir::Model& model_;
   std::span<const safetensors::Checkpoint::Ref> refs_;

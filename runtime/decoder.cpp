@@ -113,7 +113,7 @@ class HeldLinear {
 };
 
 struct HeldLayer {
-  std::vector<float> input_norm, post_norm, q_norm, k_norm;
+  std::vector<float> input_norm, post_norm, q_norm, k_norm, attn_out_norm, mlp_out_norm;
   std::optional<HeldLinear> q, k, v, o, gate, up, down;
 };
 
@@ -126,7 +126,10 @@ struct Decoder::Impl {
   std::vector<HeldLayer> layers;
   std::vector<float> final_norm;
   std::optional<HeldLinear> lm_head;
-  std::vector<double> inv_freq;
+  // RoPE per layer: rope_table[l] indexes inv_freq / rope_cos / rope_sin (one table per distinct RoPE,
+  // two for Gemma 3's local and global layers).
+  std::vector<std::vector<double>> inv_freq;
+  std::vector<size_t> rope_table;
   uint64_t weight_bytes = 0;
 
   // The cache: per layer [batch][capacity][kv_heads * head_dim], keys rotated; FP32 or BF16 bits.
@@ -146,13 +149,14 @@ struct Decoder::Impl {
 
   // cos and sin of position * inv_freq, [capacity, head_dim / 2], in double rounded to float (as
   // runtime/attention.cpp computes them); made by start().
-  std::vector<float> rope_cos, rope_sin;
+  std::vector<std::vector<float>> rope_cos, rope_sin;
 
-  // Rotates one head vector (rotate-half layout) at position `pos` < capacity, as runtime/attention.cpp does.
-  void rotate(float* x, int64_t pos) const {
+  // Rotates one head vector (rotate-half layout) at position `pos` < capacity with layer `layer`'s RoPE, as
+  // runtime/attention.cpp does.
+  void rotate(float* x, int64_t pos, size_t layer) const {
     const int64_t half = config.head_dim / 2;
-    const float* cs = &rope_cos[size_t(pos * half)];
-    const float* sn = &rope_sin[size_t(pos * half)];
+    const float* cs = &rope_cos[rope_table[layer]][size_t(pos * half)];
+    const float* sn = &rope_sin[rope_table[layer]][size_t(pos * half)];
     for (int64_t i = 0; i < half; ++i) {
       const float c = cs[i], s = sn[i];
       const float x1 = x[i], x2 = x[i + half];
@@ -195,14 +199,16 @@ struct Decoder::Impl {
     const int64_t H = config.hidden_size, I = config.intermediate_size;
     tmp.resize(size_t(T * H));
     FP4C_TRY(run_linear(*L.o, attn.data(), T, tmp.data()));
+    if (!L.attn_out_norm.empty()) rms_norm(tmp.data(), L.attn_out_norm.data(), T, H, config.rms_norm_eps, tmp.data());
     add_inplace(hidden.data(), tmp.data(), T * H);
     rms_norm(hidden.data(), L.post_norm.data(), T, H, config.rms_norm_eps, xn.data());
     gate.resize(size_t(T * I));
     up.resize(size_t(T * I));
     FP4C_TRY(run_linear(*L.gate, xn.data(), T, gate.data()));
     FP4C_TRY(run_linear(*L.up, xn.data(), T, up.data()));
-    silu_mul(gate.data(), up.data(), T * I);
+    activation_mul(config.hidden_act, gate.data(), up.data(), T * I);
     FP4C_TRY(run_linear(*L.down, gate.data(), T, tmp.data()));
+    if (!L.mlp_out_norm.empty()) rms_norm(tmp.data(), L.mlp_out_norm.data(), T, H, config.rms_norm_eps, tmp.data());
     add_inplace(hidden.data(), tmp.data(), T * H);
     return {};
   }
@@ -228,6 +234,8 @@ struct Decoder::Impl {
                           std::to_string(V) + ")");
       std::memcpy(&hidden[t * size_t(H)], &embedding[size_t(ids[t]) * size_t(H)], size_t(H) * sizeof(float));
     }
+    if (config.embedding_scale != 0)
+      for (float& x : hidden) x *= config.embedding_scale;   // Gemma: float32(sqrt(hidden_size))
     return {};
   }
 
@@ -235,10 +243,9 @@ struct Decoder::Impl {
   // included): q [batch, heads * head_dim], rotated; out [batch, heads * head_dim]. One task per
   // (sequence, KV head): each cached key and value row is read once for the g query heads sharing it.
   template <typename E>
-  void cached_attention_impl(const E* kc, const E* vc, const float* q_rot, float* out, int64_t window) {
+  void cached_attention_impl(const E* kc, const E* vc, const float* q_rot, float* out, int64_t window, float scale) {
     const int64_t nH = config.num_attention_heads, nKV = config.num_key_value_heads, hd = config.head_dim;
     const int64_t g = nH / nKV, D = kv_dim(), B = batch;
-    const float scale = float(1.0 / std::sqrt(double(hd)));
     const int64_t longest = *std::max_element(lengths.begin(), lengths.end()) + 1;
     const int team = omp_get_max_threads();
     const size_t per_thread = size_t(g * longest + 2 * hd);
@@ -292,19 +299,13 @@ struct Decoder::Impl {
   static float to_f32(float x) { return x; }
   static float to_f32(uint16_t x) { return bf16::to_float(x); }
 
-  // The sliding window of `layer`, 0 for full attention.
-  int64_t window(size_t layer) const {
-    return config.sliding_window && layer < config.sliding_layers.size() && config.sliding_layers[layer]
-               ? *config.sliding_window
-               : 0;
-  }
-
   void cached_attention(int layer, const float* q_rot, float* out) {
-    const int64_t w = window(size_t(layer));
+    const AttentionShape a = attention_shape(config, layer);
+    const float scale = float(a.scale);
     if (bf16_cache())
-      cached_attention_impl(k_bf16[size_t(layer)].data(), v_bf16[size_t(layer)].data(), q_rot, out, w);
+      cached_attention_impl(k_bf16[size_t(layer)].data(), v_bf16[size_t(layer)].data(), q_rot, out, a.window, scale);
     else
-      cached_attention_impl(k_f32[size_t(layer)].data(), v_f32[size_t(layer)].data(), q_rot, out, w);
+      cached_attention_impl(k_f32[size_t(layer)].data(), v_f32[size_t(layer)].data(), q_rot, out, a.window, scale);
   }
 };
 
@@ -354,7 +355,12 @@ Expected<Decoder> Decoder::load(WeightSource& weights, const ir::ModelConfig& co
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   impl->options = options;
-  impl->inv_freq = rope_inv_freq(config);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    std::vector<double> f = rope_inv_freq(config, l);
+    auto it = std::find(impl->inv_freq.begin(), impl->inv_freq.end(), f);
+    impl->rope_table.push_back(size_t(it - impl->inv_freq.begin()));
+    if (it == impl->inv_freq.end()) impl->inv_freq.push_back(std::move(f));
+  }
   FP4C_ASSIGN(impl->embedding, weights.embedding());
   if (int64_t(impl->embedding.size()) != V * H)
     return make_error("embedding: " + std::to_string(impl->embedding.size()) + " elements, expected " + shape_str(V, H));
@@ -372,7 +378,13 @@ Expected<Decoder> Decoder::load(WeightSource& weights, const ir::ModelConfig& co
     L.post_norm = std::move(p.post_norm);
     L.q_norm = std::move(p.q_norm);
     L.k_norm = std::move(p.k_norm);
-    bytes += uint64_t(L.q_norm.size() + L.k_norm.size()) * sizeof(float);
+    for (const auto* n : {&p.attn_out_norm, &p.mlp_out_norm})
+      if (!n->empty() && int64_t(n->size()) != H)
+        return make_error(where + ": an output norm of " + std::to_string(n->size()) + " elements, expected " +
+                          std::to_string(H));
+    L.attn_out_norm = std::move(p.attn_out_norm);
+    L.mlp_out_norm = std::move(p.mlp_out_norm);
+    bytes += uint64_t(L.q_norm.size() + L.k_norm.size() + L.attn_out_norm.size() + L.mlp_out_norm.size()) * sizeof(float);
     const int64_t Dq = nH * hd, Dkv = nKV * hd;
     FP4C_ASSIGN(HeldLinear q, HeldLinear::create(std::move(p.q), Dq, H, prec, where + " q"));
     FP4C_ASSIGN(HeldLinear k, HeldLinear::create(std::move(p.k), Dkv, H, prec, where + " k"));
@@ -413,15 +425,19 @@ Status Decoder::start(int batch, int64_t capacity) {
   d.capacity = capacity;
   d.lengths.assign(size_t(batch), 0);
   const int64_t half = d.config.head_dim / 2;
-  const double factor = rope_attention_factor(d.config);
-  d.rope_cos.resize(size_t(capacity * half));
-  d.rope_sin.resize(size_t(capacity * half));
-  for (int64_t p = 0; p < capacity; ++p)
-    for (int64_t i = 0; i < half; ++i) {
-      const double a = double(p) * d.inv_freq[size_t(i)];
-      d.rope_cos[size_t(p * half + i)] = float(std::cos(a) * factor);
-      d.rope_sin[size_t(p * half + i)] = float(std::sin(a) * factor);
-    }
+  d.rope_cos.assign(d.inv_freq.size(), std::vector<float>(size_t(capacity * half)));
+  d.rope_sin.assign(d.inv_freq.size(), std::vector<float>(size_t(capacity * half)));
+  for (size_t tbl = 0; tbl < d.inv_freq.size(); ++tbl) {
+    // The factor of the first layer using this table (layers sharing frequencies share the factor).
+    const size_t layer = size_t(std::find(d.rope_table.begin(), d.rope_table.end(), tbl) - d.rope_table.begin());
+    const double factor = attention_shape(d.config, int(layer)).rope_factor;
+    for (int64_t p = 0; p < capacity; ++p)
+      for (int64_t i = 0; i < half; ++i) {
+        const double a = double(p) * d.inv_freq[tbl][size_t(i)];
+        d.rope_cos[tbl][size_t(p * half + i)] = float(std::cos(a) * factor);
+        d.rope_sin[tbl][size_t(p * half + i)] = float(std::sin(a) * factor);
+      }
+  }
   const size_t n = size_t(batch) * size_t(capacity) * size_t(d.kv_dim());
   const size_t layers = d.layers.size();
   d.k_f32.assign(d.bf16_cache() ? 0 : layers, {});
@@ -480,12 +496,12 @@ Expected<std::vector<float>> Decoder::prefill(const std::vector<std::vector<int3
     FP4C_TRY(d.run_linear(*L.v, d.xn.data(), T, d.v.data()));
     d.apply_head_norms(L, d.q.data(), d.k.data(), T);
     FP4C_TRY(causal_attention(d.q.data(), d.k.data(), d.v.data(), offsets,
-                              AttentionShape{nH, c.num_key_value_heads, hd, d.window(l), rope_attention_factor(c)}, d.inv_freq, d.options.precision,
+                              attention_shape(c, int(l)), d.inv_freq[d.rope_table[l]], d.options.precision,
                               d.attn.data(), &d.attention));
     std::memcpy(k_rot.data(), d.k.data(), k_rot.size() * sizeof(float));
 #pragma omp parallel for schedule(static) if (T * Dkv >= 32768)
     for (int64_t t = 0; t < T; ++t)
-      for (int64_t j = 0; j < c.num_key_value_heads; ++j) d.rotate(&k_rot[size_t(t * Dkv + j * hd)], pos[size_t(t)]);
+      for (int64_t j = 0; j < c.num_key_value_heads; ++j) d.rotate(&k_rot[size_t(t * Dkv + j * hd)], pos[size_t(t)], l);
     d.store_kv(int(l), k_rot.data(), d.v.data(), seq, pos);
     FP4C_TRY(d.finish_layer(L, T));
   }
@@ -522,8 +538,8 @@ Expected<std::vector<float>> Decoder::step(const std::vector<int32_t>& tokens) {
     FP4C_TRY(d.run_linear(*L.v, d.xn.data(), B, d.v.data()));
     d.apply_head_norms(L, d.q.data(), d.k.data(), B);
     for (int64_t b = 0; b < B; ++b) {
-      for (int64_t h = 0; h < nH; ++h) d.rotate(&d.q[size_t(b * Dq + h * hd)], pos[size_t(b)]);
-      for (int64_t j = 0; j < c.num_key_value_heads; ++j) d.rotate(&d.k[size_t(b * Dkv + j * hd)], pos[size_t(b)]);
+      for (int64_t h = 0; h < nH; ++h) d.rotate(&d.q[size_t(b * Dq + h * hd)], pos[size_t(b)], l);
+      for (int64_t j = 0; j < c.num_key_value_heads; ++j) d.rotate(&d.k[size_t(b * Dkv + j * hd)], pos[size_t(b)], l);
     }
     d.store_kv(int(l), d.k.data(), d.v.data(), seq, pos);
     d.cached_attention(int(l), d.q.data(), d.attn.data());

@@ -23,6 +23,17 @@ FP4C_VECTOR_CLONES void silu_mul_chunk(float* g, const float* u, int64_t n) {
   for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
 }
 
+// tanh(u) = 1 - 2 / (exp(2u) + 1), through exp_approx (which clamps, so large |u| give exactly +-1).
+FP4C_VECTOR_CLONES void gelu_tanh_mul_chunk(float* g, const float* u, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = g[i];
+    const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    const float t = 1.0f - 2.0f / (exp_approx(2.0f * inner) + 1.0f);
+    g[i] = 0.5f * x * (1.0f + t) * u[i];
+  }
+}
+
 FP4C_VECTOR_CLONES void add_chunk(float* y, const float* x, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
@@ -66,6 +77,17 @@ void rms_norm(const float* x, const float* w, int64_t rows, int64_t cols, double
 
 void silu_mul(float* gate, const float* up, int64_t n) {
   for_chunks(n, [&](int64_t b, int64_t len) { detail::silu_mul_chunk(gate + b, up + b, len); });
+}
+
+void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
+  for_chunks(n, [&](int64_t b, int64_t len) { detail::gelu_tanh_mul_chunk(gate + b, up + b, len); });
+}
+
+void activation_mul(const std::string& act, float* gate, const float* up, int64_t n) {
+  if (act == "gelu_pytorch_tanh")
+    gelu_tanh_mul(gate, up, n);
+  else
+    silu_mul(gate, up, n);
 }
 
 void add_inplace(float* y, const float* x, int64_t n) {

@@ -5,6 +5,7 @@
 
 #include <bit>
 #include <cstdint>
+#include <string>
 
 namespace fp4c::runtime {
 
@@ -14,6 +15,13 @@ void rms_norm(const float* x, const float* w, int64_t rows, int64_t cols, double
 
 // gate[i] = silu(gate[i]) * up[i] = gate / (1 + exp(-gate)) * up, over n elements.
 void silu_mul(float* gate, const float* up, int64_t n);
+
+// gate[i] = gelu_tanh(gate[i]) * up[i], GELU with the tanh approximation (PyTorch's gelu(approximate="tanh"),
+// transformers' gelu_pytorch_tanh): 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
+void gelu_tanh_mul(float* gate, const float* up, int64_t n);
+
+// The MLP's gated activation by its config name ("silu" or "gelu_pytorch_tanh").
+void activation_mul(const std::string& act, float* gate, const float* up, int64_t n);
 
 // y[i] += x[i], over n elements.
 void add_inplace(float* y, const float* x, int64_t n);

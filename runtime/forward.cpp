@@ -209,6 +209,16 @@ Status check_dynamic_rope(const std::vector<std::vector<int32_t>>& sequences, co
   return {};
 }
 
+// Gemma: the embedding rows multiplied by float32(sqrt(hidden_size)).
+void scale_embeddings(Activations& acts, const ir::ModelConfig& c) {
+  if (c.embedding_scale == 0) return;
+  const float s = c.embedding_scale;
+  const int64_t n = int64_t(acts.hidden.size());
+  float* h = acts.hidden.data();
+#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
+  for (int64_t i = 0; i < n; ++i) h[i] *= s;
+}
+
 }  // namespace
 
 Expected<std::vector<float>> WeightSource::embedding_rows(std::span<const int32_t> ids, int64_t hidden) {
@@ -244,6 +254,7 @@ Expected<Activations> Forward::embed(WeightSource& weights, const std::vector<st
       std::memcpy(&acts.hidden[size_t((acts.offsets[s] + int64_t(p)) * H)], &rows[row * size_t(H)],
                   size_t(H) * sizeof(float));
     }
+  scale_embeddings(acts, config_);
   return acts;
 }
 
@@ -268,6 +279,7 @@ Expected<Activations> Forward::embed(const std::vector<float>& embedding,
     for (size_t p = 0; p < sequences[size_t(s)].size(); ++p)
       std::memcpy(&acts.hidden[size_t((acts.offsets[size_t(s)] + int64_t(p)) * H)],
                   &embedding[size_t(sequences[size_t(s)][p]) * size_t(H)], size_t(H) * sizeof(float));
+  scale_embeddings(acts, config_);
   return acts;
 }
 
@@ -281,6 +293,8 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
   FP4C_TRY(check_vector(params.input_norm, H, where + " input norm"));
   FP4C_TRY(check_vector(params.post_norm, H, where + " post-attention norm"));
   FP4C_TRY(check_head_norms(params, hd, where));
+  if (!params.attn_out_norm.empty()) FP4C_TRY(check_vector(params.attn_out_norm, H, where + " attention output norm"));
+  if (!params.mlp_out_norm.empty()) FP4C_TRY(check_vector(params.mlp_out_norm, H, where + " MLP output norm"));
   FP4C_TRY(check_linear(params.q, Dq, H, where + " q"));
   FP4C_TRY(check_linear(params.k, Dkv, H, where + " k"));
   FP4C_TRY(check_linear(params.v, Dkv, H, where + " v"));
@@ -311,10 +325,8 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
     FP4C_TRY(run_linear(params.k, in, T, prec, k));
     FP4C_TRY(run_linear(params.v, in, T, prec, v));
     apply_head_norms(params, q, k, T, nH, nKV, hd, c.rms_norm_eps);
-    const std::vector<double> inv_freq = rope_inv_freq(c);
-    const bool sliding = c.sliding_window && size_t(index) < c.sliding_layers.size() && c.sliding_layers[size_t(index)];
-    FP4C_TRY(causal_attention(q, k, v, acts.offsets, AttentionShape{nH, nKV, hd, sliding ? *c.sliding_window : 0, rope_attention_factor(c)},
-                              inv_freq, prec, attn,
+    const std::vector<double> inv_freq = rope_inv_freq(c, index);
+    FP4C_TRY(causal_attention(q, k, v, acts.offsets, attention_shape(c, index), inv_freq, prec, attn,
                               &ws.attention));
   }
   if (hook) hook(LinearInput{index, ir::Role::O, attn, T, Dq});
@@ -322,6 +334,7 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
     GemmInputs in(attn, T, Dq, prec, ws, {&params.o});
     FP4C_TRY(run_linear(params.o, in, T, prec, xn));
   }
+  if (!params.attn_out_norm.empty()) rms_norm(xn, params.attn_out_norm.data(), T, H, c.rms_norm_eps, xn);
   add_inplace(hidden, xn, T * H);
 
   // MLP block.
@@ -341,7 +354,7 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
     for (int64_t r = 0; r < T; r += chunk) {
       const int64_t n = std::min(chunk, T - r);
       FP4C_TRY(up.run(src + size_t(r) * row_bytes, n, up_out));
-      silu_mul(gate + r * I, up_out, n * I);
+      activation_mul(c.hidden_act, gate + r * I, up_out, n * I);
     }
   }
   if (hook) hook(LinearInput{index, ir::Role::Down, gate, T, I});
@@ -349,6 +362,7 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
     GemmInputs in(gate, T, I, prec, ws, {&params.down});
     FP4C_TRY(run_linear(params.down, in, T, prec, xn));
   }
+  if (!params.mlp_out_norm.empty()) rms_norm(xn, params.mlp_out_norm.data(), T, H, c.rms_norm_eps, xn);
   add_inplace(hidden, xn, T * H);
   return {};
 }

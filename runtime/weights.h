@@ -62,6 +62,9 @@ struct LayerParams {
   // Per-head RMSNorm weights of the queries and keys, applied after the projections (and their biases)
   // and before RoPE (Qwen3); empty when the architecture has none.
   std::vector<float> q_norm, k_norm;       // [head_dim]
+  // RMSNorm weights of the attention output and of the MLP output before each residual add (Gemma 3);
+  // empty when the architecture has none.
+  std::vector<float> attn_out_norm, mlp_out_norm;   // [hidden]
   LinearParams q, k, v, o, gate, up, down;
 };
 

@@ -282,6 +282,10 @@ Expected<ServingFigures> CudaPerfDevice::serve(WeightSource& weights, const ir::
                 hd = c.head_dim, V = c.vocab_size, L = c.num_hidden_layers;
   const int64_t Dq = nH * hd, Dkv = nKV * hd;
   const int64_t B = spec.batch, P = spec.prompt, cap = spec.prompt + spec.output;
+  if (c.hidden_act != "silu" || c.embedding_scale != 0 || c.query_pre_attn_scalar > 0 || c.sliding_rope_theta ||
+      c.norm_plus_one)
+    return make_error(c.architecture + ": Gemma-style layers (GeGLU, scaled embeddings, (1 + w) norms, "
+                      "query_pre_attn_scalar, per-layer-type RoPE) are not implemented in the CUDA engine; use --device cpu");
   if (c.sliding_window && cap > *c.sliding_window &&
       std::find(c.sliding_layers.begin(), c.sliding_layers.end(), true) != c.sliding_layers.end())
     return make_error("serve " + spec.name + ": " + std::to_string(cap) + " positions exceed the sliding window of " +

@@ -118,6 +118,18 @@ def head_norms_to_one(model):
                 p.fill_(1.0)
 
 
+def gemma_embed_scale_one(model):
+    model.model.embed_tokens.embed_scale = torch.tensor(1.0)
+
+
+def gemma_norms_without_one(model):
+    """Gemma's norms multiply by (1 + w); with w - 1 stored, they multiply by w: what reading w as Llama does."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.sub_(1.0)
+
+
 def attention_scale(head_dim_used):
     def edit(model):
         for layer in model.model.layers:
@@ -290,6 +302,35 @@ CASES = [
          config=dict(num_key_value_heads=2, head_dim=16, attention_bias=True),
          ablations=[Ablation("attention biases (all 0)", model=zero_biases(["q_proj", "k_proj", "v_proj", "o_proj"]))],
          seed=25),
+    Case("gemma3", "gemma3_text",
+         "Gemma 3 (text): (1 + w) norms, four norms per layer, q/k norms, GeGLU (gelu tanh), embeddings times "
+         "sqrt(hidden), query_pre_attn_scalar 20 (not head_dim 24), a sliding layer (window 8, RoPE base 100) and "
+         "a full one (RoPE base 1000) as transformers 5 writes them (layer_types, rope_parameters per layer type)",
+         config=dict(num_key_value_heads=2, head_dim=24, query_pre_attn_scalar=20, sliding_window=8,
+                     layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
+                     rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000.0},
+                                      "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
+         ablations=[Ablation("query_pre_attn_scalar (head_dim used)",
+                             config=lambda c: c.__setitem__("query_pre_attn_scalar", 24)),
+                    Ablation("the window (64: full attention)", config=lambda c: c.__setitem__("sliding_window", 64)),
+                    Ablation("the sliding layers' RoPE base (the full layers' 1000 used)",
+                             config=lambda c: c["rope_parameters"]["sliding_attention"].__setitem__("rope_theta", 1000.0)),
+                    Ablation("GeGLU's gelu tanh (SiLU used)",
+                             config=lambda c: c.__setitem__("hidden_activation", "silu")),
+                    Ablation("the embedding scale (1 used)", model=gemma_embed_scale_one),
+                    Ablation("(1 + w) norms (x * w used)", model=gemma_norms_without_one)], seed=26),
+    Case("gemma3_v4", "gemma3_text",
+         "Gemma 3 as transformers 4 writes it: rope_theta and rope_scaling (linear, factor 2) for the full layers, "
+         "rope_local_base_freq for the sliding ones, sliding_window_pattern 2 instead of layer_types",
+         config=dict(num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=32, sliding_window=6,
+                     layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
+                     rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0},
+                                      "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}}),
+         form="gemma-v4",
+         ablations=[Ablation("rope_scaling linear on the full layers (default RoPE used)",
+                             config=lambda c: c.pop("rope_scaling")),
+                    Ablation("rope_local_base_freq (the default 10000 used)",
+                             config=lambda c: c.pop("rope_local_base_freq"))], seed=27),
 ]
 
 
@@ -327,6 +368,23 @@ def to_v4_form(c: dict, type_key: str = "rope_type") -> dict:
     if p.get("rope_type", "default") != "default":
         p[type_key] = p.pop("rope_type")
         c["rope_scaling"] = p
+    return c
+
+
+def to_gemma_v4_form(c: dict) -> dict:
+    """Gemma 3's config.json as transformers 4 wrote it: rope_theta (+ rope_scaling) of the full layers,
+    rope_local_base_freq of the sliding ones, sliding_window_pattern instead of layer_types."""
+    c = dict(c)
+    p = c.pop("rope_parameters")
+    full, local = dict(p["full_attention"]), dict(p["sliding_attention"])
+    c["rope_theta"] = full.pop("rope_theta")
+    c["rope_local_base_freq"] = local.pop("rope_theta")
+    if full.get("rope_type", "default") != "default":
+        c["rope_scaling"] = full
+    types = c.pop("layer_types")
+    pattern = types.index("full_attention") + 1
+    assert all((t == "full_attention") == ((i + 1) % pattern == 0) for i, t in enumerate(types))
+    c["sliding_window_pattern"] = pattern
     return c
 
 
@@ -379,6 +437,8 @@ def make_case(case: Case, out_dir: str):
     if case.form in ("v4", "v4-type"):
         write_json(os.path.join(d, "config.json"),
                    to_v4_form(written, "type" if case.form == "v4-type" else "rope_type"))
+    elif case.form == "gemma-v4":
+        write_json(os.path.join(d, "config.json"), to_gemma_v4_form(written))
     elif case.form != "v5":
         raise ValueError(f"{case.name}: unknown form {case.form}")
     with open(os.path.join(d, "eval.jsonl"), "w") as f:

@@ -164,11 +164,12 @@ std::string error_of(const ir::ModelConfig& c, const std::vector<TensorHeader>& 
 
 TEST(Architecture, Supported) {
   auto a = supported_architectures();
-  ASSERT_EQ(a.size(), 4u);
-  EXPECT_EQ(a[0], "LlamaForCausalLM");
-  EXPECT_EQ(a[1], "MistralForCausalLM");
-  EXPECT_EQ(a[2], "Qwen2ForCausalLM");
-  EXPECT_EQ(a[3], "Qwen3ForCausalLM");
+  ASSERT_EQ(a.size(), 5u);
+  EXPECT_EQ(a[0], "Gemma3ForCausalLM");
+  EXPECT_EQ(a[1], "LlamaForCausalLM");
+  EXPECT_EQ(a[2], "MistralForCausalLM");
+  EXPECT_EQ(a[3], "Qwen2ForCausalLM");
+  EXPECT_EQ(a[4], "Qwen3ForCausalLM");
   EXPECT_TRUE(is_supported_architecture("Qwen2ForCausalLM"));
   EXPECT_FALSE(is_supported_architecture("Qwen2MoeForCausalLM"));
   EXPECT_FALSE(is_supported_architecture(""));
@@ -216,6 +217,35 @@ TEST(Classify, Qwen3_8B_QkNorms) {
   c.architecture = "LlamaForCausalLM";
   EXPECT_EQ(error_of(c, h), kDir + ": unknown tensor 'model.layers.0.self_attn.q_norm.weight' (not in the LlamaForCausalLM table)");
   // Qwen3Config's own default head_dim is 128, not hidden / heads.
+}
+
+// Gemma 3: four norms per layer; the activation sites are input_layernorm -> q/k/v and
+// pre_feedforward_layernorm -> gate/up; post_attention_layernorm and post_feedforward_layernorm normalize the
+// blocks' outputs (their own roles).
+TEST(Classify, Gemma3Norms) {
+  ir::ModelConfig c = tiny("Gemma3ForCausalLM");
+  c.tie_word_embeddings = true;
+  std::vector<TensorHeader> h;
+  for (const auto& t : synth_headers(c, {.lm_head = false, .qk_norm = true})) {
+    if (t.name.ends_with("post_attention_layernorm.weight")) {
+      const std::string p = t.name.substr(0, t.name.size() - std::string("post_attention_layernorm.weight").size());
+      h.push_back({p + "post_attention_layernorm.weight", t.dtype, t.shape});
+      h.push_back({p + "pre_feedforward_layernorm.weight", t.dtype, t.shape});
+      h.push_back({p + "post_feedforward_layernorm.weight", t.dtype, t.shape});
+    } else {
+      h.push_back(t);
+    }
+  }
+  auto m = classify_all(c, h);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  EXPECT_EQ(m->tensors[*m->find("model.layers.0.post_attention_layernorm.weight")].role, Role::AttnOutNorm);
+  EXPECT_EQ(m->tensors[*m->find("model.layers.0.post_feedforward_layernorm.weight")].role, Role::MlpOutNorm);
+  ASSERT_EQ(m->sites.size(), 4u);
+  EXPECT_EQ(m->tensors[m->sites[1].producer].name, "model.layers.0.pre_feedforward_layernorm.weight");
+  EXPECT_EQ(m->tensors[m->sites[1].consumers[0]].role, Role::Gate);
+  EXPECT_EQ(m->linear_weights().size(), size_t(7 * 2));
+  std::erase_if(h, [](const TensorHeader& t) { return t.name == "model.layers.1.post_feedforward_layernorm.weight"; });
+  EXPECT_EQ(error_of(c, h), kDir + ": missing tensor 'model.layers.1.post_feedforward_layernorm.weight' (Gemma3ForCausalLM)");
 }
 
 TEST(Classify, Qwen25_7B) {
@@ -443,7 +473,7 @@ TEST(ClassifyError, UnsupportedArchitecture) {
   ir::ModelConfig c = tiny("GPT2LMHeadModel");
   EXPECT_EQ(error_of(c, {}), kDir +
                                  ": unsupported architecture GPT2LMHeadModel (supported: "
-                                 "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+                                 "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
 }
 
 }  // namespace

@@ -216,6 +216,58 @@ TEST(Config, Yarn) {
   EXPECT_EQ(parse(j)->rope_scaling.factor, 4.0);
 }
 
+// Gemma 3 (text), as Gemma3TextConfig resolves a config: head_dim 256, query_pre_attn_scalar 256, tied,
+// GeGLU, every 6th layer full (sliding_window_pattern), window 4096, RoPE bases 1e6 / 1e4; the norms (1 + w),
+// the embedding times float32(sqrt(hidden)).
+TEST(Config, Gemma3Defaults) {
+  json j = base_config();
+  j["architectures"] = {"Gemma3ForCausalLM"};
+  j["model_type"] = "gemma3_text";
+  j.erase("tie_word_embeddings");
+  j.erase("rope_theta");
+  j["num_hidden_layers"] = 7;
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->head_dim, 256);
+  EXPECT_EQ(c->query_pre_attn_scalar, 256.0);
+  EXPECT_TRUE(c->tie_word_embeddings);
+  EXPECT_EQ(c->hidden_act, "gelu_pytorch_tanh");
+  EXPECT_EQ(c->sliding_window, 4096);
+  EXPECT_EQ(c->sliding_layers, (std::vector<bool>{true, true, true, true, true, false, true}));
+  EXPECT_EQ(c->rope_theta, 1e6);
+  EXPECT_EQ(c->sliding_rope_theta, 1e4);
+  EXPECT_TRUE(c->norm_plus_one);
+  EXPECT_EQ(c->embedding_scale, float(std::sqrt(64.0)));
+  // transformers 4's keys.
+  j["rope_theta"] = 5e5;
+  j["rope_local_base_freq"] = 100.0;
+  j["sliding_window_pattern"] = 2;
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->rope_theta, 5e5);
+  EXPECT_EQ(c->sliding_rope_theta, 100.0);
+  EXPECT_EQ(c->rope_scaling.type, "linear");
+  EXPECT_EQ(c->sliding_layers, (std::vector<bool>{true, false, true, false, true, false, true}));
+  // transformers 5's, per layer type; a scaled RoPE on the sliding layers is refused by name.
+  j.erase("rope_theta");
+  j.erase("rope_local_base_freq");
+  j.erase("rope_scaling");
+  j["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}, {"rope_theta", 2e6}}},
+                          {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 20.0}}}};
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->rope_theta, 2e6);
+  EXPECT_EQ(c->sliding_rope_theta, 20.0);
+  j["rope_parameters"]["sliding_attention"]["rope_type"] = "linear";
+  j["rope_parameters"]["sliding_attention"]["factor"] = 2.0;
+  EXPECT_EQ(error_of(j), kPath + ": key 'rope_parameters.sliding_attention.rope_type' = 'linear': scaled RoPE on "
+                                 "the sliding layers is not implemented (only the default type)");
+  j["rope_parameters"] = {{"global", {{"rope_type", "default"}}}};
+  EXPECT_EQ(error_of(j), kPath + ": key 'rope_parameters' of a Gemma 3 config must be keyed by layer type "
+                                 "(full_attention, sliding_attention), got 'global'");
+}
+
 TEST(Config, AttentionBias) {
   json j = base_config();
   j["attention_bias"] = true;
@@ -308,22 +360,35 @@ TEST(ConfigError, UnimplementedFormsAreRefusedByName) {
   j = base_config();
   j["rope_parameters"] = {{"full_attention", {{"rope_theta", 1e6}, {"rope_type", "default"}}},
                           {"sliding_attention", {{"rope_theta", 1e4}, {"rope_type", "default"}}}};
-  EXPECT_NE(error_of(j).find("per-layer-type parameters ('full_attention'): RoPE per layer type (Gemma 3) is not "
-                             "implemented"),
+  EXPECT_NE(error_of(j).find("per-layer-type parameters ('full_attention'): RoPE per layer type is implemented for "
+                             "Gemma3ForCausalLM only"),
             std::string::npos) << error_of(j);
   j = base_config();
   j["partial_rotary_factor"] = 0.5;
   EXPECT_NE(error_of(j).find("key 'partial_rotary_factor'"), std::string::npos);
   j["partial_rotary_factor"] = 1.0;
   EXPECT_TRUE(parse(j).ok());
-  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"}) {
+  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
     j = base_config();
     j[key] = 30.0;
-    EXPECT_NE(error_of(j).find(std::string("key '") + key + "' is not implemented"), std::string::npos) << key;
+    EXPECT_EQ(error_of(j), kPath + ": key '" + key + "': logit soft-capping is not implemented") << key;
+    j["architectures"] = {"Gemma3ForCausalLM"};
+    EXPECT_EQ(error_of(j), kPath + ": key '" + key + "': logit soft-capping is not implemented") << key;
   }
   j = base_config();
-  j["hidden_activation"] = "gelu_pytorch_tanh";
-  EXPECT_NE(error_of(j).find("key 'hidden_activation': unsupported activation 'gelu_pytorch_tanh'"), std::string::npos);
+  j["query_pre_attn_scalar"] = 30.0;
+  EXPECT_EQ(error_of(j), kPath + ": key 'query_pre_attn_scalar' is not read by LlamaForCausalLM's attention; fp4c "
+                                 "refuses a config it cannot tell the meaning of");
+  j = base_config();
+  j["hidden_activation"] = "gelu_pytorch_tanh";   // a Llama reads hidden_act (silu)
+  EXPECT_EQ(error_of(j), kPath + ": key 'hidden_activation' = 'gelu_pytorch_tanh' is not read by LlamaForCausalLM "
+                                 "(it reads hidden_act = 'silu'); fp4c refuses a config it cannot tell the meaning of");
+  j = base_config();
+  j["hidden_act"] = "gelu_pytorch_tanh";
+  EXPECT_EQ(parse(j)->hidden_act, "gelu_pytorch_tanh");
+  j = base_config();
+  j["use_bidirectional_attention"] = true;
+  EXPECT_EQ(error_of(j), kPath + ": key 'use_bidirectional_attention': bidirectional attention is not implemented");
   j = base_config();
   j["layer_types"] = {"full_attention"};
   EXPECT_EQ(error_of(j), kPath + ": key 'layer_types' has 1 entries, but num_hidden_layers is 2");
@@ -502,7 +567,7 @@ TEST(ConfigError, UnsupportedArchitecture) {
   j["architectures"] = {"GPT2LMHeadModel"};
   EXPECT_EQ(error_of(j), kPath +
                              ": unsupported architecture GPT2LMHeadModel (supported: "
-                             "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+                             "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
 }
 
 TEST(ConfigError, NonPositiveSizes) {
@@ -580,7 +645,7 @@ TEST(ConfigError, UnsupportedFeatures) {
   json j = base_config();
   j["hidden_act"] = "gelu";
   EXPECT_EQ(error_of(j),
-            kPath + ": key 'hidden_act': unsupported activation 'gelu' (supported: silu)");
+            kPath + ": key 'hidden_act': unsupported activation 'gelu' (supported: silu, gelu_pytorch_tanh)");
 }
 
 // Biases as each architecture's attention and MLP read the keys: Llama's attention_bias gives q, k, v and o

@@ -50,6 +50,7 @@ struct TinySpec {
   bool bias = true;
   int heads = 4, kv_heads = 2;
   bool head_norms = false;  // Qwen3's q_norm / k_norm
+  bool gemma = false;       // Gemma 3's layer: output norms, GeGLU, embedding scale, score scale, local RoPE
 };
 
 // Weights rounded to BF16 values (what a checkpoint holds).
@@ -97,14 +98,27 @@ MemoryWeights tiny_model(const TinySpec& s, uint64_t seed) {
     p.gate = linear(I, H, false);
     p.up = linear(I, H, false);
     p.down = linear(H, I, false);
-    if (s.head_norms) {
+    if (s.head_norms || s.gemma) {
       p.q_norm = fill(size_t(c.head_dim), 0.5f, 1);
       p.k_norm = fill(size_t(c.head_dim), 0.5f, 1);
+    }
+    if (s.gemma) {
+      p.attn_out_norm = fill(size_t(H), 0.3f, 1);
+      p.mlp_out_norm = fill(size_t(H), 0.3f, 1);
     }
     m.layers.push_back(std::move(p));
   }
   m.norm = fill(size_t(H), 0.1f, 1);
   m.head = linear(c.vocab_size, H, false);
+  if (s.gemma) {
+    c.architecture = "Gemma3ForCausalLM";
+    c.hidden_act = "gelu_pytorch_tanh";
+    c.embedding_scale = 8.0f;
+    c.query_pre_attn_scalar = 12;
+    c.sliding_window = 5;
+    c.sliding_layers = {true, false};
+    c.sliding_rope_theta = 100.0;
+  }
   return m;
 }
 
@@ -272,6 +286,14 @@ TEST(Decoder, MatchesForwardWithASlidingWindow) {
   m.config.sliding_layers = {false, true};
   std::mt19937_64 rng(seed + 1);
   // Prompts shorter and longer than the window, then steps past it.
+  expect_decoder_matches_forward(m, m.config, random_seqs(rng, 80, {17, 22}), {4, 9});
+}
+
+TEST(Decoder, MatchesForwardOnAGemma3Layer) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  MemoryWeights m = tiny_model(TinySpec{false, 4, 2, false, true}, seed);
+  std::mt19937_64 rng(seed + 1);
   expect_decoder_matches_forward(m, m.config, random_seqs(rng, 80, {17, 22}), {4, 9});
 }
 

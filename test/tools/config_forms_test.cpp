@@ -107,5 +107,32 @@ TEST(ConfigForms, ASlidingWindowIsAppliedToTheLayersThatSlide) {
   EXPECT_EQ(m["config"]["slidingLayers"].size(), 2u);
 }
 
+// Gemma 3: its norms compute x * (1 + w), so SmoothQuant (which folds a per-channel scale into the norm weight)
+// is refused by name; `auto` runs without its smoothed candidates; the artifact keeps the norms as the
+// checkpoint holds them (w, not 1 + w).
+TEST(ConfigForms, Gemma3RecipesAndNorms) {
+  const fs::path model = fs::path(FP4C_SOURCE_DIR) / "testdata" / "conformance" / "gemma3";
+  TempDir tmp;
+  const std::string calib = " --calib " + (model / "calib.jsonl").string() + " --calib-samples 8";
+  auto r = fp4c("quantize --model " + model.string() + " --out " + (tmp.path / "sq").string() + " --recipe smoothquant" +
+                calib);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("norms compute x * (1 + w)"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(tmp.path / "sq"));
+  r = fp4c("quantize --quiet --model " + model.string() + " --out " + (tmp.path / "auto").string() + " --recipe auto" +
+           calib);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const json m = read_json(tmp.path / "auto" / "fp4c-manifest.json");
+  EXPECT_EQ(m["config"]["hiddenAct"], "gelu_pytorch_tanh");
+  EXPECT_EQ(m["config"]["normPlusOne"], true);
+  EXPECT_NE(m.dump().find("\"chosen\""), std::string::npos);
+  EXPECT_EQ(m.dump().find("smoothquant+"), std::string::npos) << "no smoothed candidate on Gemma";
+  auto e = fp4c("eval --json --model " + model.string() + " --artifact " + (tmp.path / "auto").string() + " --data " +
+                (model / "eval.jsonl").string() + " --no-manifest");
+  ASSERT_EQ(e.exit_code, 0) << e.out;
+  const json ej = json::parse(e.out);
+  EXPECT_TRUE(std::isfinite(ej["nll"].get<double>()));
+}
+
 }  // namespace
 }  // namespace fp4c::testing
