@@ -91,8 +91,11 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
         r->set_rope_beta_fast(c.rope_scaling.beta_fast);
         r->set_rope_beta_slow(c.rope_scaling.beta_slow);
         r->set_rope_truncate(c.rope_scaling.truncate);
-        r->set_rope_attention_factor(c.rope_scaling.attention_factor);
       }
+      if (c.rope_scaling.type == "yarn" || c.rope_scaling.type == "longrope")
+        r->set_rope_attention_factor(c.rope_scaling.attention_factor);
+      for (double f : c.rope_scaling.short_factor) r->add_rope_short_factor(f);
+      for (double f : c.rope_scaling.long_factor) r->add_rope_long_factor(f);
     }
     r->set_q_k_norms(q_k_norms);
     r->set_mlp_bias(c.mlp_bias);

@@ -179,10 +179,51 @@ Expected<ir::RopeScaling> read_yarn(const Reader& r, const std::string& key, con
   return rs;
 }
 
+// LongRoPE (Phi-3 128k, Phi-4-mini): as transformers 5's _compute_longrope_parameters resolves it.
+// original_max_position_embeddings: the config's top-level key first (Phi-3 keeps it there), else the
+// object's, else max_position_embeddings; factor from the object, else max_position_embeddings / original;
+// attention factor given, else 1 for factor <= 1, else sqrt(1 + ln(factor) / ln(original)).
+Expected<ir::RopeScaling> read_longrope(const Reader& r, const json& obj, const std::string& key,
+                                        const ir::ModelConfig& c) {
+  ir::RopeScaling rs;
+  rs.type = "longrope";
+  FP4C_ASSIGN(auto original, r.opt_size("original_max_position_embeddings"));
+  rs.original_max_position_embeddings = c.original_max_position_embeddings > 0 ? c.original_max_position_embeddings
+                                                                               : original.value_or(c.max_position_embeddings);
+  FP4C_ASSIGN(auto factor, r.opt_number("factor"));
+  if (factor && !(*factor > 0)) return r.error("key '" + key + ".factor' must be positive");
+  rs.factor = factor ? *factor : double(c.max_position_embeddings) / double(rs.original_max_position_embeddings);
+  FP4C_ASSIGN(auto attention, r.opt_number("attention_factor"));
+  if (attention) {
+    if (!(*attention > 0)) return r.error("key '" + key + ".attention_factor' must be positive");
+    rs.attention_factor = *attention;
+  } else {
+    rs.attention_factor = rs.factor <= 1.0 ? 1.0
+                                           : std::sqrt(1 + std::log(rs.factor) /
+                                                               std::log(double(rs.original_max_position_embeddings)));
+  }
+  for (const char* name : {"short_factor", "long_factor"}) {
+    const json* v = r.get(name);
+    if (!v) return r.missing(name);
+    if (!v->is_array()) return r.mistyped(name, "a list of numbers", *v);
+    std::vector<double>& out = std::string(name) == "short_factor" ? rs.short_factor : rs.long_factor;
+    for (const json& e : *v) {
+      if (!e.is_number() || !(e.get<double>() > 0))
+        return r.error("key '" + key + "." + name + "' must hold positive numbers");
+      out.push_back(e.get<double>());
+    }
+    if (int64_t(out.size()) != c.head_dim / 2)
+      return r.error("key '" + key + "." + name + "' has " + std::to_string(out.size()) + " entries, expected head_dim / 2 = " +
+                     std::to_string(c.head_dim / 2));
+  }
+  (void)obj;
+  return rs;
+}
+
 // The RoPE type and its parameters from one object: transformers 4's `rope_scaling` or transformers 5's
 // `rope_parameters` (which also holds rope_theta). "default" (or none) is plain RoPE; linear, dynamic,
-// llama3 and yarn are implemented; every other type (longrope, ...) changes the math in a way fp4c does
-// not implement, and is refused by name.
+// llama3, yarn and longrope are implemented; every other type changes the math in a way fp4c does not
+// implement, and is refused by name.
 Expected<ir::RopeScaling> read_rope_object(const json& obj, const std::string& path, const std::string& key,
                                            const ir::ModelConfig& c) {
   ir::RopeScaling rs;
@@ -206,9 +247,10 @@ Expected<ir::RopeScaling> read_rope_object(const json& obj, const std::string& p
     return rs;
   }
   if (*rope_type == "yarn") return read_yarn(r, key, c);
+  if (*rope_type == "longrope") return read_longrope(r, obj, key, c);
   if (*rope_type != "llama3")
     return r.error("unsupported RoPE type '" + *rope_type + "' in key '" + key +
-                   "' (supported: default, linear, dynamic, llama3, yarn); fp4c would compute another model");
+                   "' (supported: default, linear, dynamic, llama3, yarn, longrope); fp4c would compute another model");
   rs.type = *rope_type;
   FP4C_ASSIGN(rs.factor, r.positive("factor", std::nullopt));
   FP4C_ASSIGN(rs.low_freq_factor, r.positive("low_freq_factor", std::nullopt));

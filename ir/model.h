@@ -38,7 +38,11 @@ struct RopeScaling {        // rope_scaling / rope_parameters beyond plain RoPE
   // multiplied by (attention_factor, or from mscale / mscale_all_dim, or 0.1 ln(factor) + 1).
   double beta_fast = 32.0, beta_slow = 1.0;
   bool truncate = true;
-  double attention_factor = 1.0;
+  double attention_factor = 1.0;   // yarn, longrope
+  // longrope (Phi-3 long context): inverse frequencies divided by short_factor for a sequence of at most
+  // original_max_position_embeddings tokens, by long_factor beyond (transformers chooses by the length
+  // of the sequence it runs; fp4c per sequence), head_dim / 2 entries each.
+  std::vector<double> short_factor, long_factor;
 };
 
 // Typed metadata from config.json.

@@ -43,7 +43,8 @@ namespace fp4c::quant {
 
 struct GptqOptions {
   double damp = 0.01;      // relative: H += damp * mean(diag H) * I; >= 0 and finite
-  bool act_order = false;  // process 16-column groups in descending summed diag(H) order (see above)
+  bool act_order = true;   // process 16-column groups in descending summed diag(H) order (see above); the
+                           // default as GPTQ's authors and llm-compressor's static actorder use it (docs/DECISIONS.md)
   int block = 128;         // lazy-batch width (columns) for the blocked updates; a positive multiple of 16
   // Each group's block scales by the local-Hessian criterion (passes/localhessian.h) instead of the
   // max rule: per row, among the Mse window of candidate FP8 codes, the one minimizing e^T H_b e over

@@ -27,6 +27,10 @@ std::vector<double> rope_inv_freq(const ir::ModelConfig& config) {
     for (double& f : inv) f /= rs.factor;
     return inv;
   }
+  if (rs.type == "longrope") {   // the short factors; rope_inv_freq_long gives the long ones
+    for (int64_t i = 0; i < dim / 2; ++i) inv[size_t(i)] /= rs.short_factor.at(size_t(i));
+    return inv;
+  }
   if (rs.type == "yarn") {
     // transformers' _compute_yarn_parameters: interpolated (f / factor) below the correction range,
     // extrapolated (f) above it, a linear ramp between.
@@ -66,14 +70,32 @@ std::vector<double> rope_inv_freq(const ir::ModelConfig& config) {
   return inv;
 }
 
+std::vector<double> rope_inv_freq_long(const ir::ModelConfig& config) {
+  ir::ModelConfig c = config;
+  c.rope_scaling.short_factor = config.rope_scaling.long_factor;
+  return rope_inv_freq(c);
+}
+
+bool uses_long_rope(const ir::ModelConfig& c, int64_t sequence_length) {
+  return c.rope_scaling.type == "longrope" && sequence_length > c.rope_scaling.original_max_position_embeddings;
+}
+
 Status check_rope_type(const ir::ModelConfig& c) {
   const std::string& t = c.rope_scaling.type;
   if (t.empty() || t == "linear" || t == "dynamic" || t == "llama3" || t == "yarn") return {};
-  return make_error("unsupported rope_scaling type '" + t + "' (supported: linear, dynamic, llama3, yarn)");
+  if (t == "longrope") {
+    const size_t half = size_t(c.head_dim / 2);
+    if (c.rope_scaling.short_factor.size() != half || c.rope_scaling.long_factor.size() != half)
+      return make_error("longrope: short_factor and long_factor must hold head_dim / 2 = " + std::to_string(half) +
+                        " entries each");
+    return {};
+  }
+  return make_error("unsupported rope_scaling type '" + t + "' (supported: linear, dynamic, llama3, yarn, longrope)");
 }
 
 double rope_attention_factor(const ir::ModelConfig& config) {
-  return config.rope_scaling.type == "yarn" ? config.rope_scaling.attention_factor : 1.0;
+  const std::string& t = config.rope_scaling.type;
+  return t == "yarn" || t == "longrope" ? config.rope_scaling.attention_factor : 1.0;
 }
 
 bool layer_slides(const ir::ModelConfig& c, int layer) {

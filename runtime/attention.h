@@ -18,9 +18,13 @@ namespace fp4c::runtime {
 // scaling applied as transformers' _compute_*_parameters do.
 std::vector<double> rope_inv_freq(const ir::ModelConfig& config);
 
-// The RoPE types the runtime implements (none, linear, dynamic, llama3, yarn); an error naming another.
+// longrope: the inverse frequencies with the long factors (rope_inv_freq gives the short ones), and whether a
+// sequence of `sequence_length` tokens uses them (longer than original_max_position_embeddings).
+std::vector<double> rope_inv_freq_long(const ir::ModelConfig& config);
+bool uses_long_rope(const ir::ModelConfig& config, int64_t sequence_length);
+// The RoPE types the runtime implements (none, linear, dynamic, llama3, yarn, longrope); an error naming another.
 Status check_rope_type(const ir::ModelConfig& config);
-// The factor YaRN multiplies cos and sin by (1 for every other RoPE type).
+// The factor YaRN and LongRoPE multiply cos and sin by (1 for every other RoPE type).
 double rope_attention_factor(const ir::ModelConfig& config);
 
 struct AttentionShape {

@@ -421,6 +421,10 @@ Status Decoder::start(int batch, int64_t capacity) {
   if (batch <= 0 || capacity <= 0)
     return make_error("decoder: batch and capacity must be positive, got " + std::to_string(batch) + " and " +
                       std::to_string(capacity));
+  if (uses_long_rope(d.config, capacity))
+    return make_error("decoder: " + std::to_string(capacity) + " positions exceed longrope's original_max_position_embeddings " +
+                      std::to_string(d.config.rope_scaling.original_max_position_embeddings) +
+                      ", past which its frequencies change for the whole sequence (not implemented in the KV-cache decoder)");
   d.batch = batch;
   d.capacity = capacity;
   d.lengths.assign(size_t(batch), 0);

@@ -326,8 +326,24 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
     FP4C_TRY(run_linear(params.v, in, T, prec, v));
     apply_head_norms(params, q, k, T, nH, nKV, hd, c.rms_norm_eps);
     const std::vector<double> inv_freq = rope_inv_freq(c, index);
-    FP4C_TRY(causal_attention(q, k, v, acts.offsets, attention_shape(c, index), inv_freq, prec, attn,
-                              &ws.attention));
+    if (c.rope_scaling.type != "longrope") {
+      FP4C_TRY(causal_attention(q, k, v, acts.offsets, attention_shape(c, index), inv_freq, prec, attn,
+                                &ws.attention));
+    } else {
+      // LongRoPE: the long factors for a sequence longer than original_max_position_embeddings, the short
+      // ones otherwise; each run of consecutive sequences on one side attends with its frequencies.
+      const std::vector<double> long_freq = rope_inv_freq_long(c);
+      const auto& off = acts.offsets;
+      const auto is_long = [&](size_t s) { return uses_long_rope(c, off[s + 1] - off[s]); };
+      for (size_t s = 0; s + 1 < off.size();) {
+        size_t e = s + 1;
+        while (e + 1 < off.size() && is_long(e) == is_long(s)) ++e;
+        FP4C_TRY(causal_attention(q, k, v, std::span<const int64_t>(off.data() + s, e - s + 1),
+                                  attention_shape(c, index), is_long(s) ? long_freq : inv_freq, prec, attn,
+                                  &ws.attention));
+        s = e;
+      }
+    }
   }
   if (hook) hook(LinearInput{index, ir::Role::O, attn, T, Dq});
   {

@@ -42,7 +42,7 @@ const PassDefinition& GptqPass_definition() {
        "columns after it through the input second-moment matrix (needs stats{second_moments=true}); block "
        "scales chosen from the error-updated weights as each group of 16 columns is reached",
        {{"damp", OptionType::Float, "0.01", "dampening, relative to the mean of diag(H)", {}, 0, 10},
-        {"act_order", OptionType::Bool, "false", "process 16-column groups by descending diag(H)", {}},
+        {"act_order", OptionType::Bool, "true", "process 16-column groups by descending diag(H)", {}},
         {"block", OptionType::Int, "128",
          "lazy-batch width in columns (a multiple of 16; the result does not depend on it)", {}, 16, 1 << 20, 16},
         {"scales", OptionType::Choice, "max", "each group's block scales: max rule, or the local-Hessian rule",

@@ -128,6 +128,11 @@ Status CudaEngine::layer(int index, const LayerParams& params, Activations& acts
   FP4C_TRY(check_linear_params(params.up, I, H, where + " up"));
   FP4C_TRY(check_linear_params(params.down, H, I, where + " down"));
   FP4C_TRY(check_activations(acts, H, where));
+  for (size_t s = 1; s < acts.offsets.size(); ++s)
+    if (uses_long_rope(c, acts.offsets[s] - acts.offsets[s - 1]))
+      return make_error(where + ": sequence " + std::to_string(s - 1) +
+                        " is longer than longrope's original_max_position_embeddings; its long factors are not "
+                        "implemented in the CUDA engine (use --device cpu)");
   if (c.sliding_window && size_t(index) < c.sliding_layers.size() && c.sliding_layers[size_t(index)])
     for (size_t s = 1; s < acts.offsets.size(); ++s)
       if (acts.offsets[s] - acts.offsets[s - 1] > *c.sliding_window)

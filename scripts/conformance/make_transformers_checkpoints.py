@@ -235,6 +235,16 @@ CASES = [
                                       "long_factor": [1.0, 1.2, 1.5, 2.0, 3.0, 4.5, 6.0, 8.0],
                                       "rope_theta": 10000.0}),
          ablations=[Ablation("rope type longrope (default RoPE used)", config=default_rope)], seed=17),
+    Case("llama_rope_longrope_short", "llama",
+         "Llama, RoPE type longrope with original_max_position_embeddings 64 above the sequence length (48), so "
+         "the short factors apply",
+         config=dict(rope_parameters={"rope_type": "longrope", "original_max_position_embeddings": 64,
+                                      "short_factor": [1.0, 1.3, 1.8, 2.5, 3.5, 5.0, 7.0, 9.0],
+                                      "long_factor": [1.0, 1.0, 1.05, 1.1, 1.2, 1.3, 1.4, 1.5],
+                                      "rope_theta": 10000.0}),
+         ablations=[Ablation("the short factors (the long ones used)",
+                             config=lambda c: c["rope_parameters"].__setitem__(
+                                 "short_factor", c["rope_parameters"]["long_factor"]))], seed=28),
     Case("llama_head_dim", "llama", "Llama with an explicit head_dim 24 (hidden 64 / 4 heads would be 16)",
          config=dict(head_dim=24),
          ablations=[Ablation("head_dim in the attention scale (1/sqrt(16) used)", model=attention_scale(16))],

@@ -268,6 +268,25 @@ TEST(Config, Gemma3Defaults) {
                                  "(full_attention, sliding_attention), got 'global'");
 }
 
+// LongRoPE as transformers 5 resolves it: the top-level original_max_position_embeddings first (Phi-3),
+// factor max_position_embeddings / original, attention factor sqrt(1 + ln(factor) / ln(original)).
+TEST(Config, LongRope) {
+  json j = base_config();   // head_dim 8: 4 factors
+  j["rope_scaling"] = {{"rope_type", "longrope"}, {"short_factor", {1.0, 1.0, 1.5, 2.0}},
+                       {"long_factor", {1.0, 2.0, 3.0, 4.0}}};
+  j["original_max_position_embeddings"] = 128;
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->rope_scaling.type, "longrope");
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 128);
+  EXPECT_EQ(c->rope_scaling.factor, 4.0);   // 512 / 128
+  EXPECT_DOUBLE_EQ(c->rope_scaling.attention_factor, std::sqrt(1 + std::log(4.0) / std::log(128.0)));
+  EXPECT_EQ(c->rope_scaling.long_factor, (std::vector<double>{1.0, 2.0, 3.0, 4.0}));
+  j.erase("original_max_position_embeddings");
+  EXPECT_EQ(parse(j)->rope_scaling.factor, 1.0);
+  EXPECT_EQ(parse(j)->rope_scaling.attention_factor, 1.0);
+}
+
 TEST(Config, AttentionBias) {
   json j = base_config();
   j["attention_bias"] = true;
@@ -343,11 +362,11 @@ TEST(Config, RopeParametersOfTransformers5) {
 // Every key that would change the computation and is not implemented is refused by name.
 TEST(ConfigError, UnimplementedFormsAreRefusedByName) {
   json j = base_config();
-  j["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "longrope"}, {"factor", 4.0}};
-  EXPECT_NE(error_of(j).find("unsupported RoPE type 'longrope' in key 'rope_parameters' (supported: default, linear, "
-                             "dynamic, llama3, yarn)"),
+  j["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "su"}, {"factor", 4.0}};
+  EXPECT_NE(error_of(j).find("unsupported RoPE type 'su' in key 'rope_parameters' (supported: default, linear, "
+                             "dynamic, llama3, yarn, longrope)"),
             std::string::npos) << error_of(j);
-  for (const char* type : {"longrope", "su"}) {
+  for (const char* type : {"su", "mrope"}) {
     j = base_config();
     j["rope_scaling"] = {{"rope_type", type}, {"factor", 2.0}};
     EXPECT_NE(error_of(j).find(std::string("unsupported RoPE type '") + type + "' in key 'rope_scaling'"),
@@ -614,10 +633,11 @@ TEST(ConfigError, RopeScaling) {
   json j = base_config();
   j["rope_scaling"] = {{"rope_type", "su"}, {"factor", 4.0}};
   EXPECT_EQ(error_of(j), kPath + ": unsupported RoPE type 'su' in key 'rope_scaling' (supported: default, linear, "
-                                 "dynamic, llama3, yarn); fp4c would compute another model");
+                                 "dynamic, llama3, yarn, longrope); fp4c would compute another model");
   j["rope_scaling"] = {{"type", "longrope"}, {"factor", 2.0}};
-  EXPECT_EQ(error_of(j), kPath + ": unsupported RoPE type 'longrope' in key 'rope_scaling' (supported: default, linear, "
-                                 "dynamic, llama3, yarn); fp4c would compute another model");
+  EXPECT_EQ(error_of(j), kPath + ": missing required key 'rope_scaling.short_factor'");
+  j["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0, 2.0}}, {"long_factor", {1.0, 2.0, 3.0, 4.0}}};
+  EXPECT_EQ(error_of(j), kPath + ": key 'rope_scaling.short_factor' has 2 entries, expected head_dim / 2 = 4");
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"beta_fast", -1.0}};
   EXPECT_EQ(error_of(j), kPath + ": keys 'rope_scaling.beta_fast' and 'rope_scaling.beta_slow' must be positive");
   j["rope_scaling"] = {{"factor", 2.0}};

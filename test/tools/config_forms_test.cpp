@@ -54,11 +54,11 @@ TEST(ConfigForms, RopeParametersChangeTheForwardAsRopeThetaDoes) {
   // A RoPE type fp4c does not implement: refused by name, nothing written.
   const fs::path longrope = with_config(s, "longrope", [](json& c) {
     c.erase("rope_theta");
-    c["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "longrope"}, {"factor", 4.0}};
+    c["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "su"}, {"factor", 4.0}};
   });
   r = fp4c("quantize --model " + longrope.string() + " --out " + (s.tmp.path / "al").string() + " --scheme w4a16");
   EXPECT_EQ(r.exit_code, 1) << r.out;
-  EXPECT_NE(r.out.find("unsupported RoPE type 'longrope'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("unsupported RoPE type 'su'"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(s.tmp.path / "al"));
   // YaRN is implemented: another forward, its resolved values in the manifest.
   const fs::path yarn = with_config(s, "yarn", [](json& c) {

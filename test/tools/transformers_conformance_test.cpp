@@ -57,8 +57,6 @@ constexpr double kLogitsAbsolute = 1e-4;
 
 // case -> why fp4c does not match transformers on it yet.
 const std::map<std::string, std::string> kExpectedToFail = {
-    {"llama_rope_longrope",
-     "RoPE type longrope (Phi-3's short/long factors and attention factor) is not implemented; refused by name"},
 };
 
 fs::path conformance_dir() { return fs::path(FP4C_SOURCE_DIR) / "testdata" / "conformance"; }
