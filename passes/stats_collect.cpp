@@ -6,6 +6,7 @@
 #include <map>
 #include <vector>
 
+#include "passes/channel_stats.h"
 #include "passes/stats.h"
 
 namespace fp4c::passes {
@@ -56,7 +57,7 @@ void accumulate_second_moments(double* out, const float* x, int64_t rows, int64_
 }
 
 // Folds rows of x into the site's running statistics. Each column is reduced over rows in row order,
-// so the figures do not depend on the thread count.
+// so the figures do not depend on the thread count (passes/channel_stats.h).
 void accumulate(SiteStats& s, const float* x, int64_t rows, int64_t cols, bool second_moments) {
   if (s.absmax.empty()) {
     s.absmax.assign(size_t(cols), 0.0f);
@@ -65,21 +66,7 @@ void accumulate(SiteStats& s, const float* x, int64_t rows, int64_t cols, bool s
     s.mean_square.assign(size_t(cols), 0.0);   // holds sums until finish()
     if (second_moments) s.second_moment.assign(size_t(cols * cols), 0.0);
   }
-  constexpr int64_t kBlock = 64;
-#pragma omp parallel for schedule(static)
-  for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
-    const int64_t c1 = std::min(cols, c0 + kBlock);
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* row = x + r * cols;
-      for (int64_t c = c0; c < c1; ++c) {
-        const float v = row[c];
-        s.absmax[c] = std::max(s.absmax[c], std::fabs(v));
-        s.min[c] = std::min(s.min[c], v);
-        s.max[c] = std::max(s.max[c], v);
-        s.mean_square[c] += double(v) * double(v);
-      }
-    }
-  }
+  accumulate_channel_stats(x, rows, cols, {s.absmax.data(), s.min.data(), s.max.data(), s.mean_square.data()});
   if (second_moments) accumulate_second_moments(s.second_moment.data(), x, rows, cols);
   s.tokens += rows;
 }
