@@ -6,6 +6,7 @@
 #include <map>
 #include <vector>
 
+#include "base/profile.h"
 #include "passes/channel_stats.h"
 #include "passes/stats.h"
 
@@ -98,6 +99,7 @@ Expected<ActivationStats> collect_stats(const runtime::Forward& forward, runtime
     FP4C_ASSIGN(auto params, weights.layer(i));
     std::map<ir::Role, SiteStats> sites;
     runtime::LinearHook hook = [&](const runtime::LinearInput& in) {
+      profile::Scope timed(profile::Stage::Stats);
       SiteStats& s = sites[in.role];
       s.layer = in.layer;
       s.role = in.role;

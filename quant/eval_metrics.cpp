@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 
+#include "base/profile.h"
 #include "quant/output_error.h"
 
 namespace fp4c::quant {
@@ -181,6 +182,7 @@ Expected<EvalResult> evaluate(const runtime::Engine& forward, runtime::WeightSou
     // Per row in parallel, then summed in row order (figures independent of the thread count).
     std::vector<double> row_nll_ref(size_t(rows), 0), row_nll_cand(size_t(rows), 0), row_kl(size_t(rows), 0);
     std::vector<char> row_agree(size_t(rows), 0);
+    profile::Scope timed(profile::Stage::LogSoftmax);
 #pragma omp parallel
     {
       std::vector<double> lp_ref, lp_cand;
