@@ -2,7 +2,8 @@
 # Where the CPU runtime's time goes: one calibration (the stats pass, through `fp4c quantize --calib`)
 # and one `fp4c eval` on a synthetic checkpoint, with fp4c's stage timers on (FP4C_PROFILE=1), printing
 # per run the wall seconds of each kind of work, the share in matrix multiplies against the rest, and
-# tokens/s against llama.cpp's anchors in ../shared/models/README.md (full-depth runs only).
+# tokens/s against llama.cpp's anchors in ../shared/models/README.md (full-depth runs only); first, which kernels
+# oneDNN picked for the matrix multiplies (AMX or AVX-512 BF16: the issue's targets differ by path).
 #
 #   bench/profile.sh [PRESET] [LAYERS]     e.g. bench/profile.sh qwen2.5-0.5b, bench/profile.sh qwen2.5-0.5b 4
 #
@@ -44,6 +45,12 @@ PY
 tokens=$((samples * seq_len))
 grep -o 'avx512_bf16\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ' | sed 's/^/cpu features: /; s/$/\n/'
 grep -m1 'model name' /proc/cpuinfo | sed 's/.*: /cpu: /'
+# Which kernels oneDNN picked (AMX, AVX-512 BF16, ...): a short verbose run on the first 64 tokens.
+head -1 "$data" | python3 -c "import json, sys; print(json.dumps({'input_ids': json.loads(sys.stdin.readline())['input_ids'][:64]}))" \
+  > "$work/prof-isa.jsonl"
+ONEDNN_VERBOSE=1 DNNL_VERBOSE=1 "$build/fp4c" eval --model "$model" --data "$work/prof-isa.jsonl" --precision "$precision" \
+  --threads "$threads" --json 2>&1 | awk -F, '/_verbose,info,cpu,isa:/ {sub(/.*isa:/, ""); print "oneDNN isa: " $0}
+    /_verbose,exec,cpu,matmul,/ {n[$5]++} END {for (k in n) printf "oneDNN matmul kernel: %s (%d calls)\n", k, n[k]}'
 
 rm -rf "$work/out-prof"
 FP4C_PROFILE=1 /usr/bin/time -f "%e %M" -o "$work/t-cal.txt" "$build/fp4c" quantize --model "$model" \
