@@ -8,54 +8,12 @@
 
 #include "base/profile.h"
 #include "passes/channel_stats.h"
+#include "passes/second_moments.h"
 #include "passes/stats.h"
 
 namespace fp4c::passes {
 
 namespace {
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FP4C_STATS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FP4C_STATS_CLONES
-#endif
-
-// Dot products of `ni` (<= 4) rows of a with b, n elements each: the inner loop of X^T X.
-FP4C_STATS_CLONES void dots(const double* a, int64_t stride, int ni, const double* b, int64_t n, double* out) {
-  for (int k = 0; k < ni; ++k) {
-    const double* ak = a + k * stride;
-    double acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t r = 0; r < n; ++r) acc += ak[r] * b[r];
-    out[k] = acc;
-  }
-}
-
-// out (the upper triangle of a [cols, cols] matrix) += X^T X for x [rows, cols], in float64. Tiles of
-// rows are transposed to float64 so each entry is a contiguous dot product (vectorized; four rows of the
-// output share each loaded column). Every entry is summed by one thread in a fixed order: the result does
-// not depend on the thread count.
-void accumulate_second_moments(double* out, const float* x, int64_t rows, int64_t cols) {
-  constexpr int64_t kRows = 256;
-  constexpr int kI = 4;
-  std::vector<double> xt(size_t(cols * std::min(rows, kRows)));
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int64_t nr = std::min(kRows, rows - r0);
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < cols; ++c)
-      for (int64_t r = 0; r < nr; ++r) xt[size_t(c * nr + r)] = double(x[(r0 + r) * cols + c]);
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t i0 = 0; i0 < cols; i0 += kI) {
-      const int ni = int(std::min<int64_t>(kI, cols - i0));
-      double acc[kI];
-      for (int64_t j = i0; j < cols; ++j) {
-        dots(xt.data() + i0 * nr, nr, ni, xt.data() + j * nr, nr, acc);
-        for (int k = 0; k < ni; ++k)
-          if (i0 + k <= j) out[(i0 + k) * cols + j] += acc[k];
-      }
-    }
-  }
-}
 
 // Folds rows of x into the site's running statistics. Each column is reduced over rows in row order,
 // so the figures do not depend on the thread count (passes/channel_stats.h).
