@@ -6,57 +6,17 @@
 #include <map>
 #include <vector>
 
+#include "base/profile.h"
+#include "passes/channel_stats.h"
+#include "passes/second_moments.h"
 #include "passes/stats.h"
 
 namespace fp4c::passes {
 
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FP4C_STATS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FP4C_STATS_CLONES
-#endif
-
-// Dot products of `ni` (<= 4) rows of a with b, n elements each: the inner loop of X^T X.
-FP4C_STATS_CLONES void dots(const double* a, int64_t stride, int ni, const double* b, int64_t n, double* out) {
-  for (int k = 0; k < ni; ++k) {
-    const double* ak = a + k * stride;
-    double acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t r = 0; r < n; ++r) acc += ak[r] * b[r];
-    out[k] = acc;
-  }
-}
-
-// out (the upper triangle of a [cols, cols] matrix) += X^T X for x [rows, cols], in float64. Tiles of
-// rows are transposed to float64 so each entry is a contiguous dot product (vectorized; four rows of the
-// output share each loaded column). Every entry is summed by one thread in a fixed order: the result does
-// not depend on the thread count.
-void accumulate_second_moments(double* out, const float* x, int64_t rows, int64_t cols) {
-  constexpr int64_t kRows = 256;
-  constexpr int kI = 4;
-  std::vector<double> xt(size_t(cols * std::min(rows, kRows)));
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int64_t nr = std::min(kRows, rows - r0);
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < cols; ++c)
-      for (int64_t r = 0; r < nr; ++r) xt[size_t(c * nr + r)] = double(x[(r0 + r) * cols + c]);
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t i0 = 0; i0 < cols; i0 += kI) {
-      const int ni = int(std::min<int64_t>(kI, cols - i0));
-      double acc[kI];
-      for (int64_t j = i0; j < cols; ++j) {
-        dots(xt.data() + i0 * nr, nr, ni, xt.data() + j * nr, nr, acc);
-        for (int k = 0; k < ni; ++k)
-          if (i0 + k <= j) out[(i0 + k) * cols + j] += acc[k];
-      }
-    }
-  }
-}
-
 // Folds rows of x into the site's running statistics. Each column is reduced over rows in row order,
-// so the figures do not depend on the thread count.
+// so the figures do not depend on the thread count (passes/channel_stats.h).
 void accumulate(SiteStats& s, const float* x, int64_t rows, int64_t cols, bool second_moments) {
   if (s.absmax.empty()) {
     s.absmax.assign(size_t(cols), 0.0f);
@@ -65,21 +25,7 @@ void accumulate(SiteStats& s, const float* x, int64_t rows, int64_t cols, bool s
     s.mean_square.assign(size_t(cols), 0.0);   // holds sums until finish()
     if (second_moments) s.second_moment.assign(size_t(cols * cols), 0.0);
   }
-  constexpr int64_t kBlock = 64;
-#pragma omp parallel for schedule(static)
-  for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
-    const int64_t c1 = std::min(cols, c0 + kBlock);
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* row = x + r * cols;
-      for (int64_t c = c0; c < c1; ++c) {
-        const float v = row[c];
-        s.absmax[c] = std::max(s.absmax[c], std::fabs(v));
-        s.min[c] = std::min(s.min[c], v);
-        s.max[c] = std::max(s.max[c], v);
-        s.mean_square[c] += double(v) * double(v);
-      }
-    }
-  }
+  accumulate_channel_stats(x, rows, cols, {s.absmax.data(), s.min.data(), s.max.data(), s.mean_square.data()});
   if (second_moments) accumulate_second_moments(s.second_moment.data(), x, rows, cols);
   s.tokens += rows;
 }
@@ -111,6 +57,7 @@ Expected<ActivationStats> collect_stats(const runtime::Forward& forward, runtime
     FP4C_ASSIGN(auto params, weights.layer(i));
     std::map<ir::Role, SiteStats> sites;
     runtime::LinearHook hook = [&](const runtime::LinearInput& in) {
+      profile::Scope timed(profile::Stage::Stats);
       SiteStats& s = sites[in.role];
       s.layer = in.layer;
       s.role = in.role;

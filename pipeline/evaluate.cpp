@@ -53,7 +53,8 @@ Expected<EvalOutcome> run_evaluation(const EvalRequest& o) {
   fo.spill.memory_budget = o.memory_budget;
   const std::string precision(runtime::precision_name(o.precision));
   FP4C_ASSIGN(auto engine, runtime::make_engine(o.device, ckpt->model.config, fo));
-  runtime::CheckpointWeights reference(ckpt->model, ckpt->refs, /*release_pages=*/false);
+  // Each tensor's mapped pages are handed back once converted: the whole checkpoint stays out of the RSS.
+  runtime::CheckpointWeights reference(ckpt->model, ckpt->refs, /*release_pages=*/true);
   std::optional<ArtifactWeights> candidate;
   // An engine other than the CPU's multiplies the packed bytes themselves.
   if (artifact) candidate.emplace(ckpt->model, *artifact, /*with_packed=*/o.device != "cpu");

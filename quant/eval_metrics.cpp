@@ -4,6 +4,8 @@
 #include <array>
 #include <cmath>
 
+#include "base/profile.h"
+#include "quant/log_sum_exp.h"
 #include "quant/output_error.h"
 
 namespace fp4c::quant {
@@ -150,6 +152,9 @@ Expected<EvalResult> evaluate(const runtime::Engine& forward, runtime::WeightSou
   r.reference_sequence_nll.assign(sequences.size(), 0.0);
   if (candidate) r.sequence_nll.assign(sequences.size(), 0.0);
 
+  // The layers' temporaries, before lm_head is read: the head needs other ones. (With a candidate, whose
+  // head runs chunk by chunk alternately with the reference's, they are kept as they were.)
+  if (!candidate) forward.release_memory();
   FP4C_ASSIGN(auto ref_norm, reference.final_norm());
   FP4C_ASSIGN(auto ref_head, reference.lm_head());
   std::vector<float> cand_norm;
@@ -163,11 +168,37 @@ Expected<EvalResult> evaluate(const runtime::Engine& forward, runtime::WeightSou
   int64_t agree = 0;
   std::vector<double> kls;
   const int64_t vocab = ref_head.out;
+  if (!candidate) {
+    // The reference alone: one pass of the head over every row, lm_head converted once (and its float
+    // copy freed), each chunk's logits reduced where they lie to the target's NLL (log-sum-exp minus
+    // its logit): memory bounded by one chunk of logits, about 128 MB.
+    const int64_t chunk_rows = std::clamp<int64_t>((int64_t(1) << 25) / std::max<int64_t>(vocab, 1), 64, 1024);
+    std::vector<double> row_nll(size_t(ref_acts.tokens()), 0);
+    auto reduce = [&](int64_t row0, const float* logits, int64_t n) {
+      profile::Scope timed(profile::Stage::LogSoftmax);
+#pragma omp parallel for schedule(static)
+      for (int64_t k = 0; k < n; ++k) {
+        const int32_t t = target[size_t(row0 + k)];
+        if (t < 0) continue;
+        const float* row = logits + k * vocab;
+        row_nll[size_t(row0 + k)] = -(double(row[t]) - log_sum_exp(row, vocab));
+      }
+    };
+    FP4C_TRY(forward.head_consuming(ref_norm, std::move(ref_head), ref_acts, reduce, chunk_rows));
+    for (int64_t k = 0; k < ref_acts.tokens(); ++k) {
+      if (target[size_t(k)] < 0) continue;
+      ++r.predictions;
+      nll_ref += row_nll[size_t(k)];
+      const size_t seq = size_t(sequence_of[size_t(k)]);
+      ++r.sequence_predictions[seq];
+      r.reference_sequence_nll[seq] += row_nll[size_t(k)];
+    }
+  }
   // Rows per head() call: each call converts lm_head once, so large slices, bounded to about 64M
   // logits per model.
   const int64_t kChunk = std::clamp<int64_t>((int64_t(1) << 26) / std::max<int64_t>(vocab, 1), 128, 4096);
   std::vector<float> ref_logits, cand_logits;
-  for (int64_t first = 0; first < ref_acts.tokens(); first += kChunk) {
+  for (int64_t first = 0; candidate && first < ref_acts.tokens(); first += kChunk) {
     const int64_t rows = std::min(kChunk, ref_acts.tokens() - first);
     auto keep = [](std::vector<float>& dst, int64_t vocab_) {
       return [&dst, vocab_](int64_t row0, const float* logits, int64_t n) {
@@ -181,6 +212,7 @@ Expected<EvalResult> evaluate(const runtime::Engine& forward, runtime::WeightSou
     // Per row in parallel, then summed in row order (figures independent of the thread count).
     std::vector<double> row_nll_ref(size_t(rows), 0), row_nll_cand(size_t(rows), 0), row_kl(size_t(rows), 0);
     std::vector<char> row_agree(size_t(rows), 0);
+    profile::Scope timed(profile::Stage::LogSoftmax);
 #pragma omp parallel
     {
       std::vector<double> lp_ref, lp_cand;

@@ -7,9 +7,11 @@
 #include <cmath>
 #include <cstring>
 #include <numbers>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
+#include "base/profile.h"
 #include "formats/bf16.h"
 #include "runtime/dnnl_engine.h"
 #include "runtime/elementwise.h"
@@ -326,11 +328,13 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
         const int64_t len = offsets[task.s + 1] - offsets[task.s], len_p = padded[size_t(task.s)];
         const int64_t base = kbase[size_t(task.s)] + task.j * len_p;  // K/V row of position 0
         const int64_t r0 = task.b * block, keys = r0 + block;
+        std::optional<profile::Scope> timed(std::in_place, profile::Stage::AttentionGemm);
         memory qm(memory::desc({rows, hd}, type, tag::ab), eng, qp + (base + r0) * g * hd);
         memory km(memory::desc({hd, keys}, type, tag::ba), eng, kp + base * hd);
         memory sm(memory::desc({rows, keys}, dt::f32, tag::ab), eng, scores);
         prims.qk[size_t(task.b)].execute(
             strm, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, km}, {DNNL_ARG_DST, sm}, {DNNL_ARG_SCRATCHPAD, smem}});
+        timed.reset();
         void* p_data = scores;
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t last = std::min(r0 + r / g, len - 1);  // padding rows: anything finite
@@ -341,12 +345,14 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
             detail::softmax_row_f32(scores + r * keys, first, last + 1, keys, scale);
         }
         if constexpr (sizeof(E) == 2) p_data = probs;
+        timed.emplace(profile::Stage::AttentionGemm);
         memory pm(memory::desc({rows, keys}, type, tag::ab), eng, p_data);
         memory vm(memory::desc({keys, hd}, type, tag::ab), eng, vp + base * hd);
         memory om(memory::desc({rows, hd}, dt::f32, tag::ab), eng, o);
         prims.pv[size_t(task.b)].execute(
             strm, {{DNNL_ARG_SRC, pm}, {DNNL_ARG_WEIGHTS, vm}, {DNNL_ARG_DST, om}, {DNNL_ARG_SCRATCHPAD, smem}});
         strm.wait();
+        timed.reset();
         // Row (position p, head th) of the block goes to out[token, (j * g + th) * hd]: the g heads
         // of one position are contiguous in both.
         for (int64_t pl = 0; pl < block && r0 + pl < len; ++pl)
@@ -373,6 +379,7 @@ Status causal_attention(const float* q, const float* k, const float* v, std::spa
   if (offsets.size() < 2) return {};
   for (size_t s = 1; s < offsets.size(); ++s)
     if (offsets[s] < offsets[s - 1]) return make_error("attention: sequence offsets decrease at " + std::to_string(s));
+  profile::Scope timed(profile::Stage::Attention);
   AttentionWorkspace local;
   AttentionWorkspace& ws = workspace ? *workspace : local;
   try {

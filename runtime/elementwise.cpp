@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "base/profile.h"
 #include "runtime/vectorize.h"
 
 namespace fp4c::runtime {
@@ -71,11 +72,13 @@ void for_chunks(int64_t n, F&& f) {
 }  // namespace
 
 void rms_norm(const float* x, const float* w, int64_t rows, int64_t cols, double eps, float* out) {
+  profile::Scope timed(profile::Stage::Norm);
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) detail::rms_norm_row(x + r * cols, w, cols, eps, out + r * cols);
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {
+  profile::Scope timed(profile::Stage::Elementwise);
   for_chunks(n, [&](int64_t b, int64_t len) { detail::silu_mul_chunk(gate + b, up + b, len); });
 }
 
@@ -91,10 +94,12 @@ void activation_mul(const std::string& act, float* gate, const float* up, int64_
 }
 
 void add_inplace(float* y, const float* x, int64_t n) {
+  profile::Scope timed(profile::Stage::Elementwise);
   for_chunks(n, [&](int64_t b, int64_t len) { detail::add_chunk(y + b, x + b, len); });
 }
 
 void round_to_bf16(const float* x, uint16_t* out, int64_t n) {
+  profile::Scope timed(profile::Stage::Convert);
   for_chunks(n, [&](int64_t b, int64_t len) { detail::bf16_chunk(x + b, out + b, len); });
 }
 

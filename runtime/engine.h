@@ -33,6 +33,13 @@ class Engine {
   // with logits [rows, vocab] (host memory, valid during the call).
   virtual Status head(const std::vector<float>& final_norm, const LinearParams& lm_head, const Activations& acts,
                       const std::function<void(int64_t, const float*, int64_t)>& sink, int64_t chunk_rows = 256) const = 0;
+  // head() for a caller that is done with lm_head: the engine may free its weights once it holds them
+  // in its own form (the CPU forward does: a 150k-vocabulary lm_head is 545 MB of float).
+  virtual Status head_consuming(const std::vector<float>& final_norm, LinearParams&& lm_head, const Activations& acts,
+                                const std::function<void(int64_t, const float*, int64_t)>& sink,
+                                int64_t chunk_rows = 256) const {
+    return head(final_norm, lm_head, acts, sink, chunk_rows);
+  }
   // Frees temporaries kept between calls.
   virtual void release_memory() const = 0;
 };

@@ -385,6 +385,19 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
 
 Status Forward::head(const std::vector<float>& final_norm, const LinearParams& lm_head, const Activations& acts,
                      const std::function<void(int64_t, const float*, int64_t)>& sink, int64_t chunk_rows) const {
+  return head_impl(final_norm, lm_head, nullptr, acts, sink, chunk_rows);
+}
+
+Status Forward::head_consuming(const std::vector<float>& final_norm, LinearParams&& lm_head, const Activations& acts,
+                               const std::function<void(int64_t, const float*, int64_t)>& sink,
+                               int64_t chunk_rows) const {
+  return head_impl(final_norm, lm_head, &lm_head, acts, sink, chunk_rows);
+}
+
+// `consumed` (lm_head itself, or null) has its weights freed once they are converted.
+Status Forward::head_impl(const std::vector<float>& final_norm, const LinearParams& lm_head, LinearParams* consumed,
+                          const Activations& acts, const std::function<void(int64_t, const float*, int64_t)>& sink,
+                          int64_t chunk_rows) const {
   const int64_t H = config_.hidden_size, V = config_.vocab_size;
   FP4C_TRY(check_vector(final_norm, H, "final norm"));
   FP4C_TRY(check_linear(lm_head, V, H, "lm_head"));
@@ -398,6 +411,7 @@ Status Forward::head(const std::vector<float>& final_norm, const LinearParams& l
   const Precision prec = options_.precision;
   const int64_t chunk = std::min(chunk_rows, T);
   FP4C_ASSIGN(PreparedLinear prepared, PreparedLinear::create(lm_head, chunk, prec));
+  if (consumed) std::vector<float>().swap(consumed->weight);
   // The last chunk is padded with zero rows, so that one primitive serves every chunk.
   float* xn = ws.normed.get<float>(size_t(chunk * H));
   float* logits = ws.gate.get<float>(size_t(chunk * V));

@@ -33,6 +33,10 @@ class Forward final : public Engine {
   // with logits [rows, vocab].
   Status head(const std::vector<float>& final_norm, const LinearParams& lm_head, const Activations& acts,
               const std::function<void(int64_t, const float*, int64_t)>& sink, int64_t chunk_rows = 256) const override;
+  // The same; lm_head's float weights are freed once converted for the GEMM.
+  Status head_consuming(const std::vector<float>& final_norm, LinearParams&& lm_head, const Activations& acts,
+                        const std::function<void(int64_t, const float*, int64_t)>& sink,
+                        int64_t chunk_rows = 256) const override;
   const ir::ModelConfig& config() const override { return config_; }
   std::string device() const override { return "cpu"; }
   std::string fp4_path() const override { return "fake-quantized f32"; }
@@ -44,6 +48,9 @@ class Forward final : public Engine {
  private:
   ir::ModelConfig config_;
   ForwardOptions options_;
+  Status head_impl(const std::vector<float>& final_norm, const LinearParams& lm_head, LinearParams* consumed,
+                   const Activations& acts, const std::function<void(int64_t, const float*, int64_t)>& sink,
+                   int64_t chunk_rows) const;
   std::shared_ptr<ForwardWorkspace> workspace_;
 };
 

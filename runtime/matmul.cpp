@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/profile.h"
 #include "runtime/dnnl_engine.h"
 
 namespace fp4c::runtime {
@@ -33,6 +34,7 @@ int64_t PreparedLinear::rows() const { return impl_->rows; }
 
 Expected<PreparedLinear> PreparedLinear::create(const LinearParams& w, int64_t rows,
                                                 Precision precision) {
+  profile::Scope timed(profile::Stage::LinearPrepare);
   if (rows <= 0 || w.in <= 0 || w.out <= 0 || int64_t(w.weight.size()) != w.in * w.out ||
       (!w.bias.empty() && int64_t(w.bias.size()) != w.out))
     return make_error("matmul: inconsistent Linear [" + std::to_string(w.out) + ", " +
@@ -73,6 +75,7 @@ Status PreparedLinear::run(const void* x, float* y) const { return run(x, impl_-
 
 Status PreparedLinear::run(const void* x, int64_t rows, float* y) const {
   if (rows <= 0) return {};
+  profile::Scope timed(profile::Stage::Gemm);
   try {
     const dnnl::engine& eng = cpu_engine();
     const dnnl::matmul* primitive = &impl_->primitive;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "base/profile.h"
 #include "tools/fp4c/commands.h"
 
 // OpenMP threads that wait between parallel regions spin for a while by default (libgomp: 300000
@@ -38,6 +39,10 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   for (auto& r : runners)
-    if (r.sub->parsed()) return r.run();
+    if (r.sub->parsed()) {
+      const int rc = r.run();
+      if (fp4c::profile::enabled()) std::fputs(fp4c::profile::report().c_str(), stderr);   // bench/profile.sh
+      return rc;
+    }
   return 2;
 }
