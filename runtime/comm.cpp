@@ -52,15 +52,15 @@ bool mpi_built() {
 }
 
 Comm::Comm(int rank, int size, bool mpi) : rank_(rank), size_(size), mpi_(mpi) {
-  if (const char* v = std::getenv("FP4C_MPI_TEST_KILL")) {
+  if (const char* v = std::getenv("FP4C_TEST_KILL")) {
     int r = -1, n = 0;
-    if (std::sscanf(v, "%d:%d", &r, &n) == 2 && r == rank_ && mpi_) kill_at_ = n;
+    if (std::sscanf(v, "%d:%d", &r, &n) == 2 && r == rank_) kill_at_ = n;
   }
 }
 
-void Comm::count_collective() {
-  if (kill_at_ > 0 && ++collectives_ == kill_at_) {
-    std::fprintf(stderr, "fp4c: FP4C_MPI_TEST_KILL: rank %d kills itself\n", rank_);
+void Comm::test_point() {
+  if (kill_at_ > 0 && ++test_points_ == kill_at_) {
+    std::fprintf(stderr, "fp4c: FP4C_TEST_KILL: rank %d kills itself\n", rank_);
     std::fflush(stderr);
     std::raise(SIGKILL);
   }
@@ -94,11 +94,11 @@ Comm& Comm::world() {
 
 Expected<std::vector<std::string>> Comm::gather(const std::string& mine) {
   std::vector<std::string> out;
+  test_point();
   if (!mpi_) {
     out.push_back(mine);
     return out;
   }
-  count_collective();
 #ifdef FP4C_WITH_MPI
   uint64_t n = mine.size();
   std::vector<uint64_t> sizes(rank_ == 0 ? size_t(size_) : 0);
@@ -130,8 +130,8 @@ Expected<std::vector<std::string>> Comm::gather(const std::string& mine) {
 }
 
 Status Comm::broadcast(std::string& bytes, int root) {
+  test_point();
   if (!mpi_) return {};
-  count_collective();
 #ifdef FP4C_WITH_MPI
   uint64_t n = bytes.size();
   FP4C_TRY(mpi_status(MPI_Bcast(&n, 1, MPI_UINT64_T, root, MPI_COMM_WORLD), "broadcast"));

@@ -41,15 +41,18 @@ class Comm {
   // Ends every rank of the job with `code` (MPI_Abort); in a single process, std::exit.
   [[noreturn]] void abort(int code);
 
+  // A test hook: with FP4C_TEST_KILL=RANK:N in the environment, rank RANK (0 in a single process) kills
+  // itself (SIGKILL) at its N-th test point: the start of each collective, the end of each layer's
+  // statistics or quantized Linears. Tests use it to end a run mid-way, as a lost node would.
+  void test_point();
+
   // Bytes this rank sent and received through the collectives above, since the start.
   uint64_t bytes_sent() const { return sent_; }
   uint64_t bytes_received() const { return received_; }
 
  private:
   Comm(int rank, int size, bool mpi);
-  // The test hook FP4C_MPI_TEST_KILL=RANK:N: rank RANK kills itself (SIGKILL) entering its N-th collective.
-  void count_collective();
-  int kill_at_ = 0, collectives_ = 0;
+  int kill_at_ = 0, test_points_ = 0;
   int rank_ = 0, size_ = 1;
   bool mpi_ = false;
   uint64_t sent_ = 0, received_ = 0;
