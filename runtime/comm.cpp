@@ -129,6 +129,31 @@ Expected<std::vector<std::string>> Comm::gather(const std::string& mine) {
   return out;
 }
 
+Expected<std::vector<std::string>> Comm::allgather(const std::string& mine) {
+  if (!mpi_) return std::vector<std::string>{mine};
+  FP4C_ASSIGN(auto all, gather(mine));
+  std::string joined;
+  if (rank_ == 0)
+    for (const std::string& part : all) {
+      const uint64_t n = part.size();
+      joined.append(reinterpret_cast<const char*>(&n), 8);
+      joined += part;
+    }
+  FP4C_TRY(broadcast(joined));
+  std::vector<std::string> out;
+  for (size_t pos = 0; pos < joined.size();) {
+    uint64_t n = 0;
+    if (joined.size() - pos < 8) return make_error("MPI: a malformed allgather");
+    std::memcpy(&n, joined.data() + pos, 8);
+    pos += 8;
+    if (n > joined.size() - pos) return make_error("MPI: a malformed allgather");
+    out.emplace_back(joined.data() + pos, n);
+    pos += n;
+  }
+  if (out.size() != size_t(size_)) return make_error("MPI: an allgather without every rank");
+  return out;
+}
+
 Status Comm::broadcast(std::string& bytes, int root) {
   test_point();
   if (!mpi_) return {};

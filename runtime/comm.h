@@ -29,6 +29,8 @@ class Comm {
 
   // Every rank's bytes at rank 0, in rank order (element r from rank r); other ranks get an empty vector.
   Expected<std::vector<std::string>> gather(const std::string& mine);
+  // Every rank's bytes on every rank, in rank order (a gather to rank 0, then a broadcast).
+  Expected<std::vector<std::string>> allgather(const std::string& mine);
   // `bytes` of rank `root` on every rank.
   Status broadcast(std::string& bytes, int root = 0);
   Status barrier();

@@ -8,7 +8,8 @@ set -euo pipefail
 FP4C=${FP4C_BIN:-build/fp4c}
 SYNTH=${FP4C_SYNTH_BIN:-build/fp4c-synth}
 SRC=${FP4C_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-if ! ldd "$FP4C" 2>/dev/null | grep -q 'libmpi'; then
+libs=$(ldd "$FP4C" 2>/dev/null || true)   # (not piped into grep -q: with pipefail, ldd's SIGPIPE would read as "no")
+if [[ $libs != *libmpi* ]]; then
   echo "SKIP: $FP4C was built without MPI (apt-get install libopenmpi-dev openmpi-bin, then reconfigure)"
   exit 77
 fi
