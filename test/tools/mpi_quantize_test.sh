@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel quantize under MPI (loopback, --oversubscribe): np 1, 2 and 3 give the same artifact
 # bytes and manifest (timings aside) as one process, for plain, smoothquant, auto and GPTQ on the
-# synthetic tiny model; a rank killed mid-run ends the job with an error naming it, within seconds;
+# synthetic tiny model; compare at np 3 gives one process's artifacts and figures; a rank killed mid-run ends the job with an error naming it, within seconds;
 # --checkpoint: a run killed mid-way, run again, gives the same bytes; a checkpoint of other options is
 # refused by name. Skipped (exit 77) when fp4c was built without MPI or mpirun is missing.
 set -euo pipefail
@@ -70,6 +70,22 @@ for case in "recipe=plain" "recipe=smoothquant" "recipe=auto" "passes=stats{seco
     check_same "$case np $np" "$tmp/$tag-single" "$tmp/$tag-np$np"
   done
 done
+
+# compare under MPI: rank 0 evaluates and writes; the artifacts and figures are one process's.
+cmp=(compare --model "$tmp/synth" --calib "$tmp/calib.txt" --eval "$tmp/calib.txt" --recipes plain,smoothquant
+     --threads 1 --packing chunks --seq-len 64 --calib-samples 24 --eval-samples 8 --seed 1)
+"$FP4C" "${cmp[@]}" --out "$tmp/compare-single" >"$tmp/compare-single.txt" 2>&1
+"${MPIRUN[@]}" -np 3 "$FP4C" "${cmp[@]}" --out "$tmp/compare-np3" >"$tmp/compare-np3.txt" 2>&1 \
+  || { echo "FAIL: compare np 3 exited non-zero:"; cat "$tmp/compare-np3.txt"; exit 1; }
+for r in plain smoothquant; do
+  check_same "compare np 3: artifact $r" "$tmp/compare-single/artifacts/$r" "$tmp/compare-np3/artifacts/$r"
+done
+figures() { grep -E '^(plain|smoothquant) +[0-9]' "$1" | awk '{$NF=""; print}'; grep '^BF16 reference' "$1"; }
+if ! diff <(figures "$tmp/compare-single.txt") <(figures "$tmp/compare-np3.txt"); then
+  echo "FAIL: compare np 3: other figures than one process's"; fail=1
+else
+  echo "ok: compare np 3: the same perplexities, recoveries, KL and top-1 as one process"
+fi
 
 # A rank that dies: the job ends non-zero within seconds and names it.
 start=$(date +%s)
