@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
 #include <map>
 #include <memory>
 #include <optional>
@@ -75,12 +78,76 @@ SiteStats scaled_site(const SiteStats& site, const std::vector<float>& m) {
 
 ir::AutoCandidate candidate_of(const Quantizer& q, bool smoothed) { return {q.name(), smoothed}; }
 
+// The rank that quantizes each candidate of a [rows, cols] Linear: largest first (GPTQ ~ rows cols^2,
+// local-Hessian and the searching rules ~ 16 rows cols, max ~ rows cols) to the least loaded rank.
+std::vector<int> spread_candidates(const std::vector<Quantizer>& candidates, int64_t rows, int64_t cols, int ranks) {
+  std::vector<int> owner(candidates.size(), 0);
+  if (ranks <= 1) return owner;
+  std::vector<std::pair<double, size_t>> cost;
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    const Quantizer& q = candidates[c];
+    const double rc = double(rows) * double(cols);
+    cost.emplace_back(q.kind == Quantizer::Kind::Gptq ? rc * double(cols)
+                      : (q.kind == Quantizer::Kind::Rule && q.rule == nvfp4::ScaleRule::Max) ? rc : 16 * rc, c);
+  }
+  std::stable_sort(cost.begin(), cost.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<double> load(size_t(ranks), 0.0);
+  for (const auto& [w, c] : cost) {
+    const size_t r = size_t(std::min_element(load.begin(), load.end()) - load.begin());
+    load[r] += w;
+    owner[c] = int(r);
+  }
+  return owner;
+}
+
+template <typename T>
+void put_raw(std::string& out, const T* p, size_t n) { out.append(reinterpret_cast<const char*>(p), n * sizeof(T)); }
+
+// A candidate's results as a rank sends them: index, codes, scales, error figures, dequantized weight.
+void put_candidate(std::string& out, size_t c, const std::vector<uint8_t>& packed, const std::vector<uint8_t>& scales,
+                   const nvfp4::ErrorStats& err, const std::vector<float>& deq) {
+  const uint64_t index = c;
+  put_raw(out, &index, 1);
+  put_raw(out, packed.data(), packed.size());
+  put_raw(out, scales.data(), scales.size());
+  put_raw(out, &err.sum_sq_err, 1);
+  put_raw(out, &err.sum_sq_ref, 1);
+  put_raw(out, &err.max_abs_err, 1);
+  put_raw(out, &err.count, 1);
+  put_raw(out, deq.data(), deq.size());
+}
+
+// Reads what put_candidate wrote into packed, scales and deq[c], calling done(c, err) for each.
+// Reads what put_candidate wrote: each record's codes and scales into `packed` and `scales` (sized for
+// the Linear), its dequantized weight into deq[c], then done(c, err).
+Status take_candidates(const std::string& in, size_t n, std::vector<uint8_t>& packed, std::vector<uint8_t>& scales,
+                       std::vector<std::vector<float>>& deq,
+                       const std::function<void(size_t, const nvfp4::ErrorStats&)>& done) {
+  size_t pos = 0;
+  auto get = [&](void* dst, size_t bytes) {
+    if (bytes > in.size() - pos) return false;
+    std::memcpy(dst, in.data() + pos, bytes);
+    pos += bytes;
+    return true;
+  };
+  while (pos < in.size()) {
+    uint64_t c = 0;
+    nvfp4::ErrorStats err;
+    if (!get(&c, 8) || c >= n || !get(packed.data(), packed.size()) || !get(scales.data(), scales.size()) ||
+        !get(&err.sum_sq_err, 8) || !get(&err.sum_sq_ref, 8) || !get(&err.max_abs_err, 8) || !get(&err.count, 8) ||
+        !get(deq[c].data(), deq[c].size() * sizeof(float)))
+      return make_error("a rank sent malformed candidates");
+    done(size_t(c), err);
+  }
+  return {};
+}
+
 }  // namespace
 
 Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runtime::WeightSource& weights,
                          const ActivationStats& fit, const std::vector<std::vector<int32_t>>& heldout,
                          const AutoOptions& options, const std::function<void(int layer, int layers)>& progress,
-                         std::vector<SiteStats>* smoothed_stats) {
+                         std::vector<SiteStats>* smoothed_stats, runtime::Comm& comm) {
   const auto& decisions = model.annotations.decision;
   if (decisions.size() != model.tensors.size()) return make_error("auto: the weight plan has not run");
   if (heldout.empty()) return make_error("auto: no held-out calibration sequences to measure on");
@@ -357,7 +424,11 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           std::optional<float> gxv = gx;
           if (sm && gx) gxv = nvfp4::global_scale(smoothed->stats.tensor_absmax());
           const hash::Digest weight_hash = hash::xxh3_128(std::as_bytes(std::span(weight)));
+          // Each candidate on one rank (all on one process's), then every candidate on every rank.
+          const std::vector<int> owner = spread_candidates(candidates, w->out, w->in, comm.size());
+          std::string mine;
           for (size_t c = 0; c < n; ++c) {
+            if (owner[c] != comm.rank()) continue;
             nvfp4::ErrorStats err;
             if (auto q = quantize_weight(candidates[c], weight.data(), w->out, w->in, g, st, t.module, packed.data(),
                                          scales.data(), nvfp4::ZeroScale::CompressedTensors, &err, deq[c].data());
@@ -366,6 +437,25 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
               return;
             }
             results[v * n + c] = Result{packed, scales, err, weight_hash, g, gxv};
+            if (comm.distributed()) put_candidate(mine, c, packed, scales, err, deq[c]);
+          }
+          if (comm.distributed()) {
+            auto all = comm.allgather(mine);
+            if (!all) {
+              failure = all.error();
+              return;
+            }
+            for (int r = 0; r < comm.size(); ++r) {
+              if (r == comm.rank()) continue;
+              if (auto got = take_candidates((*all)[size_t(r)], n, packed, scales, deq,
+                                             [&](size_t c, const nvfp4::ErrorStats& err) {
+                                               results[v * n + c] = Result{packed, scales, err, weight_hash, g, gxv};
+                                             });
+                  !got) {
+                failure = got.error();
+                return;
+              }
+            }
           }
           const auto errs = quant::linear_output_errors(in.x, in.rows, in.cols, w->weight.data(), deq_ptrs, w->out, gxv,
                                                  sm ? smoothed->m.data() : nullptr);

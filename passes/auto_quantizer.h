@@ -12,6 +12,7 @@
 #include "ir/model.h"
 #include "quant/gptq.h"
 #include "passes/stats.h"
+#include "runtime/comm.h"
 #include "runtime/forward.h"
 
 namespace fp4c::passes {
@@ -44,10 +45,14 @@ struct AutoOptions {
 // `smoothed_stats` (the caller lays them over `fit` with overlay_stats, so that later passes and pack see the
 // smoothed input; `fit` itself no longer holds for those sites), and the choice is marked smoothed
 // (AutoCandidate::smoothed; labelled "smoothquant+<quantizer>" in the manifest).
+// Under MPI (`comm` with several ranks) every rank runs the held-out forward and decides alike; each
+// Linear's candidates are spread over the ranks (largest first to the least loaded rank) and their codes,
+// scales, errors and dequantized weights shared with every rank, so the choices are one process's.
 Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runtime::WeightSource& weights,
                          const ActivationStats& fit, const std::vector<std::vector<int32_t>>& heldout,
                          const AutoOptions& options, const std::function<void(int layer, int layers)>& progress = {},
-                         std::vector<SiteStats>* smoothed_stats = nullptr);
+                         std::vector<SiteStats>* smoothed_stats = nullptr,
+                         runtime::Comm& comm = runtime::Comm::single());
 
 // A readable table of the choices and every candidate's error (for --print-after auto).
 std::string format_choices(const ir::Model& model);

@@ -11,6 +11,7 @@
 
 #include "base/expected.h"
 #include "ir/model.h"
+#include "runtime/comm.h"
 #include "runtime/forward.h"
 
 namespace fp4c::passes {
@@ -47,14 +48,36 @@ std::optional<ir::Role> input_site_role(ir::Role role);
 
 struct StatsOptions {
   bool second_moments = false;
+  // Where collect_stats keeps its progress (`fp4c quantize --checkpoint`; empty: nowhere): after each
+  // layer, the layer's finished statistics (rank 0) and each block's hidden states (its rank), each
+  // written atomically; a run finding them continues at the first layer without statistics. Under
+  // MPI the directory must be one every rank sees (a shared filesystem).
+  std::string checkpoint_dir;
 };
 
 // Runs the model over `sequences` layer by layer and collects statistics at every Linear group's
 // input. `progress` (may be empty) is told after each layer.
+// The sequences run in calibration_blocks() contiguous blocks, each from zero, folded over a fixed tree
+// (passes/stats_collect.cpp): the same bits in one process and over any number of ranks of `comm`, each
+// running the blocks rank_blocks() gives it; every rank returns the whole statistics.
 Expected<ActivationStats> collect_stats(const runtime::Forward& forward, runtime::WeightSource& weights,
                                         const std::vector<std::vector<int32_t>>& sequences,
                                         const StatsOptions& options,
-                                        const std::function<void(int layer, int layers)>& progress = {});
+                                        const std::function<void(int layer, int layers)>& progress = {},
+                                        runtime::Comm& comm = runtime::Comm::single());
+
+// How many layers, from layer 0, have their statistics in `checkpoint_dir` (StatsOptions).
+int checkpointed_layers(const std::string& checkpoint_dir, int layers);
+
+// The sites of `stats` as bytes (a rank's message: this build's float formats), and back (keys empty).
+std::string pack_sites(const ActivationStats& stats);
+Expected<ActivationStats> unpack_sites(const std::string& bytes);
+
+// Blocks of a calibration set of `sequences` (a function of the count only), and the blocks [first, last)
+// of rank `rank` of `ranks`.
+constexpr int64_t kMaxCalibrationBlocks = 64;
+int64_t calibration_blocks(int64_t sequences);
+std::pair<int64_t, int64_t> rank_blocks(int64_t blocks, int rank, int ranks);
 
 // zlib-compressed protobuf (formats/stats.proto). Errors name the file.
 Status save_stats(const ActivationStats& stats, const std::string& path);

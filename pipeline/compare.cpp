@@ -7,12 +7,14 @@
 #include <cmath>
 #include <ctime>
 #include <filesystem>
+#include <optional>
 
 #include "backends/artifact.h"
 #include "pipeline/evaluate.h"
 #include "pipeline/quantize.h"
 #include "pipeline/recipes.h"
 #include "pipeline/serving_memory.h"
+#include "runtime/comm.h"
 
 namespace fp4c::pipeline {
 namespace {
@@ -119,17 +121,25 @@ Expected<CompareOutcome> compare(const CompareRequest& o) {
     }
   }
 
-  auto staging = backends::StagingDir::create(o.out, o.force);
-  if (!staging) return fail(staging.error().message);
   auto note = [&](const std::string& text) {
     if (o.report.note) o.report.note(text);
   };
-  for (const std::string& d : staging->removed()) note("removed " + d + ", the staging directory of a run that died");
-  const fs::path stage_dir = staging->path();
-  const fs::path final_dir = staging->destination();
-  std::error_code ec;
-  fs::create_directories(stage_dir / "artifacts", ec);
-  if (ec) return fail((stage_dir / "artifacts").string() + ": " + ec.message());
+  // Under MPI (runtime/comm.h) every rank takes its share of each recipe's quantize; rank 0 alone
+  // evaluates and writes the report and the artifacts.
+  runtime::Comm& comm = runtime::Comm::world();
+  std::optional<backends::StagingDir> staging;
+  fs::path stage_dir = o.out, final_dir = o.out;   // (other ranks write nothing there)
+  if (comm.rank() == 0) {
+    auto created = backends::StagingDir::create(o.out, o.force);
+    if (!created) return fail(created.error().message);
+    staging.emplace(std::move(*created));
+    for (const std::string& d : staging->removed()) note("removed " + d + ", the staging directory of a run that died");
+    stage_dir = staging->path();
+    final_dir = staging->destination();
+    std::error_code ec;
+    fs::create_directories(stage_dir / "artifacts", ec);
+    if (ec) return fail((stage_dir / "artifacts").string() + ": " + ec.message());
+  }
 
   StatsMemo memo;
   QuantizeRequest base;
@@ -170,6 +180,7 @@ Expected<CompareOutcome> compare(const CompareRequest& o) {
     const size_t memo_before = memo.by_key.size();
     auto quantized = quantize(q);
     if (!quantized) return fail("recipe '" + name + "': " + quantized.error().message);
+    if (comm.rank() != 0) continue;
 
     note(step + ": evaluating");
     EvalRequest e;
@@ -215,6 +226,7 @@ Expected<CompareOutcome> compare(const CompareRequest& o) {
     rec.stats_passes_reused = std::max(0, rec.stats_passes - added);
     computed_stats[i] = added;
   }
+  if (comm.rank() != 0) return CompareOutcome{};
   add_alone_costs(report, computed_stats, o.price_per_hour);
 
   if (auto st = write_report(report, stage_dir.string()); !st) return fail(st.error().message);

@@ -71,6 +71,7 @@ struct PassContext {
   // The artifact pack writes.
   std::string out;
   bool force = false;
+  std::string checkpoint_dir;                   // --checkpoint DIR: per-layer progress kept there (empty: none)
   backends::LayoutOptions layout;
   std::optional<backends::StagingDir> staging;
   std::optional<backends::Plan> plan;

@@ -19,10 +19,12 @@
 #include "passes/pack.h"
 #include "passes/stats.h"
 #include "passes/weight_plan.h"
+#include "pipeline/distributed.h"
 #include "pipeline/pipeline_text.h"
 #include "pipeline/recipes.h"
 #include "pipeline/sizes.h"
 #include "runtime/checkpoint_weights.h"
+#include "runtime/comm.h"
 
 namespace fp4c::pipeline {
 namespace {
@@ -113,7 +115,8 @@ StatsKey stats_key(const std::string& files_key, const ir::Model& model, const Q
                                  std::to_string(o.tokens.seq_len) + "|" + std::to_string(o.tokens.seed) + "|" +
                                  packing_name(o.tokens.packing) + "|" + std::string(runtime::precision_name(o.precision)) + "|" +
                                  (second_moments ? "m2" : "") + "|" +
-                                 std::to_string(tokens.sequences.size());
+                                 std::to_string(tokens.sequences.size()) + "|blocks" +
+                                 std::to_string(passes::kMaxCalibrationBlocks);
   k.calibration_key = hash::xxh3_128(std::as_bytes(std::span(calib_text))).hex();
   k.short_key = k.model_key.substr(0, 16) + "-" + k.calibration_key.substr(0, 16);
   return k;
@@ -124,6 +127,22 @@ runtime::ForwardOptions forward_options(const QuantizeRequest& o) {
   fo.precision = o.precision;
   fo.spill.memory_budget = o.memory_budget;
   return fo;
+}
+
+// Rank 0's cached statistics (or none) on every rank.
+Status share_cached(runtime::Comm& comm, const StatsKey& key, const std::string& precision,
+                    std::optional<passes::ActivationStats>& cached) {
+  std::string bytes;
+  if (comm.rank() == 0 && cached) bytes = "1" + passes::pack_sites(*cached);
+  FP4C_TRY(comm.broadcast(bytes));
+  if (comm.rank() != 0 && !bytes.empty()) {
+    FP4C_ASSIGN(auto s, passes::unpack_sites(bytes.substr(1)));
+    s.model_key = key.model_key;
+    s.calibration_key = key.calibration_key;
+    s.precision = precision;
+    cached = std::move(s);
+  }
+  return {};
 }
 
 // Statistics of the model as now rewritten: from the process's memo, the cache directory, or a
@@ -146,7 +165,9 @@ Expected<StatsResult> collect(const QuantizeRequest& o, const frontend::LoadedCh
       o.stats_cache.empty() ? "" : (fs::path(o.stats_cache) / (key.short_key + ".fp4c-stats")).string();
   std::error_code ec;
   std::optional<passes::ActivationStats> cached;
-  if (!cache_path.empty() && fs::exists(cache_path, ec)) {
+  // Under MPI rank 0 reads and writes the cache; the others get what it found.
+  runtime::Comm& comm = runtime::Comm::world();
+  if (comm.rank() == 0 && !cache_path.empty() && fs::exists(cache_path, ec)) {
     // A cache that cannot be used is moved aside and recomputed, not a failed build: a CI cache
     // directory outlives crashes, full disks and older fp4c versions.
     auto loaded = passes::load_stats(cache_path);
@@ -163,18 +184,27 @@ Expected<StatsResult> collect(const QuantizeRequest& o, const frontend::LoadedCh
                ", recomputing the statistics");
     }
   }
+  if (comm.distributed()) FP4C_TRY(share_cached(comm, key, std::string(runtime::precision_name(o.precision)), cached));
   if (cached) {
     r.stats = std::make_shared<const passes::ActivationStats>(std::move(*cached));
     r.from_cache = true;
   } else {
+    passes::StatsOptions options = so;
+    if (!ctx.checkpoint_dir.empty()) {
+      options.checkpoint_dir = (fs::path(ctx.checkpoint_dir) / ("stats-" + key.short_key)).string();
+      const int layers = int(ckpt.model.config.num_hidden_layers);
+      if (const int done = passes::checkpointed_layers(options.checkpoint_dir, layers); done > 0 && comm.rank() == 0)
+        ctx.note("--checkpoint: statistics of layers 0-" + std::to_string(done - 1) + " from " + options.checkpoint_dir +
+                 (done < layers ? "; continuing at layer " + std::to_string(done) : ""));
+    }
     runtime::Forward forward(ckpt.model.config, forward_options(o));
     runtime::CheckpointWeights weights(ckpt.model, ckpt.refs, /*release_pages=*/true);
-    FP4C_ASSIGN(auto s, passes::collect_stats(forward, weights, tokens.sequences, so,
-                                              ctx.progress("calibrating", double(tokens.total_tokens()))));
+    FP4C_ASSIGN(auto s, passes::collect_stats(forward, weights, tokens.sequences, options,
+                                              ctx.progress("calibrating", double(tokens.total_tokens())), comm));
     s.model_key = key.model_key;
     s.calibration_key = key.calibration_key;
     s.precision = std::string(runtime::precision_name(o.precision));
-    if (!cache_path.empty()) {
+    if (!cache_path.empty() && comm.rank() == 0) {
       fs::create_directories(o.stats_cache, ec);
       FP4C_TRY(passes::save_stats(s, cache_path));
     }
@@ -286,6 +316,9 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   ctx.forward = forward_options(o);
   ctx.out = o.out;
   ctx.force = o.force;
+  // Under MPI every rank runs the passes (each its share of the forward and of pack's quantizers);
+  // rank 0 writes the artifact (pipeline/passes/pack.cpp).
+  runtime::Comm& comm = runtime::Comm::world();
   ctx.report = &report;
   std::optional<frontend::TokenSet> tokens;
   std::string files_key;
@@ -295,6 +328,29 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
     for (const PassInvocation& inv : pipeline.passes)
       if (const PassDefinition* d = find_definition(inv.name); d->prepare) FP4C_TRY(d->prepare(inv, ctx));
     FP4C_ASSIGN(files_key, model_files_key(ckpt));
+  }
+  if (!o.checkpoint.empty() && !o.dry_run) {
+    if (files_key.empty()) {
+      FP4C_ASSIGN(files_key, model_files_key(ckpt));
+    }
+    std::string ignore;
+    for (const auto& r : o.ignore) ignore += (ignore.empty() ? "" : " ") + r;
+    const std::vector<std::pair<std::string, std::string>> fingerprint = {
+        {"fp4c", FP4C_VERSION},
+        {"--model (its files)", files_key},
+        {"--calib (its contents)", tokens ? tokens->source_hash.hex() : ""},
+        {"--calib-samples", std::to_string(o.tokens.samples)},
+        {"--seq-len", std::to_string(o.tokens.seq_len)},
+        {"--seed", std::to_string(o.tokens.seed)},
+        {"--packing", packing_name(o.tokens.packing)},
+        {"--precision", std::string(runtime::precision_name(o.precision))},
+        {"--scheme", std::string(passes::scheme_name(scheme))},
+        {"--passes/--recipe (canonical)", pipeline.canonical()},
+        {"--format", std::string(format_name(o.format))},
+        {"--ignore", ignore},
+        {"--max-shard-size", o.max_shard_size ? std::to_string(*o.max_shard_size) : ""}};
+    FP4C_TRY(check_checkpoint(o.checkpoint, fingerprint, comm));
+    ctx.checkpoint_dir = o.checkpoint;
   }
   ctx.compute_stats = [&](const passes::StatsOptions& so) {
     return collect(o, ckpt, files_key, *tokens, so, ctx);
@@ -340,6 +396,8 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
     if (report.after_pass && std::find(o.print_after.begin(), o.print_after.end(), inv.name) != o.print_after.end())
       report.after_pass(inv.name, run, pass->describe(ctx));
   }
+
+  if (comm.rank() != 0) return outcome;   // rank 0 writes the configs and the manifest
 
   StageClock finish_clock("finalize");
   std::vector<backends::WrittenFile> outputs = ctx.writer->files();

@@ -37,6 +37,7 @@ struct QuantizeRequest {
   std::string calib;            // calibration set (empty: none)
   TokenSetOptions tokens;
   std::string stats_cache;      // directory of cached statistics (empty: no cache)
+  std::string checkpoint;       // per-layer progress to resume from (empty: none); see pipeline/distributed.h
   runtime::Precision precision = runtime::Precision::F32;
   uint64_t memory_budget = uint64_t(4) << 30;   // hidden states in memory before they spill to a file
   std::string passes;           // pipeline text; empty: the recipe's, or the default for the scheme

@@ -5,6 +5,7 @@ pkgs=(cmake make g++ pkg-config python3 python3-venv
       libprotobuf-dev protobuf-compiler zlib1g-dev libxxhash-dev libcli11-dev nlohmann-json3-dev
       libgtest-dev libgmock-dev libbenchmark-dev libomp-dev libdnnl-dev
       libpcre2-dev time bc
+      libopenmpi-dev openmpi-bin   # optional: data-parallel runs under mpirun (runtime/comm.cpp)
       clang libclang-rt-14-dev llvm)   # the sanitizer/fuzzing build: clang, its ASan/UBSan/libFuzzer runtimes, llvm-symbolizer
 missing=()
 for p in "${pkgs[@]}"; do

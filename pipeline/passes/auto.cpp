@@ -28,7 +28,7 @@ class AutoPass final : public Pass {
     for (const auto& s : ctx.heldout) held_tokens += int64_t(s.size());
     std::vector<passes::SiteStats> smoothed;
     FP4C_TRY(passes::choose_quantizers(ctx.model, forward, weights, *ctx.stats, ctx.heldout, options_,
-                                       ctx.progress("auto", double(held_tokens)), &smoothed));
+                                       ctx.progress("auto", double(held_tokens)), &smoothed, runtime::Comm::world()));
     ctx.stats = passes::overlay_stats(ctx.stats, std::move(smoothed));   // the smoothed sites' rescaled statistics
     return {};
   }

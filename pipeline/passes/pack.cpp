@@ -2,7 +2,9 @@
 // artifact's staging directory: Linears quantized with the chosen quantizer, the rest as they came.
 #include <cstdio>
 
+#include "pipeline/distributed.h"
 #include "pipeline/pass.h"
+#include "runtime/comm.h"
 
 namespace fp4c::pipeline {
 namespace {
@@ -13,6 +15,10 @@ class PackPass final : public Pass {
     passes::WeightPlanOptions plan_options{ctx.scheme, ctx.ignore, ctx.stats.get(), ctx.bf16_keep};
     FP4C_TRY(passes::plan_weights(ctx.model, plan_options));
     ctx.plan = backends::plan_layout(ctx.model, ctx.layout);
+    if (runtime::Comm& comm = runtime::Comm::world(); comm.distributed() || !ctx.checkpoint_dir.empty()) {
+      FP4C_TRY(prequantize_distributed(ctx, comm));   // each rank its share, at rank 0
+      if (comm.rank() != 0) return {};                // rank 0 packs and writes
+    }
     {
       FP4C_ASSIGN(auto dir, backends::StagingDir::create(ctx.out, ctx.force));
       ctx.staging.emplace(std::move(dir));

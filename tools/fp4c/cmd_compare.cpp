@@ -7,6 +7,7 @@
 #include "pipeline/compare.h"
 #include "pipeline/quantize.h"
 #include "pipeline/sizes.h"
+#include "runtime/comm.h"
 #include "tools/fp4c/commands.h"
 
 namespace fp4c::tools {
@@ -30,9 +31,15 @@ struct CompareOptions {
   bool force = false;
 };
 
+// Under mpirun an error on any rank ends the job (the others may be waiting in a collective).
 int fail(const std::string& message) {
-  std::fprintf(stderr, "fp4c compare: error: %s\n", message.c_str());
-  return 1;
+  runtime::Comm& comm = runtime::Comm::world();
+  if (!comm.distributed()) {
+    std::fprintf(stderr, "fp4c compare: error: %s\n", message.c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "fp4c compare: error on rank %d of %d: %s\n", comm.rank(), comm.size(), message.c_str());
+  comm.abort(1);
 }
 
 int run_compare(const CompareOptions& o, const CommandLine& cl) {
@@ -59,8 +66,10 @@ int run_compare(const CompareOptions& o, const CommandLine& cl) {
   r.force = o.force;
   r.command_line = cl.joined();
   r.report = terminal_reporter(/*progress=*/false);
+  if (runtime::Comm::world().rank() != 0) r.report = {};   // rank 0 reports
   auto outcome = compare(r);
   if (!outcome) return fail(outcome.error().message);
+  if (runtime::Comm::world().rank() != 0) return 0;
 
   const CompareReport& report = outcome->report;
   const fs::path final_dir = outcome->out;

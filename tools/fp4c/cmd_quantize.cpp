@@ -5,6 +5,7 @@
 #include "pipeline/quantize.h"
 #include "pipeline/recipes.h"
 #include "pipeline/sizes.h"
+#include "runtime/comm.h"
 #include "tools/fp4c/commands.h"
 
 namespace fp4c::tools {
@@ -80,6 +81,10 @@ Runner setup_quantize(CLI::App& app, const CommandLine& cl) {
   sub->add_option("--stats-cache", opts->stats_cache,
                   "directory where activation statistics are kept and reused, keyed by model, rewrites and "
                   "calibration set");
+  sub->add_option("--checkpoint", opts->checkpoint,
+                  "directory of per-layer progress (statistics, hidden states, GPTQ/local-Hessian results): a run "
+                  "that died, run again with the same options, continues at the first unfinished layer and writes "
+                  "the same bytes; other options are refused by name. Under mpirun, on a filesystem every rank sees");
   sub->add_option("--memory-budget", f->memory_budget,
                   "hidden states of the calibration set beyond this size live in a temporary file ($TMPDIR)")
       ->default_str("4GiB");
@@ -102,15 +107,30 @@ Runner setup_quantize(CLI::App& app, const CommandLine& cl) {
   sub->add_option("--price-per-hour", opts->price_per_hour,
                   "machine price per hour, for the build-cost figure in the manifest");
   return {sub, [f, &cl]() {
-            auto fail = [](const std::string& message) {
-              std::fprintf(stderr, "fp4c quantize: error: %s\n", message.c_str());
-              return 1;
+            // Under mpirun (fp4c built with MPI): rank 0 reports; an error on any rank ends the job.
+            runtime::Comm& comm = runtime::Comm::world();
+            auto fail = [&comm](const std::string& message) {
+              if (!comm.distributed()) {
+                std::fprintf(stderr, "fp4c quantize: error: %s\n", message.c_str());
+                return 1;
+              }
+              std::fprintf(stderr, "fp4c quantize: error on rank %d of %d: %s\n", comm.rank(), comm.size(),
+                           message.c_str());
+              comm.abort(1);
             };
             auto request = to_request(*f);
             if (!request) return fail(request.error().message);
             request->command_line = cl.joined();
+            if (comm.rank() != 0) {
+              request->report = {};
+            }
             auto outcome = pipeline::quantize(*request);
             if (!outcome) return fail(outcome.error().message);
+            if (comm.distributed() && !f->quiet)
+              std::fprintf(stderr, "fp4c quantize: rank %d of %d: %llu bytes sent, %llu received\n", comm.rank(),
+                           comm.size(), static_cast<unsigned long long>(comm.bytes_sent()),
+                           static_cast<unsigned long long>(comm.bytes_received()));
+            if (comm.rank() != 0) return 0;
             if (request->dry_run) {
               std::fputs(outcome->plan.c_str(), stdout);
               if (outcome->out_exists && !request->force)
