@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "formats/safetensors.h"
+#include "frontend/gguf_tokenizer.h"
 
 namespace fp4c::frontend {
 namespace {
@@ -221,6 +222,17 @@ Expected<std::string> gguf_config_json(const gguf::File& f) {
   return c.dump(2) + "\n";
 }
 
+std::string gguf_generation_config_json(const gguf::File& f) {
+  json g;
+  for (const auto& [key, hf] : {std::pair{"tokenizer.ggml.bos_token_id", "bos_token_id"},
+                                std::pair{"tokenizer.ggml.eos_token_id", "eos_token_id"},
+                                std::pair{"tokenizer.ggml.padding_token_id", "pad_token_id"}}) {
+    auto v = f.get_integer(key);
+    if (v && *v) g[hf] = **v;
+  }
+  return g.dump(2) + "\n";
+}
+
 Expected<GgufImage> write_gguf_image(const std::string& path, const std::string& tmp_dir) {
   FP4C_ASSIGN(gguf::File f, gguf::File::open(path));
   FP4C_ASSIGN(std::string config_text, gguf_config_json(f));
@@ -261,6 +273,27 @@ Expected<GgufImage> write_gguf_image(const std::string& path, const std::string&
     out << config_text;
     if (!out) return make_error((dir / "config.json").string() + ": cannot write");
   }
+  // The tokenizer as Hugging Face files (read by load_tokenizer, copied into artifacts), and the generation
+  // defaults transformers would write. A tokenizer fp4c cannot read does not stop the image (input_ids data
+  // sets need none): the reason goes where load_tokenizer finds it.
+  auto write_text = [&](const char* name, const std::string& text) -> Status {
+    std::ofstream out(dir / name, std::ios::binary);
+    out << text;
+    if (!out) return make_error((dir / name).string() + ": cannot write");
+    return {};
+  };
+  if (gguf_has_tokenizer(f)) {
+    auto files = gguf_tokenizer_files(f);
+    if (files) {
+      FP4C_TRY(write_text("tokenizer.json", files->tokenizer_json));
+      FP4C_TRY(write_text("tokenizer_config.json", files->tokenizer_config_json));
+    } else {
+      FP4C_TRY(write_text("fp4c-tokenizer-error.txt", files.error().message));
+    }
+  } else {
+    FP4C_TRY(write_text("fp4c-tokenizer-error.txt", path + ": no tokenizer (no metadata key 'tokenizer.ggml.model')"));
+  }
+  FP4C_TRY(write_text("generation_config.json", gguf_generation_config_json(f)));
   std::map<std::string, std::string> metadata = {{"format", "pt"}, {"fp4c.source", path}, {"fp4c.source_format", "gguf"}};
   FP4C_ASSIGN(safetensors::Writer w, safetensors::Writer::create((dir / "model.safetensors").string(), specs, metadata));
   const int64_t heads = config["num_attention_heads"].get<int64_t>();

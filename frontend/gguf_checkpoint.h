@@ -48,6 +48,9 @@ struct GgufImage {
 // mistyped, a tensor type it does not read.
 Expected<GgufImage> write_gguf_image(const std::string& path, const std::string& tmp_dir = "");
 
+// generation_config.json for a GGUF's metadata: its BOS, EOS and padding token ids, where it has them.
+std::string gguf_generation_config_json(const gguf::File& file);
+
 // The config.json text for a GGUF's metadata (exposed for tests).
 Expected<std::string> gguf_config_json(const gguf::File& file);
 
