@@ -74,7 +74,11 @@ demo: build
 #   relative (a forward on another CPU may round its last bits differently). transformers and torch are pinned
 #   to the versions that made them (config.json records transformers' version; the random init is torch's);
 # - loader conformance: fp4c's compressed-tensors artifacts (NVFP4 and MXFP4, W4A16 and W4A4) of ../shared/models/stories260K loaded and
-#   decompressed by them, every weight compared with the packed bytes' NVFP4 or MXFP4 values, perplexity against fp4c eval.
+#   decompressed by them, every weight compared with the packed bytes' NVFP4 or MXFP4 values, perplexity against fp4c eval;
+# - GGUF artifacts (scripts/conformance/gguf_artifact_conformance.py): transformers loads the tokenizer files fp4c made
+#   from a GGUF's tokenizer.ggml.* (tiny llama GGUFs around each tokenizer of testdata/gguf/tokenizers, and the real
+#   SmolLM2-135M fetched as `make demo` does) and gives the ids of transformers' own tokenizer for the GGUF.
+SMOLLM2_CACHE ?= $(BUILD)/models/smollm2
 STORIES ?= ../shared/models/stories260K
 CONFORMANCE_VENV ?= $(BUILD)/conformance-venv
 CONFORMANCE_TRANSFORMERS ?= 5.25.0
@@ -90,9 +94,14 @@ conformance-checkpoints: conformance-venv
 	  $(CONFORMANCE_VENV)/bin/python scripts/conformance/make_transformers_checkpoints.py --compare "$$tmp" testdata/conformance
 
 conformance: build conformance-checkpoints
-	$(CONFORMANCE_VENV)/bin/pip install -q compressed-tensors
+	$(CONFORMANCE_VENV)/bin/pip install -q compressed-tensors gguf
 	$(CONFORMANCE_VENV)/bin/python scripts/conformance/loader_conformance.py --fp4c $(BUILD)/fp4c \
 	  --model $(STORIES) --eval $(STORIES)/eval.jsonl --calib $(STORIES)/calib.jsonl --work $(BUILD)/conformance
+	@gguf=$$(scripts/fetch_smollm2.sh $(SMOLLM2_CACHE)); rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "conformance: SmolLM2 cannot be fetched; its artifact is left out"; gguf=""; \
+	elif [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	$(CONFORMANCE_VENV)/bin/python scripts/conformance/gguf_artifact_conformance.py --fp4c $(BUILD)/fp4c \
+	  --work $(BUILD)/conformance/gguf $${gguf:+--gguf $$gguf}
 
 bench: build
 	@for b in $(BUILD)/*_bench; do $$b --benchmark_repetitions=3 --benchmark_report_aggregates_only=true; done
