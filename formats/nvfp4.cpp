@@ -19,6 +19,8 @@ namespace fp4c::nvfp4 {
 // Defined in nvfp4_avx512.cpp; the linker checks that these signatures match.
 namespace detail {
 bool avx512_kernel_available();
+void quantize_row_f32_avx512(const float* x, int64_t cols, float global_scale, uint8_t* packed, uint8_t* scales,
+                             uint8_t zero_scale_code, ErrorStats* row_err);
 void quantize_row_bf16_avx512(const uint16_t* x, int64_t cols, float global_scale, uint8_t* packed,
                               uint8_t* scales, uint8_t zero_scale_code, ErrorStats* row_err);
 }  // namespace detail
@@ -266,6 +268,25 @@ void quantize_bf16_rows(const std::function<void(int64_t row, uint16_t* out)>& r
 void quantize_bf16_portable(const uint16_t* x, int64_t rows, int64_t cols, float global_scale,
                             uint8_t* packed, uint8_t* scales, ZeroScale zero, ErrorStats* err) {
   quantize_rows(quantize_row_bf16_portable, x, rows, cols, global_scale, packed, scales, zero, err);
+}
+
+void quantize_f32(const float* x, int64_t rows, int64_t cols, float global_scale, uint8_t* packed,
+                  uint8_t* scales, ZeroScale zero, ErrorStats* err) {
+  assert(cols % kBlock == 0);
+  const uint8_t zc = zero_scale_code(zero);
+  const bool avx512 = use_avx512() && avx512_handles(global_scale);
+  std::vector<ErrorStats> row_err(err ? size_t(rows) : 0);
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelQuantizeMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    ErrorStats* e = err ? &row_err[size_t(r)] : nullptr;
+    if (avx512)
+      detail::quantize_row_f32_avx512(x + r * cols, cols, global_scale, packed + r * cols / 2,
+                                      scales + r * cols / kBlock, zc, e);
+    else
+      quantize_row_ref(x + r * cols, cols, global_scale, packed + r * cols / 2, scales + r * cols / kBlock, zc, e);
+  }
+  if (err)
+    for (const ErrorStats& row_e : row_err) err->merge(row_e);
 }
 
 const char* quantize_bf16_kernel() { return use_avx512() ? "avx512" : "portable"; }

@@ -83,6 +83,10 @@ void quantize_f32_ref(const float* x, int64_t rows, int64_t cols, float global_s
 void quantize_bf16(const uint16_t* x, int64_t rows, int64_t cols, float global_scale, uint8_t* packed,
                    uint8_t* scales, ZeroScale zero = ZeroScale::CompressedTensors,
                    ErrorStats* err = nullptr);
+// quantize_f32_ref's bytes, OpenMP over rows: AVX-512 where the CPU has it (error figures as quantize_bf16's,
+// within double rounding of the reference's), else the reference's row quantizer (its figures exactly).
+void quantize_f32(const float* x, int64_t rows, int64_t cols, float global_scale, uint8_t* packed,
+                  uint8_t* scales, ZeroScale zero = ZeroScale::CompressedTensors, ErrorStats* err = nullptr);
 
 // quantize_bf16 on rows a callback writes (row(r, out) fills out[0, cols) with row r), one row at a time
 // per thread, so a rewritten matrix need not be held whole. The same bytes and figures as quantize_bf16

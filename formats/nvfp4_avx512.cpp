@@ -1,4 +1,4 @@
-// The AVX-512 row kernel behind nvfp4::quantize_bf16. It must give the reference's bytes exactly
+// The AVX-512 row kernels behind nvfp4::quantize_bf16 and quantize_f32. They must give the reference's bytes exactly
 // (nvfp4.cpp, quantize_row_ref), so every rounding below is the reference's rounding, done on 16
 // lanes: the same float32 divisions and products, FP8 and FP4 round-to-nearest-even written as
 // integer and comparison steps that give the same result as the scalar encoders for every input.
@@ -37,6 +37,17 @@ FP4C_AVX512 inline __m512 load_block(const uint16_t* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
+
+// 16 float32 values (one block).
+FP4C_AVX512 inline __m512 load_block(const float* p) { return _mm512_loadu_ps(p); }
+
+// max |x| of one block as float32 bits: an integer max of the magnitudes' bit patterns (NaN patterns sort
+// above Inf: a NaN sticks, as in the reference's block_amax_bits).
+FP4C_AVX512 inline uint32_t block_amax_f32_bits(const float* p) {
+  const __m512i m = _mm512_and_si512(_mm512_loadu_si512(p), _mm512_set1_epi32(0x7FFFFFFF));
+  return uint32_t(_mm512_reduce_max_epi32(m));
+}
+FP4C_AVX512 inline uint32_t block_amax_f32_bits(const uint16_t* p);
 
 // max |x| of one block as BF16 bits. Magnitude bit patterns order like the magnitudes and NaN
 // patterns sort above Inf, so this is the reference's NaN-sticky max.
@@ -148,8 +159,11 @@ FP4C_AVX512 inline void acc_finish(const ErrorAcc& acc, int64_t cols, ErrorStats
   out->count += cols;
 }
 
-template <bool kWithError>
-FP4C_AVX512 void quantize_row(const uint16_t* x, int64_t cols, float global_scale, uint8_t* packed,
+// The block amax of either input as float32 bits (BF16 bits shifted into place: exact).
+FP4C_AVX512 inline uint32_t block_amax_f32_bits(const uint16_t* p) { return block_amax_bits(p) << 16; }
+
+template <bool kWithError, typename T>
+FP4C_AVX512 void quantize_row(const T* x, int64_t cols, float global_scale, uint8_t* packed,
                               uint8_t* scales, uint8_t zero_code, ErrorStats* row_err) {
   const __m512 G = _mm512_set1_ps(global_scale);
   const int64_t blocks = cols / kBlock;
@@ -160,7 +174,7 @@ FP4C_AVX512 void quantize_row(const uint16_t* x, int64_t cols, float global_scal
   for (int64_t b0 = 0; b0 < blocks; b0 += 16) {
     const int n = blocks - b0 < 16 ? int(blocks - b0) : 16;
     alignas(64) uint32_t amax_bits[16] = {};
-    for (int b = 0; b < n; ++b) amax_bits[b] = block_amax_bits(x + (b0 + b) * kBlock) << 16;
+    for (int b = 0; b < n; ++b) amax_bits[b] = block_amax_f32_bits(x + (b0 + b) * kBlock);
     alignas(64) float d[16];
     _mm512_store_ps(d, block_scales(amax_bits, n, G, zero_code, scales + b0));
 
@@ -187,12 +201,22 @@ void quantize_row_bf16_avx512(const uint16_t* x, int64_t cols, float global_scal
   }
 }
 
+void quantize_row_f32_avx512(const float* x, int64_t cols, float global_scale, uint8_t* packed, uint8_t* scales,
+                             uint8_t zero_scale_code, ErrorStats* row_err) {
+  if (row_err) {
+    quantize_row<true>(x, cols, global_scale, packed, scales, zero_scale_code, row_err);
+  } else {
+    quantize_row<false>(x, cols, global_scale, packed, scales, zero_scale_code, nullptr);
+  }
+}
+
 #else  // no AVX-512 kernel on this compiler or architecture
 
 bool avx512_kernel_available() { return false; }
 
 void quantize_row_bf16_avx512(const uint16_t*, int64_t, float, uint8_t*, uint8_t*, uint8_t,
                               ErrorStats*) {}
+void quantize_row_f32_avx512(const float*, int64_t, float, uint8_t*, uint8_t*, uint8_t, ErrorStats*) {}
 
 #endif
 

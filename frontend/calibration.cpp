@@ -87,7 +87,8 @@ class RecordReader {
     return make_error("calibration set " + path_ +
                       " has text records but the model has no tokenizer; give input_ids records instead"
                       " (JSON lines like {\"input_ids\": [1, 2, 3]}; first text record: line " +
-                      std::to_string(line) + ")");
+                      std::to_string(line) + ")" +
+                      (options_.no_tokenizer_reason.empty() ? "" : "; " + options_.no_tokenizer_reason));
   }
 
   Status json_line(int64_t n, std::string_view line) {

@@ -63,6 +63,8 @@ struct CalibrationOptions {
   // a plain-text paragraph). Past either, an error naming the limit and the option that raises it.
   uint64_t max_bytes = kDefaultMaxCalibrationBytes;
   uint64_t max_record_bytes = kDefaultMaxRecordBytes;
+  // Why there is no tokenizer (load_tokenizer's error), added to the error for a text record.
+  std::string no_tokenizer_reason;
 };
 
 struct TokenSet {

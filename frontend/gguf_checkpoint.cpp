@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "formats/safetensors.h"
+#include "frontend/gguf_tokenizer.h"
 
 namespace fp4c::frontend {
 namespace {
@@ -78,17 +79,17 @@ std::optional<std::string> hf_name(std::string_view name) {
 }
 
 // Undoes convert_hf_to_gguf.py's permute(w, n_head, n_head): within each head of d rows, GGUF row
-// 2j + t holds Hugging Face row t * d/2 + j. Rows are whole (dequantized or plain) rows of bytes.
-void unpermute_rows(std::vector<std::byte>& bytes, int64_t rows, int64_t heads) {
+// 2j + t holds Hugging Face row t * d/2 + j. Rows are whole (dequantized or plain) rows of bytes; `out` is
+// resized to `bytes`' size.
+void unpermute_rows(std::span<const std::byte> bytes, int64_t rows, int64_t heads, std::vector<std::byte>& out) {
   const size_t row_bytes = bytes.size() / size_t(rows);
   const int64_t d = rows / heads, half = d / 2;
-  std::vector<std::byte> out(bytes.size());
+  out.resize(bytes.size());
   for (int64_t h = 0; h < heads; ++h)
     for (int64_t t = 0; t < 2; ++t)
       for (int64_t j = 0; j < half; ++j)
         std::memcpy(out.data() + size_t(h * d + t * half + j) * row_bytes,
                     bytes.data() + size_t(h * d + 2 * j + t) * row_bytes, row_bytes);
-  bytes.swap(out);
 }
 
 }  // namespace
@@ -221,6 +222,17 @@ Expected<std::string> gguf_config_json(const gguf::File& f) {
   return c.dump(2) + "\n";
 }
 
+std::string gguf_generation_config_json(const gguf::File& f) {
+  json g;
+  for (const auto& [key, hf] : {std::pair{"tokenizer.ggml.bos_token_id", "bos_token_id"},
+                                std::pair{"tokenizer.ggml.eos_token_id", "eos_token_id"},
+                                std::pair{"tokenizer.ggml.padding_token_id", "pad_token_id"}}) {
+    auto v = f.get_integer(key);
+    if (v && *v) g[hf] = **v;
+  }
+  return g.dump(2) + "\n";
+}
+
 Expected<GgufImage> write_gguf_image(const std::string& path, const std::string& tmp_dir) {
   FP4C_ASSIGN(gguf::File f, gguf::File::open(path));
   FP4C_ASSIGN(std::string config_text, gguf_config_json(f));
@@ -261,10 +273,32 @@ Expected<GgufImage> write_gguf_image(const std::string& path, const std::string&
     out << config_text;
     if (!out) return make_error((dir / "config.json").string() + ": cannot write");
   }
+  // The tokenizer as Hugging Face files (read by load_tokenizer, copied into artifacts), and the generation
+  // defaults transformers would write. A tokenizer fp4c cannot read does not stop the image (input_ids data
+  // sets need none): the reason goes where load_tokenizer finds it.
+  auto write_text = [&](const char* name, const std::string& text) -> Status {
+    std::ofstream out(dir / name, std::ios::binary);
+    out << text;
+    if (!out) return make_error((dir / name).string() + ": cannot write");
+    return {};
+  };
+  if (gguf_has_tokenizer(f)) {
+    auto files = gguf_tokenizer_files(f);
+    if (files) {
+      FP4C_TRY(write_text("tokenizer.json", files->tokenizer_json));
+      FP4C_TRY(write_text("tokenizer_config.json", files->tokenizer_config_json));
+    } else {
+      FP4C_TRY(write_text("fp4c-tokenizer-error.txt", files.error().message));
+    }
+  } else {
+    FP4C_TRY(write_text("fp4c-tokenizer-error.txt", path + ": no tokenizer (no metadata key 'tokenizer.ggml.model')"));
+  }
+  FP4C_TRY(write_text("generation_config.json", gguf_generation_config_json(f)));
   std::map<std::string, std::string> metadata = {{"format", "pt"}, {"fp4c.source", path}, {"fp4c.source_format", "gguf"}};
   FP4C_ASSIGN(safetensors::Writer w, safetensors::Writer::create((dir / "model.safetensors").string(), specs, metadata));
   const int64_t heads = config["num_attention_heads"].get<int64_t>();
   const int64_t kv_heads = config.contains("num_key_value_heads") ? config["num_key_value_heads"].get<int64_t>() : heads;
+  std::vector<std::byte> dequantized_bytes, permuted;
   for (size_t i = 0; i < f.tensors().size(); ++i) {
     const gguf::TensorInfo& t = f.tensors()[i];
     const std::string& name = specs[i].name;
@@ -276,25 +310,28 @@ Expected<GgufImage> write_gguf_image(const std::string& path, const std::string&
       f.release(t);
       continue;
     }
-    std::vector<std::byte> bytes;
+    // Dequantized into a buffer reused from tensor to tensor (no fresh pages to fault in for each).
+    std::span<const std::byte> bytes = f.bytes(t);
     if (gguf::is_block_quantized(t.type)) {
-      FP4C_ASSIGN(std::vector<float> v, f.to_f32(t));
-      const auto b = std::as_bytes(std::span(v));
-      bytes.assign(b.begin(), b.end());
-    } else {
-      const auto b = f.bytes(t);
-      bytes.assign(b.begin(), b.end());
+      dequantized_bytes.resize(size_t(t.numel) * sizeof(float));
+      const Status st = gguf::dequantize(
+          t.type, f.bytes(t), std::span<float>(reinterpret_cast<float*>(dequantized_bytes.data()), size_t(t.numel)));
+      if (!st.ok())
+        return make_error(path + ": tensor '" + t.name + "' (data at byte " +
+                          std::to_string(f.data_offset() + t.offset) + "): " + st.error().message);
+      bytes = std::span<const std::byte>(dequantized_bytes.data(), dequantized_bytes.size());
     }
-    f.release(t);
     if (permute) {
       const int64_t rows = t.shape()[0];
       const int64_t h = q ? heads : kv_heads;
       if (h <= 0 || rows % h != 0 || (rows / h) % 2 != 0)
         return make_error(path + ": tensor '" + t.name + "': " + std::to_string(rows) + " rows do not split into " +
                           std::to_string(h) + " heads of an even size (undoing llama.cpp's Q/K permutation)");
-      unpermute_rows(bytes, rows, h);
+      unpermute_rows(bytes, rows, h, permuted);
+      bytes = std::span<const std::byte>(permuted.data(), permuted.size());
     }
     FP4C_TRY(w.write(bytes));
+    f.release(t);
   }
   FP4C_TRY(w.finish());
   return image;

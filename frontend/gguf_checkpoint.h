@@ -43,10 +43,16 @@ struct GgufImage {
 // Reads the GGUF at `path` and writes its image under a new scratch directory in `tmp_dir` (the system's
 // temporary directory when empty): config.json from the metadata (general.architecture's table:
 // llama, qwen2), model.safetensors with every tensor under its Hugging Face name, F32/F16/BF16 as they
-// are and block formats dequantized to F32, in the GGUF's order. Errors name the GGUF file and the key
+// are and block formats dequantized to F32, in the GGUF's order; tokenizer.json and tokenizer_config.json
+// from tokenizer.ggml.* (frontend/gguf_tokenizer.h; when fp4c cannot read that tokenizer, or there is none,
+// fp4c-tokenizer-error.txt says why, for load_tokenizer to report when text needs tokenizing) and
+// generation_config.json. Errors name the GGUF file and the key
 // or tensor: an architecture or tensor fp4c has no table entry for, metadata that is missing or
 // mistyped, a tensor type it does not read.
 Expected<GgufImage> write_gguf_image(const std::string& path, const std::string& tmp_dir = "");
+
+// generation_config.json for a GGUF's metadata: its BOS, EOS and padding token ids, where it has them.
+std::string gguf_generation_config_json(const gguf::File& file);
 
 // The config.json text for a GGUF's metadata (exposed for tests).
 Expected<std::string> gguf_config_json(const gguf::File& file);

@@ -104,6 +104,14 @@ Expected<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& dir) {
   const bool has_json = fs::is_regular_file(json_path, ec);
   const bool has_model = !has_json && fs::is_regular_file(model_path, ec);
   if (!has_json && !has_model) {
+    // A GGUF source whose tokenizer.ggml.* metadata fp4c could not read (frontend/gguf_checkpoint.cpp).
+    const fs::path why = fs::path(dir) / "fp4c-tokenizer-error.txt";
+    if (fs::is_regular_file(why, ec)) {
+      std::ifstream in(why, std::ios::binary);
+      std::stringstream text;
+      text << in.rdbuf();
+      return make_error(text.str());
+    }
     return make_error(dir + ": no tokenizer.json or tokenizer.model; text input needs a tokenizer "
                             "(give `input_ids` records instead)");
   }

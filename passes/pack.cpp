@@ -428,10 +428,12 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       } else if (t.dtype == DType::BF16) {
         nvfp4::quantize_bf16(reinterpret_cast<const uint16_t*>(bytes.data()), rows, cols, G,
                              packed.data(), scales.data(), options.zero_scale, &err);
+      } else if (t.dtype == DType::F32) {
+        nvfp4::quantize_f32(reinterpret_cast<const float*>(bytes.data()), rows, cols, G, packed.data(), scales.data(),
+                            options.zero_scale, &err);
       } else {
         auto values = to_f32(bytes, t.dtype);
-        nvfp4::quantize_f32_ref(values.data(), rows, cols, G, packed.data(), scales.data(),
-                                options.zero_scale, &err);
+        nvfp4::quantize_f32(values.data(), rows, cols, G, packed.data(), scales.data(), options.zero_scale, &err);
       }
       advise_dontneed(source_bytes);
       ahead.consumed(ahead.position(id, source_bytes.size()));

@@ -28,6 +28,8 @@ Expected<frontend::TokenSet> load_tokens(const std::string& path, const std::str
   const bool has_tokenizer_file = fs::exists(fs::path(model_dir) / "tokenizer.json", ec) ||
                                   fs::exists(fs::path(model_dir) / "tokenizer.model", ec);
   if (!tokenizer && has_tokenizer_file) return tokenizer.error();
+  if (!tokenizer && fs::exists(fs::path(model_dir) / "fp4c-tokenizer-error.txt", ec))
+    co.no_tokenizer_reason = tokenizer.error().message;  // a GGUF source whose tokenizer fp4c cannot read
   return frontend::load_token_set(path, tokenizer ? tokenizer->get() : nullptr, co);
 }
 

@@ -541,6 +541,50 @@ TEST(Nvfp4Random, FastMatchesReference) {
   }
 }
 
+// quantize_f32 (AVX-512 where the CPU has it, OpenMP over rows) on float32 values with full mantissas (not
+// BF16-representable), specials included: the reference's bytes, its figures within double rounding, and
+// the same figures for 1 and 2 threads; odd global scales take the reference's own row quantizer.
+TEST(Nvfp4Random, F32FastMatchesReference) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (int iter = 0; iter < 120; ++iter) {
+    RandomCase c = random_case(rng, /*allow_specials=*/true);
+    std::vector<float> x(c.x.size());
+    std::uniform_real_distribution<float> jitter(0.9f, 1.1f);
+    for (size_t i = 0; i < x.size(); ++i) {
+      x[i] = bf16::to_float(c.x[i]);
+      if (std::isfinite(x[i])) x[i] *= jitter(rng);  // mantissa bits below BF16's
+    }
+    if (iter % 8 == 0) x[rng() % x.size()] = std::numeric_limits<float>::denorm_min() * float(1 + rng() % 1000);
+    float G = nvfp4::global_scale(nvfp4::amax_f32(x));
+    if (iter % 10 == 9) {
+      const float odd[] = {0.0f, -1.0f, kNaN, kInf, 1e-40f};
+      G = odd[rng() % 5];
+    }
+    SCOPED_TRACE(testing::Message() << "case " << iter << ": " << c.what << ", G " << G);
+    const ZeroScale zero = rng() % 4 ? ZeroScale::CompressedTensors : ZeroScale::ModelOpt;
+    Quantized ref;
+    ref.packed.resize(x.size() / 2);
+    ref.scales.resize(x.size() / 16);
+    nvfp4::quantize_f32_ref(x.data(), c.rows, c.cols, G, ref.packed.data(), ref.scales.data(), zero, &ref.err);
+    Quantized fast[2];
+    for (int t = 1; t <= 2; ++t) {
+      Quantized& q = fast[t - 1];
+      q.packed.resize(x.size() / 2);
+      q.scales.resize(x.size() / 16);
+      with_threads(t, [&] {
+        nvfp4::quantize_f32(x.data(), c.rows, c.cols, G, q.packed.data(), q.scales.data(), zero, &q.err);
+      });
+      EXPECT_TRUE(same_bytes("packed", ref.packed, q.packed, c.cols / 2));
+      EXPECT_TRUE(same_bytes("scales", ref.scales, q.scales, c.cols / 16));
+      EXPECT_TRUE(close_stats(ref.err, q.err, 1e-9));
+    }
+    EXPECT_TRUE(bitwise_equal(fast[0].err, fast[1].err)) << "error figures depend on the thread count";
+    if (testing::Test::HasFailure()) return;
+  }
+}
+
 TEST(Nvfp4Random, OddGlobalScalesGiveTheReferenceBytes) {
   // Not what global_scale() returns, but the fast path must still give the reference's bytes.
   const uint32_t seed = std::random_device{}();
