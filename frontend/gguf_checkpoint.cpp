@@ -33,6 +33,7 @@ struct GgufArchitecture {
 constexpr GgufArchitecture kArchitectures[] = {
     {"llama", "LlamaForCausalLM", "llama", true, false},
     {"qwen2", "Qwen2ForCausalLM", "qwen2", false, true},
+    {"qwen3", "Qwen3ForCausalLM", "qwen3", false, false},
 };
 
 // GGUF tensor names -> Hugging Face's (llama.cpp's gguf-py/gguf/tensor_mapping.py, the other way).
@@ -50,6 +51,8 @@ constexpr std::pair<std::string_view, std::string_view> kLayerNames[] = {
     {"attn_v.weight", "self_attn.v_proj.weight"},
     {"attn_v.bias", "self_attn.v_proj.bias"},
     {"attn_output.weight", "self_attn.o_proj.weight"},
+    {"attn_q_norm.weight", "self_attn.q_norm.weight"},   // qwen3
+    {"attn_k_norm.weight", "self_attn.k_norm.weight"},
     {"ffn_norm.weight", "post_attention_layernorm.weight"},
     {"ffn_gate.weight", "mlp.gate_proj.weight"},
     {"ffn_up.weight", "mlp.up_proj.weight"},

@@ -91,6 +91,10 @@ TEST(GgufCheckpoint, TinyQwen2IsItsCheckpointWithBiasesAndUntiedHead) {
   EXPECT_TRUE(g->dequantized_types.empty());
 }
 
+TEST(GgufCheckpoint, TinyQwen3IsItsCheckpointWithQkNormsAndKeyLength) {
+  expect_same_tensors((kData / "tiny-qwen3" / "model.gguf").string(), (kData / "tiny-qwen3" / "hf").string());
+}
+
 TEST(GgufCheckpoint, TheImageIsRemovedWithTheLastOwner) {
   std::string dir;
   {
@@ -115,7 +119,7 @@ double reference_perplexity(const std::string& model) {
 }
 
 TEST(GgufCheckpoint, EvaluatesAsItsCheckpoint) {
-  for (const char* m : {"tiny-llama", "tiny-qwen2"}) {
+  for (const char* m : {"tiny-llama", "tiny-qwen2", "tiny-qwen3"}) {
     SCOPED_TRACE(m);
     const double from_gguf = reference_perplexity((kData / m / "model.gguf").string());
     const double from_hf = reference_perplexity((kData / m / "hf").string());

@@ -9,6 +9,7 @@ checkpoint it came from, and an evaluation set:
                                  dequantizing converter makes)
   testdata/gguf/tiny-qwen2/      model.gguf (qwen2: q/k/v biases, untied lm_head, F16, not permuted) and
                                  hf/ (the same tensors in F16 safetensors)
+  testdata/gguf/tiny-qwen3/      model.gguf (qwen3: q/k norms, head_dim 32 as attention.key_length, tied) and hf/
   testdata/gguf/tiny_eval.jsonl  input_ids records
 
 The test: each GGUF gives the same evaluation figures as its hf/ checkpoint. Rerun only to refresh:
@@ -170,6 +171,50 @@ def tiny_qwen2(rng):
     save_file(st, os.path.join(d, "hf", "model.safetensors"), metadata={"format": "pt"})
 
 
+def tiny_qwen3(rng):
+    """qwen3: per-head q/k RMSNorm (attn_q_norm / attn_k_norm), head_dim 32 (not hidden / heads = 16) given as
+    attention.key_length, no biases, tied embeddings (no output tensor), F16 and F32."""
+    hidden, inter, layers, heads, kv, vocab, head_dim = 64, 64, 2, 4, 2, 96, 32
+    d = os.path.join(OUT, "tiny-qwen3")
+    os.makedirs(os.path.join(d, "hf"), exist_ok=True)
+    config = {
+        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": hidden,
+        "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "head_dim": head_dim, "vocab_size": vocab, "max_position_embeddings": 128,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu", "tie_word_embeddings": True,
+        "torch_dtype": "float16", "bos_token_id": 1, "eos_token_id": 2, "use_sliding_window": False,
+        "attention_bias": False,
+    }
+    f16 = lambda *s, scale=0.2: rand(rng, *s, scale=scale).astype(np.float16)
+    st, gt = {}, []
+    def add(g, hf, x):
+        gt.append((g, x, T.F16 if x.dtype == np.float16 else T.F32))
+        st[hf] = x
+    add("token_embd.weight", "model.embed_tokens.weight", f16(vocab, hidden, scale=0.5))
+    for i in range(layers):
+        p, q = f"blk.{i}.", f"model.layers.{i}."
+        add(p + "attn_norm.weight", q + "input_layernorm.weight", 1 + rand(rng, hidden, scale=0.1))
+        for g, h, rows in [("attn_q", "self_attn.q_proj", heads * head_dim), ("attn_k", "self_attn.k_proj", kv * head_dim),
+                           ("attn_v", "self_attn.v_proj", kv * head_dim)]:
+            add(p + g + ".weight", q + h + ".weight", f16(rows, hidden))
+        add(p + "attn_q_norm.weight", q + "self_attn.q_norm.weight", 1 + rand(rng, head_dim, scale=0.5))
+        add(p + "attn_k_norm.weight", q + "self_attn.k_norm.weight", 1 + rand(rng, head_dim, scale=0.5))
+        add(p + "attn_output.weight", q + "self_attn.o_proj.weight", f16(hidden, heads * head_dim))
+        add(p + "ffn_norm.weight", q + "post_attention_layernorm.weight", 1 + rand(rng, hidden, scale=0.1))
+        add(p + "ffn_gate.weight", q + "mlp.gate_proj.weight", f16(inter, hidden))
+        add(p + "ffn_up.weight", q + "mlp.up_proj.weight", f16(inter, hidden))
+        add(p + "ffn_down.weight", q + "mlp.down_proj.weight", f16(hidden, inter))
+    add("output_norm.weight", "model.norm.weight", 1 + rand(rng, hidden, scale=0.1))
+    meta = [("add_context_length", (128,)), ("add_embedding_length", (hidden,)), ("add_block_count", (layers,)),
+            ("add_feed_forward_length", (inter,)), ("add_head_count", (heads,)), ("add_head_count_kv", (kv,)),
+            ("add_key_length", (head_dim,)), ("add_value_length", (head_dim,)),
+            ("add_layer_norm_rms_eps", (1e-6,)), ("add_rope_freq_base", (1000000.0,)),
+            ("add_bos_token_id", (1,)), ("add_eos_token_id", (2,))]
+    write_gguf(os.path.join(d, "model.gguf"), "qwen3", meta, gt)
+    json.dump(config, open(os.path.join(d, "hf", "config.json"), "w"), indent=2)
+    save_file(st, os.path.join(d, "hf", "model.safetensors"), metadata={"format": "pt"})
+
+
 def main():
     rng = np.random.default_rng(7)
     tiny_llama(rng)
@@ -177,6 +222,7 @@ def main():
     with open(os.path.join(OUT, "tiny_eval.jsonl"), "w") as f:
         for _ in range(6):
             f.write(json.dumps({"input_ids": [1] + [int(x) for x in rng.integers(3, 96, size=40)]}) + "\n")
+    tiny_qwen3(np.random.default_rng(11))   # its own generator: the models above keep their bytes
     for root, _, files in os.walk(OUT):
         for n in files:
             print(os.path.join(root, n), os.path.getsize(os.path.join(root, n)))
