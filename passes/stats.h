@@ -66,6 +66,12 @@ Expected<ActivationStats> collect_stats(const runtime::Forward& forward, runtime
                                         const std::function<void(int layer, int layers)>& progress = {},
                                         runtime::Comm& comm = runtime::Comm::single());
 
+// --checkpoint files: `head` + `body` written to `path` through a temporary file and a rename (nothing
+// half-written is ever under `path`), and a whole file read back; errors name the path.
+Status write_checkpoint_file(const std::string& path, const std::string& head, const void* body = nullptr,
+                             size_t body_bytes = 0);
+Expected<std::string> read_checkpoint_file(const std::string& path);
+
 // How many layers, from layer 0, have their statistics in `checkpoint_dir` (StatsOptions).
 int checkpointed_layers(const std::string& checkpoint_dir, int layers);
 

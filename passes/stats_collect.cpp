@@ -17,6 +17,35 @@
 
 namespace fp4c::passes {
 
+// Writes `head` + `body` to `path` through a temporary file and a rename.
+Status write_checkpoint_file(const std::string& path, const std::string& head, const void* body, size_t body_bytes) {
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) return make_error(tmp + ": cannot create (--checkpoint)");
+  bool ok = std::fwrite(head.data(), 1, head.size(), f) == head.size() &&
+            (body_bytes == 0 || std::fwrite(body, 1, body_bytes, f) == body_bytes);
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return make_error(path + ": cannot write (--checkpoint)");
+  }
+  return {};
+}
+
+Expected<std::string> read_checkpoint_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return make_error(path + ": cannot open (--checkpoint)");
+  std::string out;
+  char buf[1 << 16];
+  size_t got;
+  while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, got);
+  const bool bad = std::ferror(f);
+  std::fclose(f);
+  if (bad) return make_error(path + ": read error (--checkpoint)");
+  return out;
+}
+
+
 namespace {
 
 // Folds rows of x into the site's running statistics. Each column is reduced over rows in row order,
@@ -237,44 +266,16 @@ std::string hidden_file(const std::string& dir, int64_t block, int layer) {
       .string();
 }
 
-// Writes `head` + `body` to `path` through a temporary file and a rename.
-Status write_atomically(const std::string& path, const std::string& head, const void* body, size_t body_bytes) {
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) return make_error(tmp + ": cannot create (--checkpoint)");
-  bool ok = std::fwrite(head.data(), 1, head.size(), f) == head.size() &&
-            (body_bytes == 0 || std::fwrite(body, 1, body_bytes, f) == body_bytes);
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return make_error(path + ": cannot write (--checkpoint)");
-  }
-  return {};
-}
-
-Expected<std::string> read_file(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return make_error(path + ": cannot open (--checkpoint)");
-  std::string out;
-  char buf[1 << 16];
-  size_t got;
-  while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, got);
-  const bool bad = std::ferror(f);
-  std::fclose(f);
-  if (bad) return make_error(path + ": read error (--checkpoint)");
-  return out;
-}
-
 Status save_layer(const std::string& dir, int layer, const std::vector<SiteStats>& finished) {
   std::string bytes(kLayerMagic, 8);
   put(bytes, int32_t(layer));
   put_sites(bytes, finished);
-  return write_atomically(layer_file(dir, layer), bytes, nullptr, 0);
+  return write_checkpoint_file(layer_file(dir, layer), bytes, nullptr, 0);
 }
 
 Expected<std::vector<SiteStats>> load_layer(const std::string& dir, int layer) {
   const std::string path = layer_file(dir, layer);
-  FP4C_ASSIGN(std::string bytes, read_file(path));
+  FP4C_ASSIGN(std::string bytes, read_checkpoint_file(path));
   if (bytes.size() < 12 || std::memcmp(bytes.data(), kLayerMagic, 8) != 0)
     return make_error(path + ": not a layer's statistics (--checkpoint)");
   Reader in{bytes, 8};
@@ -289,7 +290,7 @@ Status save_hidden(const std::string& dir, int64_t block, int layer, const runti
   std::string head(kHiddenMagic, 8);
   put(head, int32_t(layer));
   put(head, int64_t(a.hidden.size()));
-  return write_atomically(hidden_file(dir, block, layer), head, a.hidden.data(), a.hidden.size() * sizeof(float));
+  return write_checkpoint_file(hidden_file(dir, block, layer), head, a.hidden.data(), a.hidden.size() * sizeof(float));
 }
 
 Status load_hidden(const std::string& dir, int64_t block, int layer, runtime::Activations& a) {

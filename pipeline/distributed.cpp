@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "formats/hash.h"
+#include "passes/stats.h"
 #include "runtime/checkpoint_weights.h"
 
 namespace fp4c::pipeline {
@@ -70,31 +71,6 @@ std::string layer_path(const std::string& dir, int layer) {
   return (fs::path(dir) / "pack" / ("layer-" + std::to_string(layer) + ".bin")).string();
 }
 
-Status write_atomically(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) return make_error(tmp + ": cannot create (--checkpoint)");
-  bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return make_error(path + ": cannot write (--checkpoint)");
-  }
-  return {};
-}
-
-Expected<std::string> read_all(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return make_error(path + ": cannot open (--checkpoint)");
-  std::string out;
-  char buf[1 << 16];
-  size_t got;
-  while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, got);
-  const bool bad = std::ferror(f);
-  std::fclose(f);
-  if (bad) return make_error(path + ": read error (--checkpoint)");
-  return out;
-}
 
 struct Item {
   ir::TensorId id;
@@ -127,7 +103,7 @@ Status prequantize_distributed(PassContext& ctx, runtime::Comm& comm) {
     fs::create_directories(fs::path(ctx.checkpoint_dir) / "pack", ec);
     for (const auto& [layer, items] : by_layer) {
       if (!fs::exists(layer_path(ctx.checkpoint_dir, layer), ec)) continue;
-      FP4C_ASSIGN(std::string bytes, read_all(layer_path(ctx.checkpoint_dir, layer)));
+      FP4C_ASSIGN(std::string bytes, passes::read_checkpoint_file(layer_path(ctx.checkpoint_dir, layer)));
       FP4C_TRY(take_records(bytes, pre, layer_path(ctx.checkpoint_dir, layer)));
       done += std::to_string(layer) + ",";
     }
@@ -193,7 +169,7 @@ Status prequantize_distributed(PassContext& ctx, runtime::Comm& comm) {
       if (!ctx.checkpoint_dir.empty()) {
         std::string bytes;
         for (const auto& a : all) bytes += a;
-        FP4C_TRY(write_atomically(layer_path(ctx.checkpoint_dir, layer), bytes));
+        FP4C_TRY(passes::write_checkpoint_file(layer_path(ctx.checkpoint_dir, layer), bytes));
       }
       for (size_t r = 0; r < all.size(); ++r)
         FP4C_TRY(take_records(all[r], pre, "rank " + std::to_string(r)));
@@ -216,7 +192,7 @@ Status check_checkpoint(const std::string& dir, const std::vector<std::pair<std:
     nlohmann::ordered_json want = nlohmann::ordered_json::object();
     for (const auto& [k, v] : fingerprint) want[k] = v;
     if (fs::exists(path, ec)) {
-      auto text = read_all(path.string());
+      auto text = passes::read_checkpoint_file(path.string());
       nlohmann::json have;
       if (text) have = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
       if (!text || !have.is_object() || !have.contains("options") || !have["options"].is_object()) {
@@ -237,7 +213,7 @@ Status check_checkpoint(const std::string& dir, const std::vector<std::pair<std:
       nlohmann::ordered_json j;
       j["fp4c checkpoint"] = 1;
       j["options"] = want;
-      FP4C_TRY(write_atomically(path.string(), j.dump(1) + "\n"));
+      FP4C_TRY(passes::write_checkpoint_file(path.string(), j.dump(1) + "\n"));
     }
   }
   FP4C_TRY(comm.broadcast(refused));

@@ -182,13 +182,6 @@ struct Decoder::Impl {
     }
   }
 
-  // Qwen3's per-head RMSNorm of q and k (nothing for architectures without one).
-  void apply_head_norms(const HeldLayer& L, float* qp, float* kp, int64_t rows) const {
-    if (L.q_norm.empty()) return;
-    rms_norm(qp, L.q_norm.data(), rows * config.num_attention_heads, config.head_dim, config.rms_norm_eps, qp);
-    rms_norm(kp, L.k_norm.data(), rows * config.num_key_value_heads, config.head_dim, config.rms_norm_eps, kp);
-  }
-
   Status run_linear(const HeldLinear& l, const float* x, int64_t rows, float* y) {
     return l.run(x, rows, y, quantized, bf16);
   }
@@ -498,7 +491,7 @@ Expected<std::vector<float>> Decoder::prefill(const std::vector<std::vector<int3
     FP4C_TRY(d.run_linear(*L.q, d.xn.data(), T, d.q.data()));
     FP4C_TRY(d.run_linear(*L.k, d.xn.data(), T, d.k.data()));
     FP4C_TRY(d.run_linear(*L.v, d.xn.data(), T, d.v.data()));
-    d.apply_head_norms(L, d.q.data(), d.k.data(), T);
+    apply_head_norms(L.q_norm, L.k_norm, d.q.data(), d.k.data(), T, nH, c.num_key_value_heads, hd, c.rms_norm_eps);
     FP4C_TRY(causal_attention(d.q.data(), d.k.data(), d.v.data(), offsets,
                               attention_shape(c, int(l)), d.inv_freq[d.rope_table[l]], d.options.precision,
                               d.attn.data(), &d.attention));
@@ -540,7 +533,7 @@ Expected<std::vector<float>> Decoder::step(const std::vector<int32_t>& tokens) {
     FP4C_TRY(d.run_linear(*L.q, d.xn.data(), B, d.q.data()));
     FP4C_TRY(d.run_linear(*L.k, d.xn.data(), B, d.k.data()));
     FP4C_TRY(d.run_linear(*L.v, d.xn.data(), B, d.v.data()));
-    d.apply_head_norms(L, d.q.data(), d.k.data(), B);
+    apply_head_norms(L.q_norm, L.k_norm, d.q.data(), d.k.data(), B, nH, c.num_key_value_heads, hd, c.rms_norm_eps);
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < nH; ++h) d.rotate(&d.q[size_t(b * Dq + h * hd)], pos[size_t(b)], l);
       for (int64_t j = 0; j < c.num_key_value_heads; ++j) d.rotate(&d.k[size_t(b * Dkv + j * hd)], pos[size_t(b)], l);

@@ -324,7 +324,7 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
     FP4C_TRY(run_linear(params.q, in, T, prec, q));
     FP4C_TRY(run_linear(params.k, in, T, prec, k));
     FP4C_TRY(run_linear(params.v, in, T, prec, v));
-    apply_head_norms(params, q, k, T, nH, nKV, hd, c.rms_norm_eps);
+    apply_head_norms(params.q_norm, params.k_norm, q, k, T, nH, nKV, hd, c.rms_norm_eps);
     const std::vector<double> inv_freq = rope_inv_freq(c, index);
     if (c.rope_scaling.type != "longrope") {
       FP4C_TRY(causal_attention(q, k, v, acts.offsets, attention_shape(c, index), inv_freq, prec, attn,

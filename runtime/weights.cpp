@@ -13,12 +13,12 @@ Status check_head_norms(const LayerParams& p, int64_t head_dim, const std::strin
   return {};
 }
 
-void apply_head_norms(const LayerParams& p, float* q, float* k, int64_t rows, int64_t heads, int64_t kv_heads,
-                      int64_t head_dim, double eps) {
-  if (p.q_norm.empty()) return;
+void apply_head_norms(const std::vector<float>& q_norm, const std::vector<float>& k_norm, float* q, float* k,
+                      int64_t rows, int64_t heads, int64_t kv_heads, int64_t head_dim, double eps) {
+  if (q_norm.empty()) return;
   // [rows, heads * head_dim] is [rows * heads, head_dim]: one RMSNorm row per head of each token.
-  rms_norm(q, p.q_norm.data(), rows * heads, head_dim, eps, q);
-  rms_norm(k, p.k_norm.data(), rows * kv_heads, head_dim, eps, k);
+  rms_norm(q, q_norm.data(), rows * heads, head_dim, eps, q);
+  rms_norm(k, k_norm.data(), rows * kv_heads, head_dim, eps, k);
 }
 
 }  // namespace fp4c::runtime

@@ -71,9 +71,9 @@ struct LayerParams {
 // q_norm and k_norm both empty, or both [head_dim] (an error naming `where` otherwise).
 Status check_head_norms(const LayerParams& p, int64_t head_dim, const std::string& where);
 // The per-head RMSNorm of q [rows, heads * head_dim] and k [rows, kv_heads * head_dim] in place, with
-// p.q_norm and p.k_norm (runtime::rms_norm over each head_dim-wide row); nothing when they are empty.
-void apply_head_norms(const LayerParams& p, float* q, float* k, int64_t rows, int64_t heads, int64_t kv_heads,
-                      int64_t head_dim, double eps);
+// q_norm and k_norm (LayerParams'; runtime::rms_norm over each head_dim-wide row); nothing when empty.
+void apply_head_norms(const std::vector<float>& q_norm, const std::vector<float>& k_norm, float* q, float* k,
+                      int64_t rows, int64_t heads, int64_t kv_heads, int64_t head_dim, double eps);
 
 // Supplies weights one layer at a time (from a BF16 checkpoint, or dequantized from an artifact).
 class WeightSource {
