@@ -55,11 +55,21 @@ class File {
   std::span<const std::byte> raw() const;
   // Tells the kernel the pages of [t.begin, t.end) are no longer needed (streaming large models):
   // madvise(MADV_DONTNEED) on the whole pages inside the range. bytes(t) stays valid (re-read on use).
+  // For a file built in memory (MemoryFile) this does nothing: there is no file to re-read the pages from.
   void release(const TensorEntry& t) const;
+  // The same for part of the mapping (whole pages inside `part`): what streaming readers call behind
+  // themselves. Never madvise a File's bytes directly: an image in memory would read back as zeros.
+  void release(std::span<const std::byte> part) const;
+  // Built by MemoryFile: anonymous memory, not a file on disk (path() is only a label).
+  bool in_memory() const { return in_memory_; }
 
  private:
+  friend class MemoryFile;
   File() = default;
+  // Validates a complete image (header and data) in `map` as open() validates a file; takes the mapping.
+  static Expected<File> adopt(std::string path, const std::byte* map, uint64_t size, bool in_memory);
   std::string path_;
+  bool in_memory_ = false;
   uint64_t file_size_ = 0;
   uint64_t data_offset_ = 0;
   const std::byte* map_ = nullptr;
@@ -106,6 +116,37 @@ class Writer {
   std::unique_ptr<Impl> impl_;
 };
 
+// A safetensors file laid out in anonymous memory rather than written to disk, for images fp4c makes of
+// other formats (a GGUF's dequantized tensors): the header is laid out at create() exactly as Writer writes
+// it, each tensor's bytes are then filled in place (no copy through write()), and finish() validates the
+// whole as File::open does and hands it over. Its bytes equal the file Writer would write from the same
+// specs and data. Destroyed without finish(), it frees its memory.
+class MemoryFile {
+ public:
+  static Expected<MemoryFile> create(std::string label, const std::vector<TensorSpec>& specs,
+                                     const std::map<std::string, std::string>& metadata = {});
+  MemoryFile(MemoryFile&&) noexcept;
+  MemoryFile& operator=(MemoryFile&&) noexcept;
+  ~MemoryFile();
+  size_t size() const { return entries_.size(); }
+  // The writable bytes of the i-th spec (numel x dtype size).
+  std::span<std::byte> tensor(size_t i);
+  Expected<File> finish();
+
+ private:
+  MemoryFile() = default;
+  std::string label_;
+  std::byte* map_ = nullptr;
+  uint64_t size_ = 0;
+  uint64_t data_offset_ = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> entries_;  // data-section [begin, end) of each spec
+};
+
+// The header JSON Writer and MemoryFile write for `specs` (compact, "__metadata__" first, tensors in spec
+// order, padded with spaces to a multiple of 8 bytes); errors name `path`.
+Expected<std::string> header_json(const std::string& path, const std::vector<TensorSpec>& specs,
+                                  const std::map<std::string, std::string>& metadata);
+
 // `model.safetensors.index.json`: {"metadata": {...}, "weight_map": {tensor: shard file name}}.
 struct Index {
   std::map<std::string, std::string> weight_map;   // tensor -> shard file name (relative)
@@ -126,6 +167,8 @@ Status write_index(const std::string& path, const Index& index, uint64_t total_s
 class Checkpoint {
  public:
   static Expected<Checkpoint> open(const std::string& dir);
+  // A checkpoint of one file already open (e.g. a MemoryFile image).
+  static Checkpoint of_file(File file);
   Checkpoint() = default;  // empty
   Checkpoint(Checkpoint&&) noexcept = default;
   Checkpoint& operator=(Checkpoint&&) noexcept = default;

@@ -173,6 +173,15 @@ Expected<Checkpoint> Checkpoint::open(const std::string& dir) {
   return ck;
 }
 
+Checkpoint Checkpoint::of_file(File file) {
+  Checkpoint ck;
+  ck.files_.push_back(std::move(file));
+  for (const File& f : ck.files_)
+    for (const TensorEntry& t : f.tensors()) ck.refs_.push_back(Ref{&f, &t});
+  for (size_t i = 0; i < ck.refs_.size(); ++i) ck.by_name_.emplace(ck.refs_[i].entry->name, i);
+  return ck;
+}
+
 const Checkpoint::Ref* Checkpoint::find(std::string_view name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : &refs_[it->second];

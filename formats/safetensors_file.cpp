@@ -254,11 +254,16 @@ Expected<File> File::open(const std::string& path) {
   ::close(fd);  // the mapping keeps the file
   if (p == MAP_FAILED) return make_error(path + ": cannot mmap " + std::to_string(size) + " bytes: " + std::strerror(err));
 
+  return adopt(path, static_cast<const std::byte*>(p), size, /*in_memory=*/false);
+}
+
+Expected<File> File::adopt(std::string path, const std::byte* map, uint64_t size, bool in_memory) {
   File f;  // owns the mapping from here on
-  f.path_ = path;
-  f.map_ = static_cast<const std::byte*>(p);
+  f.path_ = std::move(path);
+  f.map_ = map;
   f.file_size_ = size;
-  FP4C_ASSIGN(Parsed parsed, parse_header(path, f.map_, size));
+  f.in_memory_ = in_memory;
+  FP4C_ASSIGN(Parsed parsed, parse_header(f.path_, f.map_, size));
   f.data_offset_ = 8 + load_le64(f.map_);
   f.tensors_ = std::move(parsed.tensors);
   f.metadata_ = std::move(parsed.metadata);
@@ -268,6 +273,7 @@ Expected<File> File::open(const std::string& path) {
 
 File::File(File&& other) noexcept
     : path_(std::move(other.path_)),
+      in_memory_(other.in_memory_),
       file_size_(other.file_size_),
       data_offset_(other.data_offset_),
       map_(std::exchange(other.map_, nullptr)),
@@ -282,6 +288,7 @@ File& File::operator=(File&& other) noexcept {
   if (this != &other) {
     if (map_) ::munmap(const_cast<std::byte*>(map_), file_size_);
     path_ = std::move(other.path_);
+    in_memory_ = other.in_memory_;
     file_size_ = std::exchange(other.file_size_, 0);
     data_offset_ = std::exchange(other.data_offset_, 0);
     map_ = std::exchange(other.map_, nullptr);
@@ -309,7 +316,73 @@ std::span<const std::byte> File::raw() const { return {map_, file_size_}; }
 
 void File::release(const TensorEntry& t) const {
   // Only whole pages inside the tensor, so a neighbour still in use is not dropped with it.
-  advise_dontneed(bytes(t));
+  release(bytes(t));
+}
+
+void File::release(std::span<const std::byte> part) const {
+  if (in_memory_) return;  // anonymous pages dropped would read back as zeros
+  advise_dontneed(part);
+}
+
+Expected<MemoryFile> MemoryFile::create(std::string label, const std::vector<TensorSpec>& specs,
+                                        const std::map<std::string, std::string>& metadata) {
+  FP4C_ASSIGN(std::string header, header_json(label, specs, metadata));
+  MemoryFile m;
+  m.label_ = std::move(label);
+  m.data_offset_ = 8 + header.size();
+  uint64_t offset = 0;
+  for (const TensorSpec& s : specs) {  // header_json checked every size and their sum
+    m.entries_.emplace_back(offset, offset + s.nbytes());
+    offset += s.nbytes();
+  }
+  if (offset > std::numeric_limits<uint64_t>::max() - m.data_offset_)
+    return make_error(m.label_ + ": the image would exceed 2^64 bytes");
+  m.size_ = m.data_offset_ + offset;
+  void* p = ::mmap(nullptr, m.size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return make_error(m.label_ + ": cannot map " + std::to_string(m.size_) + " bytes of memory for the image: " +
+                      std::strerror(errno));
+  m.map_ = static_cast<std::byte*>(p);
+  uint64_t len = header.size();
+  if constexpr (std::endian::native == std::endian::big) len = __builtin_bswap64(len);
+  std::memcpy(m.map_, &len, 8);
+  std::memcpy(m.map_ + 8, header.data(), header.size());
+  return m;
+}
+
+MemoryFile::MemoryFile(MemoryFile&& o) noexcept
+    : label_(std::move(o.label_)),
+      map_(std::exchange(o.map_, nullptr)),
+      size_(std::exchange(o.size_, 0)),
+      data_offset_(o.data_offset_),
+      entries_(std::move(o.entries_)) {}
+
+MemoryFile& MemoryFile::operator=(MemoryFile&& o) noexcept {
+  if (this != &o) {
+    if (map_) ::munmap(map_, size_);
+    label_ = std::move(o.label_);
+    map_ = std::exchange(o.map_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+    data_offset_ = o.data_offset_;
+    entries_ = std::move(o.entries_);
+  }
+  return *this;
+}
+
+MemoryFile::~MemoryFile() {
+  if (map_) ::munmap(map_, size_);
+}
+
+std::span<std::byte> MemoryFile::tensor(size_t i) {
+  const auto [begin, end] = entries_.at(i);
+  return {map_ + data_offset_ + begin, size_t(end - begin)};
+}
+
+Expected<File> MemoryFile::finish() {
+  if (!map_) return make_error(label_ + ": the image was already handed over");
+  ::mprotect(map_, size_, PROT_READ);  // read-only from here on, as a mapped file is
+  const uint64_t size = std::exchange(size_, 0);
+  return File::adopt(label_, std::exchange(map_, nullptr), size, /*in_memory=*/true);
 }
 
 }  // namespace fp4c::safetensors

@@ -27,9 +27,11 @@ std::string shape_string(std::span<const int64_t> shape) {
   return s + "]";
 }
 
+}  // namespace
+
 // The header JSON, compact, "__metadata__" first, tensors in spec order with keys in the order the
 // official library writes them; padded with spaces to a multiple of 8 bytes.
-Expected<std::string> build_header(const std::string& path, const std::vector<TensorSpec>& specs,
+Expected<std::string> header_json(const std::string& path, const std::vector<TensorSpec>& specs,
                                    const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
@@ -63,8 +65,6 @@ Expected<std::string> build_header(const std::string& path, const std::vector<Te
   text.append((8 - text.size() % 8) % 8, ' ');
   return text;
 }
-
-}  // namespace
 
 uint64_t TensorSpec::nbytes() const { return checked_nbytes(dtype, shape).value_or(0); }
 
@@ -146,7 +146,7 @@ struct Writer::Impl {
 
 Expected<Writer> Writer::create(const std::string& path, std::vector<TensorSpec> specs,
                                 const std::map<std::string, std::string>& metadata) {
-  FP4C_ASSIGN(std::string header, build_header(path, specs, metadata));
+  FP4C_ASSIGN(std::string header, header_json(path, specs, metadata));
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   impl->specs = std::move(specs);

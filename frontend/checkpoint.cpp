@@ -12,10 +12,17 @@ std::string_view source_format_name(SourceFormat f) { return f == SourceFormat::
 namespace {
 
 // `label` names the checkpoint in classification errors (the GGUF file for its image).
-Expected<LoadedCheckpoint> open_directory(const std::string& dir, const std::string& label) {
+// `weights`: the tensors when they are not files in `dir` (a GGUF image made in memory).
+Expected<LoadedCheckpoint> open_directory(const std::string& dir, const std::string& label,
+                                          std::optional<safetensors::File> weights = std::nullopt) {
   FP4C_ASSIGN(ir::ModelConfig config,
               read_config((std::filesystem::path(dir) / "config.json").string()));
-  FP4C_ASSIGN(safetensors::Checkpoint files, safetensors::Checkpoint::open(dir));
+  safetensors::Checkpoint files;
+  if (weights) {
+    files = safetensors::Checkpoint::of_file(std::move(*weights));
+  } else {
+    FP4C_ASSIGN(files, safetensors::Checkpoint::open(dir));
+  }
 
   std::vector<TensorHeader> headers;
   headers.reserve(files.tensors().size());
@@ -40,7 +47,7 @@ Expected<LoadedCheckpoint> open_checkpoint(const std::string& model) {
   FP4C_ASSIGN(std::optional<std::string> gguf_path, find_gguf(model));
   if (gguf_path) {
     FP4C_ASSIGN(GgufImage image, write_gguf_image(*gguf_path));
-    FP4C_ASSIGN(LoadedCheckpoint out, open_directory(image.dir->path(), *gguf_path));
+    FP4C_ASSIGN(LoadedCheckpoint out, open_directory(image.dir->path(), *gguf_path, std::move(image.weights)));
     out.source_format = SourceFormat::Gguf;
     out.source_path = *gguf_path;
     out.dequantized_types = std::move(image.dequantized_types);

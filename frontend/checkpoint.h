@@ -17,7 +17,8 @@ std::string_view source_format_name(SourceFormat f);
 
 struct LoadedCheckpoint {
   // The Hugging Face directory read: the model directory, or for a GGUF source the image of it
-  // (frontend/gguf_checkpoint.h: config.json and model.safetensors, dequantized) under `image`.
+  // (frontend/gguf_checkpoint.h: config.json and the tensors, dequantized: in memory for an image of at
+  // most half the available memory, else model.safetensors there) under `image`.
   std::string dir;
   ir::Model model;
   safetensors::Checkpoint files;

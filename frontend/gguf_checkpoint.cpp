@@ -84,10 +84,9 @@ std::optional<std::string> hf_name(std::string_view name) {
 // Undoes convert_hf_to_gguf.py's permute(w, n_head, n_head): within each head of d rows, GGUF row
 // 2j + t holds Hugging Face row t * d/2 + j. Rows are whole (dequantized or plain) rows of bytes; `out` is
 // resized to `bytes`' size.
-void unpermute_rows(std::span<const std::byte> bytes, int64_t rows, int64_t heads, std::vector<std::byte>& out) {
+void unpermute_rows(std::span<const std::byte> bytes, int64_t rows, int64_t heads, std::span<std::byte> out) {
   const size_t row_bytes = bytes.size() / size_t(rows);
   const int64_t d = rows / heads, half = d / 2;
-  out.resize(bytes.size());
   for (int64_t h = 0; h < heads; ++h)
     for (int64_t t = 0; t < 2; ++t)
       for (int64_t j = 0; j < half; ++j)
@@ -236,7 +235,18 @@ std::string gguf_generation_config_json(const gguf::File& f) {
   return g.dump(2) + "\n";
 }
 
-Expected<GgufImage> write_gguf_image(const std::string& path, const std::string& tmp_dir) {
+uint64_t memory_image_limit() {
+  // Half the memory the kernel says is available without swapping (MemAvailable), read at the time.
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uint64_t kb = 0;
+  std::string unit;
+  while (meminfo >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024 / 2;
+  return 0;  // unknown: on disk
+}
+
+Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage storage) {
   FP4C_ASSIGN(gguf::File f, gguf::File::open(path));
   FP4C_ASSIGN(std::string config_text, gguf_config_json(f));
   const json config = json::parse(config_text);
@@ -298,31 +308,63 @@ Expected<GgufImage> write_gguf_image(const std::string& path, const std::string&
   }
   FP4C_TRY(write_text("generation_config.json", gguf_generation_config_json(f)));
   std::map<std::string, std::string> metadata = {{"format", "pt"}, {"fp4c.source", path}, {"fp4c.source_format", "gguf"}};
-  FP4C_ASSIGN(safetensors::Writer w, safetensors::Writer::create((dir / "model.safetensors").string(), specs, metadata));
+  uint64_t image_bytes = 0;
+  for (const auto& s : specs) image_bytes += s.nbytes();
+  const bool in_memory = storage == ImageStorage::Memory ||
+                         (storage == ImageStorage::Auto && image_bytes <= memory_image_limit());
+  // In memory every tensor is produced in place; on disk through one buffer reused from tensor to tensor
+  // (no fresh pages to fault in for each).
+  // The image in memory carries the path the file on disk would have (the artifact names its shards after
+  // the source's files), though nothing is written there.
+  std::optional<safetensors::MemoryFile> mem;
+  std::optional<safetensors::Writer> w;
+  if (in_memory) {
+    FP4C_ASSIGN(auto m, safetensors::MemoryFile::create((dir / "model.safetensors").string(), specs, metadata));
+    mem.emplace(std::move(m));
+  } else {
+    FP4C_ASSIGN(auto wr, safetensors::Writer::create((dir / "model.safetensors").string(), specs, metadata));
+    w.emplace(std::move(wr));
+  }
   const int64_t heads = config["num_attention_heads"].get<int64_t>();
   const int64_t kv_heads = config.contains("num_key_value_heads") ? config["num_key_value_heads"].get<int64_t>() : heads;
-  std::vector<std::byte> dequantized_bytes, permuted;
+  std::vector<std::byte> out_buffer, dequantized_bytes;
   for (size_t i = 0; i < f.tensors().size(); ++i) {
     const gguf::TensorInfo& t = f.tensors()[i];
     const std::string& name = specs[i].name;
     const bool q = name.ends_with("self_attn.q_proj.weight") || name.ends_with("self_attn.q_proj.bias");
     const bool k = name.ends_with("self_attn.k_proj.weight") || name.ends_with("self_attn.k_proj.bias");
     const bool permute = arch->permuted_qk && (q || k);
-    if (!gguf::is_block_quantized(t.type) && !permute) {
-      FP4C_TRY(w.write(f.bytes(t)));  // as it is
+    const bool block = gguf::is_block_quantized(t.type);
+    if (!block && !permute) {  // as it is
+      if (mem) {
+        const auto src = f.bytes(t);
+        std::memcpy(mem->tensor(i).data(), src.data(), src.size());
+      } else {
+        FP4C_TRY(w->write(f.bytes(t)));
+      }
       f.release(t);
       continue;
     }
-    // Dequantized into a buffer reused from tensor to tensor (no fresh pages to fault in for each).
+    std::span<std::byte> out;
+    if (mem) {
+      out = mem->tensor(i);
+    } else {
+      out_buffer.resize(specs[i].nbytes());
+      out = out_buffer;
+    }
     std::span<const std::byte> bytes = f.bytes(t);
-    if (gguf::is_block_quantized(t.type)) {
-      dequantized_bytes.resize(size_t(t.numel) * sizeof(float));
+    if (block) {
+      std::span<std::byte> target = out;
+      if (permute) {
+        dequantized_bytes.resize(out.size());
+        target = dequantized_bytes;
+      }
       const Status st = gguf::dequantize(
-          t.type, f.bytes(t), std::span<float>(reinterpret_cast<float*>(dequantized_bytes.data()), size_t(t.numel)));
+          t.type, f.bytes(t), std::span<float>(reinterpret_cast<float*>(target.data()), size_t(t.numel)));
       if (!st.ok())
         return make_error(path + ": tensor '" + t.name + "' (data at byte " +
                           std::to_string(f.data_offset() + t.offset) + "): " + st.error().message);
-      bytes = std::span<const std::byte>(dequantized_bytes.data(), dequantized_bytes.size());
+      bytes = target;
     }
     if (permute) {
       const int64_t rows = t.shape()[0];
@@ -330,13 +372,17 @@ Expected<GgufImage> write_gguf_image(const std::string& path, const std::string&
       if (h <= 0 || rows % h != 0 || (rows / h) % 2 != 0)
         return make_error(path + ": tensor '" + t.name + "': " + std::to_string(rows) + " rows do not split into " +
                           std::to_string(h) + " heads of an even size (undoing llama.cpp's Q/K permutation)");
-      unpermute_rows(bytes, rows, h, permuted);
-      bytes = std::span<const std::byte>(permuted.data(), permuted.size());
+      unpermute_rows(bytes, rows, h, out);
     }
-    FP4C_TRY(w.write(bytes));
+    if (w) FP4C_TRY(w->write(out));
     f.release(t);
   }
-  FP4C_TRY(w.finish());
+  if (mem) {
+    FP4C_ASSIGN(safetensors::File file, mem->finish());
+    image.weights.emplace(std::move(file));
+  } else {
+    FP4C_TRY(w->finish());
+  }
   return image;
 }
 

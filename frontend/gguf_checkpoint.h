@@ -9,6 +9,7 @@
 
 #include "base/expected.h"
 #include "formats/gguf.h"
+#include "formats/safetensors.h"
 
 namespace fp4c::frontend {
 
@@ -35,21 +36,28 @@ Expected<std::optional<std::string>> find_gguf(const std::string& model);
 // fp4c reads as any checkpoint.
 struct GgufImage {
   std::shared_ptr<ScratchDir> dir;
+  // The tensors, when the image was made in memory (dir then holds no model.safetensors).
+  std::optional<safetensors::File> weights;
   std::string gguf_path;
   std::string gguf_architecture;               // general.architecture, e.g. "llama"
   std::vector<std::string> dequantized_types;  // ggml types dequantized to F32, sorted ("Q4_1", "Q8_0")
 };
 
-// Reads the GGUF at `path` and writes its image under a new scratch directory in `tmp_dir` (the system's
-// temporary directory when empty): config.json from the metadata (general.architecture's table:
-// llama, qwen2), model.safetensors with every tensor under its Hugging Face name, F32/F16/BF16 as they
+// Reads the GGUF at `path` and writes its image under a new scratch directory in the system's temporary
+// directory: config.json from the metadata (general.architecture's table:
+// llama, qwen2, qwen3), model.safetensors (or `weights`, per ImageStorage) with every tensor under its Hugging Face name, F32/F16/BF16 as they
 // are and block formats dequantized to F32, in the GGUF's order; tokenizer.json and tokenizer_config.json
 // from tokenizer.ggml.* (frontend/gguf_tokenizer.h; when fp4c cannot read that tokenizer, or there is none,
 // fp4c-tokenizer-error.txt says why, for load_tokenizer to report when text needs tokenizing) and
 // generation_config.json. Errors name the GGUF file and the key
 // or tensor: an architecture or tensor fp4c has no table entry for, metadata that is missing or
 // mistyped, a tensor type it does not read.
-Expected<GgufImage> write_gguf_image(const std::string& path, const std::string& tmp_dir = "");
+// Where the image's tensors go: anonymous memory (produced in place, nothing written or read back: the
+// fast way) or model.safetensors in the scratch directory (pages the kernel can drop and read again, for
+// images larger than memory). Auto: in memory when the image is at most half of MemAvailable.
+enum class ImageStorage { Auto, Memory, Disk };
+uint64_t memory_image_limit();
+Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage storage = ImageStorage::Auto);
 
 // generation_config.json for a GGUF's metadata: its BOS, EOS and padding token ids, where it has them.
 std::string gguf_generation_config_json(const gguf::File& file);

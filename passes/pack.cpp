@@ -130,6 +130,10 @@ class InputHashes {
       const safetensors::File& f = c_.files()[i];
       if (s.started && !s.broken && s.next == f.file_size()) {
         out.push_back(s.hasher.digest());
+      } else if (f.in_memory()) {  // an image fp4c made (no file to read again)
+        hash::Hasher h;
+        h.update(f.raw());
+        out.push_back(h.digest());
       } else {
         FP4C_ASSIGN(auto d, hash::hash_file(f.path()));
         out.push_back(d);
@@ -256,7 +260,7 @@ Status pack_mxfp4(ir::Model& model, ir::TensorId id, const safetensors::Checkpoi
     auto values = to_f32(bytes, t.dtype);
     mxfp4::quantize_f32(values.data(), rows, cols, packed.data(), scales.data(), mxfp4::kDefaultRule, &err);
   }
-  advise_dontneed(source_bytes);
+  ref.file->release(source_bytes);
   ahead.consumed(ahead.position(id, source_bytes.size()));
   scratch.give(std::move(rewritten));
   FP4C_TRY(sink.put(id, ir::TensorPart::PackedWeight, as_bytes_of(packed)));
@@ -317,7 +321,7 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
           return make_error(location(ref) + ": rewriting it (smoothquant) gave a NaN or Inf");
         FP4C_TRY(sink.put(id, ir::TensorPart::Source, out.view()));
         scratch.give(std::move(out));
-        advise_dontneed(bytes);
+        ref.file->release(bytes);
         ahead.consumed(ahead.position(id, bytes.size()));
         continue;
       }
@@ -333,7 +337,7 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
           ahead.wait_until(ahead.position(id, off + chunk.size()));
           if (count_nonfinite(chunk, t.dtype) != 0) return nonfinite_error(ref);
           FP4C_TRY(sink.put(id, ir::TensorPart::Source, chunk));
-          advise_dontneed(chunk);
+          ref.file->release(chunk);
           ahead.consumed(ahead.position(id, off + chunk.size()));
         }
         continue;
@@ -435,7 +439,7 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
         auto values = to_f32(bytes, t.dtype);
         nvfp4::quantize_f32(values.data(), rows, cols, G, packed.data(), scales.data(), options.zero_scale, &err);
       }
-      advise_dontneed(source_bytes);
+      ref.file->release(source_bytes);
       ahead.consumed(ahead.position(id, source_bytes.size()));
       scratch.give(std::move(rewritten_weight));
 

@@ -249,7 +249,7 @@ Expected<std::vector<float>> read_tensor(const ir::Model& model, const safetenso
     for (int64_t i = 0; i < n; i += piece) {
       const int64_t m = std::min(piece, n - i);
       convert_to_f32(bytes.data() + size_t(i) * width, dtype, m, out.data() + i);
-      advise_dontneed(bytes.subspan(size_t(i) * width, size_t(m) * width));
+      ref.file->release(bytes.subspan(size_t(i) * width, size_t(m) * width));
     }
     ref.file->release(*ref.entry);   // the pages the pieces shared
   } else {

@@ -134,6 +134,62 @@ TEST_F(SafetensorsTest, RoundTripEveryDTypeAndShape) {
   EXPECT_EQ(f->raw().size(), f->file_size());
 }
 
+// A MemoryFile holds the bytes a Writer writes from the same specs, metadata and data, and opens as a File
+// whose release() keeps the bytes (anonymous memory has no file to read them again from).
+TEST_F(SafetensorsTest, MemoryFileIsTheWrittenFileByteForByte) {
+  const std::vector<std::vector<int64_t>> shapes = {{}, {0}, {1}, {7}, {2, 3}, {3, 1, 2, 5}};
+  std::vector<TensorSpec> specs;
+  std::vector<std::vector<std::byte>> data;
+  uint64_t seed = std::random_device{}();
+  for (DType t : kAllDTypes)
+    for (const auto& shape : shapes) {
+      specs.push_back({std::string(dtype_name(t)) + ".m" + std::to_string(specs.size()), t, shape});
+      data.push_back(random_bytes(specs.back().nbytes(), seed++));
+    }
+  const std::map<std::string, std::string> metadata = {{"format", "pt"}, {"k", "v"}};
+  const std::string path = (dir_ / "written.safetensors").string();
+  write_tensors(path, specs, data, metadata);
+
+  Expected<MemoryFile> m = MemoryFile::create("image", specs, metadata);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  ASSERT_EQ(m->size(), specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    ASSERT_EQ(m->tensor(i).size(), data[i].size());
+    std::copy(data[i].begin(), data[i].end(), m->tensor(i).begin());
+  }
+  MemoryFile moved = std::move(*m);
+  Expected<File> mem = moved.finish();
+  ASSERT_TRUE(mem.ok()) << mem.error().message;
+  EXPECT_FALSE(moved.finish().ok());  // handed over once
+  EXPECT_TRUE(mem->in_memory());
+  EXPECT_EQ(mem->path(), "image");
+  EXPECT_EQ(mem->metadata(), metadata);
+  Expected<File> disk = File::open(path);
+  ASSERT_TRUE(disk.ok()) << disk.error().message;
+  EXPECT_FALSE(disk->in_memory());
+  ASSERT_EQ(mem->raw().size(), disk->raw().size());
+  EXPECT_EQ(std::memcmp(mem->raw().data(), disk->raw().data(), disk->raw().size()), 0);
+
+  const TensorEntry& e = mem->tensors()[3];
+  ASSERT_GT(e.nbytes(), 0u);
+  mem->release(e);
+  auto b = mem->bytes(e);
+  EXPECT_TRUE(std::equal(b.begin(), b.end(), data[3].begin()));
+  Checkpoint c = Checkpoint::of_file(std::move(*mem));
+  ASSERT_EQ(c.tensors().size(), specs.size());
+  ASSERT_NE(c.find(specs[4].name), nullptr);
+  EXPECT_EQ(c.find(specs[4].name)->entry->shape, specs[4].shape);
+}
+
+TEST_F(SafetensorsTest, MemoryFileRejectsBadSpecsByName) {
+  Expected<MemoryFile> twice = MemoryFile::create("img", {{"a", DType::F32, {2}}, {"a", DType::F32, {2}}});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_MENTIONS(twice.error().message, "img: tensor 'a': declared twice");
+  Expected<MemoryFile> neg = MemoryFile::create("img", {{"b", DType::F32, {-1}}});
+  ASSERT_FALSE(neg.ok());
+  EXPECT_MENTIONS(neg.error().message, "tensor 'b'");
+}
+
 TEST_F(SafetensorsTest, ScalarAndEmptyTensorsHaveExpectedSizes) {
   EXPECT_EQ((TensorSpec{"s", DType::I64, {}}.nbytes()), 8u);
   EXPECT_EQ((TensorSpec{"e", DType::F32, {3, 0}}.nbytes()), 0u);
