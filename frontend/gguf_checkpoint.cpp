@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "formats/convert.h"
 #include "formats/safetensors.h"
 #include "frontend/gguf_tokenizer.h"
 
@@ -23,17 +24,22 @@ using nlohmann::json;
 // general.architecture -> the Hugging Face class. `permuted_qk`: llama.cpp's convert_hf_to_gguf.py
 // (LlamaModel.permute) reorders the rows of q_proj and k_proj within each head, for its RoPE kernels;
 // undone here. A new architecture is a row here (and its tensors in kLayerNames if it has others).
+// `gemma`: llama.cpp's Gemma3Model stores every RMSNorm weight as 1 + w (Gemma3RMSNorm multiplies by 1 + w;
+// llama.cpp's kernel by the weight), names the norms of the pre/post layout its own way, and derives the
+// attention shape from its hyperparameters (see gguf_config_json).
 struct GgufArchitecture {
   std::string_view gguf;
   std::string_view hf;
   std::string_view model_type;
   bool permuted_qk;
   bool qkv_bias;  // q/k/v biases (the HF config says so; Qwen2 always has them)
+  bool gemma = false;
 };
 constexpr GgufArchitecture kArchitectures[] = {
     {"llama", "LlamaForCausalLM", "llama", true, false},
     {"qwen2", "Qwen2ForCausalLM", "qwen2", false, true},
     {"qwen3", "Qwen3ForCausalLM", "qwen3", false, false},
+    {"gemma3", "Gemma3ForCausalLM", "gemma3_text", false, false, true},
 };
 
 // GGUF tensor names -> Hugging Face's (llama.cpp's gguf-py/gguf/tensor_mapping.py, the other way).
@@ -59,6 +65,19 @@ constexpr std::pair<std::string_view, std::string_view> kLayerNames[] = {
     {"ffn_down.weight", "mlp.down_proj.weight"},
 };
 
+// Gemma 3's four norms per layer (llama.cpp's names for them differ from the Llama layout's: its ffn_norm
+// is Gemma's pre_feedforward_layernorm, not post_attention_layernorm).
+constexpr std::pair<std::string_view, std::string_view> kGemmaLayerNames[] = {
+    {"ffn_norm.weight", "pre_feedforward_layernorm.weight"},
+    {"post_attention_norm.weight", "post_attention_layernorm.weight"},
+    {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"},
+};
+
+// A Gemma RMSNorm weight (input, post-attention, pre/post-feedforward, final, q/k norms), stored as 1 + w.
+bool gemma_norm(const GgufArchitecture& arch, std::string_view hf) {
+  return arch.gemma && hf.ends_with("norm.weight");
+}
+
 std::string supported_architectures_list() {
   std::string s;
   for (const auto& a : kArchitectures) s += (s.empty() ? "" : ", ") + std::string(a.gguf);
@@ -66,7 +85,7 @@ std::string supported_architectures_list() {
 }
 
 // The Hugging Face name of a GGUF tensor; nullopt for a name no table has.
-std::optional<std::string> hf_name(std::string_view name) {
+std::optional<std::string> hf_name(std::string_view name, const GgufArchitecture& arch) {
   for (const auto& [g, h] : kGlobalNames)
     if (name == g) return std::string(h);
   if (!name.starts_with("blk.")) return std::nullopt;
@@ -76,6 +95,9 @@ std::optional<std::string> hf_name(std::string_view name) {
   const std::string_view index = rest.substr(0, dot);
   if (!std::all_of(index.begin(), index.end(), [](char c) { return c >= '0' && c <= '9'; })) return std::nullopt;
   if (index.size() > 1 && index[0] == '0') return std::nullopt;
+  if (arch.gemma)
+    for (const auto& [g, h] : kGemmaLayerNames)
+      if (rest.substr(dot + 1) == g) return "model.layers." + std::string(index) + "." + std::string(h);
   for (const auto& [g, h] : kLayerNames)
     if (rest.substr(dot + 1) == g) return "model.layers." + std::string(index) + "." + std::string(h);
   return std::nullopt;
@@ -135,6 +157,46 @@ Expected<std::optional<std::string>> find_gguf(const std::string& model) {
                       "); give --model the one to read");
   }
   return std::optional<std::string>(found[0]);
+}
+
+// What llama.cpp's Gemma 3 (llama-model.cpp, LLM_ARCH_GEMMA3) takes from its hyperparameters rather than the
+// metadata, written as Gemma3TextConfig's keys (the transformers 4 form the config reader reads):
+// - GELU (tanh) gating; RMSNorm eps from the metadata;
+// - with `attention.sliding_window`, every sixth layer full attention and the others sliding over that
+//   window with RoPE base 10000 (the sliding layers are never scaled); without it, every layer full;
+// - RoPE base and linear scaling of the full layers from `rope.freq_base` / `rope.scaling.*`;
+// - query scale 1/sqrt(head_dim), except for the 62-layer (27B) model: 1/sqrt(hidden / heads);
+// - `final_logit_softcapping` when the metadata has it.
+Status gemma_config(const gguf::File& f, json& c) {
+  const std::string p = "gemma3.";
+  c["hidden_act"] = "gelu_pytorch_tanh";
+  const int64_t layers = c["num_hidden_layers"].get<int64_t>();
+  const int64_t heads = c["num_attention_heads"].get<int64_t>();
+  const int64_t hidden = c["hidden_size"].get<int64_t>();
+  const int64_t head_dim = c.contains("head_dim") ? c["head_dim"].get<int64_t>() : 256;  // Gemma3TextConfig's
+  c["head_dim"] = head_dim;
+  c["query_pre_attn_scalar"] = layers == 62 ? hidden / std::max<int64_t>(heads, 1) : head_dim;
+  FP4C_ASSIGN(auto window, f.get_integer(p + "attention.sliding_window"));
+  if (f.find_key(p + "attention.sliding_window_pattern")) {
+    FP4C_ASSIGN(auto pattern, f.get_integer(p + "attention.sliding_window_pattern"));
+    if (!pattern || *pattern != 6)
+      return make_error(f.path() + ": metadata key '" + p + "attention.sliding_window_pattern': fp4c reads Gemma 3 "
+                        "GGUFs with llama.cpp's pattern (every sixth layer full), given as the integer 6 or not at all");
+  }
+  if (window && *window > 0) {
+    c["sliding_window"] = *window;
+    c["sliding_window_pattern"] = 6;
+    c["rope_local_base_freq"] = 10000.0;
+  } else {
+    c["layer_types"] = json::array();
+    for (int64_t i = 0; i < layers; ++i) c["layer_types"].push_back("full_attention");
+  }
+  if (!c.contains("rope_theta")) c["rope_theta"] = 1000000.0;  // what llama.cpp's converter writes by default
+  FP4C_ASSIGN(auto softcap, f.get_number(p + "final_logit_softcapping"));
+  if (softcap && *softcap != 0) c["final_logit_softcapping"] = *softcap;
+  FP4C_ASSIGN(auto attn_softcap, f.get_number(p + "attn_logit_softcapping"));
+  if (attn_softcap && *attn_softcap != 0) c["attn_logit_softcapping"] = *attn_softcap;
+  return {};
 }
 
 Expected<std::string> gguf_config_json(const gguf::File& f) {
@@ -210,6 +272,7 @@ Expected<std::string> gguf_config_json(const gguf::File& f) {
   c["tie_word_embeddings"] = f.find("output.weight") == nullptr;
   if (arch->qkv_bias) c["attention_bias"] = true;
   c["hidden_act"] = "silu";
+  if (arch->gemma) FP4C_TRY(gemma_config(f, c));
   FP4C_ASSIGN(auto bos, f.get_integer("tokenizer.ggml.bos_token_id"));
   if (bos) c["bos_token_id"] = *bos;
   FP4C_ASSIGN(auto eos, f.get_integer("tokenizer.ggml.eos_token_id"));
@@ -263,12 +326,13 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
   for (const gguf::TensorInfo& t : f.tensors()) {
     const std::string where = path + ": tensor '" + t.name + "' (data at byte " +
                               std::to_string(f.data_offset() + t.offset) + ")";
-    std::optional<std::string> name = hf_name(t.name);
+    std::optional<std::string> name = hf_name(t.name, *arch);
     if (!name)
       return make_error(where + ": no Hugging Face name for it in fp4c's table for GGUF architecture '" +
                         image.gguf_architecture + "'");
     DType dtype = DType::F32;
-    if (t.type == gguf::TensorType::F16) dtype = DType::F16;
+    if (gemma_norm(*arch, *name)) dtype = DType::F32;  // w = stored - 1, in float32
+    else if (t.type == gguf::TensorType::F16) dtype = DType::F16;
     else if (t.type == gguf::TensorType::BF16) dtype = DType::BF16;
     else if (gguf::is_block_quantized(t.type)) dequantized.insert(std::string(gguf::type_traits(t.type)->name));
     else if (t.type != gguf::TensorType::F32)
@@ -335,7 +399,8 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
     const bool k = name.ends_with("self_attn.k_proj.weight") || name.ends_with("self_attn.k_proj.bias");
     const bool permute = arch->permuted_qk && (q || k);
     const bool block = gguf::is_block_quantized(t.type);
-    if (!block && !permute) {  // as it is
+    const bool shift = gemma_norm(*arch, name);
+    if (!block && !permute && !shift) {  // as it is
       if (mem) {
         const auto src = f.bytes(t);
         std::memcpy(mem->tensor(i).data(), src.data(), src.size());
@@ -353,6 +418,22 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
       out = out_buffer;
     }
     std::span<const std::byte> bytes = f.bytes(t);
+    if (shift) {  // Gemma's norms: the checkpoint's w from llama.cpp's 1 + w
+      std::vector<float> values(size_t(t.numel));
+      if (block) {
+        FP4C_TRY(gguf::dequantize(t.type, bytes, values));
+      } else {
+        convert_to_f32(bytes.data(), t.type == gguf::TensorType::F16    ? DType::F16
+                                     : t.type == gguf::TensorType::BF16 ? DType::BF16
+                                                                        : DType::F32,
+                       t.numel, values.data());
+      }
+      for (float& v : values) v -= 1.0f;
+      std::memcpy(out.data(), values.data(), out.size());
+      if (w) FP4C_TRY(w->write(out));
+      f.release(t);
+      continue;
+    }
     if (block) {
       std::span<std::byte> target = out;
       if (permute) {

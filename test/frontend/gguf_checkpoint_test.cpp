@@ -96,6 +96,30 @@ TEST(GgufCheckpoint, TinyQwen3IsItsCheckpointWithQkNormsAndKeyLength) {
   expect_same_tensors((kData / "tiny-qwen3" / "model.gguf").string(), (kData / "tiny-qwen3" / "hf").string());
 }
 
+// Gemma 3: llama.cpp's 1 + w norms give back the checkpoint's w, its norm names map to the pre/post layout, and
+// the attention shape it derives (every sixth layer full, the others sliding with RoPE base 10000, GELU, the
+// query scale) is written as Gemma3TextConfig's keys.
+TEST(GgufCheckpoint, TinyGemma3IsItsCheckpointNormsShiftedBack) {
+  expect_same_tensors((kData / "tiny-gemma3" / "model.gguf").string(), (kData / "tiny-gemma3" / "hf").string());
+  auto g = open_checkpoint((kData / "tiny-gemma3" / "model.gguf").string());
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  const ir::ModelConfig& c = g->model.config;
+  EXPECT_EQ(c.architecture, "Gemma3ForCausalLM");
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(g->dequantized_types, (std::vector<std::string>{"Q8_0"}));
+  auto h = open_checkpoint((kData / "tiny-gemma3" / "hf").string());
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  EXPECT_EQ(c.hidden_act, h->model.config.hidden_act);
+  EXPECT_EQ(c.sliding_layers, h->model.config.sliding_layers);
+  EXPECT_EQ(c.sliding_layers, (std::vector<bool>{true, true, true, true, true, false}));
+  EXPECT_EQ(c.sliding_window, h->model.config.sliding_window);
+  EXPECT_EQ(c.sliding_rope_theta, h->model.config.sliding_rope_theta);
+  EXPECT_EQ(c.query_pre_attn_scalar, h->model.config.query_pre_attn_scalar);
+  EXPECT_EQ(c.rope_scaling.type, "linear");
+  EXPECT_EQ(c.rope_scaling.factor, 2.0);
+}
+
 TEST(GgufCheckpoint, TheImageIsRemovedWithTheLastOwner) {
   std::string dir;
   {
@@ -114,7 +138,7 @@ TEST(GgufCheckpoint, TheImageIsRemovedWithTheLastOwner) {
 // The image in memory is, byte for byte, the model.safetensors the disk image writes (header included), for
 // every architecture's tiny GGUF (block formats dequantized, Q/K rows unpermuted, tensors as they are).
 TEST(GgufCheckpoint, TheImageInMemoryIsTheDiskImageByteForByte) {
-  for (const char* name : {"tiny-llama", "tiny-qwen2", "tiny-qwen3"}) {
+  for (const char* name : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3"}) {
     SCOPED_TRACE(name);
     const std::string gguf = (kData / name / "model.gguf").string();
     auto mem = write_gguf_image(gguf, ImageStorage::Memory);
@@ -172,7 +196,7 @@ double reference_perplexity(const std::string& model) {
 }
 
 TEST(GgufCheckpoint, EvaluatesAsItsCheckpoint) {
-  for (const char* m : {"tiny-llama", "tiny-qwen2", "tiny-qwen3"}) {
+  for (const char* m : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3"}) {
     SCOPED_TRACE(m);
     const double from_gguf = reference_perplexity((kData / m / "model.gguf").string());
     const double from_hf = reference_perplexity((kData / m / "hf").string());
@@ -286,8 +310,8 @@ TEST_F(GgufSource, BadSourcesAreRefusedByName) {
     }
     return c.error().message;
   };
-  std::string p = write("gemma.gguf", tiny_llama_metadata("gemma3").bytes());
-  EXPECT_HAS(error(p), p + ": metadata key 'general.architecture' is 'gemma3'; fp4c reads GGUF architectures llama, qwen2");
+  std::string p = write("falcon.gguf", tiny_llama_metadata("falcon").bytes());
+  EXPECT_HAS(error(p), p + ": metadata key 'general.architecture' is 'falcon'; fp4c reads GGUF architectures llama, qwen2, qwen3, gemma3");
   Gguf no_eps;
   no_eps.s("general.architecture", "llama").u("llama.embedding_length", 32).u("llama.feed_forward_length", 32);
   no_eps.u("llama.block_count", 1).u("llama.attention.head_count", 2).u("llama.context_length", 64);

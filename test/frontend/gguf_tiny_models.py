@@ -10,6 +10,9 @@ checkpoint it came from, and an evaluation set:
   testdata/gguf/tiny-qwen2/      model.gguf (qwen2: q/k/v biases, untied lm_head, F16, not permuted) and
                                  hf/ (the same tensors in F16 safetensors)
   testdata/gguf/tiny-qwen3/      model.gguf (qwen3: q/k norms, head_dim 32 as attention.key_length, tied) and hf/
+  testdata/gguf/tiny-gemma3/     model.gguf (gemma3: every norm stored as 1 + w as llama.cpp's converter does, the
+                                 pre/post norm names, a sliding window of 8 with every sixth layer full, linear
+                                 RoPE scaling of the full layers, one Q8_0 tensor) and hf/ (Gemma3TextConfig keys)
   testdata/gguf/tiny_eval.jsonl  input_ids records
 
 The test: each GGUF gives the same evaluation figures as its hf/ checkpoint. Rerun only to refresh:
@@ -215,6 +218,64 @@ def tiny_qwen3(rng):
     save_file(st, os.path.join(d, "hf", "model.safetensors"), metadata={"format": "pt"})
 
 
+def tiny_gemma3(rng):
+    """gemma3: six layers (the sixth full attention, the others sliding over 8 tokens with RoPE base 10000), GELU
+    gating, q/k norms, four norms per layer, every norm weight stored as 1 + w (float32, as the reader's w + 1
+    gives it back), tied embeddings, F16 and one Q8_0 tensor."""
+    hidden, inter, layers, heads, kv, vocab, head_dim, window = 32, 64, 6, 2, 1, 96, 16, 8
+    d = os.path.join(OUT, "tiny-gemma3")
+    os.makedirs(os.path.join(d, "hf"), exist_ok=True)
+    config = {
+        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": hidden,
+        "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "head_dim": head_dim, "vocab_size": vocab, "max_position_embeddings": 128,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+        "rope_scaling": {"rope_type": "linear", "factor": 2.0}, "sliding_window": window,
+        "sliding_window_pattern": 6, "query_pre_attn_scalar": head_dim, "hidden_activation": "gelu_pytorch_tanh",
+        "tie_word_embeddings": True, "torch_dtype": "float16", "bos_token_id": 1, "eos_token_id": 2,
+    }
+    f16 = lambda *s, scale=0.2: rand(rng, *s, scale=scale).astype(np.float16)
+    st, gt = {}, []
+    def add(g, hf, x):
+        gt.append((g, x, T.F16 if x.dtype == np.float16 else T.F32))
+        st[hf] = x
+    def norm(g, hf, n):
+        stored = (np.float32(1) + rand(rng, n, scale=0.5)).astype(np.float32)
+        gt.append((g, stored, T.F32))
+        st[hf] = stored - np.float32(1)   # what the checkpoint held, as the reader recovers it
+    add("token_embd.weight", "model.embed_tokens.weight", f16(vocab, hidden, scale=0.5))
+    for i in range(layers):
+        p, q = f"blk.{i}.", f"model.layers.{i}."
+        norm(p + "attn_norm.weight", q + "input_layernorm.weight", hidden)
+        for g, h, rows in [("attn_q", "self_attn.q_proj", heads * head_dim), ("attn_k", "self_attn.k_proj", kv * head_dim),
+                           ("attn_v", "self_attn.v_proj", kv * head_dim)]:
+            add(p + g + ".weight", q + h + ".weight", f16(rows, hidden))
+        norm(p + "attn_q_norm.weight", q + "self_attn.q_norm.weight", head_dim)
+        norm(p + "attn_k_norm.weight", q + "self_attn.k_norm.weight", head_dim)
+        add(p + "attn_output.weight", q + "self_attn.o_proj.weight", f16(hidden, heads * head_dim))
+        norm(p + "post_attention_norm.weight", q + "post_attention_layernorm.weight", hidden)
+        norm(p + "ffn_norm.weight", q + "pre_feedforward_layernorm.weight", hidden)
+        add(p + "ffn_gate.weight", q + "mlp.gate_proj.weight", f16(inter, hidden))
+        if i == 0:
+            payload, deq = encode(rand(rng, inter, hidden), T.Q8_0)
+            gt.append((p + "ffn_up.weight", payload, T.Q8_0))
+            st[q + "mlp.up_proj.weight"] = np.ascontiguousarray(deq)
+        else:
+            add(p + "ffn_up.weight", q + "mlp.up_proj.weight", f16(inter, hidden))
+        add(p + "ffn_down.weight", q + "mlp.down_proj.weight", f16(hidden, inter))
+        norm(p + "post_ffw_norm.weight", q + "post_feedforward_layernorm.weight", hidden)
+    norm("output_norm.weight", "model.norm.weight", hidden)
+    meta = [("add_context_length", (128,)), ("add_embedding_length", (hidden,)), ("add_block_count", (layers,)),
+            ("add_feed_forward_length", (inter,)), ("add_head_count", (heads,)), ("add_head_count_kv", (kv,)),
+            ("add_key_length", (head_dim,)), ("add_value_length", (head_dim,)),
+            ("add_layer_norm_rms_eps", (1e-6,)), ("add_rope_freq_base", (1000000.0,)),
+            ("add_rope_scaling_type", (gguf.RopeScalingType.LINEAR,)), ("add_rope_scaling_factor", (2.0,)),
+            ("add_sliding_window", (window,)), ("add_bos_token_id", (1,)), ("add_eos_token_id", (2,))]
+    write_gguf(os.path.join(d, "model.gguf"), "gemma3", meta, gt)
+    json.dump(config, open(os.path.join(d, "hf", "config.json"), "w"), indent=2)
+    save_file(st, os.path.join(d, "hf", "model.safetensors"), metadata={"format": "pt"})
+
+
 def main():
     rng = np.random.default_rng(7)
     tiny_llama(rng)
@@ -223,6 +284,7 @@ def main():
         for _ in range(6):
             f.write(json.dumps({"input_ids": [1] + [int(x) for x in rng.integers(3, 96, size=40)]}) + "\n")
     tiny_qwen3(np.random.default_rng(11))   # its own generator: the models above keep their bytes
+    tiny_gemma3(np.random.default_rng(13))
     for root, _, files in os.walk(OUT):
         for n in files:
             print(os.path.join(root, n), os.path.getsize(os.path.join(root, n)))
