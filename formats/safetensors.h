@@ -5,6 +5,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -62,14 +63,22 @@ class File {
   void release(std::span<const std::byte> part) const;
   // Built by MemoryFile: anonymous memory, not a file on disk (path() is only a label).
   bool in_memory() const { return in_memory_; }
+  // A lazy image (MemoryFile::finish_lazy): each tensor is made when bytes() first asks for it; raw() holds
+  // zeros where no tensor has been made yet.
+  bool lazy() const { return lazy_ != nullptr; }
+  // Writes tensor t's bytes into `out` (t.nbytes() of them): for a lazy image made straight there, without
+  // making it in the image (a streaming reader's way: no fresh pages); otherwise copied from the mapping.
+  void produce(const TensorEntry& t, std::span<std::byte> out) const;
 
  private:
   friend class MemoryFile;
   File() = default;
   // Validates a complete image (header and data) in `map` as open() validates a file; takes the mapping.
   static Expected<File> adopt(std::string path, const std::byte* map, uint64_t size, bool in_memory);
+  struct Lazy;
   std::string path_;
   bool in_memory_ = false;
+  std::shared_ptr<Lazy> lazy_;
   uint64_t file_size_ = 0;
   uint64_t data_offset_ = 0;
   const std::byte* map_ = nullptr;
@@ -132,6 +141,10 @@ class MemoryFile {
   // The writable bytes of the i-th spec (numel x dtype size).
   std::span<std::byte> tensor(size_t i);
   Expected<File> finish();
+  // Makes each tensor only when it is first read: `producer(i, out)` writes the i-th spec's bytes into `out`.
+  // It must not fail (check what it reads before) and may run on several threads at once (for different i).
+  using Producer = std::function<void(size_t index, std::span<std::byte> out)>;
+  Expected<File> finish_lazy(Producer producer);
 
  private:
   MemoryFile() = default;

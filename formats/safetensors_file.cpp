@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -274,6 +275,7 @@ Expected<File> File::adopt(std::string path, const std::byte* map, uint64_t size
 File::File(File&& other) noexcept
     : path_(std::move(other.path_)),
       in_memory_(other.in_memory_),
+      lazy_(std::move(other.lazy_)),
       file_size_(other.file_size_),
       data_offset_(other.data_offset_),
       map_(std::exchange(other.map_, nullptr)),
@@ -289,6 +291,7 @@ File& File::operator=(File&& other) noexcept {
     if (map_) ::munmap(const_cast<std::byte*>(map_), file_size_);
     path_ = std::move(other.path_);
     in_memory_ = other.in_memory_;
+    lazy_ = std::move(other.lazy_);
     file_size_ = std::exchange(other.file_size_, 0);
     data_offset_ = std::exchange(other.data_offset_, 0);
     map_ = std::exchange(other.map_, nullptr);
@@ -308,8 +311,28 @@ const TensorEntry* File::find(std::string_view name) const {
   return it == by_name_.end() ? nullptr : &tensors_[it->second];
 }
 
+struct File::Lazy {
+  MemoryFile::Producer producer;
+  std::unique_ptr<std::once_flag[]> made;
+};
+
 std::span<const std::byte> File::bytes(const TensorEntry& t) const {
+  if (lazy_) {
+    const size_t i = size_t(&t - tensors_.data());
+    std::call_once(lazy_->made[i], [&] {
+      lazy_->producer(i, {const_cast<std::byte*>(map_) + data_offset_ + t.begin, t.nbytes()});
+    });
+  }
   return {map_ + data_offset_ + t.begin, t.nbytes()};
+}
+
+void File::produce(const TensorEntry& t, std::span<std::byte> out) const {
+  if (lazy_) {
+    lazy_->producer(size_t(&t - tensors_.data()), out);
+    return;
+  }
+  const auto b = bytes(t);
+  std::memcpy(out.data(), b.data(), b.size());
 }
 
 std::span<const std::byte> File::raw() const { return {map_, file_size_}; }
@@ -376,6 +399,17 @@ MemoryFile::~MemoryFile() {
 std::span<std::byte> MemoryFile::tensor(size_t i) {
   const auto [begin, end] = entries_.at(i);
   return {map_ + data_offset_ + begin, size_t(end - begin)};
+}
+
+Expected<File> MemoryFile::finish_lazy(Producer producer) {
+  if (!map_) return make_error(label_ + ": the image was already handed over");
+  const uint64_t size = std::exchange(size_, 0);
+  FP4C_ASSIGN(File f, File::adopt(label_, std::exchange(map_, nullptr), size, /*in_memory=*/true));
+  // Specs were laid out in order, so the File's tensors (in offset order) are the specs' order.
+  f.lazy_ = std::make_shared<File::Lazy>();
+  f.lazy_->producer = std::move(producer);
+  f.lazy_->made = std::make_unique<std::once_flag[]>(f.tensors_.size());
+  return f;
 }
 
 Expected<File> MemoryFile::finish() {

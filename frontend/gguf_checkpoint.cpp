@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -376,93 +377,93 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
   for (const auto& s : specs) image_bytes += s.nbytes();
   const bool in_memory = storage == ImageStorage::Memory ||
                          (storage == ImageStorage::Auto && image_bytes <= memory_image_limit());
-  // In memory every tensor is produced in place; on disk through one buffer reused from tensor to tensor
-  // (no fresh pages to fault in for each).
-  // The image in memory carries the path the file on disk would have (the artifact names its shards after
-  // the source's files), though nothing is written there.
-  std::optional<safetensors::MemoryFile> mem;
-  std::optional<safetensors::Writer> w;
-  if (in_memory) {
-    FP4C_ASSIGN(auto m, safetensors::MemoryFile::create((dir / "model.safetensors").string(), specs, metadata));
-    mem.emplace(std::move(m));
-  } else {
-    FP4C_ASSIGN(auto wr, safetensors::Writer::create((dir / "model.safetensors").string(), specs, metadata));
-    w.emplace(std::move(wr));
-  }
+
+  // How each tensor of the image is made from the GGUF's: as it is, dequantized, its Q/K rows unpermuted,
+  // Gemma's norms shifted back. Checked here, so that making one cannot fail later.
+  struct Recipe {
+    gguf::TensorType type;
+    bool block = false, shift = false;
+    int64_t permute_heads = 0;  // > 0: undo llama.cpp's Q/K permutation over that many heads
+  };
   const int64_t heads = config["num_attention_heads"].get<int64_t>();
   const int64_t kv_heads = config.contains("num_key_value_heads") ? config["num_key_value_heads"].get<int64_t>() : heads;
-  std::vector<std::byte> out_buffer, dequantized_bytes;
+  auto recipes = std::make_shared<std::vector<Recipe>>();
   for (size_t i = 0; i < f.tensors().size(); ++i) {
     const gguf::TensorInfo& t = f.tensors()[i];
     const std::string& name = specs[i].name;
+    Recipe r{t.type, gguf::is_block_quantized(t.type), gemma_norm(*arch, name), 0};
     const bool q = name.ends_with("self_attn.q_proj.weight") || name.ends_with("self_attn.q_proj.bias");
     const bool k = name.ends_with("self_attn.k_proj.weight") || name.ends_with("self_attn.k_proj.bias");
-    const bool permute = arch->permuted_qk && (q || k);
-    const bool block = gguf::is_block_quantized(t.type);
-    const bool shift = gemma_norm(*arch, name);
-    if (!block && !permute && !shift) {  // as it is
-      if (mem) {
-        const auto src = f.bytes(t);
-        std::memcpy(mem->tensor(i).data(), src.data(), src.size());
-      } else {
-        FP4C_TRY(w->write(f.bytes(t)));
-      }
-      f.release(t);
-      continue;
-    }
-    std::span<std::byte> out;
-    if (mem) {
-      out = mem->tensor(i);
-    } else {
-      out_buffer.resize(specs[i].nbytes());
-      out = out_buffer;
-    }
-    std::span<const std::byte> bytes = f.bytes(t);
-    if (shift) {  // Gemma's norms: the checkpoint's w from llama.cpp's 1 + w
-      std::vector<float> values(size_t(t.numel));
-      if (block) {
-        FP4C_TRY(gguf::dequantize(t.type, bytes, values));
-      } else {
-        convert_to_f32(bytes.data(), t.type == gguf::TensorType::F16    ? DType::F16
-                                     : t.type == gguf::TensorType::BF16 ? DType::BF16
-                                                                        : DType::F32,
-                       t.numel, values.data());
-      }
-      for (float& v : values) v -= 1.0f;
-      std::memcpy(out.data(), values.data(), out.size());
-      if (w) FP4C_TRY(w->write(out));
-      f.release(t);
-      continue;
-    }
-    if (block) {
-      std::span<std::byte> target = out;
-      if (permute) {
-        dequantized_bytes.resize(out.size());
-        target = dequantized_bytes;
-      }
-      const Status st = gguf::dequantize(
-          t.type, f.bytes(t), std::span<float>(reinterpret_cast<float*>(target.data()), size_t(t.numel)));
-      if (!st.ok())
-        return make_error(path + ": tensor '" + t.name + "' (data at byte " +
-                          std::to_string(f.data_offset() + t.offset) + "): " + st.error().message);
-      bytes = target;
-    }
-    if (permute) {
+    if (arch->permuted_qk && (q || k)) {
       const int64_t rows = t.shape()[0];
       const int64_t h = q ? heads : kv_heads;
       if (h <= 0 || rows % h != 0 || (rows / h) % 2 != 0)
         return make_error(path + ": tensor '" + t.name + "': " + std::to_string(rows) + " rows do not split into " +
                           std::to_string(h) + " heads of an even size (undoing llama.cpp's Q/K permutation)");
-      unpermute_rows(bytes, rows, h, out);
+      r.permute_heads = h;
     }
-    if (w) FP4C_TRY(w->write(out));
-    f.release(t);
+    if (r.block || r.shift) {  // the dequantizer's own checks of type and size, on an empty output
+      const auto traits = gguf::type_traits(t.type);
+      if (!traits || t.numel % traits->block_size != 0 ||
+          t.nbytes != uint64_t(t.numel / traits->block_size) * traits->type_size)
+        return make_error(path + ": tensor '" + t.name + "' (data at byte " +
+                          std::to_string(f.data_offset() + t.offset) + "): " + std::to_string(t.nbytes) +
+                          " bytes do not hold " + std::to_string(t.numel) + " elements of its type");
+    }
+    recipes->push_back(r);
   }
-  if (mem) {
-    FP4C_ASSIGN(safetensors::File file, mem->finish());
+  auto gf = std::make_shared<gguf::File>(std::move(f));
+  // Writes image tensor i into `out` (its image size). Reentrant: tensors may be made from several threads.
+  auto produce = [gf, recipes](size_t i, std::span<std::byte> out) {
+    const gguf::TensorInfo& t = gf->tensors()[i];
+    const Recipe& r = (*recipes)[i];
+    const std::span<const std::byte> src = gf->bytes(t);
+    if (!r.block && !r.shift && r.permute_heads == 0) {
+      std::memcpy(out.data(), src.data(), out.size());
+      return;
+    }
+    std::vector<std::byte> staged;
+    std::span<std::byte> target = out;
+    if (r.permute_heads > 0) {
+      staged.resize(out.size());
+      target = staged;
+    }
+    if (r.block || r.shift) {
+      const std::span<float> values(reinterpret_cast<float*>(target.data()), size_t(t.numel));
+      if (!gguf::dequantize(r.type, src, values).ok()) {  // checked above; NaN would be refused by name
+        std::fill(values.begin(), values.end(), std::numeric_limits<float>::quiet_NaN());
+      }
+      if (r.shift)  // Gemma's norms: the checkpoint's w from llama.cpp's 1 + w
+        for (float& v : values) v -= 1.0f;
+    } else {
+      std::memcpy(target.data(), src.data(), target.size());
+    }
+    if (r.permute_heads > 0) unpermute_rows(staged, t.shape()[0], r.permute_heads, out);
+  };
+
+  if (in_memory) {
+    // The image in memory carries the path the file on disk would have (the artifact names its shards after
+    // the source's files), though nothing is written there; each tensor is made when first read.
+    FP4C_ASSIGN(auto mem, safetensors::MemoryFile::create((dir / "model.safetensors").string(), specs, metadata));
+    FP4C_ASSIGN(safetensors::File file, mem.finish_lazy(produce));
     image.weights.emplace(std::move(file));
   } else {
-    FP4C_TRY(w->finish());
+    // Through one buffer reused from tensor to tensor (no fresh pages to fault in for each).
+    FP4C_ASSIGN(auto w, safetensors::Writer::create((dir / "model.safetensors").string(), specs, metadata));
+    std::vector<std::byte> buffer;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const gguf::TensorInfo& t = gf->tensors()[i];
+      const Recipe& r = (*recipes)[i];
+      if (!r.block && !r.shift && r.permute_heads == 0) {
+        FP4C_TRY(w.write(gf->bytes(t)));  // as it is
+      } else {
+        buffer.resize(specs[i].nbytes());
+        produce(i, buffer);
+        FP4C_TRY(w.write(buffer));
+      }
+      gf->release(t);
+    }
+    FP4C_TRY(w.finish());
   }
   return image;
 }

@@ -83,6 +83,24 @@ class ScratchPool {
   std::vector<Buffer> free_;
 };
 
+// The bytes of a checkpoint tensor: a view into its file or, for a lazy image (a GGUF's), the tensor made
+// into a buffer of `pool` (held in `hold` until the caller gives it back), never in the image: a streaming
+// pass then faults in no fresh pages per tensor.
+std::span<const std::byte> source_of(const safetensors::Checkpoint::Ref& r, ScratchPool& pool,
+                                     ScratchPool::Buffer& hold) {
+  if (!r.file->lazy()) return r.file->bytes(*r.entry);
+  hold = pool.take(r.entry->nbytes());
+  r.file->produce(*r.entry, {hold.data.get(), hold.size});
+  return hold.view();
+}
+
+// Gives a held buffer back to its pool at the end of a scope.
+struct Held {
+  ScratchPool& pool;
+  ScratchPool::Buffer buffer;
+  ~Held() { pool.give(std::move(buffer)); }
+};
+
 // A tensor a pass rewrote (SmoothQuant): its source values with the rewrite applied, stored in its
 // own dtype as a framework would hold the rewritten model.
 ScratchPool::Buffer rewritten_bytes(const ir::Model& model, ir::TensorId id, std::span<const std::byte> bytes,
@@ -130,6 +148,8 @@ class InputHashes {
       const safetensors::File& f = c_.files()[i];
       if (s.started && !s.broken && s.next == f.file_size()) {
         out.push_back(s.hasher.digest());
+      } else if (f.lazy()) {  // an image fp4c makes as it is read (a GGUF's): its source file is hashed
+        out.push_back({});
       } else if (f.in_memory()) {  // an image fp4c made (no file to read again)
         hash::Hasher h;
         h.update(f.raw());
@@ -198,6 +218,15 @@ class ReadAhead {
   void run() {
     uint64_t pos = 0;
     for (size_t i = 0; i < refs_.size(); ++i) {
+      if (refs_[i].file->lazy()) {  // made by the quantizer's own thread, nothing to read ahead
+        pos += refs_[i].entry->nbytes();
+        {
+          std::lock_guard lock(mu_);
+          done_ = pos;
+        }
+        cv_.notify_all();
+        continue;
+      }
       const auto bytes = refs_[i].file->bytes(*refs_[i].entry);
       for (uint64_t off = 0; off < bytes.size(); off += chunk_) {
         const auto piece = bytes.subspan(off, std::min<uint64_t>(chunk_, bytes.size() - off));
@@ -236,7 +265,8 @@ class ReadAhead {
 Status pack_mxfp4(ir::Model& model, ir::TensorId id, const safetensors::Checkpoint::Ref& ref, ReadAhead& ahead,
                   ScratchPool& scratch, ir::ArtifactSink& sink) {
   const ir::TensorInfo& t = model.tensors[id];
-  const auto source_bytes = ref.file->bytes(*ref.entry);
+  Held made{scratch, {}};
+  const auto source_bytes = source_of(ref, scratch, made.buffer);
   ahead.wait_until(ahead.position(id, source_bytes.size()));
   auto bytes = source_bytes;
   ScratchPool::Buffer rewritten;
@@ -305,7 +335,8 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
     for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
       const ir::TensorInfo& t = model.tensors[id];
       const auto& ref = refs[id];
-      const auto source_bytes = ref.file->bytes(*ref.entry);
+      Held made{scratch, {}};
+      const auto source_bytes = source_of(ref, scratch, made.buffer);
       auto bytes = source_bytes;
       result.bytes_read += bytes.size();
 
@@ -375,16 +406,17 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
           for (ir::TensorId m : g->members) {
             const auto& mref = refs[m];
             float a = own_amax;
+            Held member{scratch, {}};
             if (m != id && streamed(m)) {
-              const auto mb = mref.file->bytes(*mref.entry);
+              const auto mb = source_of(mref, scratch, member.buffer);
               a = runtime::transformed_amax_bf16(model, m, as_bf16(mb), int64_t(mb.size() / 2));
             } else if (m != id && model.transformed(m)) {
               // Kept until that member's turn, so it is rewritten once.
               auto& kept = rewritten_members[m];
-              kept = rewritten_bytes(model, m, mref.file->bytes(*mref.entry), model.tensors[m].dtype, scratch);
+              kept = rewritten_bytes(model, m, source_of(mref, scratch, member.buffer), model.tensors[m].dtype, scratch);
               a = amax_of(kept.view(), model.tensors[m].dtype);
             } else if (m != id) {
-              a = amax_of(mref.file->bytes(*mref.entry), model.tensors[m].dtype);
+              a = amax_of(source_of(mref, scratch, member.buffer), model.tensors[m].dtype);
             }
             if (!std::isfinite(a)) return nonfinite_error(mref);
             amax = std::max(amax, a);

@@ -5,6 +5,9 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <atomic>
+#include <thread>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -179,6 +182,48 @@ TEST_F(SafetensorsTest, MemoryFileIsTheWrittenFileByteForByte) {
   ASSERT_EQ(c.tensors().size(), specs.size());
   ASSERT_NE(c.find(specs[4].name), nullptr);
   EXPECT_EQ(c.find(specs[4].name)->entry->shape, specs[4].shape);
+}
+
+// A lazy image makes each tensor once, when bytes() first asks for it (from any number of threads at once),
+// and produce() makes it into the caller's buffer without making it in the image.
+TEST_F(SafetensorsTest, LazyMemoryFileMakesEachTensorOnceWhenRead) {
+  std::vector<TensorSpec> specs;
+  std::vector<std::vector<std::byte>> data;
+  uint64_t seed = std::random_device{}();
+  for (int i = 0; i < 6; ++i) {
+    specs.push_back({"t" + std::to_string(i), DType::F32, {3 + i, 5}});
+    data.push_back(random_bytes(specs.back().nbytes(), seed++));
+  }
+  Expected<MemoryFile> m = MemoryFile::create("lazy", specs);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  std::vector<std::atomic<int>> calls(specs.size());
+  Expected<File> f = m->finish_lazy([&](size_t i, std::span<std::byte> out) {
+    ++calls[i];
+    ASSERT_EQ(out.size(), data[i].size());
+    std::copy(data[i].begin(), data[i].end(), out.begin());
+  });
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_TRUE(f->lazy());
+  EXPECT_TRUE(f->in_memory());
+  const TensorEntry& e2 = f->tensors()[2];
+  std::vector<std::byte> out(e2.nbytes());
+  f->produce(e2, out);
+  f->produce(e2, out);
+  EXPECT_EQ(out, data[2]);
+  EXPECT_EQ(calls[2].load(), 2);
+  // Not made in the image by produce(): the image still holds zeros there.
+  const auto raw = f->raw().subspan(f->data_offset() + e2.begin, e2.nbytes());
+  EXPECT_TRUE(std::all_of(raw.begin(), raw.end(), [](std::byte b) { return b == std::byte{0}; }));
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 4; ++r)
+    readers.emplace_back([&] {
+      for (const TensorEntry& e : f->tensors()) {
+        const auto b = f->bytes(e);
+        EXPECT_TRUE(std::equal(b.begin(), b.end(), data[size_t(&e - f->tensors().data())].begin()));
+      }
+    });
+  for (auto& t : readers) t.join();
+  for (size_t i = 0; i < specs.size(); ++i) EXPECT_EQ(calls[i].load(), i == 2 ? 3 : 1) << i;
 }
 
 TEST_F(SafetensorsTest, MemoryFileRejectsBadSpecsByName) {

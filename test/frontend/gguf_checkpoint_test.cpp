@@ -135,8 +135,9 @@ TEST(GgufCheckpoint, TheImageIsRemovedWithTheLastOwner) {
   EXPECT_FALSE(fs::exists(dir));
 }
 
-// The image in memory is, byte for byte, the model.safetensors the disk image writes (header included), for
-// every architecture's tiny GGUF (block formats dequantized, Q/K rows unpermuted, tensors as they are).
+// The image in memory (each tensor made when first read) is, byte for byte, the model.safetensors the disk image
+// writes (header included), for every architecture's tiny GGUF (block formats dequantized, Q/K rows unpermuted,
+// Gemma's norms shifted, tensors as they are).
 TEST(GgufCheckpoint, TheImageInMemoryIsTheDiskImageByteForByte) {
   for (const char* name : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3"}) {
     SCOPED_TRACE(name);
@@ -152,6 +153,21 @@ TEST(GgufCheckpoint, TheImageInMemoryIsTheDiskImageByteForByte) {
     ASSERT_TRUE(file.ok()) << file.error().message;
     EXPECT_FALSE(file->in_memory());
     EXPECT_TRUE(mem->weights->in_memory());
+    ASSERT_TRUE(mem->weights->lazy());
+    // Made straight into a caller's buffer (pack's way) or in the image when first read, each tensor is the
+    // disk image's.
+    ASSERT_EQ(mem->weights->tensors().size(), file->tensors().size());
+    for (size_t i = 0; i < file->tensors().size(); ++i) {
+      const auto& e = mem->weights->tensors()[i];
+      SCOPED_TRACE(e.name);
+      std::vector<std::byte> made(e.nbytes());
+      mem->weights->produce(e, made);
+      const auto want = file->bytes(file->tensors()[i]);
+      ASSERT_EQ(made.size(), want.size());
+      EXPECT_EQ(std::memcmp(made.data(), want.data(), want.size()), 0);
+      const auto read = mem->weights->bytes(e);
+      EXPECT_EQ(std::memcmp(read.data(), want.data(), want.size()), 0);
+    }
     const auto a = mem->weights->raw(), b = file->raw();
     ASSERT_EQ(a.size(), b.size());
     EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size()), 0);
