@@ -27,6 +27,10 @@ struct TensorEntry {
   uint64_t nbytes() const { return end - begin; }
 };
 
+// Rows [row_begin, row_begin + rows) of a row-major tensor of rank >= 1, as an entry of its own named `name`
+// (the same file and dtype; its bytes are a contiguous piece of the whole's). The caller checks the range.
+TensorEntry row_slice(const TensorEntry& whole, std::string name, int64_t row_begin, int64_t rows);
+
 // numel x dtype size of a shape; nullopt if a dimension is negative or the product overflows int64.
 std::optional<uint64_t> checked_nbytes(DType dtype, std::span<const int64_t> shape);
 

@@ -227,6 +227,18 @@ int64_t TensorEntry::numel() const {
   return n;
 }
 
+TensorEntry row_slice(const TensorEntry& whole, std::string name, int64_t row_begin, int64_t rows) {
+  TensorEntry e;
+  e.name = std::move(name);
+  e.dtype = whole.dtype;
+  e.shape = whole.shape;
+  e.shape.at(0) = rows;
+  const uint64_t row_bytes = whole.shape[0] > 0 ? whole.nbytes() / uint64_t(whole.shape[0]) : 0;
+  e.begin = whole.begin + uint64_t(row_begin) * row_bytes;
+  e.end = e.begin + uint64_t(rows) * row_bytes;
+  return e;
+}
+
 Expected<File> File::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
