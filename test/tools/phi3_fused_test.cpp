@@ -227,6 +227,35 @@ TEST(Phi3Fused, KeptFusedGroupIsListedUnderTheFusedModule) {
   EXPECT_EQ(std::find(ignore.begin(), ignore.end(), "model.layers.0.self_attn.q_proj"), ignore.end()) << ignore;
 }
 
+// A Phi-3 checkpoint whose config contradicts its fused tensors, or whose partial rotary gives an odd rotary_dim:
+// a named error, a non-zero exit, nothing written.
+TEST(Phi3Fused, BadInputIsRefusedByNameAndWritesNothing) {
+  TwinModels& t = twins();
+  const std::string config = read_file(t.phi3 / "config.json");
+  struct Bad { std::string name, from, to, message; };
+  for (const Bad& b : {Bad{"kv-heads", "\"num_key_value_heads\": 2", "\"num_key_value_heads\": 4",
+                           "tensor 'model.layers.0.self_attn.qkv_proj.weight' has shape [128, 64], expected [192, 64] "
+                           "((num_attention_heads + 2 * num_key_value_heads) * head_dim rows"},
+                       Bad{"intermediate", "\"intermediate_size\": 176", "\"intermediate_size\": 160",
+                           "tensor 'model.layers.0.mlp.down_proj.weight' has shape [64, 176], expected [64, 160]"},
+                       Bad{"odd-rotary", "\"rope_theta\": 10000.0,", "\"rope_theta\": 10000.0, \"partial_rotary_factor\": 0.7,",
+                           "key 'partial_rotary_factor' = 0.7 gives rotary_dim int(16 * 0.7) = 11, which must be even"}}) {
+    SCOPED_TRACE(b.name);
+    TempDir tmp;
+    const fs::path model = tmp.path / "model", out = tmp.path / "out";
+    fs::create_directories(model);
+    fs::copy_file(t.phi3 / "model.safetensors", model / "model.safetensors");
+    std::string c = config;
+    ASSERT_NE(c.find(b.from), std::string::npos) << c;
+    c.replace(c.find(b.from), b.from.size(), b.to);
+    write_text(model / "config.json", c);
+    auto r = fp4c("quantize --quiet --model " + model.string() + " --out " + out.string() + " --scheme w4a16");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find(b.message), std::string::npos) << r.out;
+    EXPECT_FALSE(fs::exists(out));
+  }
+}
+
 // The writer on its own: the pieces of a fused tensor must come member by member, and one global scale.
 TEST(Phi3Fused, WriterRefusesFusedMembersThatDisagreeOrComeOutOfOrder) {
   ir::Model m;
