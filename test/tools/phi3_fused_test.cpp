@@ -197,6 +197,13 @@ TEST(Phi3Fused, EveryPassGivesTheSplitModelsBytesAndTheArtifactEvaluatesTheSame)
         EXPECT_EQ(rec["storedRow"], "64");   // int64 in protobuf's JSON: a string
       }
     EXPECT_TRUE(found);
+    if (b.name == "plain") {   // inspect shows which rows each slice is
+      auto ins = fp4c("inspect " + pa.string());
+      EXPECT_EQ(ins.exit_code, 0) << ins.out;
+      EXPECT_NE(ins.out.find("model.layers.1.self_attn.qkv_proj.weight = model.layers.1.self_attn.q_proj rows [0, 64), "
+                             "model.layers.1.self_attn.k_proj rows [64, 96), model.layers.1.self_attn.v_proj rows [96, 128)"),
+                std::string::npos) << ins.out;
+    }
     if (b.name == "mxfp4" || b.name == "modelopt") continue;   // eval reads these too; once is enough here
     double ref_l = 0, ref_p = 0;
     const double nl = eval_nll(t.llama, la, &ref_l), np = eval_nll(t.phi3, pa, &ref_p);
