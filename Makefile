@@ -132,6 +132,11 @@ conformance: build conformance-checkpoints
 	$(CONFORMANCE_VENV)/bin/pip install -q compressed-tensors gguf
 	$(CONFORMANCE_VENV)/bin/python scripts/conformance/loader_conformance.py --fp4c $(BUILD)/fp4c \
 	  --model $(STORIES) --eval $(STORIES)/eval.jsonl --calib $(STORIES)/calib.jsonl --work $(BUILD)/conformance
+	# Phi-3 (fused qkv_proj / gate_up_proj in the artifact). W4A4's gate is looser: on this random model the BF16
+	# rounding of compressed-tensors' decompression moves activation FP4 codes (3.9e-2; exact weights: 5e-9).
+	$(CONFORMANCE_VENV)/bin/python scripts/conformance/loader_conformance.py --fp4c $(BUILD)/fp4c \
+	  --model testdata/conformance/phi3 --eval testdata/conformance/phi3/eval.jsonl \
+	  --calib testdata/conformance/phi3/calib.jsonl --work $(BUILD)/conformance/phi3 --w4a4-ppl-rtol 5e-2
 	@gguf=$$(scripts/fetch_smollm2.sh $(SMOLLM2_CACHE)); rc=$$?; \
 	if [ $$rc -eq 3 ]; then echo "conformance: SmolLM2 cannot be fetched; its artifact is left out"; gguf=""; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi; \

@@ -35,6 +35,46 @@ std::string shard_name(size_t i, size_t n) {
   return buf;
 }
 
+// The members of the fused tensor whose first slice is `first`: the consecutive slices of the same tensor.
+std::vector<ir::TensorId> fused_members(const ir::Model& model, ir::TensorId first) {
+  std::vector<ir::TensorId> out;
+  for (ir::TensorId j = first; j < model.tensors.size(); ++j) {
+    const auto& s = model.tensors[j].stored_in;
+    if (!s || s->tensor != model.tensors[first].stored_in->tensor || (j > first && s->row_begin == 0)) break;
+    out.push_back(j);
+  }
+  return out;
+}
+
+void plan_fused(Plan& plan, const ir::Model& model, ir::TensorId first, const QuantizedNames& n) {
+  const ir::TensorInfo& t = model.tensors[first];
+  const std::vector<ir::TensorId> members = fused_members(model, first);
+  const ir::Decision& d = model.annotations.decision[first];
+  const int64_t rows = t.stored_in->rows_total, in = t.shape[1];
+  const std::string& module = t.stored_in->module;
+  // One planned tensor whose pieces are every member's `part`, each `row_bytes` per row (or one shared value).
+  const auto fused = [&](std::string name, DType dt, std::vector<int64_t> shape, ir::TensorPart part,
+                         uint64_t row_bytes, bool shared) {
+    add(plan.tensors, std::move(name), dt, std::move(shape), first, part);
+    PlannedTensor& pt = plan.tensors.back();
+    pt.shared_value = shared;
+    for (ir::TensorId m : members)
+      pt.pieces.emplace_back(m, shared ? pt.nbytes : uint64_t(model.tensors[m].shape[0]) * row_bytes);
+  };
+  if (d.format == ir::Format::MXFP4) {
+    fused(module + n.packed, DType::U8, {rows, in / 2}, ir::TensorPart::PackedWeight, uint64_t(in / 2), false);
+    fused(module + n.block_scales, DType::U8, {rows, in / 32}, ir::TensorPart::BlockScales, uint64_t(in / 32), false);
+  } else if (d.format == ir::Format::NVFP4) {
+    fused(module + n.packed, DType::U8, {rows, in / 2}, ir::TensorPart::PackedWeight, uint64_t(in / 2), false);
+    fused(module + n.block_scales, DType::F8_E4M3, {rows, in / 16}, ir::TensorPart::BlockScales, uint64_t(in / 16), false);
+    fused(module + n.weight_global, DType::F32, n.global_shape, ir::TensorPart::WeightGlobalScale, 0, true);
+    if (d.input_amax)
+      fused(module + n.input_global, DType::F32, n.global_shape, ir::TensorPart::InputGlobalScale, 0, true);
+  } else {
+    fused(t.stored_in->tensor, t.dtype, {rows, in}, ir::TensorPart::Source, uint64_t(in) * dtype_size(t.dtype), false);
+  }
+}
+
 }  // namespace
 
 Plan plan_layout(const ir::Model& model, const LayoutOptions& options) {
@@ -45,6 +85,13 @@ Plan plan_layout(const ir::Model& model, const LayoutOptions& options) {
   for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
     const ir::TensorInfo& t = model.tensors[id];
     const size_t first = plan.tensors.size();
+    if (t.stored_in) {
+      // A fused tensor, planned at its first slice with the decision of that slice (a fused group is quantized
+      // or kept as a whole: FusedWithSkipped, one input scale); the other slices plan nothing of their own.
+      if (t.stored_in->row_begin == 0) plan_fused(plan, model, id, options.names);
+      ranges.emplace_back(first, plan.tensors.size());
+      continue;
+    }
     if (model.annotations.decision[id].format == ir::Format::MXFP4) {
       // compressed-tensors' mxfp4-pack-quantized: E8M0 scales as U8, no global scales.
       const int64_t out = t.shape[0], in = t.shape[1];
@@ -127,10 +174,70 @@ Status ArtifactWriter::put(ir::TensorId id, ir::TensorPart part, std::span<const
   const std::string who = plan_.names.layout + " writer: ";
   if (cursor_ >= plan_.tensors.size()) return make_error(who + "received more tensors than planned");
   const PlannedTensor& pt = plan_.tensors[cursor_];
+  if (!pt.pieces.empty()) return put_fused(id, part, bytes);
   if (pt.source != id || pt.part != part)
     return make_error(who + "expected " + pt.name + " (" +
                       std::string(ir::tensor_part_name(pt.part)) + "), received " +
                       std::string(ir::tensor_part_name(part)) + " of tensor #" + std::to_string(id));
+  return write_planned(bytes);
+}
+
+Status ArtifactWriter::put_fused(ir::TensorId id, ir::TensorPart part, std::span<const std::byte> bytes) {
+  const std::string who = plan_.names.layout + " writer: ";
+  // The block: the planned tensors from cursor_ on that share the first member (one fused tensor's parts).
+  const ir::TensorId head = plan_.tensors[cursor_].pieces.front().first;
+  size_t end = cursor_;
+  while (end < plan_.tensors.size() && !plan_.tensors[end].pieces.empty() &&
+         plan_.tensors[end].pieces.front().first == head)
+    ++end;
+  if (fused_.empty()) fused_.resize(end - cursor_);
+  size_t k = cursor_;
+  while (k < end && plan_.tensors[k].part != part) ++k;
+  if (k == end)
+    return make_error(who + "fused tensor " + plan_.tensors[cursor_].name + ": received " +
+                      std::string(ir::tensor_part_name(part)) + " of tensor #" + std::to_string(id) +
+                      ", which it has no part for");
+  const PlannedTensor& pt = plan_.tensors[k];
+  FusedPending& f = fused_[k - cursor_];
+  if (f.piece >= pt.pieces.size() || pt.pieces[f.piece].first != id)
+    return make_error(who + pt.name + ": expected the piece of tensor #" +
+                      (f.piece < pt.pieces.size() ? std::to_string(pt.pieces[f.piece].first) : std::string("(none)")) +
+                      ", received tensor #" + std::to_string(id));
+  const uint64_t piece_bytes = pt.pieces[f.piece].second;
+  if (f.in_piece + bytes.size() > piece_bytes)
+    return make_error(who + pt.name + ": tensor #" + std::to_string(id) + " sent " +
+                      std::to_string(f.in_piece + bytes.size()) + " bytes, planned " + std::to_string(piece_bytes));
+  f.bytes.insert(f.bytes.end(), bytes.begin(), bytes.end());
+  f.in_piece += bytes.size();
+  if (f.in_piece == piece_bytes) {
+    ++f.piece;
+    f.in_piece = 0;
+  }
+  for (size_t i = cursor_; i < end; ++i)
+    if (fused_[i - cursor_].piece < plan_.tensors[i].pieces.size()) return {};
+  // Every member arrived: write the block in plan order.
+  std::vector<FusedPending> done = std::move(fused_);
+  fused_.clear();
+  for (size_t i = 0; i < done.size(); ++i) {
+    const PlannedTensor& p = plan_.tensors[cursor_];
+    std::span<const std::byte> out(done[i].bytes);
+    if (p.shared_value) {
+      for (size_t m = 1; m < p.pieces.size(); ++m)
+        if (std::memcmp(out.data(), out.data() + m * p.nbytes, p.nbytes) != 0)
+          return make_error(who + p.name + ": the fused members' " + std::string(ir::tensor_part_name(p.part)) +
+                            " values differ (tensor #" + std::to_string(p.pieces[0].first) + " and #" +
+                            std::to_string(p.pieces[m].first) + "); a fused tensor has one");
+      out = out.first(p.nbytes);
+    }
+    FP4C_TRY(write_planned(out));
+  }
+  return {};
+}
+
+Status ArtifactWriter::write_planned(std::span<const std::byte> bytes) {
+  const std::string who = plan_.names.layout + " writer: ";
+  const PlannedTensor& pt = plan_.tensors[cursor_];
+  const ir::TensorPart part = pt.part;
   if (received_ + bytes.size() > pt.nbytes)
     return make_error(who + pt.name + " received " +
                       std::to_string(received_ + bytes.size()) + " bytes, planned " + std::to_string(pt.nbytes));

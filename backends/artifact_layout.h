@@ -26,6 +26,11 @@ struct PlannedTensor {
   ir::TensorPart part;
   uint64_t nbytes = 0;
   size_t shard = 0;
+  // A fused tensor (ir::TensorInfo::stored_in): the part arrives from each member in turn, (member, bytes), and
+  // is stored concatenated (rows in member order); with `shared_value` (the global scales, one per fused group)
+  // every member sends the same value and it is stored once. Empty: the part of `source` alone.
+  std::vector<std::pair<ir::TensorId, uint64_t>> pieces;
+  bool shared_value = false;
 };
 
 struct PlannedShard {
@@ -57,7 +62,9 @@ struct LayoutOptions {
 Plan plan_layout(const ir::Model& model, const LayoutOptions& options);
 
 // Streams the pack pass's output into safetensors shards in `dir`, then the index. With
-// plan.names.reciprocal_globals (ModelOpt) a global scale G arrives and 1/G is stored.
+// plan.names.reciprocal_globals (ModelOpt) a global scale G arrives and 1/G is stored. The parts of a fused
+// tensor's members are gathered in memory until the last member's arrive, then written as the fused tensors
+// (an error if the members' global scales differ).
 class ArtifactWriter final : public ir::ArtifactSink {
  public:
   ArtifactWriter(std::string dir, Plan plan);
@@ -73,6 +80,14 @@ class ArtifactWriter final : public ir::ArtifactSink {
  private:
   Status open_shard(size_t shard);
   Status close_shard();
+  Status write_planned(std::span<const std::byte> bytes);   // into plan_.tensors[cursor_]
+  Status put_fused(ir::TensorId id, ir::TensorPart part, std::span<const std::byte> bytes);
+  struct FusedPending {
+    std::vector<std::byte> bytes;
+    size_t piece = 0;         // the member piece expected next
+    uint64_t in_piece = 0;    // its bytes received so far
+  };
+  std::vector<FusedPending> fused_;   // the fused block starting at cursor_, while it arrives
   std::string dir_;
   Plan plan_;
   size_t cursor_ = 0;          // the planned tensor receiving bytes

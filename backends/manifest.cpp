@@ -109,6 +109,11 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
     r->set_embedding_scale(c.embedding_scale);
     r->set_query_pre_attn_scalar(c.query_pre_attn_scalar);
     r->set_sliding_rope_theta(c.sliding_rope_theta.value_or(0));
+    if (c.rope_dim() != c.head_dim) {
+      r->set_rotary_dim(c.rope_dim());
+      r->set_partial_rotary_factor(c.partial_rotary_factor);
+    }
+    if (c.final_logit_softcapping > 0) r->set_final_logit_softcapping(c.final_logit_softcapping);
   }
   m.set_model_dir(in.model_dir);
   if (!in.source_format.empty() && in.source_format != "safetensors") {
@@ -152,6 +157,10 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
       r->mutable_skip()->set_detail(d.skip->detail);
     }
     if (const ir::FusedGroup* g = model.group_of(id)) r->set_fused_group(model.group_label(*g));
+    if (t.stored_in) {
+      r->set_stored_in(t.stored_in->tensor);
+      r->set_stored_row(t.stored_in->row_begin);
+    }
     if (id < model.annotations.packed.size() && model.annotations.packed[id]) {
       const ir::PackedWeight& p = *model.annotations.packed[id];
       if (d.format == ir::Format::NVFP4) r->set_weight_global_scale(p.weight_global_scale);  // MXFP4 has none

@@ -28,6 +28,10 @@ struct TensorEntry {
   uint64_t nbytes() const { return end - begin; }
 };
 
+// Rows [row_begin, row_begin + rows) of a row-major tensor of rank >= 1, as an entry of its own named `name`
+// (the same file and dtype; its bytes are a contiguous piece of the whole's). The caller checks the range.
+TensorEntry row_slice(const TensorEntry& whole, std::string name, int64_t row_begin, int64_t rows);
+
 // numel x dtype size of a shape; nullopt if a dimension is negative or the product overflows int64.
 std::optional<uint64_t> checked_nbytes(DType dtype, std::span<const int64_t> shape);
 
@@ -76,6 +80,7 @@ class File {
   // Validates a complete image (header and data) in `map` as open() validates a file; takes the mapping.
   static Expected<File> adopt(std::string path, const std::byte* map, uint64_t size, bool in_memory);
   struct Lazy;
+  size_t index_of(const TensorEntry& t) const;
   std::string path_;
   bool in_memory_ = false;
   std::shared_ptr<Lazy> lazy_;

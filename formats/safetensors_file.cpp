@@ -228,6 +228,18 @@ int64_t TensorEntry::numel() const {
   return n;
 }
 
+TensorEntry row_slice(const TensorEntry& whole, std::string name, int64_t row_begin, int64_t rows) {
+  TensorEntry e;
+  e.name = std::move(name);
+  e.dtype = whole.dtype;
+  e.shape = whole.shape;
+  e.shape.at(0) = rows;
+  const uint64_t row_bytes = whole.shape[0] > 0 ? whole.nbytes() / uint64_t(whole.shape[0]) : 0;
+  e.begin = whole.begin + uint64_t(row_begin) * row_bytes;
+  e.end = e.begin + uint64_t(rows) * row_bytes;
+  return e;
+}
+
 Expected<File> File::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -316,22 +328,32 @@ struct File::Lazy {
   std::unique_ptr<std::once_flag[]> made;
 };
 
+// The tensor of this file whose bytes hold `t`'s: t itself, or for an entry describing part of a tensor (the
+// row slices of a fused tensor) the one it lies in.
+size_t File::index_of(const TensorEntry& t) const {
+  if (&t >= tensors_.data() && &t < tensors_.data() + tensors_.size()) return size_t(&t - tensors_.data());
+  auto it = std::upper_bound(tensors_.begin(), tensors_.end(), t.begin,
+                             [](uint64_t at, const TensorEntry& e) { return at < e.begin; });
+  return size_t(it - tensors_.begin()) - 1;  // tensors start at 0, so one starts at or before t.begin
+}
+
 std::span<const std::byte> File::bytes(const TensorEntry& t) const {
   if (lazy_) {
-    const size_t i = size_t(&t - tensors_.data());
+    const size_t i = index_of(t);
+    const TensorEntry& whole = tensors_[i];
     std::call_once(lazy_->made[i], [&] {
-      lazy_->producer(i, {const_cast<std::byte*>(map_) + data_offset_ + t.begin, t.nbytes()});
+      lazy_->producer(i, {const_cast<std::byte*>(map_) + data_offset_ + whole.begin, whole.nbytes()});
     });
   }
   return {map_ + data_offset_ + t.begin, t.nbytes()};
 }
 
 void File::produce(const TensorEntry& t, std::span<std::byte> out) const {
-  if (lazy_) {
+  if (lazy_ && &t >= tensors_.data() && &t < tensors_.data() + tensors_.size()) {
     lazy_->producer(size_t(&t - tensors_.data()), out);
     return;
   }
-  const auto b = bytes(t);
+  const auto b = bytes(t);  // part of a tensor: made in the image once, then copied
   std::memcpy(out.data(), b.data(), b.size());
 }
 

@@ -74,12 +74,28 @@ struct SiteRule {
 // attention_bias).
 enum class BiasPolicy : uint8_t { FromConfig, QkvAlways, Never };
 
+// A per-layer tensor the checkpoint stores fused (Phi-3): its rows are the parts' weights in order, each part
+// entering the IR under its unfused name as a row slice (ir::TensorInfo::stored_in).
+struct SplitPart {
+  std::string_view name;   // relative to the layer, e.g. "self_attn.q_proj.weight"
+  Role role;
+  Dim rows;
+};
+struct SplitRule {
+  std::string_view name;   // relative to the layer, e.g. "self_attn.qkv_proj.weight"
+  std::array<SplitPart, 3> parts;
+  size_t size;
+  Dim cols;
+  std::string_view rows_text;   // how the rows follow from the config, for errors
+};
+
 struct Architecture {
   std::string_view name;
   std::span<const TensorRule> tensors;
   std::span<const GroupRule> groups;
   std::span<const SiteRule> sites;
   BiasPolicy qkv_bias;
+  std::span<const SplitRule> splits = {};
 };
 
 // The Llama decoder layout, shared by Llama, Mistral and Qwen2 (which differ in the bias policy).
@@ -165,6 +181,38 @@ constexpr auto kGemma3Tensors = [] {
   // clang-format on
 }();
 
+// Phi-3: Llama's layer with q|k|v fused into qkv_proj and gate|up into gate_up_proj (transformers' Phi3Attention
+// slices q, k, v from qkv_proj's output in that order; Phi3MLP chunks gate_up_proj's output into gate, up). No biases.
+constexpr auto kPhi3Tensors = [] {
+  using enum Scope;
+  using enum Role;
+  using enum ParamKind;
+  using enum Dim;
+  using enum Presence;
+  // clang-format off
+  return std::to_array<TensorRule>({
+  {Global, "model.embed_tokens.weight",       Embedding, Weight, mat(Vocab, Hidden), Required},
+  {Global, "model.norm.weight",               Norm,      Weight, vec(Hidden),        Required},
+  {Global, "lm_head.weight",                  LmHead,    Weight, mat(Vocab, Hidden), UnlessTied},
+  {Layer,  "input_layernorm.weight",          Norm,      Weight, vec(Hidden),        Required},
+  {Layer,  "self_attn.o_proj.weight",         O,         Weight, mat(Hidden, QOut),  Required},
+  {Layer,  "self_attn.rotary_emb.inv_freq",   Other,     Weight, vec(HalfHead),      Optional},
+  {Layer,  "post_attention_layernorm.weight", Norm,      Weight, vec(Hidden),        Required},
+  {Layer,  "mlp.down_proj.weight",            Down,      Weight, mat(Hidden, Inter), Required},
+  });
+  // clang-format on
+}();
+constexpr SplitRule kPhi3Splits[] = {
+    {"self_attn.qkv_proj.weight",
+     {{{"self_attn.q_proj.weight", Role::Q, Dim::QOut},
+       {"self_attn.k_proj.weight", Role::K, Dim::KvOut},
+       {"self_attn.v_proj.weight", Role::V, Dim::KvOut}}},
+     3, Dim::Hidden, "(num_attention_heads + 2 * num_key_value_heads) * head_dim"},
+    {"mlp.gate_up_proj.weight",
+     {{{"mlp.gate_proj.weight", Role::Gate, Dim::Inter}, {"mlp.up_proj.weight", Role::Up, Dim::Inter}, {}}},
+     2, Dim::Hidden, "2 * intermediate_size"},
+};
+
 constexpr GroupRule kQkv = {
     {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"}, 3};
 constexpr GroupRule kGateUp = {{"mlp.gate_proj.weight", "mlp.up_proj.weight", ""}, 2};
@@ -184,6 +232,7 @@ constexpr Architecture kArchitectures[] = {
     {"Gemma3ForCausalLM", kGemma3Tensors, kLlamaGroups, kGemma3Sites, BiasPolicy::FromConfig},
     {"LlamaForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::FromConfig},
     {"MistralForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::Never},
+    {"Phi3ForCausalLM", kPhi3Tensors, kLlamaGroups, kLlamaSites, BiasPolicy::Never, kPhi3Splits},
     {"Qwen2ForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::QkvAlways},
     {"Qwen3ForCausalLM", kQwen3Tensors, kLlamaGroups, kLlamaSites, BiasPolicy::FromConfig},
 };
@@ -231,6 +280,7 @@ bool allowed_dtype(DType t) { return t == DType::BF16 || t == DType::F16 || t ==
 
 struct Match {
   const TensorRule* rule = nullptr;
+  const SplitRule* split = nullptr;   // a fused per-layer tensor instead of a rule
   std::optional<int64_t> layer;
   bool bad_layer_index = false;  // "model.layers.X." with X not a canonical decimal in range
 };
@@ -242,6 +292,7 @@ class NameMatcher {
   explicit NameMatcher(const Architecture& arch) {
     for (const TensorRule& r : arch.tensors)
       (r.scope == Scope::Global ? global_ : layer_).emplace(r.name, &r);
+    for (const SplitRule& r : arch.splits) split_.emplace(r.name, &r);
   }
 
   Match match(std::string_view name) const {
@@ -256,8 +307,10 @@ class NameMatcher {
     if (dot == std::string_view::npos) return m;
     std::string_view digits = rest.substr(0, dot);
     auto it = layer_.find(rest.substr(dot + 1));
-    if (it == layer_.end()) return m;
-    m.rule = it->second;
+    auto split = split_.find(rest.substr(dot + 1));
+    if (it == layer_.end() && split == split_.end()) return m;
+    if (it != layer_.end()) m.rule = it->second;
+    else m.split = split->second;
     int64_t layer = 0;
     auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), layer);
     bool canonical =
@@ -274,6 +327,7 @@ class NameMatcher {
  private:
   std::map<std::string_view, const TensorRule*, std::less<>> global_;
   std::map<std::string_view, const TensorRule*, std::less<>> layer_;
+  std::map<std::string_view, const SplitRule*, std::less<>> split_;
 };
 
 class Classifier {
@@ -307,9 +361,10 @@ class Classifier {
     Match m = matcher_.match(t.name);
     if (m.bad_layer_index)
       return error("tensor " + quoted(t.name) + " has a malformed layer index");
-    if (!m.rule)
+    if (!m.rule && !m.split)
       return error("unknown tensor " + quoted(t.name) + " (not in the " + std::string(arch_.name) +
                    " table)");
+    if (m.split) return add_split(model, t, *m.split, *m.layer);
     const TensorRule& r = *m.rule;
     if (m.layer && *m.layer >= config_.num_hidden_layers)
       return error("tensor " + quoted(t.name) + " has layer index " + std::to_string(*m.layer) +
@@ -346,6 +401,40 @@ class Classifier {
     return {};
   }
 
+  // A fused tensor: checked whole against the config (rows = the parts' rows), then entered as its parts, each a
+  // row slice under its unfused name.
+  Status add_split(ir::Model& model, const TensorHeader& t, const SplitRule& r, int64_t layer) {
+    if (layer >= config_.num_hidden_layers)
+      return error("tensor " + quoted(t.name) + " has layer index " + std::to_string(layer) +
+                   ", but num_hidden_layers is " + std::to_string(config_.num_hidden_layers));
+    if (!allowed_dtype(t.dtype))
+      return error("tensor " + quoted(t.name) + " has dtype " + std::string(dtype_name(t.dtype)) +
+                   "; weights must be BF16, F16 or F32");
+    int64_t rows = 0;
+    for (size_t i = 0; i < r.size; ++i) rows += dim_size(r.parts[i].rows, config_);
+    const std::vector<int64_t> want{rows, dim_size(r.cols, config_)};
+    if (t.shape != want)
+      return error("tensor " + quoted(t.name) + " has shape " + shape_str(t.shape) + ", expected " + shape_str(want) +
+                   " (" + std::string(r.rows_text) + " rows, as the fused parts of the config's shapes)");
+    int64_t row = 0;
+    for (size_t i = 0; i < r.size; ++i) {
+      const SplitPart& part = r.parts[i];
+      ir::TensorInfo info;
+      info.name = layer_name(layer, part.name);
+      if (model.find(info.name)) return error("duplicate tensor " + quoted(t.name));
+      info.module = module_of(info.name);
+      info.dtype = t.dtype;
+      info.shape = {dim_size(part.rows, config_), want[1]};
+      info.role = part.role;
+      info.kind = ParamKind::Weight;
+      info.layer = int(layer);
+      info.stored_in = ir::TensorInfo::StoredSlice{t.name, module_of(t.name), row, rows};
+      row += info.shape[0];
+      model.add(std::move(info));
+    }
+    return {};
+  }
+
   bool required(const TensorRule& r) const {
     switch (r.presence) {
       case Presence::Required: return true;
@@ -375,6 +464,9 @@ class Classifier {
         std::string name = layer_name(layer, r.name);
         if (!model.find(name)) return missing(name);
       }
+    for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer)
+      for (const SplitRule& r : arch_.splits)
+        if (!model.find(layer_name(layer, r.parts[0].name))) return missing(layer_name(layer, r.name));
     return {};
   }
 

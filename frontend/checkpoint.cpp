@@ -34,6 +34,14 @@ Expected<LoadedCheckpoint> open_directory(const std::string& dir, const std::str
   // Refs point into the files' heap storage, which moving the Checkpoint leaves in place.
   out.refs.reserve(out.model.tensors.size());
   for (const ir::TensorInfo& t : out.model.tensors) {
+    if (t.stored_in) {   // a row slice of a fused tensor, checked whole by classify
+      const safetensors::Checkpoint::Ref* whole = out.files.find(t.stored_in->tensor);
+      if (!whole) return make_error(dir + ": tensor '" + t.stored_in->tensor + "' vanished from the checkpoint");
+      out.slices.push_back(std::make_unique<safetensors::TensorEntry>(
+          safetensors::row_slice(*whole->entry, t.name, t.stored_in->row_begin, t.shape[0])));
+      out.refs.push_back({whole->file, out.slices.back().get()});
+      continue;
+    }
     const safetensors::Checkpoint::Ref* ref = out.files.find(t.name);
     if (!ref) return make_error(dir + ": tensor '" + t.name + "' vanished from the checkpoint");
     out.refs.push_back(*ref);

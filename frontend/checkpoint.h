@@ -24,6 +24,8 @@ struct LoadedCheckpoint {
   safetensors::Checkpoint files;
   // The checkpoint entry of each IR tensor, indexed by TensorId.
   std::vector<safetensors::Checkpoint::Ref> refs;
+  // The entries of row slices of fused tensors (ir::TensorInfo::stored_in) that refs point to.
+  std::vector<std::unique_ptr<safetensors::TensorEntry>> slices;
   SourceFormat source_format = SourceFormat::Safetensors;
   std::string source_path;                     // the GGUF file (empty for safetensors)
   std::vector<std::string> dequantized_types;  // GGUF block formats dequantized to F32, e.g. {"Q4_1", "Q8_0"}

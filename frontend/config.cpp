@@ -212,9 +212,9 @@ Expected<ir::RopeScaling> read_longrope(const Reader& r, const json& obj, const 
         return r.error("key '" + key + "." + name + "' must hold positive numbers");
       out.push_back(e.get<double>());
     }
-    if (int64_t(out.size()) != c.head_dim / 2)
-      return r.error("key '" + key + "." + name + "' has " + std::to_string(out.size()) + " entries, expected head_dim / 2 = " +
-                     std::to_string(c.head_dim / 2));
+    if (int64_t(out.size()) != c.rope_dim() / 2)
+      return r.error("key '" + key + "." + name + "' has " + std::to_string(out.size()) +
+                     " entries, expected rotary_dim / 2 = " + std::to_string(c.rope_dim() / 2));
   }
   (void)obj;
   return rs;
@@ -236,6 +236,13 @@ Expected<ir::RopeScaling> read_rope_object(const json& obj, const std::string& p
   if (!rope_type) {
     if (key == "rope_parameters") return rs;   // transformers 5 may leave it out for default RoPE
     return r.missing("rope_type");
+  }
+  if (c.architecture == "Phi3ForCausalLM") {
+    // Phi3Config reads "su" and "yarn" as longrope and accepts only default and longrope.
+    if (*rope_type == "su" || *rope_type == "yarn") rope_type = "longrope";
+    if (*rope_type != "default" && *rope_type != "longrope")
+      return r.error("unsupported RoPE type '" + *rope_type + "' in key '" + key +
+                     "': Phi3ForCausalLM accepts default and longrope (su and yarn are read as longrope)");
   }
   if (*rope_type == "default") return rs;
   if (*rope_type == "linear" || *rope_type == "dynamic") {
@@ -350,19 +357,68 @@ Status read_rope(const Reader& r, const std::string& path, ir::ModelConfig& c) {
 
 // Keys whose computation fp4c does not implement: refused by name when they would change the math.
 Status refuse_unimplemented(const Reader& r, const ir::ModelConfig& c) {
-  FP4C_ASSIGN(auto partial, r.opt_number("partial_rotary_factor"));
-  if (partial && *partial != 1.0)
-    return r.error("key 'partial_rotary_factor' = " + std::to_string(*partial) +
-                   ": partial rotary embeddings are not implemented");
-  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
-    if (r.get(key)) return r.error(std::string("key '") + key + "': logit soft-capping is not implemented");
-  }
+  // transformers 5.25's Gemma3 attention keeps attn_logit_softcapping but passes no softcap to its attention
+  // function, so the scores are never capped there (Gemma 2 capped them); fp4c cannot tell which model a config
+  // setting it means, and refuses it. No other architecture fp4c reads has either key.
+  if (r.get("attn_logit_softcapping"))
+    return r.error("key 'attn_logit_softcapping': transformers' " + c.architecture +
+                   " does not apply attention soft-capping (Gemma3 stores the key without using it); fp4c refuses a "
+                   "config it cannot tell the meaning of");
+  if (c.architecture != "Gemma3ForCausalLM" && r.get("final_logit_softcapping"))
+    return r.error("key 'final_logit_softcapping' is not read by " + c.architecture +
+                   "; fp4c refuses a config it cannot tell the meaning of");
   if (c.architecture != "Gemma3ForCausalLM" && r.get("query_pre_attn_scalar"))
     return r.error("key 'query_pre_attn_scalar' is not read by " + c.architecture +
                    "'s attention; fp4c refuses a config it cannot tell the meaning of");
   FP4C_ASSIGN(auto bidirectional, r.opt_bool("use_bidirectional_attention"));
   if (bidirectional.value_or(false))
     return r.error("key 'use_bidirectional_attention': bidirectional attention is not implemented");
+  return {};
+}
+
+// partial_rotary_factor: top-level (transformers 4) or in rope_parameters (transformers 5; it wins, as Phi3Config's
+// setdefault keeps it). Of the architectures fp4c reads only Phi3ForCausalLM applies it (its apply_rotary_pos_emb
+// rotates the first rotary_dim dimensions and passes the rest); Llama-style attention cannot, so a factor other
+// than 1 is refused there by name. rotary_dim = int(head_dim * factor), which must be even and positive.
+Status read_partial_rotary(const Reader& r, const std::string& path, ir::ModelConfig& c) {
+  FP4C_ASSIGN(auto top, r.opt_number("partial_rotary_factor"));
+  std::optional<double> factor = top;
+  const json* params = r.get("rope_parameters");
+  if (params && params->is_object() && c.architecture != "Gemma3ForCausalLM") {
+    Reader p(*params, path, "rope_parameters.");
+    FP4C_ASSIGN(auto inner, p.opt_number("partial_rotary_factor"));
+    if (inner && top && *inner != *top)
+      return r.error("keys 'partial_rotary_factor' and 'rope_parameters.partial_rotary_factor' disagree");
+    if (inner) factor = inner;
+  } else if (params && params->is_object()) {
+    for (const auto& [k, v] : params->items())
+      if (v.is_object() && v.contains("partial_rotary_factor") && !v["partial_rotary_factor"].is_null() &&
+          !(v["partial_rotary_factor"].is_number() && v["partial_rotary_factor"].get<double>() == 1.0))
+        return r.error("key 'rope_parameters." + k + ".partial_rotary_factor': partial rotary embeddings are not "
+                       "applied by " + c.architecture);
+  }
+  const double f = factor.value_or(1.0);
+  if (f == 1.0) return {};
+  if (c.architecture != "Phi3ForCausalLM") {
+    std::ostringstream s;
+    s << "key 'partial_rotary_factor' = " << f << ": " << c.architecture
+      << " rotates the whole head; partial rotary embeddings are applied for Phi3ForCausalLM only";
+    return r.error(s.str());
+  }
+  if (!(f > 0 && f <= 1)) {
+    std::ostringstream s;
+    s << "key 'partial_rotary_factor' = " << f << " must be in (0, 1]";
+    return r.error(s.str());
+  }
+  const int64_t dim = int64_t(double(c.head_dim) * f);   // Python's int(): toward zero
+  if (dim <= 0 || dim % 2 != 0) {
+    std::ostringstream s;
+    s << "key 'partial_rotary_factor' = " << f << " gives rotary_dim int(" << c.head_dim << " * " << f << ") = " << dim
+      << ", which must be even and positive (RoPE rotates pairs)";
+    return r.error(s.str());
+  }
+  c.partial_rotary_factor = f;
+  c.rotary_dim = dim;
   return {};
 }
 
@@ -424,6 +480,9 @@ Status read_sliding_window(const Reader& r, ir::ModelConfig& c) {
     const int64_t every = pattern.value_or(6);
     for (int64_t i = 0; i < L; ++i) c.sliding_layers[size_t(i)] = (i + 1) % every != 0;
     if (!window && !r.has("sliding_window")) window = 4096;
+  } else if (c.architecture == "Phi3ForCausalLM") {
+    // Phi-3: every layer when sliding_window is set (Phi3Config's default is None: full attention).
+    if (window) c.sliding_layers.assign(size_t(L), true);
   } else if (c.architecture == "MistralForCausalLM") {
     // Mistral: every layer. MistralConfig's default window is 4096; an explicit null means none. (Llama's
     // attention ignores the key, so a Llama config's window is not used.)
@@ -502,6 +561,7 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
   FP4C_ASSIGN(c.rms_norm_eps, r.positive("rms_norm_eps", std::nullopt));
   FP4C_ASSIGN(auto original_max, r.opt_size("original_max_position_embeddings"));
   c.original_max_position_embeddings = original_max.value_or(0);
+  FP4C_TRY(read_partial_rotary(r, path, c));
   FP4C_TRY(read_rope(r, path, c));
   FP4C_TRY(refuse_unimplemented(r, c));
   FP4C_TRY(read_activation(r, c));
@@ -519,8 +579,13 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
   c.attention_bias = bias.value_or(false);
   if (c.architecture == "Qwen2ForCausalLM")
     c.attention_bias = true;  // Qwen2 always has q/k/v biases
-  if (c.architecture == "MistralForCausalLM")
-    c.attention_bias = false;  // Mistral's attention has none, whatever the key says
+  if (c.architecture == "MistralForCausalLM" || c.architecture == "Phi3ForCausalLM")
+    c.attention_bias = false;  // Mistral's and Phi-3's attention have none, whatever the key says
+  if (gemma) {
+    FP4C_ASSIGN(auto cap, r.opt_number("final_logit_softcapping"));
+    if (cap && !(*cap > 0)) return r.error("key 'final_logit_softcapping' must be positive");
+    c.final_logit_softcapping = cap.value_or(0);
+  }
   // Only Llama's MLP reads mlp_bias; the others have no MLP biases whatever the key says.
   FP4C_ASSIGN(auto mlp_bias, r.opt_bool("mlp_bias"));
   c.mlp_bias = c.architecture == "LlamaForCausalLM" && mlp_bias.value_or(false);

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -35,13 +36,25 @@ struct GgufArchitecture {
   bool permuted_qk;
   bool qkv_bias;  // q/k/v biases (the HF config says so; Qwen2 always has them)
   bool gemma = false;
+  // Phi-3: llama.cpp keeps the checkpoint's fused tensors, attn_qkv (q|k|v) and ffn_up (gate|up, as gate_up_proj),
+  // unpermuted; LongRoPE's factors are the tensors rope_factors_short/long.
+  bool fused = false;
 };
 constexpr GgufArchitecture kArchitectures[] = {
     {"llama", "LlamaForCausalLM", "llama", true, false},
     {"qwen2", "Qwen2ForCausalLM", "qwen2", false, true},
     {"qwen3", "Qwen3ForCausalLM", "qwen3", false, false},
-    {"gemma3", "Gemma3ForCausalLM", "gemma3_text", false, false, true},
+    {"gemma3", "Gemma3ForCausalLM", "gemma3_text", false, false, true, false},
+    {"phi3", "Phi3ForCausalLM", "phi3", false, false, false, true},
 };
+
+// The fused architectures' layer tensors (looked up before kLayerNames).
+constexpr std::pair<std::string_view, std::string_view> kFusedLayerNames[] = {
+    {"attn_qkv.weight", "self_attn.qkv_proj.weight"},
+    {"ffn_up.weight", "mlp.gate_up_proj.weight"},
+};
+// LongRoPE's factors (Phi-3): config values, not tensors of the image.
+constexpr std::string_view kRopeFactorTensors[] = {"rope_factors_short.weight", "rope_factors_long.weight"};
 
 // GGUF tensor names -> Hugging Face's (llama.cpp's gguf-py/gguf/tensor_mapping.py, the other way).
 constexpr std::pair<std::string_view, std::string_view> kGlobalNames[] = {
@@ -98,6 +111,9 @@ std::optional<std::string> hf_name(std::string_view name, const GgufArchitecture
   if (index.size() > 1 && index[0] == '0') return std::nullopt;
   if (arch.gemma)
     for (const auto& [g, h] : kGemmaLayerNames)
+      if (rest.substr(dot + 1) == g) return "model.layers." + std::string(index) + "." + std::string(h);
+  if (arch.fused)
+    for (const auto& [g, h] : kFusedLayerNames)
       if (rest.substr(dot + 1) == g) return "model.layers." + std::string(index) + "." + std::string(h);
   for (const auto& [g, h] : kLayerNames)
     if (rest.substr(dot + 1) == g) return "model.layers." + std::string(index) + "." + std::string(h);
@@ -256,6 +272,45 @@ Expected<std::string> gguf_config_json(const gguf::File& f) {
     if (factor) rs["factor"] = *factor;
     c["rope_scaling"] = rs;  // linear is read; yarn and the others are refused by name
   }
+  if (arch->fused) {
+    // Phi-3 long context: LongRoPE with the factor tensors llama.cpp writes, and its original context length.
+    const gguf::TensorInfo* shorts = f.find("rope_factors_short.weight");
+    const gguf::TensorInfo* longs = f.find("rope_factors_long.weight");
+    if ((shorts == nullptr) != (longs == nullptr))
+      return make_error(path + ": tensor 'rope_factors_" + std::string(shorts ? "long" : "short") +
+                        ".weight' is missing beside its pair (Phi-3's LongRoPE factors)");
+    if (shorts) {
+      json rs = {{"rope_type", "longrope"}};
+      for (const auto* t : {shorts, longs}) {
+        if (t->type != gguf::TensorType::F32 || t->ne.size() != 1)
+          return make_error(path + ": tensor '" + t->name + "' must be a 1-D F32 vector of LongRoPE factors");
+        const auto bytes = f.bytes(*t);
+        std::vector<double> v(size_t(t->numel));
+        for (size_t i = 0; i < v.size(); ++i) {
+          float x;
+          std::memcpy(&x, bytes.data() + i * sizeof(float), sizeof x);
+          v[i] = x;
+        }
+        rs[t == shorts ? "short_factor" : "long_factor"] = v;
+      }
+      FP4C_ASSIGN(auto original, f.get_integer(p + "rope.scaling.original_context_length"));
+      if (!original)
+        return make_error(path + ": missing metadata key '" + p +
+                          "rope.scaling.original_context_length' beside the LongRoPE factor tensors");
+      c["original_max_position_embeddings"] = *original;
+      // llama.cpp stores transformers' attention factor sqrt(1 + ln(s) / ln(original)), s = context / original, as
+      // a float32: that value is left for the config reader to compute in double; another one is kept.
+      FP4C_ASSIGN(auto attn_factor, f.get_number(p + "rope.scaling.attn_factor"));
+      const double scale = c["max_position_embeddings"].get<double>() / double(*original);
+      const double computed = scale <= 1 ? 1.0 : std::sqrt(1 + std::log(scale) / std::log(double(*original)));
+      if (attn_factor && float(*attn_factor) != float(computed)) rs["attention_factor"] = *attn_factor;
+      if (c.contains("rope_scaling"))
+        return make_error(path + ": metadata key '" + p + "rope.scaling.type' beside Phi-3's LongRoPE factor tensors");
+      c["rope_scaling"] = rs;
+    }
+    FP4C_ASSIGN(auto window, f.get_integer(p + "attention.sliding_window"));
+    if (window && *window > 0) c["sliding_window"] = *window;
+  }
   if (f.find("rope_freqs.weight"))
     return make_error(path + ": tensor 'rope_freqs.weight': RoPE frequency factors as a tensor (llama.cpp's form of "
                       "Llama 3 rope scaling) are not read by fp4c");
@@ -324,9 +379,13 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
   // Names, dtypes and shapes first: the image's header is written before any data.
   std::vector<safetensors::TensorSpec> specs;
   std::set<std::string> dequantized;
+  std::vector<const gguf::TensorInfo*> written;   // the tensors of the image, in the GGUF's order
   for (const gguf::TensorInfo& t : f.tensors()) {
     const std::string where = path + ": tensor '" + t.name + "' (data at byte " +
                               std::to_string(f.data_offset() + t.offset) + ")";
+    if (arch->fused && std::find(std::begin(kRopeFactorTensors), std::end(kRopeFactorTensors), t.name) !=
+                           std::end(kRopeFactorTensors))
+      continue;   // read into config.json above
     std::optional<std::string> name = hf_name(t.name, *arch);
     if (!name)
       return make_error(where + ": no Hugging Face name for it in fp4c's table for GGUF architecture '" +
@@ -340,6 +399,7 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
       return make_error(where + ": type " + std::string(gguf::type_traits(t.type)->name) +
                         " is not read by fp4c (it reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)");
     specs.push_back({*name, dtype, t.shape()});
+    written.push_back(&t);
   }
   image.dequantized_types.assign(dequantized.begin(), dequantized.end());
 
@@ -381,6 +441,7 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
   // How each tensor of the image is made from the GGUF's: as it is, dequantized, its Q/K rows unpermuted,
   // Gemma's norms shifted back. Checked here, so that making one cannot fail later.
   struct Recipe {
+    size_t source;  // the GGUF tensor it is made from
     gguf::TensorType type;
     bool block = false, shift = false;
     int64_t permute_heads = 0;  // > 0: undo llama.cpp's Q/K permutation over that many heads
@@ -388,10 +449,11 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
   const int64_t heads = config["num_attention_heads"].get<int64_t>();
   const int64_t kv_heads = config.contains("num_key_value_heads") ? config["num_key_value_heads"].get<int64_t>() : heads;
   auto recipes = std::make_shared<std::vector<Recipe>>();
-  for (size_t i = 0; i < f.tensors().size(); ++i) {
-    const gguf::TensorInfo& t = f.tensors()[i];
+  for (size_t i = 0; i < written.size(); ++i) {
+    const gguf::TensorInfo& t = *written[i];
     const std::string& name = specs[i].name;
-    Recipe r{t.type, gguf::is_block_quantized(t.type), gemma_norm(*arch, name), 0};
+    Recipe r{size_t(written[i] - f.tensors().data()), t.type, gguf::is_block_quantized(t.type),
+             gemma_norm(*arch, name), 0};
     const bool q = name.ends_with("self_attn.q_proj.weight") || name.ends_with("self_attn.q_proj.bias");
     const bool k = name.ends_with("self_attn.k_proj.weight") || name.ends_with("self_attn.k_proj.bias");
     if (arch->permuted_qk && (q || k)) {
@@ -415,8 +477,8 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
   auto gf = std::make_shared<gguf::File>(std::move(f));
   // Writes image tensor i into `out` (its image size). Reentrant: tensors may be made from several threads.
   auto produce = [gf, recipes](size_t i, std::span<std::byte> out) {
-    const gguf::TensorInfo& t = gf->tensors()[i];
     const Recipe& r = (*recipes)[i];
+    const gguf::TensorInfo& t = gf->tensors()[r.source];
     const std::span<const std::byte> src = gf->bytes(t);
     if (!r.block && !r.shift && r.permute_heads == 0) {
       std::memcpy(out.data(), src.data(), out.size());
@@ -452,8 +514,8 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
     FP4C_ASSIGN(auto w, safetensors::Writer::create((dir / "model.safetensors").string(), specs, metadata));
     std::vector<std::byte> buffer;
     for (size_t i = 0; i < specs.size(); ++i) {
-      const gguf::TensorInfo& t = gf->tensors()[i];
       const Recipe& r = (*recipes)[i];
+      const gguf::TensorInfo& t = gf->tensors()[r.source];
       if (!r.block && !r.shift && r.permute_heads == 0) {
         FP4C_TRY(w.write(gf->bytes(t)));  // as it is
       } else {

@@ -55,6 +55,10 @@ struct ModelConfig {
   int64_t num_attention_heads = 0;
   int64_t num_key_value_heads = 0;
   int64_t head_dim = 0;       // hidden_size / num_attention_heads unless the config says otherwise
+  // partial_rotary_factor (Phi-4-mini's 0.75): RoPE turns the first rotary_dim = int(head_dim * factor) dimensions
+  // of each head, its frequencies computed over rotary_dim; the rest pass through. 0: head_dim (the whole head).
+  double partial_rotary_factor = 1.0;
+  int64_t rotary_dim = 0;
   int64_t vocab_size = 0;
   int64_t max_position_embeddings = 0;
   int64_t original_max_position_embeddings = 0;   // top-level key (Phi-3), 0 when absent
@@ -76,11 +80,15 @@ struct ModelConfig {
   float embedding_scale = 0;          // 0: none
   double query_pre_attn_scalar = 0;   // 0: head_dim
   std::optional<double> sliding_rope_theta;
+  // Gemma 3's final_logit_softcapping: the output logits become tanh(x / c) * c. 0: none.
+  double final_logit_softcapping = 0;
   bool attention_bias = false;   // q/k/v (and o, Llama and Qwen3) biases; Qwen2 always has q/k/v ones
   bool mlp_bias = false;         // gate/up/down biases (Llama's mlp_bias)
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
   std::string torch_dtype;
+  // The RoPE dimensions of each head (rotary_dim, or head_dim when unset).
+  int64_t rope_dim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
 };
 
 using TensorId = uint32_t;
@@ -93,6 +101,17 @@ struct TensorInfo {
   Role role;
   ParamKind kind = ParamKind::Weight;
   std::optional<int> layer;    // decoder layer, when it has one
+  // A row slice of a tensor the checkpoint stores fused (Phi-3's qkv_proj = q|k|v, gate_up_proj = gate|up): the
+  // frontend names the slice as the unfused model would (q_proj.weight, ...), so every pass sees it as a Linear
+  // of its own; the artifact re-fuses the slices of one fused tensor into one (one global scale), and its
+  // reader splits them again.
+  struct StoredSlice {
+    std::string tensor;        // the checkpoint's tensor, e.g. "model.layers.0.self_attn.qkv_proj.weight"
+    std::string module;        // its module, e.g. "model.layers.0.self_attn.qkv_proj"
+    int64_t row_begin = 0;     // the slice is rows [row_begin, row_begin + shape[0]) of it
+    int64_t rows_total = 0;    // the fused tensor's rows
+  };
+  std::optional<StoredSlice> stored_in;
 };
 
 // Linears that a serving engine runs as one GEMM: they share the weight and input global scales.

@@ -82,7 +82,8 @@ Status plan_weights(ir::Model& model, const WeightPlanOptions& options) {
       continue;
     }
     for (const auto& [text, re] : patterns) {
-      if (std::regex_search(t.module, re)) {
+      // A slice of a fused tensor (Phi-3's q_proj inside qkv_proj) matches by either module name.
+      if (std::regex_search(t.module, re) || (t.stored_in && std::regex_search(t.stored_in->module, re))) {
         d = keep(ir::SkipKind::UserIgnore, "matched --ignore '" + text + "'");
         break;
       }

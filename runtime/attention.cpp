@@ -20,7 +20,7 @@
 namespace fp4c::runtime {
 
 std::vector<double> rope_inv_freq(const ir::ModelConfig& config) {
-  const int64_t dim = config.head_dim;
+  const int64_t dim = config.rope_dim();   // partial rotary: the frequencies span rotary_dim, as transformers'
   std::vector<double> inv(size_t(dim / 2));
   for (int64_t i = 0; i < dim / 2; ++i)
     inv[size_t(i)] = 1.0 / std::pow(config.rope_theta, double(2 * i) / double(dim));
@@ -86,9 +86,9 @@ Status check_rope_type(const ir::ModelConfig& c) {
   const std::string& t = c.rope_scaling.type;
   if (t.empty() || t == "linear" || t == "dynamic" || t == "llama3" || t == "yarn") return {};
   if (t == "longrope") {
-    const size_t half = size_t(c.head_dim / 2);
+    const size_t half = size_t(c.rope_dim() / 2);
     if (c.rope_scaling.short_factor.size() != half || c.rope_scaling.long_factor.size() != half)
-      return make_error("longrope: short_factor and long_factor must hold head_dim / 2 = " + std::to_string(half) +
+      return make_error("longrope: short_factor and long_factor must hold rotary_dim / 2 = " + std::to_string(half) +
                         " entries each");
     return {};
   }
@@ -121,6 +121,7 @@ AttentionShape attention_shape(const ir::ModelConfig& c, int layer) {
   a.heads = c.num_attention_heads;
   a.kv_heads = c.num_key_value_heads;
   a.head_dim = c.head_dim;
+  a.rotary_dim = c.rope_dim();
   a.window = layer_slides(c, layer) ? *c.sliding_window : 0;
   a.rope_factor = local_rope(c, layer) ? 1.0 : rope_attention_factor(c);
   a.scale = 1.0 / std::sqrt(c.query_pre_attn_scalar > 0 ? c.query_pre_attn_scalar : double(c.head_dim));
@@ -215,7 +216,8 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
                    const AttentionShape& shape, std::span<const double> inv_freq, float* out,
                    AttentionWorkspace& ws) {
   const int64_t nseq = int64_t(offsets.size()) - 1;
-  const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim, half = hd / 2;
+  const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
+  const int64_t rd = shape.rotary_dim > 0 ? shape.rotary_dim : hd, half = rd / 2;
   const int64_t g = H / KV;
   const int64_t Dq = H * hd, Dkv = KV * hd;
   int64_t max_len = 0;
@@ -266,6 +268,7 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
       dst[i] = to_elem(x1 * c[i] - x2 * sn[i], dst);
       dst[i + half] = to_elem(x2 * c[i] + x1 * sn[i], dst);
     }
+    for (int64_t i = rd; i < hd; ++i) dst[i] = to_elem(x[i], dst);   // partial rotary: passed through
   };
   const int64_t tokens = offsets[nseq] - offsets[0];
 #pragma omp parallel for schedule(static) if (tokens * Dq >= 32768)
@@ -372,10 +375,13 @@ void run_attention(const float* q, const float* k, const float* v, std::span<con
 Status causal_attention(const float* q, const float* k, const float* v, std::span<const int64_t> offsets,
                         const AttentionShape& shape, std::span<const double> inv_freq,
                         Precision precision, float* out, AttentionWorkspace* workspace) {
+  const int64_t rd = shape.rotary_dim > 0 ? shape.rotary_dim : shape.head_dim;
   if (shape.heads <= 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 || shape.head_dim <= 0 ||
-      shape.head_dim % 2 != 0 || int64_t(inv_freq.size()) != shape.head_dim / 2 || shape.window < 0)
+      shape.head_dim % 2 != 0 || rd % 2 != 0 || rd > shape.head_dim || int64_t(inv_freq.size()) != rd / 2 ||
+      shape.window < 0)
     return make_error("attention: unsupported shape: " + std::to_string(shape.heads) + " heads, " +
-                      std::to_string(shape.kv_heads) + " KV heads, head_dim " + std::to_string(shape.head_dim));
+                      std::to_string(shape.kv_heads) + " KV heads, head_dim " + std::to_string(shape.head_dim) +
+                      ", rotary_dim " + std::to_string(rd) + ", " + std::to_string(inv_freq.size()) + " frequencies");
   if (offsets.size() < 2) return {};
   for (size_t s = 1; s < offsets.size(); ++s)
     if (offsets[s] < offsets[s - 1]) return make_error("attention: sequence offsets decrease at " + std::to_string(s));

@@ -14,7 +14,7 @@
 
 namespace fp4c::runtime {
 
-// RoPE inverse frequencies theta^(-2i/head_dim), i < head_dim / 2, in double, with linear, Llama 3 and YaRN
+// RoPE inverse frequencies theta^(-2i/rotary_dim), i < rotary_dim / 2 (rotary_dim: head_dim unless partial), in double, with linear, Llama 3 and YaRN
 // scaling applied as transformers' _compute_*_parameters do.
 std::vector<double> rope_inv_freq(const ir::ModelConfig& config);
 
@@ -31,6 +31,9 @@ struct AttentionShape {
   int64_t heads = 0;
   int64_t kv_heads = 0;
   int64_t head_dim = 0;
+  // RoPE turns the first rotary_dim dimensions of each head (partial_rotary_factor), the rest pass through;
+  // 0: head_dim. inv_freq then holds rotary_dim / 2 frequencies.
+  int64_t rotary_dim = 0;
   // Sliding-window attention: a query at position p sees the keys at positions p - window < t <= p
   // (transformers' sliding-window mask); 0: every earlier position.
   int64_t window = 0;

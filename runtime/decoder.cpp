@@ -154,7 +154,7 @@ struct Decoder::Impl {
   // Rotates one head vector (rotate-half layout) at position `pos` < capacity with layer `layer`'s RoPE, as
   // runtime/attention.cpp does.
   void rotate(float* x, int64_t pos, size_t layer) const {
-    const int64_t half = config.head_dim / 2;
+    const int64_t half = config.rope_dim() / 2;   // partial rotary: the dimensions past rotary_dim stay
     const float* cs = &rope_cos[rope_table[layer]][size_t(pos * half)];
     const float* sn = &rope_sin[rope_table[layer]][size_t(pos * half)];
     for (int64_t i = 0; i < half; ++i) {
@@ -215,6 +215,7 @@ struct Decoder::Impl {
     rms_norm(last.data(), final_norm.data(), R, H, config.rms_norm_eps, last.data());
     std::vector<float> out(size_t(R * V));
     FP4C_TRY(run_linear(*lm_head, last.data(), R, out.data()));
+    softcap_logits(out.data(), R * V, config.final_logit_softcapping);
     return out;
   }
 
@@ -421,7 +422,7 @@ Status Decoder::start(int batch, int64_t capacity) {
   d.batch = batch;
   d.capacity = capacity;
   d.lengths.assign(size_t(batch), 0);
-  const int64_t half = d.config.head_dim / 2;
+  const int64_t half = d.config.rope_dim() / 2;
   d.rope_cos.assign(d.inv_freq.size(), std::vector<float>(size_t(capacity * half)));
   d.rope_sin.assign(d.inv_freq.size(), std::vector<float>(size_t(capacity * half)));
   for (size_t tbl = 0; tbl < d.inv_freq.size(); ++tbl) {

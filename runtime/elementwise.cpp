@@ -86,6 +86,13 @@ void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
   for_chunks(n, [&](int64_t b, int64_t len) { detail::gelu_tanh_mul_chunk(gate + b, up + b, len); });
 }
 
+void softcap_logits(float* x, int64_t n, double cap) {
+  if (!(cap > 0)) return;
+  const float c = float(cap);
+#pragma omp parallel for schedule(static) if (n >= 65536)
+  for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i] / c) * c;
+}
+
 void activation_mul(const std::string& act, float* gate, const float* up, int64_t n) {
   if (act == "gelu_pytorch_tanh")
     gelu_tanh_mul(gate, up, n);

@@ -23,6 +23,10 @@ void gelu_tanh_mul(float* gate, const float* up, int64_t n);
 // The MLP's gated activation by its config name ("silu" or "gelu_pytorch_tanh").
 void activation_mul(const std::string& act, float* gate, const float* up, int64_t n);
 
+// Logit soft-capping (Gemma's final_logit_softcapping): x[i] = tanh(x[i] / cap) * cap in float32, as
+// transformers computes it; cap <= 0 leaves x unchanged.
+void softcap_logits(float* x, int64_t n, double cap);
+
 // y[i] += x[i], over n elements.
 void add_inplace(float* y, const float* x, int64_t n);
 

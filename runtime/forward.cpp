@@ -421,6 +421,7 @@ Status Forward::head_impl(const std::vector<float>& final_norm, const LinearPara
     rms_norm(&acts.hidden[size_t(r * H)], final_norm.data(), n, H, config_.rms_norm_eps, xn);
     GemmInputs in(xn, chunk, H, prec, ws, {&lm_head});
     FP4C_TRY(prepared.run(in.get(lm_head), logits));
+    softcap_logits(logits, n * V, config_.final_logit_softcapping);
     sink(r, logits, n);
   }
   return {};

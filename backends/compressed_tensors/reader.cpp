@@ -84,22 +84,34 @@ Expected<ArtifactReader> ArtifactReader::open_tensors(const std::string& dir, co
     // weight's own name, so the name alone does not tell).
     const bool linear_weight = t.kind == ir::ParamKind::Weight && ir::is_linear(t.role) && t.shape.size() == 2 &&
                                t.name == t.module + ".weight";
-    const auto* scales = linear_weight ? r.files_.find(t.module + names.block_scales) : nullptr;
+    // A fused tensor's slice: the artifact's tensors are the fused module's, `out` its rows.
+    const std::string& module = t.stored_in ? t.stored_in->module : t.module;
+    const std::string& stored_name = t.stored_in ? t.stored_in->tensor : t.name;
+    const std::vector<int64_t> stored_shape =
+        t.stored_in ? std::vector<int64_t>{t.stored_in->rows_total, t.shape.at(1)} : t.shape;
+    // This slice's rows of a checked fused tensor.
+    const auto slice = [&](const safetensors::Checkpoint::Ref& whole) -> safetensors::Checkpoint::Ref {
+      if (!t.stored_in) return whole;
+      r.slices_.push_back(std::make_unique<safetensors::TensorEntry>(
+          safetensors::row_slice(*whole.entry, whole.entry->name, t.stored_in->row_begin, t.shape[0])));
+      return {whole.file, r.slices_.back().get()};
+    };
+    const auto* scales = linear_weight ? r.files_.find(module + names.block_scales) : nullptr;
     if (!scales) {
-      const auto* ref = r.files_.find(t.name);
-      if (!ref) return make_error(dir + ": artifact has neither '" + t.name + "' nor the NVFP4 tensors of '" + t.module + "'");
-      if (ref->entry->shape != t.shape)
+      const auto* ref = r.files_.find(stored_name);
+      if (!ref) return make_error(dir + ": artifact has neither '" + stored_name + "' nor the NVFP4 tensors of '" + module + "'");
+      if (ref->entry->shape != stored_shape)
         return make_error(where(*ref) + ": shape " + shape_text(ref->entry->shape) + " differs from the reference's " +
-                          shape_text(t.shape));
-      a.source = *ref;
+                          shape_text(stored_shape));
+      a.source = slice(*ref);
       continue;
     }
-    const auto* packed = r.files_.find(t.module + names.packed);
-    const int64_t out = t.shape[0], in = t.shape[1];
+    const auto* packed = r.files_.find(module + names.packed);
+    const int64_t out = stored_shape[0], in = t.shape[1];
     if (mxfp4) {
       if (!packed)
-        return make_error(where(*scales) + ": " + names.layout + " MXFP4 Linear '" + t.module + "' has no '" +
-                          t.module + names.packed + "'");
+        return make_error(where(*scales) + ": " + names.layout + " MXFP4 Linear '" + module + "' has no '" +
+                          module + names.packed + "'");
       if (in % 32 != 0)
         return make_error(where(*scales) + ": MXFP4 Linear '" + t.module + "' has in_features " + std::to_string(in) +
                           ", not a multiple of 32");
@@ -119,15 +131,15 @@ Expected<ArtifactReader> ArtifactReader::open_tensors(const std::string& dir, co
       a.quantized = true;
       a.mxfp4 = true;
       a.input_mxfp4 = w4a4;
-      a.packed = *packed;
-      a.scales = *scales;
+      a.packed = slice(*packed);
+      a.scales = slice(*scales);
       continue;
     }
-    const auto* global = r.files_.find(t.module + names.weight_global);
+    const auto* global = r.files_.find(module + names.weight_global);
     for (const auto& [found, suffix] : {std::pair{packed, names.packed}, std::pair{global, names.weight_global}})
       if (!found)
-        return make_error(where(*scales) + ": " + names.layout + " NVFP4 Linear '" + t.module + "' has no '" +
-                          t.module + suffix + "'");
+        return make_error(where(*scales) + ": " + names.layout + " NVFP4 Linear '" + module + "' has no '" +
+                          module + suffix + "'");
     if (packed->entry->dtype != DType::U8 || packed->entry->shape != std::vector<int64_t>{out, in / 2})
       return make_error(where(*packed) + ": expected U8 " + shape_text({out, in / 2}) + ", found " +
                         std::string(dtype_name(packed->entry->dtype)) + " " + shape_text(packed->entry->shape));
@@ -135,17 +147,17 @@ Expected<ArtifactReader> ArtifactReader::open_tensors(const std::string& dir, co
       return make_error(where(*scales) + ": expected F8_E4M3 " + shape_text({out, in / 16}) + ", found " +
                         std::string(dtype_name(scales->entry->dtype)) + " " + shape_text(scales->entry->shape));
     a.quantized = true;
-    a.packed = *packed;
-    a.scales = *scales;
+    a.packed = slice(*packed);
+    a.scales = slice(*scales);
     FP4C_ASSIGN(const float g, read_scalar(*global, names.global_shape));
     a.weight_global_scale = names.reciprocal_globals ? 1.0f / g : g;
     if (names.reciprocal_globals) a.weight_scale_2 = g;
-    if (const auto* input = r.files_.find(t.module + names.input_global)) {
+    if (const auto* input = r.files_.find(module + names.input_global)) {
       FP4C_ASSIGN(const float gx, read_scalar(*input, names.global_shape));
       a.input_global_scale = names.reciprocal_globals ? 1.0f / gx : gx;
     } else if (r.w4a4_) {
-      return make_error(dir + ": W4A4 artifact has no input global scale for '" + t.module + "' (tensor '" +
-                        t.module + names.input_global + "' is missing)");
+      return make_error(dir + ": W4A4 artifact has no input global scale for '" + module + "' (tensor '" +
+                        module + names.input_global + "' is missing)");
     }
   }
   return r;

@@ -3,6 +3,7 @@
 // global scales (NVFP4 Linears). Used by `fp4c eval` and the verifier.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,7 +36,8 @@ class ArtifactReader {
   // (config.json's quantization_config has input_activations) has an input global scale for every
   // quantized Linear. An MXFP4 artifact (quantization_config's format mxfp4-pack-quantized) has
   // weight_packed U8 [out, in/2] and weight_scale U8 [out, in/32] per quantized Linear, no global
-  // scales. Errors name the artifact file and tensor.
+  // scales. Errors name the artifact file and tensor. A Linear the reference holds as a row slice of a fused
+  // tensor (ir::TensorInfo::stored_in) is read from that fused tensor's rows, its global scales the fused one's.
   static Expected<ArtifactReader> open(const std::string& dir, const ir::Model& reference);
   // The same checks for a layout's names (backends/quantized_names.h): a Linear weight is NVFP4 when
   // its block scales are present, and then its packed codes and weight global scale must be too (and,
@@ -54,6 +56,9 @@ class ArtifactReader {
  private:
   safetensors::Checkpoint files_;
   std::vector<ArtifactTensor> tensors_;
+  // Row slices of fused tensors (Phi-3's qkv_proj): each member's rows of the fused packed codes, scales or
+  // kept weight, which its refs point to.
+  std::vector<std::unique_ptr<safetensors::TensorEntry>> slices_;
   bool w4a4_ = false;
   bool mxfp4_ = false;
   QuantizedNames names_;

@@ -19,7 +19,13 @@ std::vector<std::string> ignore_list(const ir::Model& model) {
   for (ir::TensorId id : model.linear_weights()) {
     const ir::TensorInfo& t = model.tensors[id];
     if (t.role == ir::Role::LmHead) continue;
-    if (!ir::is_fp4(model.annotations.decision[id].format)) out.push_back(t.module);
+    if (ir::is_fp4(model.annotations.decision[id].format)) continue;
+    // A fused tensor (Phi-3's qkv_proj) is kept as a whole, under its own module's name.
+    if (t.stored_in) {
+      if (t.stored_in->row_begin == 0) out.push_back(t.stored_in->module);
+      continue;
+    }
+    out.push_back(t.module);
   }
   return out;
 }

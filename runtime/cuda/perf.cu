@@ -286,6 +286,9 @@ Expected<ServingFigures> CudaPerfDevice::serve(WeightSource& weights, const ir::
       c.norm_plus_one)
     return make_error(c.architecture + ": Gemma-style layers (GeGLU, scaled embeddings, (1 + w) norms, "
                       "query_pre_attn_scalar, per-layer-type RoPE) are not implemented in the CUDA engine; use --device cpu");
+  if (c.rope_dim() != hd || c.final_logit_softcapping > 0)
+    return make_error(c.architecture + ": partial rotary embeddings and logit soft-capping are not implemented in the "
+                      "CUDA engine; use --device cpu");
   if (uses_long_rope(c, cap))
     return make_error("serve " + spec.name + ": " + std::to_string(cap) +
                       " positions exceed longrope's original_max_position_embeddings (not implemented in the CUDA engine)");

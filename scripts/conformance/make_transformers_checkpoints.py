@@ -166,6 +166,52 @@ def kv_heads_tiled(module_name):
         mod.repeat_kv = original
 
 
+def phi3_qkv_order(order):
+    """Phi-3's fused qkv_proj with its q, k, v row blocks in another order (what a reader slicing the rows
+    in `order` instead of q|k|v would compute). The blocks keep their sizes, so only same-size blocks swap."""
+    def edit(model):
+        c = model.config
+        hd = c.hidden_size // c.num_attention_heads
+        sizes = {"q": c.num_attention_heads * hd, "k": c.num_key_value_heads * hd, "v": c.num_key_value_heads * hd}
+        with torch.no_grad():
+            for layer in model.model.layers:
+                w = layer.self_attn.qkv_proj.weight
+                start, blocks = 0, {}
+                for name in "qkv":
+                    blocks[name] = w[start:start + sizes[name]].clone()
+                    start += sizes[name]
+                start = 0
+                for slot, name in zip("qkv", order):
+                    assert sizes[slot] == sizes[name]
+                    w[start:start + sizes[slot]] = blocks[name]
+                    start += sizes[slot]
+    return edit
+
+
+def phi3_up_gate(model):
+    """gate_up_proj read as up|gate instead of gate|up."""
+    with torch.no_grad():
+        for layer in model.model.layers:
+            w = layer.mlp.gate_up_proj.weight
+            half = w.shape[0] // 2
+            w.copy_(torch.cat([w[half:].clone(), w[:half].clone()]))
+
+
+def whole_head_rotary(c: dict):
+    """partial_rotary_factor 1 (the whole head rotated), the longrope factors extended with 1s to head_dim / 2."""
+    p = c["rope_parameters"]
+    p["partial_rotary_factor"] = 1.0
+    c.pop("partial_rotary_factor", None)
+    half = (c["hidden_size"] // c["num_attention_heads"]) // 2
+    for k in ("short_factor", "long_factor"):
+        if k in p:
+            p[k] = p[k] + [1.0] * (half - len(p[k]))
+
+
+# Phi-3's config class has pad_token_id 32000 (its real vocabulary): beyond these cases' 256 ids.
+PHI3 = dict(pad_token_id=None, bos_token_id=1, eos_token_id=2)
+
+
 # ---- the cases ---------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -341,6 +387,63 @@ CASES = [
                              config=lambda c: c.pop("rope_scaling")),
                     Ablation("rope_local_base_freq (the default 10000 used)",
                              config=lambda c: c.pop("rope_local_base_freq"))], seed=27),
+    Case("phi3", "phi3",
+         "Phi-3: q|k|v fused into qkv_proj and gate|up into gate_up_proj (split into row slices by fp4c, re-fused "
+         "in the artifact), GQA (4 heads, 2 kv heads)",
+         config=dict(num_key_value_heads=2, **PHI3),
+         ablations=[Ablation("the fusion order q|k|v (read as q|v|k)", model=phi3_qkv_order("qvk")),
+                    Ablation("the fusion order gate|up (read as up|gate)", model=phi3_up_gate),
+                    Ablation("norm weights (all 1)", model=norms_to_one)], seed=29),
+    Case("phi3_mha_order", "phi3",
+         "Phi-3 without GQA (q, k, v blocks of one size), so that reading the rows as k|q|v is a model too",
+         config=dict(**PHI3),
+         ablations=[Ablation("the fusion order q|k|v (read as k|q|v)", model=phi3_qkv_order("kqv"))], seed=30),
+    Case("phi3_longrope", "phi3",
+         "Phi-3 128k form: rope_scaling longrope with short and long factors, the top-level "
+         "original_max_position_embeddings 32 below the sequence length (48), so the long factors apply",
+         config=dict(num_key_value_heads=2, original_max_position_embeddings=32, **PHI3,
+                     rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                      "short_factor": [1.0, 1.0, 1.05, 1.1, 1.2, 1.3, 1.4, 1.5],
+                                      "long_factor": [1.0, 1.2, 1.5, 2.0, 3.0, 4.5, 6.0, 8.0]}),
+         ablations=[Ablation("the long factors (the short ones used)",
+                             config=lambda c: c["rope_parameters"].__setitem__(
+                                 "long_factor", c["rope_parameters"]["short_factor"]))], seed=31),
+    Case("phi3_longrope_short", "phi3",
+         "Phi-3 longrope with original_max_position_embeddings 64 above the sequence length (48): the short factors",
+         config=dict(num_key_value_heads=2, original_max_position_embeddings=64, **PHI3,
+                     rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                      "short_factor": [1.0, 1.3, 1.8, 2.5, 3.5, 5.0, 7.0, 9.0],
+                                      "long_factor": [1.0, 1.0, 1.05, 1.1, 1.2, 1.3, 1.4, 1.5]}),
+         ablations=[Ablation("the short factors (the long ones used)",
+                             config=lambda c: c["rope_parameters"].__setitem__(
+                                 "short_factor", c["rope_parameters"]["long_factor"]))], seed=32),
+    Case("phi4_mini_partial_rotary", "phi3",
+         "Phi-4-mini's form (Phi3ForCausalLM): partial_rotary_factor 0.75 (RoPE on 12 of 16 head dimensions), "
+         "longrope with 6 factors (long ones apply), tied embeddings, GQA",
+         config=dict(num_key_value_heads=2, original_max_position_embeddings=32, tie_word_embeddings=True, **PHI3,
+                     rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                                      "short_factor": [1.0, 1.0, 1.05, 1.1, 1.2, 1.3],
+                                      "long_factor": [1.0, 1.2, 1.5, 2.0, 3.0, 4.5]}),
+         ablations=[Ablation("partial rotary (the whole head rotated)", config=whole_head_rotary)], seed=33),
+    Case("phi3_partial_rotary", "phi3",
+         "Phi-3 with partial_rotary_factor 0.5 and default RoPE (RoPE on 8 of 16 head dimensions)",
+         config=dict(num_key_value_heads=2, **PHI3,
+                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}),
+         ablations=[Ablation("partial rotary (the whole head rotated)", config=whole_head_rotary)], seed=34),
+    Case("phi3_window", "phi3",
+         "Phi-3 with sliding_window 16, shorter than the sequences (48): every layer sees its last 16 positions",
+         config=dict(num_key_value_heads=2, sliding_window=16, **PHI3),
+         ablations=[Ablation("the window (none: full causal attention)",
+                             config=lambda c: c.__setitem__("sliding_window", None))], seed=35),
+    Case("gemma3_softcap", "gemma3_text",
+         "Gemma 3 (text) with final_logit_softcapping 1.5: logits = tanh(x / 1.5) * 1.5",
+         config=dict(num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=8,
+                     layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
+                     final_logit_softcapping=1.5,
+                     rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000.0},
+                                      "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
+         ablations=[Ablation("final_logit_softcapping (none)",
+                             config=lambda c: c.__setitem__("final_logit_softcapping", None))], seed=36),
 ]
 
 

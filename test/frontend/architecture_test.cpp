@@ -164,12 +164,13 @@ std::string error_of(const ir::ModelConfig& c, const std::vector<TensorHeader>& 
 
 TEST(Architecture, Supported) {
   auto a = supported_architectures();
-  ASSERT_EQ(a.size(), 5u);
+  ASSERT_EQ(a.size(), 6u);
   EXPECT_EQ(a[0], "Gemma3ForCausalLM");
   EXPECT_EQ(a[1], "LlamaForCausalLM");
   EXPECT_EQ(a[2], "MistralForCausalLM");
-  EXPECT_EQ(a[3], "Qwen2ForCausalLM");
-  EXPECT_EQ(a[4], "Qwen3ForCausalLM");
+  EXPECT_EQ(a[3], "Phi3ForCausalLM");
+  EXPECT_EQ(a[4], "Qwen2ForCausalLM");
+  EXPECT_EQ(a[5], "Qwen3ForCausalLM");
   EXPECT_TRUE(is_supported_architecture("Qwen2ForCausalLM"));
   EXPECT_FALSE(is_supported_architecture("Qwen2MoeForCausalLM"));
   EXPECT_FALSE(is_supported_architecture(""));
@@ -473,7 +474,100 @@ TEST(ClassifyError, UnsupportedArchitecture) {
   ir::ModelConfig c = tiny("GPT2LMHeadModel");
   EXPECT_EQ(error_of(c, {}), kDir +
                                  ": unsupported architecture GPT2LMHeadModel (supported: "
-                                 "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+                                 "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+}
+
+
+// Phi-3's checkpoint: qkv_proj [(heads + 2 kv_heads) head_dim, hidden] and gate_up_proj [2 inter, hidden].
+std::vector<TensorHeader> phi3_headers(const ir::ModelConfig& c) {
+  const int64_t h = c.hidden_size, i = c.intermediate_size, v = c.vocab_size;
+  const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
+  std::vector<TensorHeader> out;
+  out.push_back({"model.embed_tokens.weight", DType::BF16, {v, h}});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    out.push_back({p + "input_layernorm.weight", DType::BF16, {h}});
+    out.push_back({p + "mlp.down_proj.weight", DType::BF16, {h, i}});
+    out.push_back({p + "mlp.gate_up_proj.weight", DType::BF16, {2 * i, h}});
+    out.push_back({p + "post_attention_layernorm.weight", DType::BF16, {h}});
+    out.push_back({p + "self_attn.o_proj.weight", DType::BF16, {h, q}});
+    out.push_back({p + "self_attn.qkv_proj.weight", DType::BF16, {q + 2 * kv, h}});
+  }
+  out.push_back({"model.norm.weight", DType::BF16, {h}});
+  out.push_back({"lm_head.weight", DType::BF16, {v, h}});
+  return out;
+}
+
+TEST(Classify, Phi3FusedTensorsBecomeRowSlices) {
+  ir::ModelConfig c = tiny("Phi3ForCausalLM");
+  auto m = classify_all(c, phi3_headers(c));
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  const int64_t q = 8 * 8, kv = 4 * 8, inter = 172;
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    struct Want { std::string name; Role role; int64_t row, rows; std::string fused; int64_t total; };
+    for (const Want& w : {Want{"self_attn.q_proj", Role::Q, 0, q, "self_attn.qkv_proj", q + 2 * kv},
+                          Want{"self_attn.k_proj", Role::K, q, kv, "self_attn.qkv_proj", q + 2 * kv},
+                          Want{"self_attn.v_proj", Role::V, q + kv, kv, "self_attn.qkv_proj", q + 2 * kv},
+                          Want{"mlp.gate_proj", Role::Gate, 0, inter, "mlp.gate_up_proj", 2 * inter},
+                          Want{"mlp.up_proj", Role::Up, inter, inter, "mlp.gate_up_proj", 2 * inter}}) {
+      auto id = m->find(p + w.name + ".weight");
+      ASSERT_TRUE(id) << p + w.name;
+      const ir::TensorInfo& t = m->tensors[*id];
+      EXPECT_EQ(t.role, w.role);
+      EXPECT_EQ(t.module, p + w.name);
+      EXPECT_EQ(t.shape, (std::vector<int64_t>{w.rows, 64}));
+      EXPECT_EQ(t.layer, l);
+      ASSERT_TRUE(t.stored_in) << t.name;
+      EXPECT_EQ(t.stored_in->tensor, p + w.fused + ".weight");
+      EXPECT_EQ(t.stored_in->module, p + w.fused);
+      EXPECT_EQ(t.stored_in->row_begin, w.row);
+      EXPECT_EQ(t.stored_in->rows_total, w.total);
+    }
+    EXPECT_FALSE(m->tensors[*m->find(p + "self_attn.o_proj.weight")].stored_in);
+    EXPECT_FALSE(m->find(p + "self_attn.qkv_proj.weight"));   // only its slices are IR tensors
+  }
+  // The groups and sites of a Llama: q/k/v and gate/up of each layer, fed by its two norms.
+  ASSERT_EQ(m->fused_groups.size(), 4u);
+  ASSERT_EQ(m->sites.size(), 4u);
+  EXPECT_EQ(m->tensors[m->fused_groups[0].members[0]].role, Role::Q);
+  EXPECT_EQ(m->tensors[m->fused_groups[1].members[1]].role, Role::Up);
+  EXPECT_EQ(m->linear_weights().size(), size_t(7 * 2 + 1));
+}
+
+TEST(ClassifyError, Phi3FusedShapesAndNames) {
+  ir::ModelConfig c = tiny("Phi3ForCausalLM");
+  // Rows that contradict heads / kv_heads / head_dim: (8 + 2 * 4) * 8 = 128 expected.
+  auto h = phi3_headers(c);
+  for (auto& t : h)
+    if (t.name == "model.layers.1.self_attn.qkv_proj.weight") t.shape = {64 + 64 + 64, 64};
+  EXPECT_EQ(error_of(c, h), kDir + ": tensor 'model.layers.1.self_attn.qkv_proj.weight' has shape [192, 64], "
+                                   "expected [128, 64] ((num_attention_heads + 2 * num_key_value_heads) * head_dim "
+                                   "rows, as the fused parts of the config's shapes)");
+  h = phi3_headers(c);
+  for (auto& t : h)
+    if (t.name == "model.layers.0.mlp.gate_up_proj.weight") t.shape = {172, 64};
+  EXPECT_NE(error_of(c, h).find("expected [344, 64] (2 * intermediate_size rows"), std::string::npos)
+      << error_of(c, h);
+  // A fused tensor missing.
+  h = phi3_headers(c);
+  h.erase(std::remove_if(h.begin(), h.end(),
+                         [](const TensorHeader& t) { return t.name == "model.layers.1.mlp.gate_up_proj.weight"; }),
+          h.end());
+  EXPECT_EQ(error_of(c, h), kDir + ": missing tensor 'model.layers.1.mlp.gate_up_proj.weight' (Phi3ForCausalLM)");
+  // Unfused names are not Phi-3's.
+  h = phi3_headers(c);
+  h.push_back({"model.layers.0.self_attn.q_proj.weight", DType::BF16, {64, 64}});
+  EXPECT_EQ(error_of(c, h), kDir + ": unknown tensor 'model.layers.0.self_attn.q_proj.weight' (not in the "
+                                   "Phi3ForCausalLM table)");
+  // A fused tensor of a layer beyond the config's, and of an integer dtype.
+  h = phi3_headers(c);
+  h.push_back({"model.layers.2.self_attn.qkv_proj.weight", DType::BF16, {128, 64}});
+  EXPECT_NE(error_of(c, h).find("has layer index 2, but num_hidden_layers is 2"), std::string::npos);
+  h = phi3_headers(c);
+  for (auto& t : h)
+    if (t.name == "model.layers.0.self_attn.qkv_proj.weight") t.dtype = DType::I32;
+  EXPECT_NE(error_of(c, h).find("has dtype I32"), std::string::npos) << error_of(c, h);
 }
 
 }  // namespace

@@ -384,16 +384,33 @@ TEST(ConfigError, UnimplementedFormsAreRefusedByName) {
             std::string::npos) << error_of(j);
   j = base_config();
   j["partial_rotary_factor"] = 0.5;
-  EXPECT_NE(error_of(j).find("key 'partial_rotary_factor'"), std::string::npos);
+  EXPECT_EQ(error_of(j), kPath + ": key 'partial_rotary_factor' = 0.5: LlamaForCausalLM rotates the whole head; "
+                                 "partial rotary embeddings are applied for Phi3ForCausalLM only");
   j["partial_rotary_factor"] = 1.0;
   EXPECT_TRUE(parse(j).ok());
-  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+  j = base_config();
+  j["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "default"}, {"partial_rotary_factor", 0.5}};
+  EXPECT_NE(error_of(j).find("partial rotary embeddings are applied for Phi3ForCausalLM only"), std::string::npos);
+  // attn_logit_softcapping: transformers 5.25's Gemma3 never applies it; refused everywhere.
+  for (const char* arch : {"LlamaForCausalLM", "Gemma3ForCausalLM"}) {
     j = base_config();
-    j[key] = 30.0;
-    EXPECT_EQ(error_of(j), kPath + ": key '" + key + "': logit soft-capping is not implemented") << key;
-    j["architectures"] = {"Gemma3ForCausalLM"};
-    EXPECT_EQ(error_of(j), kPath + ": key '" + key + "': logit soft-capping is not implemented") << key;
+    j["architectures"] = {arch};
+    j["attn_logit_softcapping"] = 50.0;
+    EXPECT_NE(error_of(j).find("key 'attn_logit_softcapping': transformers' " + std::string(arch) +
+                               " does not apply attention soft-capping"),
+              std::string::npos) << error_of(j);
   }
+  j = base_config();
+  j["final_logit_softcapping"] = 30.0;
+  EXPECT_EQ(error_of(j), kPath + ": key 'final_logit_softcapping' is not read by LlamaForCausalLM; fp4c refuses a "
+                                 "config it cannot tell the meaning of");
+  j["architectures"] = {"Gemma3ForCausalLM"};
+  ASSERT_TRUE(parse(j).ok()) << error_of(j);
+  EXPECT_EQ(parse(j)->final_logit_softcapping, 30.0);
+  j["final_logit_softcapping"] = -1.0;
+  EXPECT_EQ(error_of(j), kPath + ": key 'final_logit_softcapping' must be positive");
+  j["final_logit_softcapping"] = nullptr;   // transformers' default: none
+  EXPECT_EQ(parse(j)->final_logit_softcapping, 0.0);
   j = base_config();
   j["query_pre_attn_scalar"] = 30.0;
   EXPECT_EQ(error_of(j), kPath + ": key 'query_pre_attn_scalar' is not read by LlamaForCausalLM's attention; fp4c "
@@ -586,7 +603,7 @@ TEST(ConfigError, UnsupportedArchitecture) {
   j["architectures"] = {"GPT2LMHeadModel"};
   EXPECT_EQ(error_of(j), kPath +
                              ": unsupported architecture GPT2LMHeadModel (supported: "
-                             "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+                             "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
 }
 
 TEST(ConfigError, NonPositiveSizes) {
@@ -637,7 +654,7 @@ TEST(ConfigError, RopeScaling) {
   j["rope_scaling"] = {{"type", "longrope"}, {"factor", 2.0}};
   EXPECT_EQ(error_of(j), kPath + ": missing required key 'rope_scaling.short_factor'");
   j["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0, 2.0}}, {"long_factor", {1.0, 2.0, 3.0, 4.0}}};
-  EXPECT_EQ(error_of(j), kPath + ": key 'rope_scaling.short_factor' has 2 entries, expected head_dim / 2 = 4");
+  EXPECT_EQ(error_of(j), kPath + ": key 'rope_scaling.short_factor' has 2 entries, expected rotary_dim / 2 = 4");
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"beta_fast", -1.0}};
   EXPECT_EQ(error_of(j), kPath + ": keys 'rope_scaling.beta_fast' and 'rope_scaling.beta_slow' must be positive");
   j["rope_scaling"] = {{"factor", 2.0}};
@@ -689,6 +706,86 @@ TEST(Config, BiasKeysPerArchitecture) {
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_FALSE(c->mlp_bias);
   EXPECT_TRUE(c->attention_bias);
+}
+
+
+// A Phi-3 config as transformers 5 writes it (Phi-4-mini's partial rotary and longrope in rope_parameters).
+json phi3_config() {
+  json j = base_config();
+  j["architectures"] = {"Phi3ForCausalLM"};
+  j["model_type"] = "phi3";
+  j["hidden_size"] = 64;
+  j["num_attention_heads"] = 4;
+  j["num_key_value_heads"] = 2;
+  j.erase("rope_theta");
+  j.erase("tie_word_embeddings");
+  j["original_max_position_embeddings"] = 32;
+  j["pad_token_id"] = nullptr;
+  j["resid_pdrop"] = 0.1;   // training only
+  j["embd_pdrop"] = 0.1;
+  j["sliding_window"] = nullptr;
+  j["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "longrope"}, {"partial_rotary_factor", 0.75},
+                          {"short_factor", {1.0, 1.0, 1.0, 1.0, 1.0, 1.0}},
+                          {"long_factor", {1.0, 2.0, 3.0, 4.0, 5.0, 6.0}}};
+  return j;
+}
+
+TEST(Config, Phi3PartialRotaryLongropeAndWindow) {
+  json j = phi3_config();
+  auto c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->head_dim, 16);
+  EXPECT_EQ(c->rotary_dim, 12);   // int(16 * 0.75)
+  EXPECT_EQ(c->rope_dim(), 12);
+  EXPECT_EQ(c->partial_rotary_factor, 0.75);
+  EXPECT_EQ(c->rope_scaling.type, "longrope");
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 32);
+  EXPECT_EQ(c->rope_scaling.long_factor.size(), 6u);
+  EXPECT_FALSE(c->sliding_window);
+  EXPECT_FALSE(c->tie_word_embeddings);   // Phi3Config's default
+  EXPECT_FALSE(c->attention_bias);
+  // transformers 4's form: the factor at the top level.
+  j = phi3_config();
+  j["rope_parameters"].erase("partial_rotary_factor");
+  j["partial_rotary_factor"] = 0.75;
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->rotary_dim, 12);
+  j["rope_parameters"]["partial_rotary_factor"] = 0.5;
+  EXPECT_EQ(error_of(j), kPath + ": keys 'partial_rotary_factor' and 'rope_parameters.partial_rotary_factor' disagree");
+  // The factor lists follow rotary_dim / 2, not head_dim / 2.
+  j = phi3_config();
+  j["rope_parameters"]["short_factor"] = json::array({1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0});
+  EXPECT_NE(error_of(j).find("has 8 entries, expected rotary_dim / 2 = 6"), std::string::npos) << error_of(j);
+  // An odd rotary_dim: int(16 * 0.7) = 11.
+  j = phi3_config();
+  j["rope_parameters"]["partial_rotary_factor"] = 0.7;
+  EXPECT_NE(error_of(j).find("gives rotary_dim int(16 * 0.7) = 11, which must be even and positive"), std::string::npos)
+      << error_of(j);
+  j["rope_parameters"]["partial_rotary_factor"] = 1.5;
+  EXPECT_NE(error_of(j).find("must be in (0, 1]"), std::string::npos) << error_of(j);
+  j["rope_parameters"]["partial_rotary_factor"] = 0.0;
+  EXPECT_NE(error_of(j).find("must be in (0, 1]"), std::string::npos) << error_of(j);
+  // Every layer slides when sliding_window is set.
+  j = phi3_config();
+  j["sliding_window"] = 16;
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->sliding_window, 16);
+  EXPECT_EQ(c->sliding_layers, std::vector<bool>({true, true}));
+  // Phi3Config reads su and yarn as longrope, and refuses other types.
+  j = phi3_config();
+  j["rope_parameters"]["rope_type"] = "su";
+  c = parse(j);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->rope_scaling.type, "longrope");
+  j["rope_parameters"]["rope_type"] = "linear";
+  j["rope_parameters"]["factor"] = 2.0;
+  EXPECT_NE(error_of(j).find("Phi3ForCausalLM accepts default and longrope"), std::string::npos) << error_of(j);
+  // attention_bias is not read by Phi-3's attention (its qkv_proj has no bias).
+  j = phi3_config();
+  j["attention_bias"] = true;
+  EXPECT_FALSE(parse(j)->attention_bias);
 }
 
 }  // namespace

@@ -59,13 +59,24 @@ void expect_same_tensors(const std::string& gguf, const std::string& hf) {
   EXPECT_EQ(a.attention_bias, b.attention_bias);
   EXPECT_EQ(a.bos_token_id, b.bos_token_id);
   EXPECT_EQ(a.eos_token_ids, b.eos_token_ids);
+  EXPECT_EQ(a.rope_dim(), b.rope_dim());
+  EXPECT_EQ(a.rope_scaling.type, b.rope_scaling.type);
+  EXPECT_EQ(a.rope_scaling.short_factor, b.rope_scaling.short_factor);
+  EXPECT_EQ(a.rope_scaling.long_factor, b.rope_scaling.long_factor);
+  EXPECT_EQ(a.rope_scaling.original_max_position_embeddings, b.rope_scaling.original_max_position_embeddings);
+  EXPECT_EQ(a.rope_scaling.attention_factor, b.rope_scaling.attention_factor);
+  EXPECT_EQ(a.sliding_window, b.sliding_window);
+  EXPECT_EQ(a.sliding_layers, b.sliding_layers);
   ASSERT_EQ(g->model.tensors.size(), h->model.tensors.size());
   for (size_t i = 0; i < g->model.tensors.size(); ++i) {
     const auto& t = g->model.tensors[i];
     SCOPED_TRACE(t.name);
-    const auto* other = h->files.find(t.name);
-    ASSERT_NE(other, nullptr);
+    // By IR name: a fused tensor's slices (Phi-3) are IR tensors of both, read through their refs.
+    const auto id = h->model.find(t.name);
+    ASSERT_TRUE(id.has_value());
+    const auto* other = &h->refs[*id];
     EXPECT_EQ(t.shape, other->entry->shape);
+    EXPECT_EQ(t.stored_in.has_value(), h->model.tensors[*id].stored_in.has_value());
     const std::vector<float> x = values(g->refs[i]), y = values(*other);
     ASSERT_EQ(x.size(), y.size());
     int64_t differ = 0;
@@ -120,6 +131,28 @@ TEST(GgufCheckpoint, TinyGemma3IsItsCheckpointNormsShiftedBack) {
   EXPECT_EQ(c.rope_scaling.factor, 2.0);
 }
 
+// Phi-3 as llama.cpp writes it: fused attn_qkv / ffn_up (gate|up), LongRoPE factors as tensors, partial rotary
+// from rope.dimension_count, the sliding window from attention.sliding_window.
+TEST(GgufCheckpoint, TinyPhi3IsItsCheckpointFusedWithLongRopeAndPartialRotary) {
+  expect_same_tensors((kData / "tiny-phi3" / "model.gguf").string(), (kData / "tiny-phi3" / "hf").string());
+  auto g = open_checkpoint((kData / "tiny-phi3" / "model.gguf").string());
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  const ir::ModelConfig& c = g->model.config;
+  EXPECT_EQ(c.architecture, "Phi3ForCausalLM");
+  EXPECT_EQ(c.rotary_dim, 12);
+  EXPECT_EQ(c.rope_scaling.type, "longrope");
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 32);
+  EXPECT_EQ(c.rope_scaling.long_factor, (std::vector<double>{1.0, 1.5, 2.5, 4.0, 6.0, 9.0}));
+  EXPECT_EQ(c.sliding_window, 24);
+  EXPECT_TRUE(g->model.tied_lm_head);
+  const auto q = g->model.find("model.layers.1.self_attn.v_proj.weight");
+  ASSERT_TRUE(q);
+  ASSERT_TRUE(g->model.tensors[*q].stored_in);
+  EXPECT_EQ(g->model.tensors[*q].stored_in->tensor, "model.layers.1.self_attn.qkv_proj.weight");
+  EXPECT_EQ(g->model.tensors[*q].stored_in->row_begin, 96);
+  EXPECT_EQ(g->dequantized_types, (std::vector<std::string>{"Q8_0"}));
+}
+
 TEST(GgufCheckpoint, TheImageIsRemovedWithTheLastOwner) {
   std::string dir;
   {
@@ -139,7 +172,7 @@ TEST(GgufCheckpoint, TheImageIsRemovedWithTheLastOwner) {
 // writes (header included), for every architecture's tiny GGUF (block formats dequantized, Q/K rows unpermuted,
 // Gemma's norms shifted, tensors as they are).
 TEST(GgufCheckpoint, TheImageInMemoryIsTheDiskImageByteForByte) {
-  for (const char* name : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3"}) {
+  for (const char* name : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"}) {
     SCOPED_TRACE(name);
     const std::string gguf = (kData / name / "model.gguf").string();
     auto mem = write_gguf_image(gguf, ImageStorage::Memory);
@@ -212,7 +245,7 @@ double reference_perplexity(const std::string& model) {
 }
 
 TEST(GgufCheckpoint, EvaluatesAsItsCheckpoint) {
-  for (const char* m : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3"}) {
+  for (const char* m : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"}) {
     SCOPED_TRACE(m);
     const double from_gguf = reference_perplexity((kData / m / "model.gguf").string());
     const double from_hf = reference_perplexity((kData / m / "hf").string());
@@ -327,7 +360,7 @@ TEST_F(GgufSource, BadSourcesAreRefusedByName) {
     return c.error().message;
   };
   std::string p = write("falcon.gguf", tiny_llama_metadata("falcon").bytes());
-  EXPECT_HAS(error(p), p + ": metadata key 'general.architecture' is 'falcon'; fp4c reads GGUF architectures llama, qwen2, qwen3, gemma3");
+  EXPECT_HAS(error(p), p + ": metadata key 'general.architecture' is 'falcon'; fp4c reads GGUF architectures llama, qwen2, qwen3, gemma3, phi3");
   Gguf no_eps;
   no_eps.s("general.architecture", "llama").u("llama.embedding_length", 32).u("llama.feed_forward_length", 32);
   no_eps.u("llama.block_count", 1).u("llama.attention.head_count", 2).u("llama.context_length", 64);

@@ -13,6 +13,8 @@ checkpoint it came from, and an evaluation set:
   testdata/gguf/tiny-gemma3/     model.gguf (gemma3: every norm stored as 1 + w as llama.cpp's converter does, the
                                  pre/post norm names, a sliding window of 8 with every sixth layer full, linear
                                  RoPE scaling of the full layers, one Q8_0 tensor) and hf/ (Gemma3TextConfig keys)
+  testdata/gguf/tiny-phi3/       model.gguf (phi3: fused attn_qkv / ffn_up, partial rotary, LongRoPE factor tensors,
+                                 sliding window, tied) and hf/ (its Phi-3 checkpoint)
   testdata/gguf/tiny_eval.jsonl  input_ids records
 
 The test: each GGUF gives the same evaluation figures as its hf/ checkpoint. Rerun only to refresh:
@@ -272,6 +274,58 @@ def tiny_gemma3(rng):
             ("add_rope_scaling_type", (gguf.RopeScalingType.LINEAR,)), ("add_rope_scaling_factor", (2.0,)),
             ("add_sliding_window", (window,)), ("add_bos_token_id", (1,)), ("add_eos_token_id", (2,))]
     write_gguf(os.path.join(d, "model.gguf"), "gemma3", meta, gt)
+def tiny_phi3(rng):
+    """phi3 (Phi-4-mini's form): fused attn_qkv (q|k|v, Q8_0) and ffn_up (gate|up, F16) as llama.cpp keeps them,
+    partial rotary (rope.dimension_count 12 of head_dim 16), LongRoPE factors as the tensors rope_factors_short /
+    rope_factors_long with rope.scaling.original_context_length 32 (the 41-id evaluation sequences use the long
+    ones), sliding_window 24, tied embeddings."""
+    hidden, inter, layers, heads, kv, vocab = 64, 64, 2, 4, 2, 96
+    head_dim, rot = hidden // heads, 12
+    short = [1.0, 1.0, 1.125, 1.25, 1.625, 2.0]   # float32-exact: llama.cpp stores the factors as F32
+    long = [1.0, 1.5, 2.5, 4.0, 6.0, 9.0]
+    d = os.path.join(OUT, "tiny-phi3")
+    os.makedirs(os.path.join(d, "hf"), exist_ok=True)
+    config = {
+        "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_size": hidden,
+        "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "vocab_size": vocab, "max_position_embeddings": 128,
+        "original_max_position_embeddings": 32, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "partial_rotary_factor": rot / head_dim,
+        "rope_scaling": {"type": "longrope", "short_factor": short, "long_factor": long},
+        "sliding_window": 24, "hidden_act": "silu", "tie_word_embeddings": True, "torch_dtype": "float16",
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": None,
+    }
+    f16 = lambda *s, scale=0.2: rand(rng, *s, scale=scale).astype(np.float16)
+    st, gt = {}, []
+    def add(g, hf, x, qtype=None):
+        if qtype is None:
+            gt.append((g, x, T.F16 if x.dtype == np.float16 else T.F32))
+            st[hf] = x
+        else:
+            payload, values = encode(x, qtype)
+            gt.append((g, payload, qtype))
+            st[hf] = np.ascontiguousarray(values)
+    add("token_embd.weight", "model.embed_tokens.weight", f16(vocab, hidden, scale=0.5))
+    for i in range(layers):
+        p, q = f"blk.{i}.", f"model.layers.{i}."
+        add(p + "attn_norm.weight", q + "input_layernorm.weight", 1 + rand(rng, hidden, scale=0.1))
+        add(p + "attn_qkv.weight", q + "self_attn.qkv_proj.weight", rand(rng, (heads + 2 * kv) * head_dim, hidden), T.Q8_0)
+        add(p + "attn_output.weight", q + "self_attn.o_proj.weight", f16(hidden, hidden))
+        add(p + "ffn_norm.weight", q + "post_attention_layernorm.weight", 1 + rand(rng, hidden, scale=0.1))
+        add(p + "ffn_up.weight", q + "mlp.gate_up_proj.weight", f16(2 * inter, hidden))
+        add(p + "ffn_down.weight", q + "mlp.down_proj.weight", f16(hidden, inter))
+        if i == 0:   # llama.cpp writes the factors before the first block's tensors
+            gt.append(("rope_factors_long.weight", np.array(long, dtype=np.float32), T.F32))
+            gt.append(("rope_factors_short.weight", np.array(short, dtype=np.float32), T.F32))
+    add("output_norm.weight", "model.norm.weight", 1 + rand(rng, hidden, scale=0.1))
+    scale = 128 / 32
+    meta = [("add_context_length", (128,)), ("add_embedding_length", (hidden,)), ("add_block_count", (layers,)),
+            ("add_feed_forward_length", (inter,)), ("add_head_count", (heads,)), ("add_head_count_kv", (kv,)),
+            ("add_layer_norm_rms_eps", (1e-5,)), ("add_rope_freq_base", (10000.0,)),
+            ("add_rope_dimension_count", (rot,)), ("add_rope_scaling_orig_ctx_len", (32,)),
+            ("add_rope_scaling_attn_factors", (float(np.sqrt(1 + np.log(scale) / np.log(32))),)),
+            ("add_sliding_window", (24,)), ("add_bos_token_id", (1,)), ("add_eos_token_id", (2,))]
+    write_gguf(os.path.join(d, "model.gguf"), "phi3", meta, gt)
     json.dump(config, open(os.path.join(d, "hf", "config.json"), "w"), indent=2)
     save_file(st, os.path.join(d, "hf", "model.safetensors"), metadata={"format": "pt"})
 
@@ -285,6 +339,7 @@ def main():
             f.write(json.dumps({"input_ids": [1] + [int(x) for x in rng.integers(3, 96, size=40)]}) + "\n")
     tiny_qwen3(np.random.default_rng(11))   # its own generator: the models above keep their bytes
     tiny_gemma3(np.random.default_rng(13))
+    tiny_phi3(np.random.default_rng(13))   # each its own generator (same seed, separate streams)
     for root, _, files in os.walk(OUT):
         for n in files:
             print(os.path.join(root, n), os.path.getsize(os.path.join(root, n)))

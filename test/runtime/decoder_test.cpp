@@ -289,6 +289,30 @@ TEST(Decoder, MatchesForwardWithASlidingWindow) {
   expect_decoder_matches_forward(m, m.config, random_seqs(rng, 80, {17, 22}), {4, 9});
 }
 
+// Partial rotary (Phi-4-mini): the decoder's cached keys turn only the first rotary_dim dimensions, as the forward.
+TEST(Decoder, MatchesForwardWithPartialRotary) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  MemoryWeights m = tiny_model(TinySpec{false, 4, 2}, seed);
+  const int64_t hd = m.config.head_dim;
+  ASSERT_GE(hd, 8);
+  m.config.architecture = "Phi3ForCausalLM";
+  m.config.rotary_dim = hd / 2 % 2 == 0 ? hd / 2 : hd / 2 + 1;
+  m.config.partial_rotary_factor = double(m.config.rotary_dim) / double(hd);
+  std::mt19937_64 rng(seed + 1);
+  expect_decoder_matches_forward(m, m.config, random_seqs(rng, 80, {17, 22}), {4, 9});
+}
+
+// Gemma's final_logit_softcapping on the decoder's logits, as on the forward's.
+TEST(Decoder, MatchesForwardWithFinalLogitSoftcapping) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  MemoryWeights m = tiny_model(TinySpec{false, 4, 2, false, true}, seed);
+  m.config.final_logit_softcapping = 0.5;
+  std::mt19937_64 rng(seed + 1);
+  expect_decoder_matches_forward(m, m.config, random_seqs(rng, 80, {17, 22}), {4, 9});
+}
+
 TEST(Decoder, MatchesForwardOnAGemma3Layer) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));

@@ -155,6 +155,43 @@ TEST(Forward, SlidingWindowMatchesTheReference) {
   EXPECT_LT(relative_error(run_forward(m, seqs, {Precision::BF16}).logits, ref16.logits), 2e-2);
 }
 
+// Partial rotary (Phi-4-mini's partial_rotary_factor 0.75): RoPE on the first 12 of 16 dimensions of each head,
+// frequencies over 12, the other 4 passed through; f32 and BF16 against the reference, and it must matter.
+TEST(Forward, PartialRotaryMatchesTheReference) {
+  TinyModel m = tiny_model(false, 13);
+  ASSERT_EQ(m.config.head_dim, 16);
+  m.config.partial_rotary_factor = 0.75;
+  m.config.rotary_dim = 12;
+  const auto seqs = tiny_sequences(m.config.vocab_size);
+  const ReferenceResult ref = reference_forward(m, seqs, {});
+  const double err = relative_error(run_forward(m, seqs, {Precision::F32}).logits, ref.logits);
+  EXPECT_LT(err, 1e-4);
+  TinyModel whole = m;
+  whole.config.rotary_dim = 0;
+  const double moved = relative_error(run_forward(whole, seqs, {Precision::F32}).logits, ref.logits);
+  EXPECT_GT(moved, 100 * err + 1e-3) << "partial rotary must matter";
+  RecordProperty("relative_error", sci(err));
+  RecordProperty("whole_head_rotated", sci(moved));
+  const ReferenceResult ref16 = reference_forward(m, seqs, {false, true});
+  EXPECT_LT(relative_error(run_forward(m, seqs, {Precision::BF16}).logits, ref16.logits), 2e-2);
+}
+
+// Gemma's final_logit_softcapping: logits = tanh(x / c) * c, after the output projection.
+TEST(Forward, FinalLogitSoftcappingMatchesTheReference) {
+  TinyModel m = tiny_model(false, 14);
+  m.config.final_logit_softcapping = 0.05;
+  const auto seqs = tiny_sequences(m.config.vocab_size);
+  const ReferenceResult ref = reference_forward(m, seqs, {});
+  const ForwardResult got = run_forward(m, seqs, {Precision::F32});
+  const double err = relative_error(got.logits, ref.logits);
+  EXPECT_LT(err, 1e-4);
+  for (float v : got.logits) EXPECT_LE(std::fabs(v), 0.05f);
+  TinyModel plain = m;
+  plain.config.final_logit_softcapping = 0;
+  EXPECT_GT(relative_error(run_forward(plain, seqs, {Precision::F32}).logits, ref.logits), 100 * err + 1e-3);
+  RecordProperty("relative_error", sci(err));
+}
+
 // Input global scales from the activations' true maxima (as the stats pass finds them), shared
 // within q/k/v and gate/up.
 void set_input_scales(TinyModel& m, const ForwardResult& calib) {

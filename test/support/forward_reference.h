@@ -176,8 +176,10 @@ inline Matrix apply_linear(const Matrix& x_in, const LinearParams& p, const Refe
 
 inline std::vector<double> reference_inv_freq(const ir::ModelConfig& c) {
   // transformers: _compute_default_rope_parameters, then _compute_llama3_parameters.
+  // Partial rotary (Phi-3's partial_rotary_factor): the frequencies span rotary_dim.
+  const int64_t dim = c.rotary_dim > 0 ? c.rotary_dim : c.head_dim;
   std::vector<double> inv;
-  for (int64_t i = 0; i < c.head_dim; i += 2) inv.push_back(1.0 / std::pow(c.rope_theta, double(i) / double(c.head_dim)));
+  for (int64_t i = 0; i < dim; i += 2) inv.push_back(1.0 / std::pow(c.rope_theta, double(i) / double(dim)));
   if (c.rope_scaling.type != "llama3") return inv;
   const auto& rs = c.rope_scaling;
   const double old_len = double(rs.original_max_position_embeddings);
@@ -226,10 +228,11 @@ inline ReferenceResult reference_forward(const TinyModel& m, const std::vector<s
       auto rope = [&](Matrix& t, int64_t heads) {
         for (size_t p = 0; p < L; ++p)
           for (int64_t h = 0; h < heads; ++h)
-            for (int64_t i = 0; i < hd / 2; ++i) {
+            for (int64_t i = 0; i < int64_t(inv_freq.size()); ++i) {   // dims past rotary_dim: unchanged
+              const int64_t half = int64_t(inv_freq.size());
               const double a = double(p) * inv_freq[size_t(i)];
               double& x1 = t[p][size_t(h * hd + i)];
-              double& x2 = t[p][size_t(h * hd + i + hd / 2)];
+              double& x2 = t[p][size_t(h * hd + i + half)];
               const double r1 = x1 * std::cos(a) - x2 * std::sin(a), r2 = x2 * std::cos(a) + x1 * std::sin(a);
               x1 = r1;
               x2 = r2;
@@ -279,6 +282,9 @@ inline ReferenceResult reference_forward(const TinyModel& m, const std::vector<s
         for (int64_t i = 0; i < H; ++i) x[p][size_t(i)] += d[p][size_t(i)];
     }
     res.logits.push_back(apply_linear(rms_norm(x, m.final_norm, c.rms_norm_eps), m.lm_head, opt));
+    if (c.final_logit_softcapping > 0)   // Gemma's soft-capping: tanh(x / c) * c
+      for (auto& row : res.logits.back())
+        for (double& v : row) v = std::tanh(v / c.final_logit_softcapping) * c.final_logit_softcapping;
   }
   return res;
 }

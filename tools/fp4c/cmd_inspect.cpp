@@ -194,6 +194,10 @@ int run_inspect(const InspectOptions& o) {
                        {"layer", r->has_layer() ? nlohmann::json(r->layer()) : nlohmann::json(nullptr)},
                        {"shape", std::vector<int64_t>(r->shape().begin(), r->shape().end())},
                        {"format", r->format()}, {"fused_group", r->fused_group()}};
+      if (r->has_stored_in()) {
+        j["stored_in"] = r->stored_in();
+        j["stored_row"] = r->stored_row();
+      }
       if (is_fp4(*r)) {
         if (r->format() == "nvfp4") j["weight_global_scale"] = r->weight_global_scale();
         j["weight_amax"] = r->weight_amax();
@@ -267,6 +271,19 @@ int run_inspect(const InspectOptions& o) {
                   r->has_layer() ? std::to_string(r->layer()).c_str() : "-", r->format().c_str(), "-", "-", "-",
                   "-", sens(r).c_str(), quant(r).c_str(), r->skip().detail().c_str());
     }
+  }
+  // Tensors the checkpoint and the artifact store fused (Phi-3): which rows each slice is.
+  std::vector<std::pair<std::string, std::string>> fused;   // (fused tensor, its slices)
+  for (const auto& r : m->tensors()) {
+    if (!r.has_stored_in()) continue;
+    if (fused.empty() || fused.back().first != r.stored_in()) fused.push_back({r.stored_in(), ""});
+    const int64_t rows = r.shape_size() > 0 ? r.shape(0) : 0;
+    fused.back().second += (fused.back().second.empty() ? "" : ", ") + r.module() + " rows [" +
+                           std::to_string(r.stored_row()) + ", " + std::to_string(r.stored_row() + rows) + ")";
+  }
+  if (!fused.empty()) {
+    std::printf("\nfused on disk (%zu tensor(s), each one artifact tensor with one global scale):\n", fused.size());
+    for (const auto& [tensor, slices] : fused) std::printf("  %s = %s\n", tensor.c_str(), slices.c_str());
   }
   if (m->smoothing_size() > 0) {
     std::printf("\nsmoothing (%d mapping(s)): norm weight divided by s, Linear input columns multiplied by s\n",
