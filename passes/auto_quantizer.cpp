@@ -202,6 +202,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     std::vector<float> norm;                            // the rewritten norm weight
     std::map<ir::Role, std::vector<float>> weight;      // each consumer's rewritten weight
     SiteStats stats;
+    SiteStats asym_stats;   // GPTAQ's, rescaled, where they come from the quantized stream alone
   };
   std::map<ir::TensorId, const SmoothedSite*> smoothed_site_of;  // NVFP4 consumer -> its site
   std::vector<std::unique_ptr<SmoothedSite>> layer_sites;
@@ -420,9 +421,9 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         }
         layer_fit.sites.push_back(std::move(st));
       }
-      heldout_in = acts;
+      if (options.sequential_all) heldout_in = acts;
     }
-    const ActivationStats& fit_now = calibration ? layer_fit : fit;
+    const ActivationStats& fit_now = calibration && options.sequential_all ? layer_fit : fit;
     std::optional<Error> failure;
     const auto hook = [&](const runtime::LinearInput& in) {
       if (failure) return;
@@ -438,6 +439,8 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         if (const auto* w = slot(p, r)) group_amax = std::max(group_amax, nvfp4::amax_f32(w->weight));
       const float G = nvfp4::global_scale(group_amax);
       const SiteStats* site = fit_now.find(in.layer, in.role);
+      // GPTAQ's statistics, where only its candidates use the quantized stream.
+      const SiteStats* asym_site = calibration && !options.sequential_all ? layer_fit.find(in.layer, in.role) : nullptr;
 
       // SmoothQuant at this site too, where it may apply: a norm -> {q,k,v} or {gate,up} site none of whose
       // tensors an earlier pass rewrote.
@@ -466,6 +469,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           smoothed->norm = rewritten_norm(model, as.producer, norm, smoothed->s);
           smoothed->m = smoothed_input_scale(norm, smoothed->norm);
           smoothed->stats = scaled_site(*site, smoothed->m);
+          if (asym_site) smoothed->asym_stats = scaled_site(*asym_site, smoothed->m);
           break;
         }
       }
@@ -523,7 +527,8 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           for (size_t c = 0; c < n; ++c) {
             if (owner[c] != comm.rank()) continue;
             nvfp4::ErrorStats err;
-            if (auto q = quantize_weight(candidates[c], weight.data(), w->out, w->in, g, st, t.module, packed.data(),
+            const SiteStats* stc = asym_site && candidates[c].asymmetric ? (sm ? &smoothed->asym_stats : asym_site) : st;
+            if (auto q = quantize_weight(candidates[c], weight.data(), w->out, w->in, g, stc, t.module, packed.data(),
                                          scales.data(), nvfp4::ZeroScale::CompressedTensors, &err, deq[c].data());
                 !q) {
               failure = q.error();
@@ -586,7 +591,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     const size_t overlaid = smoothed_stats ? smoothed_stats->size() : 0;
     runtime::LayerParams quantized;
     FP4C_TRY(decide(l, p, layer_in ? &*layer_in : nullptr, acts, calibration ? &quantized : nullptr));
-    if (calibration) {
+    if (calibration && options.sequential_all) {
       // The statistics the choices were made from (a smoothed site's rescaled ones are already there), and
       // both streams through the layer as quantized.
       if (smoothed_stats)
@@ -603,8 +608,8 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         }
       acts = std::move(*heldout_in);
       FP4C_TRY(forward.layer(l, quantized, acts));
-      FP4C_TRY(forward.layer(l, quantized, *calibration));
     }
+    if (calibration) FP4C_TRY(forward.layer(l, quantized, *calibration));
     if (progress) progress(l + 1, layers);
   }
   return {};

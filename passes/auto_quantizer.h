@@ -36,6 +36,10 @@ struct AutoOptions {
   // hooks see them). The statistics used are appended to `overlay_stats` (pack reproduces the choices
   // from them). Every rank runs the whole sequential forward (the same bits).
   const std::vector<std::vector<int32_t>>* sequential = nullptr;
+  // With `sequential` set and this false, the quantized stream serves the GPTAQ candidates alone: the
+  // others keep `fit`, the held-out sequences run through the unquantized layers as without `sequential`,
+  // and nothing is appended to `overlay_stats` (GPTAQ's choices are all handed to pack as bytes).
+  bool sequential_all = true;
 };
 
 // Needs model.annotations.decision (a plan; for W4A4 each Linear's input_amax) and `fit`: statistics with

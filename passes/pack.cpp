@@ -290,7 +290,7 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       auto q = parse_quantizer(c->chosen.quantizer);
       if (!q) return make_error("pack: " + model.tensors[id].name + ": unknown quantizer '" + c->chosen.quantizer + "'");
       q->gptq.damp = options.quantizer.gptq.damp;
-      q->gptq.act_order = options.quantizer.gptq.act_order;   // as the choosing pass ran its gptq candidates
+      if (!q->order_in_name) q->gptq.act_order = options.quantizer.gptq.act_order;   // as the choosing pass ran them
       q->gptq.asym_alpha = options.quantizer.gptq.asym_alpha;
       chosen[id] = *q;
     }

@@ -10,7 +10,8 @@ std::string Quantizer::name() const {
     case Kind::Rule: return nvfp4::scale_rule_name(rule);
     case Kind::LocalHessian: return "localhessian";
     case Kind::Gptq:
-      return std::string(asymmetric ? "gptaq" : "gptq") + (gptq.localhessian_scales ? "+localhessian" : "");
+      return std::string(asymmetric ? "gptaq" : "gptq") + (gptq.localhessian_scales ? "+localhessian" : "") +
+             (order_in_name ? (gptq.act_order ? "+actorder" : "+natural") : "");
   }
   return "?";
 }
@@ -39,7 +40,25 @@ std::vector<Quantizer> gptaq_candidates(const quant::GptqOptions& gptq) {
   return out;
 }
 
+std::vector<Quantizer> other_order_candidates(const quant::GptqOptions& gptq) {
+  std::vector<Quantizer> out;
+  Quantizer g{Quantizer::Kind::Gptq, nvfp4::ScaleRule::Max, gptq};
+  g.gptq.act_order = !gptq.act_order;
+  g.order_in_name = true;
+  g.gptq.localhessian_scales = false;
+  out.push_back(g);
+  g.gptq.localhessian_scales = true;
+  out.push_back(g);
+  return out;
+}
+
 std::optional<Quantizer> parse_quantizer(const std::string& name) {
+  for (bool act : {false, true}) {
+    quant::GptqOptions o;
+    o.act_order = !act;
+    for (const auto& q : other_order_candidates(o))
+      if (q.name() == name) return q;
+  }
   for (const auto& q : auto_candidates())
     if (q.name() == name) return q;
   for (const auto& q : gptaq_candidates())

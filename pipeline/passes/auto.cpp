@@ -19,9 +19,13 @@ class AutoPass final : public Pass {
     options_.alpha = std::strtof(inv.option("alpha").c_str(), nullptr);
     sequential_ = inv.option("sequential") == "true";
     options_.gptq.asym_alpha = std::strtod(inv.option("gptaq_alpha").c_str(), nullptr);
-    if (inv.option("gptaq") == "true") {
+    gptaq_ = inv.option("gptaq") == "true";
+    if (inv.option("gptaq") == "true" || inv.option("both_orders") == "true") {
       options_.candidates = passes::auto_candidates(options_.gptq);
-      for (const auto& q : passes::gptaq_candidates(options_.gptq)) options_.candidates.push_back(q);
+      if (inv.option("both_orders") == "true")
+        for (const auto& q : passes::other_order_candidates(options_.gptq)) options_.candidates.push_back(q);
+      if (inv.option("gptaq") == "true")
+        for (const auto& q : passes::gptaq_candidates(options_.gptq)) options_.candidates.push_back(q);
     }
   }
 
@@ -37,9 +41,10 @@ class AutoPass final : public Pass {
     for (const auto& s : ctx.heldout) held_tokens += int64_t(s.size());
     std::vector<passes::SiteStats> smoothed;
     passes::AutoOptions options = options_;
-    if (sequential_) {
+    if (sequential_ || gptaq_) {
       if (!ctx.calibration) return make_error("auto: sequential calibration needs a calibration set (--calib)");
       options.sequential = &ctx.calibration->sequences;
+      options.sequential_all = sequential_;   // else the quantized stream is GPTAQ's alone
     }
     FP4C_TRY(passes::choose_quantizers(ctx.model, forward, weights, *ctx.stats, ctx.heldout, options,
                                        ctx.progress("auto", double(held_tokens)), &smoothed, runtime::Comm::world()));
@@ -53,6 +58,7 @@ class AutoPass final : public Pass {
  private:
   passes::AutoOptions options_;
   bool sequential_ = false;
+  bool gptaq_ = false;
 };
 
 // `auto` measures on sequences the statistics (and so GPTQ's second moments) never saw: the last
@@ -96,13 +102,15 @@ const PassDefinition& AutoPass_definition() {
          "measured through the quantized layers (two more layer forwards of the calibration set per layer)", {}},
         {"gptaq", OptionType::Bool, "false",
          "also the GPTAQ candidates (gptaq, gptaq+localhessian: GPTQ against the unquantized model's output, "
-         "from the quantized model's input; needs sequential=true; one more layer forward per layer)", {}},
+         "from the quantized model's input): the calibration sequences also run through the layers as quantized "
+         "and as they are (three more layer forwards per layer); without sequential=true only these candidates "
+         "use the quantized stream", {}},
+        {"both_orders", OptionType::Bool, "false",
+         "also the gptq candidates in the other column order (named +actorder or +natural)", {}},
         {"gptaq_alpha", OptionType::Float, "0.25", "GPTAQ's asymmetry strength (the authors' alpha)", {}, 0, 10}},
        {"stats"},
        {}},
       [](const PassInvocation& inv, CheckState& s) -> Status {
-        if (inv.option("gptaq") == "true" && inv.option("sequential") != "true")
-          return make_error("pass 'auto': gptaq=true needs sequential=true (GPTAQ's statistics come from it)");
         FP4C_TRY(need_second_moments(s, "pass 'auto'"));
         FP4C_TRY(refuse_for_mxfp4(s, "auto"));
         s.quantizer_chosen_by = "auto";

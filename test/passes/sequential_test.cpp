@@ -285,6 +285,81 @@ TEST(Sequential, GptaqStatisticsChoicesAndThreads) {
   EXPECT_DOUBLE_EQ(got, e);
 }
 
+// auto{both_orders}: the gptq candidates in the other column order carry it in their name, pack reads it
+// back from there (not from the pass's act_order) and so computes the same bytes the choice kept.
+TEST(AutoOrders, TheOrderTravelsInTheName) {
+  Fixture f(true);
+  SCOPED_TRACE("seed " + std::to_string(f.seed));
+  quant::GptqOptions natural;
+  natural.act_order = false;
+  const auto other = passes::other_order_candidates(natural);
+  ASSERT_EQ(other.size(), 2u);
+  EXPECT_EQ(other[0].name(), "gptq+actorder");
+  EXPECT_EQ(other[1].name(), "gptq+localhessian+actorder");
+  for (const auto& q : other) {
+    const auto back = passes::parse_quantizer(q.name());
+    ASSERT_TRUE(back.has_value()) << q.name();
+    EXPECT_TRUE(back->gptq.act_order && back->order_in_name);
+  }
+  EXPECT_FALSE(passes::parse_quantizer("gptq+natural")->gptq.act_order);
+  passes::AutoOptions options;
+  options.gptq = natural;
+  options.candidates = {other[0]};
+  options.smoothquant = false;
+  runtime::Forward forward(f.ckpt->model.config, {});
+  runtime::CheckpointWeights w(f.ckpt->model, f.ckpt->refs, false);
+  ASSERT_TRUE(passes::choose_quantizers(f.ckpt->model, forward, w, f.stats, f.heldout, options).ok());
+  auto& model = f.ckpt->model;
+  int kept = 0;
+  for (const auto& p : model.annotations.prequantized) kept += p.has_value();
+  ASSERT_GT(kept, 0);
+  passes::PackOptions po;
+  po.stats = &f.stats;
+  po.quantizer = passes::auto_candidates(natural)[5];   // the pass's own gptq: natural order
+  auto pack = [&](ir::Model& m) {
+    MemorySink sink;
+    auto r = passes::pack_weights(m, f.ckpt->files, f.ckpt->refs, sink, po);
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+    return sink.parts;
+  };
+  const auto with = pack(model);
+  ir::Model fresh = model;
+  fresh.annotations.prequantized.assign(fresh.tensors.size(), std::nullopt);
+  EXPECT_EQ(with, pack(fresh));
+}
+
+// sequential_all = false (auto{gptaq=true} without sequential): the quantized stream serves GPTAQ alone,
+// every other candidate measures what it measures without it, and nothing is laid over the statistics.
+TEST(Sequential, GptaqAloneLeavesTheOtherCandidatesAsTheyWere) {
+  Fixture f(true);
+  Fixture g(true, f.seed);
+  SCOPED_TRACE("seed " + std::to_string(f.seed));
+  passes::AutoOptions plain;
+  plain.smoothquant = false;
+  runtime::Forward forward(f.ckpt->model.config, {});
+  runtime::CheckpointWeights w(f.ckpt->model, f.ckpt->refs, false);
+  ASSERT_TRUE(passes::choose_quantizers(f.ckpt->model, forward, w, f.stats, f.heldout, plain).ok());
+  passes::AutoOptions with = plain;
+  with.candidates = passes::auto_candidates();
+  for (const auto& q : passes::gptaq_candidates()) with.candidates.push_back(q);
+  with.sequential_all = false;
+  ASSERT_TRUE(g.run(with).ok());
+  EXPECT_TRUE(g.overlay.empty());
+  const size_t n = passes::auto_candidates().size();
+  int compared = 0;
+  for (size_t i = 0; i < f.ckpt->model.annotations.choice.size(); ++i) {
+    const auto& a = f.ckpt->model.annotations.choice[i];
+    const auto& b = g.ckpt->model.annotations.choice[i];
+    ASSERT_EQ(a.has_value(), b.has_value());
+    if (!a) continue;
+    ASSERT_EQ(b->candidates.size(), n + 2);
+    for (size_t c = 0; c < n; ++c) EXPECT_EQ(a->candidates[c], b->candidates[c]);
+    EXPECT_EQ(b->candidates[n].first.quantizer, "gptaq");
+    ++compared;
+  }
+  EXPECT_GT(compared, 0);
+}
+
 TEST(Sequential, CrossMomentsEqualTheReferenceAtAnyThreadCount) {
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -334,8 +409,7 @@ TEST(Sequential, Errors) {
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().message.find("asymmetric input statistics for q"), std::string::npos) << st.error().message;
   // The passes refuse GPTAQ without sequential calibration by name.
-  for (const char* text : {"stats{second_moments=true},gptq{asymmetric=true},blockscale,pack",
-                           "stats{second_moments=true},auto{gptaq=true},blockscale,pack"}) {
+  for (const char* text : {"stats{second_moments=true},gptq{asymmetric=true},blockscale,pack"}) {
     auto p = pipeline::parse_pipeline(text);
     ASSERT_TRUE(p.ok()) << p.error().message;
     auto c = pipeline::check_pipeline(*p, passes::Scheme::W4A4, true);
@@ -343,7 +417,8 @@ TEST(Sequential, Errors) {
     EXPECT_NE(c.error().message.find("needs sequential=true"), std::string::npos) << c.error().message;
   }
   for (const char* text : {"stats{second_moments=true},gptq{sequential=true,asymmetric=true},blockscale,pack",
-                           "stats{second_moments=true},auto{sequential=true,gptaq=true},blockscale,pack"}) {
+                           "stats{second_moments=true},auto{sequential=true,gptaq=true},blockscale,pack",
+                           "stats{second_moments=true},auto{gptaq=true},blockscale,pack"}) {
     auto p = pipeline::parse_pipeline(text);
     ASSERT_TRUE(p.ok()) << p.error().message;
     EXPECT_TRUE(pipeline::check_pipeline(*p, passes::Scheme::W4A4, true).ok()) << text;
