@@ -18,7 +18,9 @@
 #include "formats/nvfp4.h"
 #include "quant/output_error.h"
 #include "passes/quantizers.h"
+#include "passes/second_moments.h"
 #include "passes/smoothquant.h"
+#include "runtime/activation_quant.h"
 
 namespace fp4c::passes {
 namespace {
@@ -70,9 +72,12 @@ SiteStats scaled_site(const SiteStats& site, const std::vector<float>& m) {
     if (j < int64_t(site.max.size())) out.max[size_t(j)] = site.max[size_t(j)] * f;
     if (j < int64_t(site.mean_square.size())) out.mean_square[size_t(j)] = site.mean_square[size_t(j)] * double(f) * f;
   }
-  if (out.second_moment.size() == size_t(n * n))
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) out.second_moment[size_t(i * n + j)] *= double(m[size_t(i)]) * double(m[size_t(j)]);
+  // GPTAQ's statistics alike: exact without activation quantization; under W4A4 an approximation (the
+  // fake quantization of X m is not that of X times m), which the measured output error then judges.
+  for (auto* v : {&out.second_moment, &out.asym_second_moment, &out.asym_cross})
+    if (v->size() == size_t(n * n))
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j) (*v)[size_t(i * n + j)] *= double(m[size_t(i)]) * double(m[size_t(j)]);
   return out;
 }
 
@@ -148,12 +153,18 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
                          const ActivationStats& fit, const std::vector<std::vector<int32_t>>& heldout,
                          const AutoOptions& options, const std::function<void(int layer, int layers)>& progress,
                          std::vector<SiteStats>* smoothed_stats, runtime::Comm& comm) {
+  if (options.sequential && options.sequential->empty())
+    return make_error("auto: sequential calibration without calibration sequences");
   const auto& decisions = model.annotations.decision;
   if (decisions.size() != model.tensors.size()) return make_error("auto: the weight plan has not run");
   if (heldout.empty()) return make_error("auto: no held-out calibration sequences to measure on");
   if (!(options.alpha >= 0.0f && options.alpha <= 1.0f))
     return make_error("auto: alpha must lie in [0, 1], got " + std::to_string(options.alpha));
-  const std::vector<Quantizer> candidates = auto_candidates(options.gptq);
+  const std::vector<Quantizer> candidates = options.candidates.empty() ? auto_candidates(options.gptq) : options.candidates;
+  bool asymmetric = false;
+  for (const Quantizer& q : candidates) asymmetric = asymmetric || q.asymmetric;
+  if (asymmetric && !options.sequential)
+    return make_error("auto: the GPTAQ candidates need sequential calibration (their statistics come from it)");
 
   // NVFP4 Linear weights by (layer, role).
   std::map<std::pair<int, ir::Role>, ir::TensorId> linear;
@@ -191,6 +202,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     std::vector<float> norm;                            // the rewritten norm weight
     std::map<ir::Role, std::vector<float>> weight;      // each consumer's rewritten weight
     SiteStats stats;
+    SiteStats asym_stats;   // GPTAQ's, rescaled, where they come from the quantized stream alone
   };
   std::map<ir::TensorId, const SmoothedSite*> smoothed_site_of;  // NVFP4 consumer -> its site
   std::vector<std::unique_ptr<SmoothedSite>> layer_sites;
@@ -229,8 +241,10 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     bool smooth = false;
     std::optional<std::pair<double, double>> layer_error;   // (unsmoothed, smoothed), where measured
   };
+  // `quantized` (may be null) receives the layer as decided: every unit at its chosen candidate's
+  // dequantized weights (input global scale set under W4A4), smoothed sites' norms and consumers rewritten.
   const auto decide = [&](int l, const runtime::LayerParams& p, const runtime::Activations* layer_in,
-                          const runtime::Activations& reference) -> Status {
+                          const runtime::Activations& reference, runtime::LayerParams* quantized) -> Status {
     std::vector<Unit> units;
     std::set<ir::TensorId> seen;
     for (const auto& [key, id] : linear) {
@@ -243,11 +257,11 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       for (ir::TensorId m : u.members) seen.insert(m);
       units.push_back(std::move(u));
     }
-    // The layer's output error with every unit at its best unsmoothed candidate, `smoothed` at its smoothed one.
-    const auto layer_error = [&](const Unit* smoothed) -> Expected<double> {
+    // The layer with every unit at its best candidate, smoothed where `smoothed(unit)` says.
+    const auto params_with = [&](const std::function<bool(const Unit&)>& smoothed) {
       runtime::LayerParams q = p;
       for (const Unit& u : units) {
-        const bool sm = &u == smoothed;
+        const bool sm = smoothed(u);
         const size_t c = sm ? n + u.best[1] : u.best[0];
         for (ir::TensorId m : u.members) {
           runtime::LinearParams* lp = slot(q, model.tensors[m].role);
@@ -263,6 +277,11 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         }
         if (sm) (u.site->role == ir::Role::Q ? q.input_norm : q.post_norm) = u.site->norm;
       }
+      return q;
+    };
+    // The layer's output error with every unit at its best unsmoothed candidate, `smoothed` at its smoothed one.
+    const auto layer_error = [&](const Unit* smoothed) -> Expected<double> {
+      const runtime::LayerParams q = params_with([&](const Unit& u) { return &u == smoothed; });
       runtime::Activations a = *layer_in;
       FP4C_TRY(forward.layer(l, q, a));
       double e = 0;  // over the sequences layer_in holds: the first of `reference`'s
@@ -283,6 +302,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         u.layer_error = std::pair(base, e);
       }
     }
+    if (quantized) *quantized = params_with([](const Unit& u) { return u.smooth; });
     for (const Unit& u : units) {
       const size_t best = u.smooth ? n + u.best[1] : u.best[0];
       if (u.smooth) {
@@ -300,8 +320,9 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           qc.candidates.emplace_back(candidate_of(candidates[c % n], c >= n), errors[m][c].relative());
         choice[m] = std::move(qc);
         auto it = layer_results.find(m);
+        // (GPTAQ's choices are always kept: pack has not their asymmetric statistics to compute them again.)
         if (it == layer_results.end() || !it->second[best] || candidates[best % n].kind == Quantizer::Kind::Rule ||
-            kept_bytes > kPrequantizedBytes)
+            (kept_bytes > kPrequantizedBytes && !candidates[best % n].asymmetric))
           continue;
         Result& r = *it->second[best];
         ir::Prequantized pq;
@@ -328,8 +349,81 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
 
   const int layers = int(model.config.num_hidden_layers);
   FP4C_ASSIGN(runtime::Activations acts, forward.embed(weights, heldout));
+  // Sequential calibration: the calibration sequences' hidden states through the layers as quantized, and
+  // the current layer's statistics from them.
+  std::optional<runtime::Activations> calibration, unquantized;   // unquantized: GPTAQ's X, through the BF16 layers
+  if (options.sequential) {
+    FP4C_ASSIGN(runtime::Activations a, forward.embed(weights, *options.sequential));
+    if (asymmetric) unquantized = a;
+    calibration = std::move(a);
+  }
+  // The input global scale of a site's Linears under W4A4 (the first NVFP4 member's), for GPTAQ's Xq.
+  const auto site_input_scale = [&](int layer, ir::Role role) -> std::optional<float> {
+    for (ir::Role r : {role, ir::Role::K, ir::Role::V, ir::Role::Up}) {
+      if (input_site_role(r) != role) continue;
+      auto it = linear.find({layer, r});
+      if (it != linear.end() && decisions[it->second].input_amax)
+        return nvfp4::global_scale(*decisions[it->second].input_amax);
+    }
+    return std::nullopt;
+  };
+  ActivationStats layer_fit;
   for (int l = 0; l < layers; ++l) {
     FP4C_ASSIGN(runtime::LayerParams p, weights.layer(l));
+    std::optional<runtime::Activations> heldout_in;   // sequential: the layer's held-out input, kept
+    if (calibration) {
+      std::map<ir::Role, SiteStats> sites;
+      // GPTAQ: each site's input on the unquantized model (the same tokens in the same order).
+      std::map<ir::Role, std::vector<float>> x_unquantized;
+      if (unquantized)
+        FP4C_TRY(forward.layer(l, p, *unquantized, [&](const runtime::LinearInput& in) {
+          x_unquantized[in.role].assign(in.x, in.x + in.rows * in.cols);
+        }));
+      std::optional<Error> collect_failure;
+      runtime::Activations a = *calibration;
+      FP4C_TRY(forward.layer(l, p, a, [&](const runtime::LinearInput& in) {
+        SiteStats& st = sites[in.role];
+        st.layer = in.layer;
+        st.role = in.role;
+        accumulate_site(st, in.x, in.rows, in.cols, /*second_moments=*/true);
+        if (!unquantized) return;
+        const auto& x = x_unquantized[in.role];
+        if (int64_t(x.size()) != in.rows * in.cols) {
+          collect_failure = Error{"auto: the unquantized and quantized calibration forwards disagree at layer " +
+                                  std::to_string(in.layer) + " " + std::string(ir::role_name(in.role))};
+          return;
+        }
+        // Xq: the input as the quantized Linear sees it (fake-quantized under W4A4).
+        std::vector<float> xq(in.x, in.x + in.rows * in.cols);
+        if (const auto gx = site_input_scale(in.layer, in.role))
+          runtime::fake_quantize_nvfp4(in.x, in.rows, in.cols, *gx, xq.data());
+        const size_t nn = size_t(in.cols * in.cols);
+        if (st.asym_second_moment.empty()) st.asym_second_moment.assign(nn, 0.0), st.asym_cross.assign(nn, 0.0);
+        accumulate_second_moments(st.asym_second_moment.data(), xq.data(), in.rows, in.cols);
+        accumulate_cross_moments(st.asym_cross.data(), x.data(), xq.data(), in.rows, in.cols);
+      }));
+      if (collect_failure) return *collect_failure;
+      layer_fit.sites.clear();
+      for (auto& [role, st] : sites) {
+        finish_site(st);
+        if (!st.asym_cross.empty()) {
+          const double tokens = double(std::max<int64_t>(st.tokens, 1));
+          const int64_t c = st.cols();
+          for (int64_t i = 0; i < c; ++i)
+            for (int64_t j = 0; j < c; ++j) {
+              st.asym_cross[size_t(i * c + j)] /= tokens;
+              if (j >= i) {
+                const double v = st.asym_second_moment[size_t(i * c + j)] / tokens;
+                st.asym_second_moment[size_t(i * c + j)] = v;
+                st.asym_second_moment[size_t(j * c + i)] = v;
+              }
+            }
+        }
+        layer_fit.sites.push_back(std::move(st));
+      }
+      if (options.sequential_all) heldout_in = acts;
+    }
+    const ActivationStats& fit_now = calibration && options.sequential_all ? layer_fit : fit;
     std::optional<Error> failure;
     const auto hook = [&](const runtime::LinearInput& in) {
       if (failure) return;
@@ -344,7 +438,9 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       for (ir::Role r : members)
         if (const auto* w = slot(p, r)) group_amax = std::max(group_amax, nvfp4::amax_f32(w->weight));
       const float G = nvfp4::global_scale(group_amax);
-      const SiteStats* site = fit.find(in.layer, in.role);
+      const SiteStats* site = fit_now.find(in.layer, in.role);
+      // GPTAQ's statistics, where only its candidates use the quantized stream.
+      const SiteStats* asym_site = calibration && !options.sequential_all ? layer_fit.find(in.layer, in.role) : nullptr;
 
       // SmoothQuant at this site too, where it may apply: a norm -> {q,k,v} or {gate,up} site none of whose
       // tensors an earlier pass rewrote.
@@ -373,6 +469,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           smoothed->norm = rewritten_norm(model, as.producer, norm, smoothed->s);
           smoothed->m = smoothed_input_scale(norm, smoothed->norm);
           smoothed->stats = scaled_site(*site, smoothed->m);
+          if (asym_site) smoothed->asym_stats = scaled_site(*asym_site, smoothed->m);
           break;
         }
       }
@@ -430,7 +527,8 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           for (size_t c = 0; c < n; ++c) {
             if (owner[c] != comm.rank()) continue;
             nvfp4::ErrorStats err;
-            if (auto q = quantize_weight(candidates[c], weight.data(), w->out, w->in, g, st, t.module, packed.data(),
+            const SiteStats* stc = asym_site && candidates[c].asymmetric ? (sm ? &smoothed->asym_stats : asym_site) : st;
+            if (auto q = quantize_weight(candidates[c], weight.data(), w->out, w->in, g, stc, t.module, packed.data(),
                                          scales.data(), nvfp4::ZeroScale::CompressedTensors, &err, deq[c].data());
                 !q) {
               failure = q.error();
@@ -490,7 +588,28 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     if (options.smoothquant) layer_in = first_sequences(acts, kLayerErrorTokens);
     FP4C_TRY(forward.layer(l, p, acts, hook));
     if (failure) return make_error("auto: " + failure->message);
-    FP4C_TRY(decide(l, p, layer_in ? &*layer_in : nullptr, acts));
+    const size_t overlaid = smoothed_stats ? smoothed_stats->size() : 0;
+    runtime::LayerParams quantized;
+    FP4C_TRY(decide(l, p, layer_in ? &*layer_in : nullptr, acts, calibration ? &quantized : nullptr));
+    if (calibration && options.sequential_all) {
+      // The statistics the choices were made from (a smoothed site's rescaled ones are already there), and
+      // both streams through the layer as quantized.
+      if (smoothed_stats)
+        for (const SiteStats& st : layer_fit.sites) {
+          bool smoothed = false;
+          for (size_t i = overlaid; i < smoothed_stats->size(); ++i)
+            smoothed = smoothed || ((*smoothed_stats)[i].layer == st.layer && (*smoothed_stats)[i].role == st.role);
+          if (!smoothed) smoothed_stats->push_back(st);
+        }
+      if (smoothed_stats)   // GPTAQ's statistics stay here (their choices are all prequantized)
+        for (size_t i = overlaid; i < smoothed_stats->size(); ++i) {
+          (*smoothed_stats)[i].asym_second_moment = {};
+          (*smoothed_stats)[i].asym_cross = {};
+        }
+      acts = std::move(*heldout_in);
+      FP4C_TRY(forward.layer(l, quantized, acts));
+    }
+    if (calibration) FP4C_TRY(forward.layer(l, quantized, *calibration));
     if (progress) progress(l + 1, layers);
   }
   return {};

@@ -11,6 +11,7 @@
 #include "base/expected.h"
 #include "ir/model.h"
 #include "quant/gptq.h"
+#include "passes/quantizers.h"
 #include "passes/stats.h"
 #include "runtime/comm.h"
 #include "runtime/forward.h"
@@ -24,6 +25,21 @@ struct AutoOptions {
   bool smoothquant = true;
   float alpha = 0.5f;
   float min_scale = 1e-5f;
+  // The quantizers tried, cheapest first (empty: auto_candidates(gptq)).
+  std::vector<Quantizer> candidates;
+  // Sequential calibration (GPTQ's own procedure, llm-compressor's sequential pipeline), where set: the
+  // statistics (and second moments) of layer i are taken from these calibration sequences as they come
+  // out of layers 0..i-1 *as quantized* (each Linear at its chosen candidate, smoothing folded where it
+  // was, and under W4A4 every quantized Linear's input fake-quantized as served), not from `fit`; the
+  // held-out sequences run through the quantized layers too, so every layer is measured on the inputs the
+  // served model gives it. Layer i's own inputs come from its unquantized weights (as llm-compressor's
+  // hooks see them). The statistics used are appended to `overlay_stats` (pack reproduces the choices
+  // from them). Every rank runs the whole sequential forward (the same bits).
+  const std::vector<std::vector<int32_t>>* sequential = nullptr;
+  // With `sequential` set and this false, the quantized stream serves the GPTAQ candidates alone: the
+  // others keep `fit`, the held-out sequences run through the unquantized layers as without `sequential`,
+  // and nothing is appended to `overlay_stats` (GPTAQ's choices are all handed to pack as bytes).
+  bool sequential_all = true;
 };
 
 // Needs model.annotations.decision (a plan; for W4A4 each Linear's input_amax) and `fit`: statistics with
@@ -42,7 +58,7 @@ struct AutoOptions {
 // consumers at their best smoothed one, each against the BF16 layer's output (recorded in
 // QuantizerChoice::layer_error). Where smoothing errs less, the factors are folded into the model
 // (fold_norm_smoothing, recorded in annotations.smoothing), the site's rescaled statistics are appended to
-// `smoothed_stats` (the caller lays them over `fit` with overlay_stats, so that later passes and pack see the
+// `overlay_stats` (the caller lays them over `fit` with overlay_stats, so that later passes and pack see the
 // smoothed input; `fit` itself no longer holds for those sites), and the choice is marked smoothed
 // (AutoCandidate::smoothed; labelled "smoothquant+<quantizer>" in the manifest).
 // Under MPI (`comm` with several ranks) every rank runs the held-out forward and decides alike; each
@@ -51,7 +67,7 @@ struct AutoOptions {
 Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runtime::WeightSource& weights,
                          const ActivationStats& fit, const std::vector<std::vector<int32_t>>& heldout,
                          const AutoOptions& options, const std::function<void(int layer, int layers)>& progress = {},
-                         std::vector<SiteStats>* smoothed_stats = nullptr,
+                         std::vector<SiteStats>* overlay_stats = nullptr,
                          runtime::Comm& comm = runtime::Comm::single());
 
 // A readable table of the choices and every candidate's error (for --print-after auto).

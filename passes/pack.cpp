@@ -324,6 +324,8 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       auto q = parse_quantizer(c->chosen.quantizer);
       if (!q) return make_error("pack: " + model.tensors[id].name + ": unknown quantizer '" + c->chosen.quantizer + "'");
       q->gptq.damp = options.quantizer.gptq.damp;
+      if (!q->order_in_name) q->gptq.act_order = options.quantizer.gptq.act_order;   // as the choosing pass ran them
+      q->gptq.asym_alpha = options.quantizer.gptq.asym_alpha;
       chosen[id] = *q;
     }
   const auto quantizer_of = [&](ir::TensorId id) -> const Quantizer& { return chosen[id]; };

@@ -9,7 +9,9 @@ std::string Quantizer::name() const {
   switch (kind) {
     case Kind::Rule: return nvfp4::scale_rule_name(rule);
     case Kind::LocalHessian: return "localhessian";
-    case Kind::Gptq: return gptq.localhessian_scales ? "gptq+localhessian" : "gptq";
+    case Kind::Gptq:
+      return std::string(asymmetric ? "gptaq" : "gptq") + (gptq.localhessian_scales ? "+localhessian" : "") +
+             (order_in_name ? (gptq.act_order ? "+actorder" : "+natural") : "");
   }
   return "?";
 }
@@ -27,8 +29,39 @@ std::vector<Quantizer> auto_candidates(const quant::GptqOptions& gptq) {
   return out;
 }
 
+std::vector<Quantizer> gptaq_candidates(const quant::GptqOptions& gptq) {
+  std::vector<Quantizer> out;
+  Quantizer g{Quantizer::Kind::Gptq, nvfp4::ScaleRule::Max, gptq};
+  g.asymmetric = true;
+  g.gptq.localhessian_scales = false;
+  out.push_back(g);
+  g.gptq.localhessian_scales = true;
+  out.push_back(g);
+  return out;
+}
+
+std::vector<Quantizer> other_order_candidates(const quant::GptqOptions& gptq) {
+  std::vector<Quantizer> out;
+  Quantizer g{Quantizer::Kind::Gptq, nvfp4::ScaleRule::Max, gptq};
+  g.gptq.act_order = !gptq.act_order;
+  g.order_in_name = true;
+  g.gptq.localhessian_scales = false;
+  out.push_back(g);
+  g.gptq.localhessian_scales = true;
+  out.push_back(g);
+  return out;
+}
+
 std::optional<Quantizer> parse_quantizer(const std::string& name) {
+  for (bool act : {false, true}) {
+    quant::GptqOptions o;
+    o.act_order = !act;
+    for (const auto& q : other_order_candidates(o))
+      if (q.name() == name) return q;
+  }
   for (const auto& q : auto_candidates())
+    if (q.name() == name) return q;
+  for (const auto& q : gptaq_candidates())
     if (q.name() == name) return q;
   return std::nullopt;
 }
@@ -43,6 +76,17 @@ Status quantize_weight(const Quantizer& q, const float* w, int64_t rows, int64_t
                       " (run 'stats{second_moments=true}' before it)");
   switch (q.kind) {
     case Quantizer::Kind::Gptq:
+      if (q.asymmetric) {
+        if (site->asym_second_moment.size() != size_t(cols * cols) || site->asym_cross.size() != size_t(cols * cols))
+          return make_error(q.name() + ": no asymmetric input statistics for " + what +
+                            " (they come from sequential calibration: gptq{sequential=true,asymmetric=true} or "
+                            "auto{sequential=true,gptaq=true})");
+        if (auto st = quant::gptaq_quantize(w, rows, cols, site->asym_second_moment.data(), site->asym_cross.data(), G,
+                                            q.gptq, packed, scales, zero, dequantized, err);
+            !st)
+          return make_error(what + ": " + st.error().message);
+        return {};
+      }
       if (auto st = quant::gptq_quantize(w, rows, cols, site->second_moment.data(), G, q.gptq, packed, scales, zero,
                                   dequantized, err);
           !st)

@@ -22,13 +22,25 @@ struct Quantizer {
   Kind kind = Kind::Rule;
   nvfp4::ScaleRule rule = nvfp4::ScaleRule::Max;   // Kind::Rule
   quant::GptqOptions gptq;                                // Kind::Gptq
-  std::string name() const;                        // "max", ..., "localhessian", "gptq", "gptq+localhessian"
+  // Kind::Gptq: GPTAQ's asymmetric calibration (quant::gptaq_quantize) from the site's asymmetric
+  // statistics (SiteStats::asym_*, collected by sequential calibration only).
+  bool asymmetric = false;
+  // Kind::Gptq: the column order is part of the name ("+actorder" / "+natural"), where `auto` offers
+  // both orders; otherwise the order is the choosing pass's (its act_order option).
+  bool order_in_name = false;
+  // "max", ..., "localhessian", "gptq", "gptq+localhessian", "gptaq", "gptaq+localhessian"
+  std::string name() const;
   bool needs_second_moments() const { return kind != Kind::Rule; }
   bool needs_stats() const { return kind != Kind::Rule || rule == nvfp4::ScaleRule::Weighted; }
 };
 
 // Every quantizer `auto` tries, cheapest first (ties keep the earlier one).
 std::vector<Quantizer> auto_candidates(const quant::GptqOptions& gptq = {});
+// The two gptq quantizers (max and local-Hessian group scales) in the order other than gptq.act_order,
+// named with it (order_in_name).
+std::vector<Quantizer> other_order_candidates(const quant::GptqOptions& gptq = {});
+// The two GPTAQ quantizers (max and local-Hessian group scales) with these options.
+std::vector<Quantizer> gptaq_candidates(const quant::GptqOptions& gptq = {});
 // A quantizer by name (Quantizer::name()).
 std::optional<Quantizer> parse_quantizer(const std::string& name);
 

@@ -146,4 +146,46 @@ void accumulate_second_moments_reference(double* out, const float* x, int64_t ro
     }
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+#define FP4C_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define FP4C_NO_CONTRACT
+#endif
+
+FP4C_NO_CONTRACT
+void accumulate_cross_moments(double* out, const float* x, const float* xq, int64_t rows, int64_t cols) {
+  constexpr int64_t kChunk = 64;   // rows converted to float64 at a time (their Xq stays in cache)
+  std::vector<double> d(size_t(kChunk * cols)), q(size_t(kChunk * cols));
+  for (int64_t r0 = 0; r0 < rows; r0 += kChunk) {
+    const int64_t nr = std::min(kChunk, rows - r0);
+    for (int64_t r = 0; r < nr; ++r)
+      for (int64_t j = 0; j < cols; ++j) {
+        const double vq = double(xq[(r0 + r) * cols + j]);
+        q[size_t(r * cols + j)] = vq;
+        d[size_t(r * cols + j)] = double(x[(r0 + r) * cols + j]) - vq;
+      }
+#pragma omp parallel for schedule(static) if (cols >= 64)
+    for (int64_t i = 0; i < cols; ++i) {
+      double* oi = out + i * cols;
+      for (int64_t r = 0; r < nr; ++r) {
+        const double a = d[size_t(r * cols + i)];
+        const double* qr = q.data() + r * cols;
+#pragma omp simd
+        for (int64_t j = 0; j < cols; ++j) oi[j] = oi[j] + a * qr[j];
+      }
+    }
+  }
+}
+
+FP4C_NO_CONTRACT
+void accumulate_cross_moments_reference(double* out, const float* x, const float* xq, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < cols; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      double s = out[i * cols + j];
+      for (int64_t r = 0; r < rows; ++r)
+        s += (double(x[r * cols + i]) - double(xq[r * cols + i])) * double(xq[r * cols + j]);
+      out[i * cols + j] = s;
+    }
+}
+
 }  // namespace fp4c::passes

@@ -24,6 +24,12 @@ struct SiteStats {
   std::vector<float> absmax, min, max;
   std::vector<double> mean_square;
   std::vector<double> second_moment;   // [cols, cols], X^T X / tokens; empty unless asked for
+  // GPTAQ's asymmetric statistics, from sequential calibration only (never in a statistics file):
+  // Xq the input on the quantized model (under W4A4 fake-quantized as the Linear sees it), X the input on
+  // the unquantized model, for the same tokens. [cols, cols] each, empty unless collected.
+  std::vector<double> asym_second_moment;   // Xq^T Xq / tokens
+  std::vector<double> asym_cross;           // (X - Xq)^T Xq / tokens, all of it
+
   int64_t cols() const { return int64_t(absmax.size()); }
   float tensor_absmax() const;         // max over channels
 };
@@ -65,6 +71,12 @@ Expected<ActivationStats> collect_stats(const runtime::Forward& forward, runtime
                                         const StatsOptions& options,
                                         const std::function<void(int layer, int layers)>& progress = {},
                                         runtime::Comm& comm = runtime::Comm::single());
+
+// One site's statistics as collect_stats makes them for one block: rows of x folded into `s` (empty at
+// first: sized from cols), then finish_site turns the sums into means (and mirrors the second moments'
+// upper triangle). Each column is reduced over the rows in row order: the same bits at any thread count.
+void accumulate_site(SiteStats& s, const float* x, int64_t rows, int64_t cols, bool second_moments);
+void finish_site(SiteStats& s);
 
 // --checkpoint files: `head` + `body` written to `path` through a temporary file and a rename (nothing
 // half-written is ever under `path`), and a whole file read back; errors name the path.

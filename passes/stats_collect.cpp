@@ -122,6 +122,15 @@ Status merge_into(std::vector<SiteStats>& a, const std::vector<SiteStats>& b) {
   return {};
 }
 
+}  // namespace
+
+void accumulate_site(SiteStats& s, const float* x, int64_t rows, int64_t cols, bool second_moments) {
+  accumulate(s, x, rows, cols, second_moments);
+}
+void finish_site(SiteStats& s) { finish(s); }
+
+namespace {
+
 // Levels of the tree over `blocks` leaves: the root is (levels, 0).
 int tree_levels(int64_t blocks) {
   int l = 0;

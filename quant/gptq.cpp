@@ -389,11 +389,77 @@ void quantize_tile(float* w, int64_t rows, int64_t cols, const float* u, float G
   }
 }
 
+// GPTAQ's column loop for one row (w: cols floats in processing order, modified in place), unbatched:
+// column i's scale (at the first column of its group) from the current weights, its code, then every
+// later column k: w_k -= e_i U_ik - w_i P_ik, in column order.
+FP4C_GPTQ_CLONES
+void quantize_row_asym(float* w, int64_t cols, const float* u, const float* p, float G, uint8_t zero_code,
+                       const double* group_hessians, uint8_t* codes, uint8_t* scale_codes) {
+  float dr = 1.0f;
+  for (int64_t i = 0; i < cols; ++i) {
+    if (i % kBlock == 0) {
+      const float* x = w + i;
+      uint8_t s;
+      if (group_hessians) {
+        uint8_t q[kBlock];
+        s = localhessian_block(x, G, group_hessians + (i / kBlock) * kBlock * kBlock, zero_code, q);
+      } else {
+        float a = 0.0f;
+        for (int t = 0; t < kBlock; ++t) {
+          const float ax = std::fabs(x[t]);
+          if (std::isnan(ax) || ax > a) a = ax;
+        }
+        s = fp8_e4m3::encode(clamp_keep_nan(G * (a / 6.0f), -448.0f, 448.0f));
+        if ((s & 0x7F) == 0) s = zero_code;
+      }
+      scale_codes[i / kBlock] = s;
+      dr = fp8_e4m3::decode(s) / G;
+    }
+    const float x = w[i];
+    const uint8_t q = fp4_code(x / dr);
+    codes[i] = q;
+    const float* ui = u + i * cols;
+    const float* pi = p + i * cols;
+    const float er = (x - kFp4Value[q] * dr) / ui[i];
+#pragma omp simd
+    for (int64_t k = i + 1; k < cols; ++k) w[k] -= er * ui[k] - x * pi[k];
+  }
+}
+
 #pragma GCC diagnostic pop
 
 }  // namespace
 
 namespace gptq_detail {
+
+std::vector<double> asymmetry_correction(const double* dxt, int64_t n, const std::vector<double>& u,
+                                         const std::vector<int64_t>& order, double alpha) {
+  // A = triu_1(D' U^T): A[i][j] = sum_{k >= j} D'[i][k] U[j][k] for j > i (U upper).
+  std::vector<double> a(size_t(n * n), 0.0), p(size_t(n * n), 0.0);
+#pragma omp parallel for schedule(dynamic, 16) if (n >= 256)
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<double> di(static_cast<size_t>(n));
+    for (int64_t k = 0; k < n; ++k) di[size_t(k)] = dxt[order[size_t(i)] * n + order[size_t(k)]];
+    for (int64_t j = i + 1; j < n; ++j) {
+      const double* uj = u.data() + j * n;
+      double s = 0.0;
+      for (int64_t k = j; k < n; ++k) s += di[size_t(k)] * uj[k];
+      a[size_t(i * n + j)] = s;
+    }
+  }
+  // P = alpha A U: P[i][k] = alpha sum_{i < j <= k} A[i][j] U[j][k], j ascending.
+#pragma omp parallel for schedule(dynamic, 16) if (n >= 256)
+  for (int64_t i = 0; i < n; ++i) {
+    double* pi = p.data() + i * n;
+    for (int64_t j = i + 1; j < n; ++j) {
+      const double aij = a[size_t(i * n + j)];
+      const double* uj = u.data() + j * n;
+      for (int64_t k = j; k < n; ++k) pi[k] += aij * uj[k];
+    }
+    for (int64_t k = 0; k < n; ++k) pi[k] *= alpha;
+  }
+  return p;
+}
 
 std::vector<int64_t> column_order(const double* h, int64_t cols, bool act_order) {
   std::vector<int64_t> order(static_cast<size_t>(cols));
@@ -545,10 +611,13 @@ Expected<std::shared_ptr<const Factor>> factor_for(const double* h, int64_t cols
 
 void gptq_detail::clear_factor_cache() { factor_cache().clear(); }
 
-Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h, float global_scale,
-                     const GptqOptions& options, uint8_t* packed, uint8_t* scales,
+namespace {
+
+// gptq_quantize, and with dxt gptaq_quantize.
+Status quantize_impl(const char* name, const float* w, int64_t rows, int64_t cols, const double* h, const double* dxt,
+                     float global_scale, const GptqOptions& options, uint8_t* packed, uint8_t* scales,
                      nvfp4::ZeroScale zero, float* dequantized, nvfp4::ErrorStats* err) {
-  auto fail = [](const std::string& what) { return make_error("gptq_quantize: " + what); };
+  auto fail = [name](const std::string& what) { return make_error(std::string(name) + ": " + what); };
   if (rows < 0 || cols <= 0 || cols % kBlock != 0) {
     return fail("cols must be a positive multiple of 16 and rows >= 0 (got [" + std::to_string(rows) +
                 ", " + std::to_string(cols) + "]): NVFP4 blocks are 16 input channels");
@@ -581,6 +650,16 @@ Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h
                   "] is negative: H must be a second-moment matrix X^T X / n");
     }
   }
+  if (dxt) {
+    if (!std::isfinite(options.asym_alpha) || options.asym_alpha < 0.0)
+      return fail("alpha must be finite and >= 0 (got " + std::to_string(options.asym_alpha) + ")");
+    for (int64_t i = 0; i < cols * cols; ++i) {
+      if (!std::isfinite(dxt[i])) {
+        return fail(std::string("D[") + std::to_string(i / cols) + ", " + std::to_string(i % cols) +
+                    "] is " + (std::isnan(dxt[i]) ? "NaN" : "Inf") + ": D must be finite");
+      }
+    }
+  }
   if (rows == 0) return Status();
 
   FP4C_ASSIGN(const std::shared_ptr<const Factor> factor, factor_for(h, cols, options));
@@ -604,8 +683,20 @@ Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h
     }
   }
   std::vector<uint8_t> codes(size_t(rows * cols)), sc(size_t(rows * groups));
-  gptq_detail::quantize_columns(wp.data(), rows, cols, u.data(), global_scale, options.block, zero,
-                                codes.data(), sc.data(), options.localhessian_scales ? group_h.data() : nullptr);
+  if (!dxt) {
+    gptq_detail::quantize_columns(wp.data(), rows, cols, u.data(), global_scale, options.block, zero,
+                                  codes.data(), sc.data(), options.localhessian_scales ? group_h.data() : nullptr);
+  } else {
+    const std::vector<double> u64(u.begin(), u.end());
+    const std::vector<double> p64 = gptq_detail::asymmetry_correction(dxt, cols, u64, order, options.asym_alpha);
+    const std::vector<float> p(p64.begin(), p64.end());
+    const uint8_t zc = zero_scale_code(zero);
+    const double* gh = options.localhessian_scales ? group_h.data() : nullptr;
+#pragma omp parallel for schedule(dynamic, 8) if (rows > 8)
+    for (int64_t r = 0; r < rows; ++r)
+      quantize_row_asym(wp.data() + r * cols, cols, u.data(), p.data(), global_scale, zc, gh, codes.data() + r * cols,
+                        sc.data() + r * groups);
+  }
   for (int64_t i = 0; i < rows * groups; ++i) {
     if ((sc[size_t(i)] & 0x7F) == 0x7F) {
       return fail("the error updates overflowed (row " + std::to_string(i / groups) +
@@ -654,6 +745,23 @@ Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h
     }
   }
   return Status();
+}
+
+}  // namespace
+
+Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h, float global_scale,
+                     const GptqOptions& options, uint8_t* packed, uint8_t* scales,
+                     nvfp4::ZeroScale zero, float* dequantized, nvfp4::ErrorStats* err) {
+  return quantize_impl("gptq_quantize", w, rows, cols, h, nullptr, global_scale, options, packed, scales, zero,
+                       dequantized, err);
+}
+
+Status gptaq_quantize(const float* w, int64_t rows, int64_t cols, const double* h, const double* dxt,
+                      float global_scale, const GptqOptions& options, uint8_t* packed, uint8_t* scales,
+                      nvfp4::ZeroScale zero, float* dequantized, nvfp4::ErrorStats* err) {
+  if (!dxt) return make_error("gptaq_quantize: null D");
+  return quantize_impl("gptaq_quantize", w, rows, cols, h, dxt, global_scale, options, packed, scales, zero,
+                       dequantized, err);
 }
 
 }  // namespace fp4c::quant

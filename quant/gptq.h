@@ -51,6 +51,9 @@ struct GptqOptions {
   // the group's CURRENT (error-updated) weights, H_b the group's 16x16 diagonal block of H as given
   // (not damped; dead diagonals stay 0).
   bool localhessian_scales = false;
+  // GPTAQ ("GPTQv2", Li et al., ICML 2025) asymmetric calibration, used by gptaq_quantize: the strength
+  // of the asymmetry correction (the authors' alpha; 0 gives GPTQ on the quantized model's input).
+  double asym_alpha = 0.25;
 };
 
 // Error-compensating quantization of W [rows, cols] (row-major float, cols % 16 == 0) to NVFP4 with
@@ -66,6 +69,23 @@ struct GptqOptions {
 Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h, float global_scale,
                      const GptqOptions& options, uint8_t* packed, uint8_t* scales,
                      nvfp4::ZeroScale zero, float* dequantized, nvfp4::ErrorStats* err);
+
+// GPTAQ ("GPTQv2"): the same column loop, against the unquantized model's output. Each row w minimizes
+// ||X w^T - Xq q^T|| over the calibration tokens, X the Linear's input on the unquantized model and Xq
+// its input on the quantized one (under W4A4 fake-quantized as served): H = Xq^T Xq / n as in
+// gptq_quantize, and dxt = (X - Xq)^T Xq / n ([cols, cols] row-major, all of it read: dxt[i][j] =
+// sum_t (x_ti - xq_ti) xq_tj / n). With U as in gptq_quantize (in processing order, D' = D permuted
+// alike) P = alpha * triu_1(D' U^T) U (strictly upper), and processing column i (value w_i before it is
+// quantized, error e_i = (w_i - q_i) / U_ii) updates every later column k:
+//   w_k -= e_i U_ik - w_i P_ik.
+// (The authors' code uses w_i for the columns of the same lazy batch and q_i beyond it; here w_i
+// throughout, as their derivation has it.) P is formed in float64 and rounded to float32 as U is; the
+// updates run unbatched per row (rows in parallel), each element's subtractions in column order, so
+// with dxt = 0 the bytes are gptq_quantize's. Errors: those of gptq_quantize, a null or non-finite dxt,
+// alpha not finite or negative.
+Status gptaq_quantize(const float* w, int64_t rows, int64_t cols, const double* h, const double* dxt,
+                      float global_scale, const GptqOptions& options, uint8_t* packed, uint8_t* scales,
+                      nvfp4::ZeroScale zero, float* dequantized, nvfp4::ErrorStats* err);
 
 // The pieces of gptq_quantize, exposed so that tests can check each against a plain reference.
 namespace gptq_detail {
@@ -88,6 +108,11 @@ Expected<std::vector<double>> inverse_cholesky_upper(const double* h, int64_t co
 void quantize_columns(float* w, int64_t rows, int64_t cols, const float* u, float global_scale,
                       int block, nvfp4::ZeroScale zero, uint8_t* codes, uint8_t* scale_codes,
                       const double* group_hessians = nullptr);
+
+// GPTAQ's P (see gptaq_quantize) for D' = dxt permuted by `order`, from U (float64, upper, processing
+// order): alpha * triu_1(D' U^T) U, [cols, cols] row-major float64, zero on and below the diagonal.
+std::vector<double> asymmetry_correction(const double* dxt, int64_t cols, const std::vector<double>& u,
+                                         const std::vector<int64_t>& order, double alpha);
 
 // gptq_quantize keeps the order and U of recent H (keyed by H's contents, damp and act_order; at most
 // 512 MiB) so that quantizations against the same H factor it once; this empties that cache.

@@ -17,6 +17,16 @@ class AutoPass final : public Pass {
     options_.gptq.act_order = inv.option("act_order") == "true";
     options_.smoothquant = inv.option("smoothquant") == "true";
     options_.alpha = std::strtof(inv.option("alpha").c_str(), nullptr);
+    sequential_ = inv.option("sequential") == "true";
+    options_.gptq.asym_alpha = std::strtod(inv.option("gptaq_alpha").c_str(), nullptr);
+    gptaq_ = inv.option("gptaq") == "true";
+    if (inv.option("gptaq") == "true" || inv.option("both_orders") == "true") {
+      options_.candidates = passes::auto_candidates(options_.gptq);
+      if (inv.option("both_orders") == "true")
+        for (const auto& q : passes::other_order_candidates(options_.gptq)) options_.candidates.push_back(q);
+      if (inv.option("gptaq") == "true")
+        for (const auto& q : passes::gptaq_candidates(options_.gptq)) options_.candidates.push_back(q);
+    }
   }
 
   Status run(PassContext& ctx) override {
@@ -24,14 +34,22 @@ class AutoPass final : public Pass {
     FP4C_TRY(passes::plan_weights(ctx.model, plan_options));
     ctx.quantizer.gptq.damp = options_.gptq.damp;
     ctx.quantizer.gptq.act_order = options_.gptq.act_order;
+    ctx.quantizer.gptq.asym_alpha = options_.gptq.asym_alpha;
     runtime::Forward forward(ctx.model.config, ctx.forward);
     runtime::CheckpointWeights weights(ctx.model, ctx.checkpoint.refs, /*release_pages=*/true);
     int64_t held_tokens = 0;
     for (const auto& s : ctx.heldout) held_tokens += int64_t(s.size());
     std::vector<passes::SiteStats> smoothed;
-    FP4C_TRY(passes::choose_quantizers(ctx.model, forward, weights, *ctx.stats, ctx.heldout, options_,
+    passes::AutoOptions options = options_;
+    if (sequential_ || gptaq_) {
+      if (!ctx.calibration) return make_error("auto: sequential calibration needs a calibration set (--calib)");
+      options.sequential = &ctx.calibration->sequences;
+      options.sequential_all = sequential_;   // else the quantized stream is GPTAQ's alone
+    }
+    FP4C_TRY(passes::choose_quantizers(ctx.model, forward, weights, *ctx.stats, ctx.heldout, options,
                                        ctx.progress("auto", double(held_tokens)), &smoothed, runtime::Comm::world()));
-    ctx.stats = passes::overlay_stats(ctx.stats, std::move(smoothed));   // the smoothed sites' rescaled statistics
+    // the smoothed sites' rescaled statistics (sequential: every site's, from the quantized layers)
+    ctx.stats = passes::overlay_stats(ctx.stats, std::move(smoothed));
     return {};
   }
 
@@ -39,6 +57,8 @@ class AutoPass final : public Pass {
 
  private:
   passes::AutoOptions options_;
+  bool sequential_ = false;
+  bool gptaq_ = false;
 };
 
 // `auto` measures on sequences the statistics (and so GPTQ's second moments) never saw: the last
@@ -75,10 +95,22 @@ const PassDefinition& AutoPass_definition() {
          "the gptq candidates in activation order (off: held-out recovery on SmolLM2 was higher without it, "
          "docs/DECISIONS.md)", {}},
         {"smoothquant", OptionType::Bool, "true", "also try each site smoothed (SmoothQuant's factors, as the smoothquant pass)", {}},
-        {"alpha", OptionType::Float, "0.5", "SmoothQuant migration strength of the smoothed candidates", {}, 0, 1}},
+        {"alpha", OptionType::Float, "0.5", "SmoothQuant migration strength of the smoothed candidates", {}, 0, 1},
+        {"sequential", OptionType::Bool, "false",
+         "sequential calibration: each layer's statistics and second moments from the calibration sequences as "
+         "the layers before it, quantized as chosen (W4A4: activations too), give them; held-out sequences "
+         "measured through the quantized layers (two more layer forwards of the calibration set per layer)", {}},
+        {"gptaq", OptionType::Bool, "false",
+         "also the GPTAQ candidates (gptaq, gptaq+localhessian: GPTQ against the unquantized model's output, "
+         "from the quantized model's input): the calibration sequences also run through the layers as quantized "
+         "and as they are (three more layer forwards per layer); without sequential=true only these candidates "
+         "use the quantized stream", {}},
+        {"both_orders", OptionType::Bool, "false",
+         "also the gptq candidates in the other column order (named +actorder or +natural)", {}},
+        {"gptaq_alpha", OptionType::Float, "0.25", "GPTAQ's asymmetry strength (the authors' alpha)", {}, 0, 10}},
        {"stats"},
        {}},
-      [](const PassInvocation&, CheckState& s) -> Status {
+      [](const PassInvocation& inv, CheckState& s) -> Status {
         FP4C_TRY(need_second_moments(s, "pass 'auto'"));
         FP4C_TRY(refuse_for_mxfp4(s, "auto"));
         s.quantizer_chosen_by = "auto";
