@@ -78,6 +78,19 @@ struct ModelConfig {
   std::optional<double> sliding_rope_theta;
   bool attention_bias = false;   // q/k/v (and o, Llama and Qwen3) biases; Qwen2 always has q/k/v ones
   bool mlp_bias = false;         // gate/up/down biases (Llama's mlp_bias)
+  // Mixture of experts (Mixtral, Qwen3-MoE): 0 experts is a dense model. A sparse layer's MLP is a router
+  // (Linear [num_experts, hidden], kept BF16) and num_experts SwiGLU experts of moe_intermediate_size; each
+  // token goes to the num_experts_per_tok experts of the highest softmax(router logits) (float32), weighted by
+  // those probabilities, renormalized to sum 1 when norm_topk_prob (Mixtral always). moe_layers[l]: layer l is
+  // sparse (Qwen3-MoE: not in mlp_only_layers and (l + 1) % decoder_sparse_step == 0); the others are dense
+  // MLPs of intermediate_size.
+  int64_t num_experts = 0;
+  int64_t num_experts_per_tok = 0;
+  int64_t moe_intermediate_size = 0;
+  bool norm_topk_prob = false;
+  std::vector<bool> moe_layers;
+  bool is_moe() const { return num_experts > 0; }
+  bool moe_layer(int64_t l) const { return l >= 0 && size_t(l) < moe_layers.size() && moe_layers[size_t(l)]; }
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
   std::string torch_dtype;
@@ -93,6 +106,7 @@ struct TensorInfo {
   Role role;
   ParamKind kind = ParamKind::Weight;
   std::optional<int> layer;    // decoder layer, when it has one
+  std::optional<int> expert;   // MoE: the expert a gate/up/down Linear belongs to
 };
 
 // Linears that a serving engine runs as one GEMM: they share the weight and input global scales.

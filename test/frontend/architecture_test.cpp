@@ -164,12 +164,14 @@ std::string error_of(const ir::ModelConfig& c, const std::vector<TensorHeader>& 
 
 TEST(Architecture, Supported) {
   auto a = supported_architectures();
-  ASSERT_EQ(a.size(), 5u);
+  ASSERT_EQ(a.size(), 7u);
   EXPECT_EQ(a[0], "Gemma3ForCausalLM");
   EXPECT_EQ(a[1], "LlamaForCausalLM");
   EXPECT_EQ(a[2], "MistralForCausalLM");
-  EXPECT_EQ(a[3], "Qwen2ForCausalLM");
-  EXPECT_EQ(a[4], "Qwen3ForCausalLM");
+  EXPECT_EQ(a[3], "MixtralForCausalLM");
+  EXPECT_EQ(a[4], "Qwen2ForCausalLM");
+  EXPECT_EQ(a[5], "Qwen3ForCausalLM");
+  EXPECT_EQ(a[6], "Qwen3MoeForCausalLM");
   EXPECT_TRUE(is_supported_architecture("Qwen2ForCausalLM"));
   EXPECT_FALSE(is_supported_architecture("Qwen2MoeForCausalLM"));
   EXPECT_FALSE(is_supported_architecture(""));
@@ -473,7 +475,8 @@ TEST(ClassifyError, UnsupportedArchitecture) {
   ir::ModelConfig c = tiny("GPT2LMHeadModel");
   EXPECT_EQ(error_of(c, {}), kDir +
                                  ": unsupported architecture GPT2LMHeadModel (supported: "
-                                 "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+                                 "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, "
+                                 "Qwen3ForCausalLM, Qwen3MoeForCausalLM)");
 }
 
 }  // namespace

@@ -586,7 +586,8 @@ TEST(ConfigError, UnsupportedArchitecture) {
   j["architectures"] = {"GPT2LMHeadModel"};
   EXPECT_EQ(error_of(j), kPath +
                              ": unsupported architecture GPT2LMHeadModel (supported: "
-                             "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+                             "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
+                    "Qwen3MoeForCausalLM)");
 }
 
 TEST(ConfigError, NonPositiveSizes) {
