@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <optional>
 #include <set>
@@ -41,7 +42,18 @@ runtime::Activations first_sequences(const runtime::Activations& acts, int64_t t
   return out;
 }
 
-const runtime::LinearParams* slot(const runtime::LayerParams& p, ir::Role role) {
+// The Linear of `role` in a layer's parameters; an expert's (gate, up, down) when `expert` >= 0.
+const runtime::LinearParams* slot(const runtime::LayerParams& p, ir::Role role, int expert = -1) {
+  if (expert >= 0) {
+    if (size_t(expert) >= p.experts.size()) return nullptr;
+    const auto& e = p.experts[size_t(expert)];
+    switch (role) {
+      case ir::Role::Gate: return &e.gate;
+      case ir::Role::Up: return &e.up;
+      case ir::Role::Down: return &e.down;
+      default: return nullptr;
+    }
+  }
   switch (role) {
     case ir::Role::Q: return &p.q;
     case ir::Role::K: return &p.k;
@@ -54,8 +66,8 @@ const runtime::LinearParams* slot(const runtime::LayerParams& p, ir::Role role) 
   }
 }
 
-runtime::LinearParams* slot(runtime::LayerParams& p, ir::Role role) {
-  return const_cast<runtime::LinearParams*>(slot(std::as_const(p), role));
+runtime::LinearParams* slot(runtime::LayerParams& p, ir::Role role, int expert = -1) {
+  return const_cast<runtime::LinearParams*>(slot(std::as_const(p), role, expert));
 }
 
 // The statistics of a site whose input channels are multiplied by m (m_j >= 0): what the stats pass
@@ -155,12 +167,12 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     return make_error("auto: alpha must lie in [0, 1], got " + std::to_string(options.alpha));
   const std::vector<Quantizer> candidates = auto_candidates(options.gptq);
 
-  // NVFP4 Linear weights by (layer, role).
-  std::map<std::pair<int, ir::Role>, ir::TensorId> linear;
+  // NVFP4 Linear weights by (layer, role, expert or -1).
+  std::map<std::tuple<int, ir::Role, int>, ir::TensorId> linear;
   for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
     const auto& t = model.tensors[id];
     if (t.layer && t.kind == ir::ParamKind::Weight && ir::is_linear(t.role) && decisions[id].format == ir::Format::NVFP4)
-      linear[{*t.layer, t.role}] = id;
+      linear[{*t.layer, t.role, t.expert.value_or(-1)}] = id;
   }
   std::vector<std::vector<quant::OutputError>> errors(model.tensors.size());
   // The bytes of the current layer's Linears' candidates until the layer's units are decided: every one while
@@ -234,7 +246,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     std::vector<Unit> units;
     std::set<ir::TensorId> seen;
     for (const auto& [key, id] : linear) {
-      if (key.first != l || errors[id].empty() || seen.count(id)) continue;
+      if (std::get<0>(key) != l || errors[id].empty() || seen.count(id)) continue;
       Unit u;
       if (auto it = smoothed_site_of.find(id); it != smoothed_site_of.end()) u.site = it->second;
       u.members = unit_of(id, u.site);
@@ -250,7 +262,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         const bool sm = &u == smoothed;
         const size_t c = sm ? n + u.best[1] : u.best[0];
         for (ir::TensorId m : u.members) {
-          runtime::LinearParams* lp = slot(q, model.tensors[m].role);
+          runtime::LinearParams* lp = slot(q, model.tensors[m].role, model.tensors[m].expert.value_or(-1));
           if (!lp) continue;
           auto it = layer_results.find(m);
           if (it == layer_results.end() || c >= it->second.size() || !it->second[c]) {
@@ -342,15 +354,18 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       // The fused group's global scale, as pack computes it (max |W| over the members).
       float group_amax = 0;
       for (ir::Role r : members)
-        if (const auto* w = slot(p, r)) group_amax = std::max(group_amax, nvfp4::amax_f32(w->weight));
+        if (const auto* w = slot(p, r, in.expert)) group_amax = std::max(group_amax, nvfp4::amax_f32(w->weight));
       const float G = nvfp4::global_scale(group_amax);
-      const SiteStats* site = fit.find(in.layer, in.role);
+      // An expert's own routed tokens' statistics, or its layer's below kMinExpertTokens (weight_input_stats).
+      const SiteStats* site = fit.find(in.layer, in.role, in.expert);
+      if (in.expert >= 0 && (!site || site->tokens < kMinExpertTokens)) site = fit.find(in.layer, in.role);
 
       // SmoothQuant at this site too, where it may apply: a norm -> {q,k,v} or {gate,up} site none of whose
       // tensors an earlier pass rewrote.
       std::unique_ptr<SmoothedSite> smoothed;
       // Not where the norms compute x * (1 + w) (Gemma): the smoothing cannot be folded into them as a scale.
-      if (options.smoothquant && site && !model.config.norm_plus_one &&
+      // Nor at a sparse MoE layer's MLP site (the smoothquant pass smooths it, router included; auto does not).
+      if (options.smoothquant && site && !model.config.norm_plus_one && !model.config.moe_layer(in.layer) &&
           (in.role == ir::Role::Q || in.role == ir::Role::Gate)) {
         for (const ir::ActivationSite& as : model.sites) {
           if (as.consumers.empty()) continue;
@@ -398,8 +413,8 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
 
       bool any = false;
       for (ir::Role r : members) {
-        auto it = linear.find({in.layer, r});
-        const runtime::LinearParams* w = slot(p, r);
+        auto it = linear.find({in.layer, r, in.expert});
+        const runtime::LinearParams* w = slot(p, r, in.expert);
         if (it == linear.end() || !w) continue;
         any = true;
         const ir::TensorId id = it->second;
@@ -465,7 +480,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       // Only each unit's best bytes per variant are kept (a layer forward and pack may need them): the
       // units of this group's members were all measured just now.
       for (ir::Role r : members) {
-        auto it = linear.find({in.layer, r});
+        auto it = linear.find({in.layer, r, in.expert});
         if (it == linear.end() || errors[it->second].empty()) continue;
         const ir::TensorId id = it->second;
         const auto unit = unit_of(id, smoothed && any ? smoothed.get() : nullptr);
