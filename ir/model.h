@@ -98,6 +98,10 @@ struct ModelConfig {
 
 using TensorId = uint32_t;
 
+// MoE: below this many routed calibration tokens an expert's own statistics are not used for its quantizers
+// (passes::weight_input_stats; docs/MOE.md).
+constexpr int64_t kMinExpertTokens = 32;
+
 struct TensorInfo {
   std::string name;            // full checkpoint name, e.g. "model.layers.0.self_attn.q_proj.weight"
   std::string module;          // owning module, e.g. "model.layers.0.self_attn.q_proj"
@@ -263,6 +267,8 @@ struct Annotations {
   std::vector<std::optional<Sensitivity>> sensitivity;    // sensitivity (Linear weights)
   std::vector<std::optional<QuantizerChoice>> choice;     // auto (Linear weights)
   std::vector<std::optional<Prequantized>> prequantized;  // auto (chosen GPTQ / local-Hessian results), for pack
+  // MoE experts' Linears: the calibration tokens routed to the expert in the last statistics (stats).
+  std::vector<std::optional<int64_t>> routed_tokens;
 };
 
 class Model {

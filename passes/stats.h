@@ -45,7 +45,7 @@ struct ActivationStats {
 
 // Below this many routed calibration tokens an expert's own statistics are not used: its Linears take the
 // layer's (gate/up: the MLP norm's output over every token; down: the union of every expert's down input).
-constexpr int64_t kMinExpertTokens = 32;
+constexpr int64_t kMinExpertTokens = ir::kMinExpertTokens;
 
 // The statistics a Linear weight's quantizer uses: its input site's, or for an expert's Linear that expert's own
 // (its routed tokens) unless it had fewer than kMinExpertTokens, then the layer's (above). Null if none.

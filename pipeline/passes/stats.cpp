@@ -19,6 +19,14 @@ class StatsPass final : public Pass {
   Status run(PassContext& ctx) override {
     FP4C_ASSIGN(StatsResult r, ctx.compute_stats(options_));
     ctx.stats = r.stats;
+    // MoE: each expert's routed calibration tokens, for the manifest.
+    auto& routed = ctx.model.annotations.routed_tokens;
+    routed.assign(ctx.model.tensors.size(), std::nullopt);
+    for (ir::TensorId id = 0; id < ctx.model.tensors.size(); ++id) {
+      const ir::TensorInfo& t = ctx.model.tensors[id];
+      if (!t.expert || !t.layer || t.kind != ir::ParamKind::Weight) continue;
+      if (const passes::SiteStats* s = ctx.stats->find(*t.layer, ir::Role::Gate, *t.expert)) routed[id] = s->tokens;
+    }
     if (!ctx.first_stats) ctx.first_stats = r;
     return {};
   }
