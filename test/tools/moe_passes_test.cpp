@@ -176,5 +176,37 @@ TEST(MoePasses, EveryPassQuantizesAndEvaluates) {
   }
 }
 
+// Bad input through the binary: a named error, a non-zero exit, nothing written.
+TEST(MoeBadInput, NamedErrorsAndNothingWritten) {
+  TempDir tmp;
+  struct Case {
+    const char* key;
+    nlohmann::json value;
+    std::string message;
+  };
+  const Case cases[] = {
+      {"num_experts_per_tok", 5, "key 'num_experts_per_tok' = 5 exceeds the 4 experts of key 'num_local_experts'"},
+      // The router first (the checkpoint's order); a missing expert tensor: moe_frontend_test.
+      {"num_local_experts", 5, "tensor 'model.layers.0.mlp.gate.weight' has shape [4, 64], expected [5, 64]"},
+      {"moe_intermediate_size", 48,
+       "tensor 'model.layers.0.mlp.experts.0.down_proj.weight' has shape [64, 32], expected [64, 48]"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.key);
+    const fs::path m = tmp.path / (std::string("model_") + c.key);
+    fs::create_directories(m);
+    for (const auto& f : fs::directory_iterator(kCases / "qwen3_moe")) fs::copy(f.path(), m / f.path().filename());
+    nlohmann::json cfg = nlohmann::json::parse(read_file(m / "config.json"));
+    cfg[c.key] = c.value;
+    fs::remove(m / "config.json");
+    std::ofstream(m / "config.json") << cfg.dump(2);
+    const fs::path out = tmp.path / (std::string("out_") + c.key);
+    auto q = fp4c("quantize --scheme w4a16 --model " + m.string() + " --out " + out.string());
+    EXPECT_NE(q.exit_code, 0);
+    EXPECT_NE(q.out.find(c.message), std::string::npos) << q.out;
+    EXPECT_FALSE(fs::exists(out));
+  }
+}
+
 }  // namespace
 }  // namespace fp4c::testing
