@@ -196,6 +196,11 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
       }
     }
     r->set_smoothed(model.transformed(id));
+    if (t.expert) r->set_expert(*t.expert);
+    if (id < model.annotations.routed_tokens.size() && model.annotations.routed_tokens[id]) {
+      r->set_routed_tokens(*model.annotations.routed_tokens[id]);
+      r->set_expert_statistics(*model.annotations.routed_tokens[id] >= ir::kMinExpertTokens ? "expert" : "layer");
+    }
     const uint64_t n = numel(t.shape);
     const uint64_t src = n * dtype_size(t.dtype);
     uint64_t out = 0;

@@ -12,7 +12,7 @@ using ir::ParamKind;
 using ir::Role;
 
 // The sizes a tensor dimension can be, as functions of the config.
-enum class Dim : uint8_t { Hidden, Inter, Vocab, QOut, KvOut, Head, HalfHead };
+enum class Dim : uint8_t { Hidden, Inter, Vocab, QOut, KvOut, Head, HalfHead, Experts, MoeInter };
 
 int64_t dim_size(Dim d, const ir::ModelConfig& c) {
   switch (d) {
@@ -23,6 +23,8 @@ int64_t dim_size(Dim d, const ir::ModelConfig& c) {
     case Dim::KvOut: return c.num_key_value_heads * c.head_dim;
     case Dim::Head: return c.head_dim;
     case Dim::HalfHead: return c.head_dim / 2;
+    case Dim::Experts: return c.num_experts;
+    case Dim::MoeInter: return c.moe_intermediate_size;
   }
   return -1;
 }
@@ -37,7 +39,11 @@ constexpr ShapeSpec mat(Dim rows, Dim cols) { return {2, {rows, cols}}; }
 enum class Scope : uint8_t {
   Global,  // the name is the full tensor name
   Layer,   // the name is relative to "model.layers.{i}."
+  Expert,  // the name is relative to "model.layers.{i}.<experts prefix>{e}." (MoE)
 };
+
+// Which layers of a MoE model a per-layer tensor belongs to (ModelConfig::moe_layers).
+enum class Only : uint8_t { Any, DenseLayer, SparseLayer };
 
 enum class Presence : uint8_t {
   Required,
@@ -55,12 +61,23 @@ struct TensorRule {
   ParamKind kind;
   ShapeSpec shape;
   Presence presence;
+  Only only = Only::Any;
 };
 
 // Linears that run as one GEMM, named relative to the layer (weights only).
 struct GroupRule {
   std::array<std::string_view, 3> members;
   size_t size;
+  bool dense_mlp = false;   // the dense MLP's gate/up: a sparse layer has its experts' groups instead
+};
+
+// A sparse MoE block (Mixtral, Qwen3-MoE): the experts' tensors are named "<experts>{e}.<rule name>" relative
+// to the layer; each expert's gate and up form one fused group, fed by the MLP's norm (the site's consumers are
+// every expert's gate and up, expert by expert); the router (Role::Router) reads the same input.
+struct MoeRule {
+  std::string_view experts;   // e.g. "block_sparse_moe.experts."
+  std::span<const TensorRule> expert_tensors;
+  std::array<std::string_view, 2> gate_up;   // names (relative to the expert) of its gate and up weights
 };
 
 // A norm feeding Linears, named relative to the layer.
@@ -96,6 +113,7 @@ struct Architecture {
   std::span<const SiteRule> sites;
   BiasPolicy qkv_bias;
   std::span<const SplitRule> splits = {};
+  const MoeRule* moe = nullptr;
 };
 
 // The Llama decoder layout, shared by Llama, Mistral and Qwen2 (which differ in the bias policy).
@@ -215,14 +233,83 @@ constexpr SplitRule kPhi3Splits[] = {
 
 constexpr GroupRule kQkv = {
     {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"}, 3};
-constexpr GroupRule kGateUp = {{"mlp.gate_proj.weight", "mlp.up_proj.weight", ""}, 2};
+constexpr GroupRule kGateUp = {{"mlp.gate_proj.weight", "mlp.up_proj.weight", ""}, 2, true};
+
+// Mixtral: Mistral's attention (no biases), every layer sparse: block_sparse_moe.gate [experts, hidden] and
+// experts w1 (gate), w3 (up), w2 (down).
+constexpr auto kMixtralTensors = [] {
+  using enum Scope;
+  using enum Role;
+  using enum ParamKind;
+  using enum Dim;
+  using enum Presence;
+  // clang-format off
+  return std::to_array<TensorRule>({
+  {Global, "model.embed_tokens.weight",       Embedding, Weight, mat(Vocab, Hidden),   Required},
+  {Global, "model.norm.weight",               Norm,      Weight, vec(Hidden),          Required},
+  {Global, "lm_head.weight",                  LmHead,    Weight, mat(Vocab, Hidden),   UnlessTied},
+  {Layer,  "input_layernorm.weight",          Norm,      Weight, vec(Hidden),          Required},
+  {Layer,  "self_attn.q_proj.weight",         Q,         Weight, mat(QOut, Hidden),    Required},
+  {Layer,  "self_attn.k_proj.weight",         K,         Weight, mat(KvOut, Hidden),   Required},
+  {Layer,  "self_attn.v_proj.weight",         V,         Weight, mat(KvOut, Hidden),   Required},
+  {Layer,  "self_attn.o_proj.weight",         O,         Weight, mat(Hidden, QOut),    Required},
+  {Layer,  "self_attn.rotary_emb.inv_freq",   Other,     Weight, vec(HalfHead),        Optional},
+  {Layer,  "post_attention_layernorm.weight", Norm,      Weight, vec(Hidden),          Required},
+  {Layer,  "block_sparse_moe.gate.weight",    Router,    Weight, mat(Experts, Hidden), Required, Only::SparseLayer},
+  });
+  // clang-format on
+}();
+constexpr auto kMixtralExperts = [] {
+  using enum Scope;
+  using enum Role;
+  using enum ParamKind;
+  using enum Dim;
+  using enum Presence;
+  return std::to_array<TensorRule>({
+      {Expert, "w1.weight", Gate, Weight, mat(MoeInter, Hidden), Required, Only::SparseLayer},
+      {Expert, "w3.weight", Up, Weight, mat(MoeInter, Hidden), Required, Only::SparseLayer},
+      {Expert, "w2.weight", Down, Weight, mat(Hidden, MoeInter), Required, Only::SparseLayer},
+  });
+}();
+constexpr MoeRule kMixtralMoe = {"block_sparse_moe.experts.", kMixtralExperts, {"w1.weight", "w3.weight"}};
+
+// Qwen3-MoE: Qwen3's layout; the dense MLP only on the layers mlp_only_layers / decoder_sparse_step leave dense,
+// the sparse ones mlp.gate [experts, hidden] and experts gate_proj / up_proj / down_proj.
+constexpr auto kQwen3MoeTensors = [] {
+  using enum Scope;
+  using enum Role;
+  using enum ParamKind;
+  using enum Dim;
+  using enum Presence;
+  std::array<TensorRule, kQwen3Tensors.size() + 1> out{};
+  for (size_t i = 0; i < kQwen3Tensors.size(); ++i) {
+    out[i] = kQwen3Tensors[i];
+    if (out[i].name.starts_with("mlp.")) out[i].only = Only::DenseLayer;
+  }
+  out[kQwen3Tensors.size()] = {Layer, "mlp.gate.weight", Router, Weight, mat(Experts, Hidden), Required,
+                               Only::SparseLayer};
+  return out;
+}();
+constexpr auto kQwen3MoeExperts = [] {
+  using enum Scope;
+  using enum Role;
+  using enum ParamKind;
+  using enum Dim;
+  using enum Presence;
+  return std::to_array<TensorRule>({
+      {Expert, "gate_proj.weight", Gate, Weight, mat(MoeInter, Hidden), Required, Only::SparseLayer},
+      {Expert, "up_proj.weight", Up, Weight, mat(MoeInter, Hidden), Required, Only::SparseLayer},
+      {Expert, "down_proj.weight", Down, Weight, mat(Hidden, MoeInter), Required, Only::SparseLayer},
+  });
+}();
+constexpr MoeRule kQwen3MoeMoe = {"mlp.experts.", kQwen3MoeExperts, {"gate_proj.weight", "up_proj.weight"}};
 
 constexpr GroupRule kLlamaGroups[] = {kQkv, kGateUp};
 constexpr SiteRule kGemma3Sites[] = {
     {"input_layernorm.weight", kQkv},
     {"pre_feedforward_layernorm.weight", kGateUp},
 };
-constexpr SiteRule kLlamaSites[] = {
+constexpr SiteRule kLlamaSites[] = {  // (the MLP site of a sparse layer feeds its experts' gate/up instead)
     {"input_layernorm.weight", kQkv},
     {"post_attention_layernorm.weight", kGateUp},
 };
@@ -232,9 +319,11 @@ constexpr Architecture kArchitectures[] = {
     {"Gemma3ForCausalLM", kGemma3Tensors, kLlamaGroups, kGemma3Sites, BiasPolicy::FromConfig},
     {"LlamaForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::FromConfig},
     {"MistralForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::Never},
+    {"MixtralForCausalLM", kMixtralTensors, kLlamaGroups, kLlamaSites, BiasPolicy::Never, {}, &kMixtralMoe},
     {"Phi3ForCausalLM", kPhi3Tensors, kLlamaGroups, kLlamaSites, BiasPolicy::Never, kPhi3Splits},
     {"Qwen2ForCausalLM", kLlamaTensors, kLlamaGroups, kLlamaSites, BiasPolicy::QkvAlways},
     {"Qwen3ForCausalLM", kQwen3Tensors, kLlamaGroups, kLlamaSites, BiasPolicy::FromConfig},
+    {"Qwen3MoeForCausalLM", kQwen3MoeTensors, kLlamaGroups, kLlamaSites, BiasPolicy::FromConfig, {}, &kQwen3MoeMoe},
 };
 
 constexpr auto kArchitectureNames = [] {
@@ -282,7 +371,9 @@ struct Match {
   const TensorRule* rule = nullptr;
   const SplitRule* split = nullptr;   // a fused per-layer tensor instead of a rule
   std::optional<int64_t> layer;
-  bool bad_layer_index = false;  // "model.layers.X." with X not a canonical decimal in range
+  std::optional<int64_t> expert;
+  bool bad_layer_index = false;
+  bool bad_expert_index = false;  // "model.layers.X." with X not a canonical decimal in range
 };
 
 // The one place tensor names are matched: exact global names, or "model.layers.{i}." followed by
@@ -293,6 +384,21 @@ class NameMatcher {
     for (const TensorRule& r : arch.tensors)
       (r.scope == Scope::Global ? global_ : layer_).emplace(r.name, &r);
     for (const SplitRule& r : arch.splits) split_.emplace(r.name, &r);
+    if (arch.moe) {
+      experts_ = arch.moe->experts;
+      for (const TensorRule& r : arch.moe->expert_tensors) expert_.emplace(r.name, &r);
+    }
+  }
+
+  // A decimal index as transformers writes it: digits, no leading zero.
+  static std::optional<int64_t> parse_index(std::string_view digits) {
+    int64_t v = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+    bool canonical =
+        !digits.empty() && (digits.size() == 1 || digits[0] != '0') &&
+        std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!canonical || ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+    return v;
   }
 
   Match match(std::string_view name) const {
@@ -306,21 +412,32 @@ class NameMatcher {
     size_t dot = rest.find('.');
     if (dot == std::string_view::npos) return m;
     std::string_view digits = rest.substr(0, dot);
-    auto it = layer_.find(rest.substr(dot + 1));
-    auto split = split_.find(rest.substr(dot + 1));
-    if (it == layer_.end() && split == split_.end()) return m;
-    if (it != layer_.end()) m.rule = it->second;
-    else m.split = split->second;
-    int64_t layer = 0;
-    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), layer);
-    bool canonical =
-        !digits.empty() && (digits.size() == 1 || digits[0] != '0') &&
-        std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (!canonical || ec != std::errc() || end != digits.data() + digits.size()) {
+    std::string_view within = rest.substr(dot + 1);
+    if (auto it = layer_.find(within); it != layer_.end()) {
+      m.rule = it->second;
+    } else if (auto split = split_.find(within); split != split_.end()) {
+      m.split = split->second;
+    } else {
+      if (experts_.empty() || !within.starts_with(experts_)) return m;
+      std::string_view e_rest = within.substr(experts_.size());
+      size_t e_dot = e_rest.find('.');
+      if (e_dot == std::string_view::npos) return m;
+      auto e_it = expert_.find(e_rest.substr(e_dot + 1));
+      if (e_it == expert_.end()) return m;
+      auto e = parse_index(e_rest.substr(0, e_dot));
+      m.rule = e_it->second;
+      if (!e) {
+        m.bad_expert_index = true;
+        return m;
+      }
+      m.expert = *e;
+    }
+    auto layer = parse_index(digits);
+    if (!layer) {
       m.bad_layer_index = true;
       return m;
     }
-    m.layer = layer;
+    m.layer = *layer;
     return m;
   }
 
@@ -328,6 +445,8 @@ class NameMatcher {
   std::map<std::string_view, const TensorRule*, std::less<>> global_;
   std::map<std::string_view, const TensorRule*, std::less<>> layer_;
   std::map<std::string_view, const SplitRule*, std::less<>> split_;
+  std::map<std::string_view, const TensorRule*, std::less<>> expert_;
+  std::string_view experts_;
 };
 
 class Classifier {
@@ -361,14 +480,30 @@ class Classifier {
     Match m = matcher_.match(t.name);
     if (m.bad_layer_index)
       return error("tensor " + quoted(t.name) + " has a malformed layer index");
-    if (!m.rule && !m.split)
+    if (m.bad_expert_index)
+      return error("tensor " + quoted(t.name) + " has a malformed expert index");
+    if (!m.rule && !m.split) {
+      if (arch_.moe && (t.name.ends_with(".experts.gate_up_proj") || t.name.ends_with(".experts.down_proj")))
+        return error("tensor " + quoted(t.name) + " holds every expert in one 3-D tensor (transformers' in-memory "
+                     "form); fp4c reads the per-expert tensors save_pretrained writes (" +
+                     std::string(arch_.moe->experts) + "{e}." + std::string(arch_.moe->gate_up[0]) + ", ...)");
       return error("unknown tensor " + quoted(t.name) + " (not in the " + std::string(arch_.name) +
                    " table)");
+    }
     if (m.split) return add_split(model, t, *m.split, *m.layer);
     const TensorRule& r = *m.rule;
     if (m.layer && *m.layer >= config_.num_hidden_layers)
       return error("tensor " + quoted(t.name) + " has layer index " + std::to_string(*m.layer) +
                    ", but num_hidden_layers is " + std::to_string(config_.num_hidden_layers));
+    if (m.expert && *m.expert >= config_.num_experts)
+      return error("tensor " + quoted(t.name) + " has expert index " + std::to_string(*m.expert) +
+                   ", but the config has " + std::to_string(config_.num_experts) + " experts");
+    if (m.layer && r.only == Only::SparseLayer && !config_.moe_layer(*m.layer))
+      return error("unexpected tensor " + quoted(t.name) + ": layer " + std::to_string(*m.layer) +
+                   " is a dense MLP layer (mlp_only_layers / decoder_sparse_step)");
+    if (m.layer && r.only == Only::DenseLayer && config_.moe_layer(*m.layer))
+      return error("unexpected tensor " + quoted(t.name) + ": layer " + std::to_string(*m.layer) +
+                   " is a sparse MoE layer (its MLP is a router and experts)");
     if (r.presence == Presence::AttentionBias && !qkv_bias_)
       return error("unexpected tensor " + quoted(t.name) + ": " + std::string(arch_.name) +
                    (arch_.qkv_bias == BiasPolicy::Never ? " has no q/k/v biases"
@@ -397,6 +532,7 @@ class Classifier {
     info.role = r.role;
     info.kind = r.kind;
     if (m.layer) info.layer = int(*m.layer);
+    if (m.expert) info.expert = int(*m.expert);
     model.add(std::move(info));
     return {};
   }
@@ -447,6 +583,15 @@ class Classifier {
     return true;
   }
 
+  bool on_layer(const TensorRule& r, int64_t layer) const {
+    if (r.only == Only::Any) return true;
+    return (r.only == Only::SparseLayer) == config_.moe_layer(layer);
+  }
+
+  std::string expert_name(int64_t layer, int64_t expert, std::string_view rel) const {
+    return layer_name(layer, std::string(arch_.moe->experts) + std::to_string(expert) + "." + std::string(rel));
+  }
+
   Status missing(const std::string& name) const {
     return error("missing tensor " + quoted(name) + " (" + std::string(arch_.name) + ")");
   }
@@ -458,12 +603,19 @@ class Classifier {
       if (!present && required(r)) return missing(std::string(r.name));
       if (r.presence == Presence::UnlessTied) model.tied_lm_head = !present;
     }
-    for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer)
+    for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
       for (const TensorRule& r : arch_.tensors) {
-        if (r.scope != Scope::Layer || !required(r)) continue;
+        if (r.scope != Scope::Layer || !required(r) || !on_layer(r, layer)) continue;
         std::string name = layer_name(layer, r.name);
         if (!model.find(name)) return missing(name);
       }
+      if (!arch_.moe || !config_.moe_layer(layer)) continue;
+      for (int64_t e = 0; e < config_.num_experts; ++e)
+        for (const TensorRule& r : arch_.moe->expert_tensors) {
+          std::string name = expert_name(layer, e, r.name);
+          if (!model.find(name)) return missing(name);
+        }
+    }
     for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer)
       for (const SplitRule& r : arch_.splits)
         if (!model.find(layer_name(layer, r.parts[0].name))) return missing(layer_name(layer, r.name));
@@ -485,7 +637,23 @@ class Classifier {
 
   Status link(ir::Model& model) const {
     for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
+      const bool sparse = arch_.moe && config_.moe_layer(layer);
+      // A sparse layer's experts: each one's {gate, up} group, and all of them, expert by expert, the MLP site's
+      // consumers.
+      std::vector<ir::TensorId> expert_inputs;
+      for (int64_t e = 0; sparse && e < config_.num_experts; ++e) {
+        std::vector<ir::TensorId> members;
+        for (std::string_view rel : arch_.moe->gate_up) {
+          std::string name = expert_name(layer, e, rel);
+          auto id = model.find(name);
+          if (!id) return missing(name);
+          members.push_back(*id);
+        }
+        expert_inputs.insert(expert_inputs.end(), members.begin(), members.end());
+        model.fused_groups.push_back(ir::FusedGroup{std::move(members)});
+      }
       for (const GroupRule& g : arch_.groups) {
+        if (sparse && g.dense_mlp) continue;
         FP4C_ASSIGN(auto members, ids(model, layer, g));
         model.fused_groups.push_back(ir::FusedGroup{std::move(members)});
       }
@@ -493,6 +661,10 @@ class Classifier {
         std::string producer = layer_name(layer, s.producer);
         auto id = model.find(producer);
         if (!id) return missing(producer);
+        if (sparse && s.consumers.dense_mlp) {
+          model.sites.push_back(ir::ActivationSite{*id, expert_inputs});
+          continue;
+        }
         FP4C_ASSIGN(auto consumers, ids(model, layer, s.consumers));
         model.sites.push_back(ir::ActivationSite{*id, std::move(consumers)});
       }

@@ -11,9 +11,8 @@
 
 namespace fp4c::frontend {
 
-// Architectures fp4c knows: Gemma3ForCausalLM (text), LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM,
-// Qwen2ForCausalLM,
-// Qwen3ForCausalLM.
+// Architectures fp4c knows: Gemma3ForCausalLM (text), LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM,
+// Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM.
 std::span<const std::string_view> supported_architectures();
 bool is_supported_architecture(std::string_view arch);
 

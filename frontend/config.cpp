@@ -349,7 +349,8 @@ Status read_rope(const Reader& r, const std::string& path, ir::ModelConfig& c) {
     FP4C_ASSIGN(c.rope_scaling, read_rope_object(*scaling, path, "rope_scaling", c));
   }
   if (c.rope_source.empty()) {
-    FP4C_ASSIGN(c.rope_theta, r.positive("rope_theta", 10000.0));
+    // The config classes' own defaults: MixtralConfig's default_theta 1e6, the others' 10000.
+    FP4C_ASSIGN(c.rope_theta, r.positive("rope_theta", c.architecture == "MixtralForCausalLM" ? 1e6 : 10000.0));
     c.rope_source = top_theta ? "rope_theta" : "default";
   }
   return {};
@@ -480,8 +481,15 @@ Status read_sliding_window(const Reader& r, ir::ModelConfig& c) {
     const int64_t every = pattern.value_or(6);
     for (int64_t i = 0; i < L; ++i) c.sliding_layers[size_t(i)] = (i + 1) % every != 0;
     if (!window && !r.has("sliding_window")) window = 4096;
-  } else if (c.architecture == "Phi3ForCausalLM") {
-    // Phi-3: every layer when sliding_window is set (Phi3Config's default is None: full attention).
+  } else if (c.architecture == "Qwen3MoeForCausalLM") {
+    // Qwen3MoeConfig: sliding_window (default 4096) only with use_sliding_window, then on every layer (it has no
+    // max_window_layers).
+    if (use.value_or(false)) {
+      if (!window && !r.has("sliding_window")) window = 4096;
+      if (window) c.sliding_layers.assign(size_t(L), true);
+    }
+  } else if (c.architecture == "Phi3ForCausalLM" || c.architecture == "MixtralForCausalLM") {
+    // Phi-3 and Mixtral: every layer when sliding_window is set (their configs' default is None: full attention).
     if (window) c.sliding_layers.assign(size_t(L), true);
   } else if (c.architecture == "MistralForCausalLM") {
     // Mistral: every layer. MistralConfig's default window is 4096; an explicit null means none. (Llama's
@@ -495,6 +503,72 @@ Status read_sliding_window(const Reader& r, ir::ModelConfig& c) {
     if (!window) return r.error("sliding-window layers without a key 'sliding_window'");
     c.sliding_window = window;
   }
+  return {};
+}
+
+
+// Mixture of experts (MixtralForCausalLM, Qwen3MoeForCausalLM). Each key that changes the computation is read;
+// the training-only ones (router_jitter_noise: noise on the router input in training mode only;
+// router_aux_loss_coef and output_router_logits: the load-balancing loss) do not change a forward in eval mode
+// and are accepted as they are. Dense architectures refuse the MoE keys that would make them sparse.
+Status read_moe(const Reader& r, ir::ModelConfig& c) {
+  const bool mixtral = c.architecture == "MixtralForCausalLM";
+  const bool qwen3moe = c.architecture == "Qwen3MoeForCausalLM";
+  if (!mixtral && !qwen3moe) {
+    for (const char* key : {"num_local_experts", "num_experts"}) {
+      FP4C_ASSIGN(auto n, r.opt_int(key));
+      if (n && *n > 0)
+        return r.error(std::string("key '") + key + "' = " + std::to_string(*n) + ": " + c.architecture +
+                       " has no experts; fp4c refuses a config it cannot tell the meaning of");
+    }
+    return {};
+  }
+  // transformers 5 maps num_experts onto num_local_experts for both classes (and writes num_local_experts);
+  // hub configs write num_local_experts (Mixtral) or num_experts (Qwen3-MoE).
+  FP4C_ASSIGN(auto local, r.opt_size("num_local_experts"));
+  FP4C_ASSIGN(auto experts, r.opt_size("num_experts"));
+  if (local && experts && *local != *experts)
+    return r.error("keys 'num_local_experts' (" + std::to_string(*local) + ") and 'num_experts' (" +
+                   std::to_string(*experts) + ") disagree");
+  const int64_t fallback = mixtral ? 8 : 128;   // MixtralConfig's and Qwen3MoeConfig's defaults
+  c.num_experts = local ? *local : experts ? *experts : fallback;
+  const char* experts_key = local ? "num_local_experts" : experts ? "num_experts" : "num_experts (default)";
+  FP4C_ASSIGN(auto topk, r.opt_size("num_experts_per_tok"));
+  c.num_experts_per_tok = topk.value_or(mixtral ? 2 : 8);
+  if (c.num_experts_per_tok > c.num_experts)
+    return r.error("key 'num_experts_per_tok' = " + std::to_string(c.num_experts_per_tok) + " exceeds the " +
+                   std::to_string(c.num_experts) + " experts of key '" + experts_key + "'");
+  const int64_t L = c.num_hidden_layers;
+  c.moe_layers.assign(size_t(L), true);
+  if (mixtral) {
+    c.norm_topk_prob = true;   // Mixtral's router always renormalizes its top-k probabilities
+    c.moe_intermediate_size = c.intermediate_size;
+    for (const char* key : {"moe_intermediate_size", "decoder_sparse_step", "mlp_only_layers", "norm_topk_prob"})
+      if (r.get(key))
+        return r.error(std::string("key '") + key + "' is not read by MixtralForCausalLM (every layer is sparse, "
+                       "experts of intermediate_size, top-k always renormalized); fp4c refuses a config it "
+                       "cannot tell the meaning of");
+    return {};
+  }
+  FP4C_ASSIGN(auto norm, r.opt_bool("norm_topk_prob"));
+  c.norm_topk_prob = norm.value_or(false);
+  FP4C_ASSIGN(auto moe_inter, r.opt_size("moe_intermediate_size"));
+  c.moe_intermediate_size = moe_inter.value_or(768);
+  FP4C_ASSIGN(auto step, r.opt_size("decoder_sparse_step"));
+  const int64_t every = step.value_or(1);
+  std::vector<bool> dense(size_t(L), false);
+  if (const json* only = r.get("mlp_only_layers")) {
+    if (!only->is_array()) return r.mistyped("mlp_only_layers", "a list", *only);
+    for (const json& v : *only) {
+      if (!v.is_number_integer()) return r.error("key 'mlp_only_layers' must hold integers, got " + type_of(v));
+      const int64_t l = v.get<int64_t>();
+      if (l < 0 || l >= L)
+        return r.error("key 'mlp_only_layers' holds layer " + std::to_string(l) + ", outside [0, " +
+                       std::to_string(L) + ")");
+      dense[size_t(l)] = true;
+    }
+  }
+  for (int64_t l = 0; l < L; ++l) c.moe_layers[size_t(l)] = !dense[size_t(l)] && (l + 1) % every == 0;
   return {};
 }
 
@@ -566,6 +640,7 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
   FP4C_TRY(refuse_unimplemented(r, c));
   FP4C_TRY(read_activation(r, c));
   FP4C_TRY(read_sliding_window(r, c));
+  FP4C_TRY(read_moe(r, c));
 
   FP4C_ASSIGN(auto tie, r.opt_bool("tie_word_embeddings"));
   const bool gemma = c.architecture == "Gemma3ForCausalLM";
@@ -579,8 +654,9 @@ Expected<ir::ModelConfig> parse_object(const json& root, const std::string& path
   c.attention_bias = bias.value_or(false);
   if (c.architecture == "Qwen2ForCausalLM")
     c.attention_bias = true;  // Qwen2 always has q/k/v biases
-  if (c.architecture == "MistralForCausalLM" || c.architecture == "Phi3ForCausalLM")
-    c.attention_bias = false;  // Mistral's and Phi-3's attention have none, whatever the key says
+  if (c.architecture == "MistralForCausalLM" || c.architecture == "Phi3ForCausalLM" ||
+      c.architecture == "MixtralForCausalLM")
+    c.attention_bias = false;  // Mistral's, Phi-3's and Mixtral's attention have none, whatever the key says
   if (gemma) {
     FP4C_ASSIGN(auto cap, r.opt_number("final_logit_softcapping"));
     if (cap && !(*cap > 0)) return r.error("key 'final_logit_softcapping' must be positive");

@@ -84,6 +84,19 @@ struct ModelConfig {
   double final_logit_softcapping = 0;
   bool attention_bias = false;   // q/k/v (and o, Llama and Qwen3) biases; Qwen2 always has q/k/v ones
   bool mlp_bias = false;         // gate/up/down biases (Llama's mlp_bias)
+  // Mixture of experts (Mixtral, Qwen3-MoE): 0 experts is a dense model. A sparse layer's MLP is a router
+  // (Linear [num_experts, hidden], kept BF16) and num_experts SwiGLU experts of moe_intermediate_size; each
+  // token goes to the num_experts_per_tok experts of the highest softmax(router logits) (float32), weighted by
+  // those probabilities, renormalized to sum 1 when norm_topk_prob (Mixtral always). moe_layers[l]: layer l is
+  // sparse (Qwen3-MoE: not in mlp_only_layers and (l + 1) % decoder_sparse_step == 0); the others are dense
+  // MLPs of intermediate_size.
+  int64_t num_experts = 0;
+  int64_t num_experts_per_tok = 0;
+  int64_t moe_intermediate_size = 0;
+  bool norm_topk_prob = false;
+  std::vector<bool> moe_layers;
+  bool is_moe() const { return num_experts > 0; }
+  bool moe_layer(int64_t l) const { return l >= 0 && size_t(l) < moe_layers.size() && moe_layers[size_t(l)]; }
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
   std::string torch_dtype;
@@ -92,6 +105,10 @@ struct ModelConfig {
 };
 
 using TensorId = uint32_t;
+
+// MoE: below this many routed calibration tokens an expert's own statistics are not used for its quantizers
+// (passes::weight_input_stats; docs/MOE.md).
+constexpr int64_t kMinExpertTokens = 32;
 
 struct TensorInfo {
   std::string name;            // full checkpoint name, e.g. "model.layers.0.self_attn.q_proj.weight"
@@ -112,6 +129,7 @@ struct TensorInfo {
     int64_t rows_total = 0;    // the fused tensor's rows
   };
   std::optional<StoredSlice> stored_in;
+  std::optional<int> expert;   // MoE: the expert a gate/up/down Linear belongs to
 };
 
 // Linears that a serving engine runs as one GEMM: they share the weight and input global scales.
@@ -268,6 +286,8 @@ struct Annotations {
   std::vector<std::optional<Sensitivity>> sensitivity;    // sensitivity (Linear weights)
   std::vector<std::optional<QuantizerChoice>> choice;     // auto (Linear weights)
   std::vector<std::optional<Prequantized>> prequantized;  // auto (chosen GPTQ / local-Hessian results), for pack
+  // MoE experts' Linears: the calibration tokens routed to the expert in the last statistics (stats).
+  std::vector<std::optional<int64_t>> routed_tokens;
 };
 
 class Model {

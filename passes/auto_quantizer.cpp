@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <optional>
 #include <set>
@@ -43,7 +44,18 @@ runtime::Activations first_sequences(const runtime::Activations& acts, int64_t t
   return out;
 }
 
-const runtime::LinearParams* slot(const runtime::LayerParams& p, ir::Role role) {
+// The Linear of `role` in a layer's parameters; an expert's (gate, up, down) when `expert` >= 0.
+const runtime::LinearParams* slot(const runtime::LayerParams& p, ir::Role role, int expert = -1) {
+  if (expert >= 0) {
+    if (size_t(expert) >= p.experts.size()) return nullptr;
+    const auto& e = p.experts[size_t(expert)];
+    switch (role) {
+      case ir::Role::Gate: return &e.gate;
+      case ir::Role::Up: return &e.up;
+      case ir::Role::Down: return &e.down;
+      default: return nullptr;
+    }
+  }
   switch (role) {
     case ir::Role::Q: return &p.q;
     case ir::Role::K: return &p.k;
@@ -56,8 +68,8 @@ const runtime::LinearParams* slot(const runtime::LayerParams& p, ir::Role role) 
   }
 }
 
-runtime::LinearParams* slot(runtime::LayerParams& p, ir::Role role) {
-  return const_cast<runtime::LinearParams*>(slot(std::as_const(p), role));
+runtime::LinearParams* slot(runtime::LayerParams& p, ir::Role role, int expert = -1) {
+  return const_cast<runtime::LinearParams*>(slot(std::as_const(p), role, expert));
 }
 
 // The statistics of a site whose input channels are multiplied by m (m_j >= 0): what the stats pass
@@ -166,12 +178,12 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
   if (asymmetric && !options.sequential)
     return make_error("auto: the GPTAQ candidates need sequential calibration (their statistics come from it)");
 
-  // NVFP4 Linear weights by (layer, role).
-  std::map<std::pair<int, ir::Role>, ir::TensorId> linear;
+  // NVFP4 Linear weights by (layer, role, expert or -1).
+  std::map<std::tuple<int, ir::Role, int>, ir::TensorId> linear;
   for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
     const auto& t = model.tensors[id];
     if (t.layer && t.kind == ir::ParamKind::Weight && ir::is_linear(t.role) && decisions[id].format == ir::Format::NVFP4)
-      linear[{*t.layer, t.role}] = id;
+      linear[{*t.layer, t.role, t.expert.value_or(-1)}] = id;
   }
   std::vector<std::vector<quant::OutputError>> errors(model.tensors.size());
   // The bytes of the current layer's Linears' candidates until the layer's units are decided: every one while
@@ -248,7 +260,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     std::vector<Unit> units;
     std::set<ir::TensorId> seen;
     for (const auto& [key, id] : linear) {
-      if (key.first != l || errors[id].empty() || seen.count(id)) continue;
+      if (std::get<0>(key) != l || errors[id].empty() || seen.count(id)) continue;
       Unit u;
       if (auto it = smoothed_site_of.find(id); it != smoothed_site_of.end()) u.site = it->second;
       u.members = unit_of(id, u.site);
@@ -264,7 +276,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         const bool sm = smoothed(u);
         const size_t c = sm ? n + u.best[1] : u.best[0];
         for (ir::TensorId m : u.members) {
-          runtime::LinearParams* lp = slot(q, model.tensors[m].role);
+          runtime::LinearParams* lp = slot(q, model.tensors[m].role, model.tensors[m].expert.value_or(-1));
           if (!lp) continue;
           auto it = layer_results.find(m);
           if (it == layer_results.end() || c >= it->second.size() || !it->second[c]) {
@@ -361,7 +373,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
   const auto site_input_scale = [&](int layer, ir::Role role) -> std::optional<float> {
     for (ir::Role r : {role, ir::Role::K, ir::Role::V, ir::Role::Up}) {
       if (input_site_role(r) != role) continue;
-      auto it = linear.find({layer, r});
+      auto it = linear.find({layer, r, -1});   // dense sites; at a sparse layer's MLP site none is found and Xq = X (GPTAQ is GPTQ there)
       if (it != linear.end() && decisions[it->second].input_amax)
         return nvfp4::global_scale(*decisions[it->second].input_amax);
     }
@@ -436,17 +448,24 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       // The fused group's global scale, as pack computes it (max |W| over the members).
       float group_amax = 0;
       for (ir::Role r : members)
-        if (const auto* w = slot(p, r)) group_amax = std::max(group_amax, nvfp4::amax_f32(w->weight));
+        if (const auto* w = slot(p, r, in.expert)) group_amax = std::max(group_amax, nvfp4::amax_f32(w->weight));
       const float G = nvfp4::global_scale(group_amax);
-      const SiteStats* site = fit_now.find(in.layer, in.role);
+      // An expert's own routed tokens' statistics, or its layer's below kMinExpertTokens (weight_input_stats).
+      const auto find_site = [&](const ActivationStats& stats) {
+        const SiteStats* s = stats.find(in.layer, in.role, in.expert);
+        if (in.expert >= 0 && (!s || s->tokens < kMinExpertTokens)) s = stats.find(in.layer, in.role);
+        return s;
+      };
+      const SiteStats* site = find_site(fit_now);
       // GPTAQ's statistics, where only its candidates use the quantized stream.
-      const SiteStats* asym_site = calibration && !options.sequential_all ? layer_fit.find(in.layer, in.role) : nullptr;
+      const SiteStats* asym_site = calibration && !options.sequential_all ? find_site(layer_fit) : nullptr;
 
       // SmoothQuant at this site too, where it may apply: a norm -> {q,k,v} or {gate,up} site none of whose
       // tensors an earlier pass rewrote.
       std::unique_ptr<SmoothedSite> smoothed;
       // Not where the norms compute x * (1 + w) (Gemma): the smoothing cannot be folded into them as a scale.
-      if (options.smoothquant && site && !model.config.norm_plus_one &&
+      // Nor at a sparse MoE layer's MLP site (the smoothquant pass smooths it, router included; auto does not).
+      if (options.smoothquant && site && !model.config.norm_plus_one && !model.config.moe_layer(in.layer) &&
           (in.role == ir::Role::Q || in.role == ir::Role::Gate)) {
         for (const ir::ActivationSite& as : model.sites) {
           if (as.consumers.empty()) continue;
@@ -495,8 +514,8 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
 
       bool any = false;
       for (ir::Role r : members) {
-        auto it = linear.find({in.layer, r});
-        const runtime::LinearParams* w = slot(p, r);
+        auto it = linear.find({in.layer, r, in.expert});
+        const runtime::LinearParams* w = slot(p, r, in.expert);
         if (it == linear.end() || !w) continue;
         any = true;
         const ir::TensorId id = it->second;
@@ -563,7 +582,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       // Only each unit's best bytes per variant are kept (a layer forward and pack may need them): the
       // units of this group's members were all measured just now.
       for (ir::Role r : members) {
-        auto it = linear.find({in.layer, r});
+        auto it = linear.find({in.layer, r, in.expert});
         if (it == linear.end() || errors[it->second].empty()) continue;
         const ir::TensorId id = it->second;
         const auto unit = unit_of(id, smoothed && any ? smoothed.get() : nullptr);

@@ -127,10 +127,9 @@ Status analyze_outliers(ir::Model& model, const std::function<Expected<std::vect
     s.k = k;
     s.weight = channel_outliers(column_absmax(*values, out, in), k, top);
     if (stats && t.layer) {
-      if (auto site_role = input_site_role(t.role)) {
-        const SiteStats* site = stats->find(*t.layer, *site_role);
-        if (site && site->cols() == in) s.activation = channel_outliers(site->absmax, k, top);
-      }
+      // An expert's own routed tokens (or its layer's, below kMinExpertTokens).
+      const SiteStats* site = weight_input_stats(stats, t);
+      if (site && site->cols() == in) s.activation = channel_outliers(site->absmax, k, top);
     }
     slots[id] = std::move(s);
   }

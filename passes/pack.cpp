@@ -435,8 +435,7 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       nvfp4::ErrorStats err;
       const Quantizer& quantizer = quantizer_of(id);
       if (quantizer.kind != Quantizer::Kind::Rule || quantizer.rule != nvfp4::ScaleRule::Max) {
-        const auto role = input_site_role(t.role);
-        const SiteStats* site = options.stats && role && t.layer ? options.stats->find(*t.layer, *role) : nullptr;
+        const SiteStats* site = weight_input_stats(options.stats, t);
         auto values = to_f32(bytes, t.dtype);
         const auto& pre = id < model.annotations.prequantized.size() ? model.annotations.prequantized[id]
                                                                       : std::optional<ir::Prequantized>();

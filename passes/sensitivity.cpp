@@ -18,13 +18,28 @@ namespace {
 constexpr std::array<ir::Role, 7> kRoles{ir::Role::Q,    ir::Role::K,  ir::Role::V,   ir::Role::O,
                                          ir::Role::Gate, ir::Role::Up, ir::Role::Down};
 
-int role_slot(ir::Role r) {
+// A layer's Linear slots: the seven of kRoles, then (MoE) each expert's gate, up and down: 7 + 3 e + {0, 1, 2}.
+size_t slot_count(const ir::ModelConfig& c) { return 7 + 3 * size_t(std::max<int64_t>(c.num_experts, 0)); }
+
+int role_slot(ir::Role r, std::optional<int> expert = std::nullopt) {
+  if (expert) {
+    const int base = 7 + 3 * *expert;
+    if (r == ir::Role::Gate) return base;
+    if (r == ir::Role::Up) return base + 1;
+    if (r == ir::Role::Down) return base + 2;
+    return -1;
+  }
   for (size_t k = 0; k < kRoles.size(); ++k)
     if (kRoles[k] == r) return int(k);
   return -1;
 }
 
 runtime::LinearParams& member(runtime::LayerParams& p, size_t k) {
+  if (k >= 7) {
+    auto& e = p.experts.at((k - 7) / 3);
+    runtime::LinearParams* m[3] = {&e.gate, &e.up, &e.down};
+    return *m[(k - 7) % 3];
+  }
   runtime::LinearParams* m[7] = {&p.q, &p.k, &p.v, &p.o, &p.gate, &p.up, &p.down};
   return *m[k];
 }
@@ -43,13 +58,16 @@ std::string fmt(const char* f, double v) {
 
 // Where each layer's seven Linear weights are in the IR.
 struct LinearIndex {
-  std::vector<std::array<std::optional<ir::TensorId>, 7>> ids;   // [layer][slot]
+  std::vector<std::vector<std::optional<ir::TensorId>>> ids;     // [layer][slot]
   std::vector<std::pair<int, int>> where;                        // per tensor: (layer, slot) or (-1, -1)
 
-  explicit LinearIndex(const ir::Model& model, int layers) : ids(size_t(layers)), where(model.tensors.size(), {-1, -1}) {
+  explicit LinearIndex(const ir::Model& model, int layers)
+      : ids(size_t(layers), std::vector<std::optional<ir::TensorId>>(slot_count(model.config))),
+        where(model.tensors.size(), {-1, -1}) {
     for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
       const ir::TensorInfo& t = model.tensors[id];
-      const int slot = role_slot(t.role);
+      const int slot = role_slot(t.role, t.expert);
+      if (slot >= int(slot_count(model.config))) continue;
       if (t.kind != ir::ParamKind::Weight || slot < 0 || !t.layer || *t.layer < 0 || *t.layer >= layers) continue;
       ids[size_t(*t.layer)][size_t(slot)] = id;
       where[id] = {*t.layer, slot};
@@ -60,10 +78,10 @@ struct LinearIndex {
 // The weights of one layer as NVFP4 would make them: each chosen Linear's weight replaced by its
 // round trip (global scale from the max |W| over its fused group, max rule) and, for W4A4, its input
 // global scale set. `chosen[slot]`.
-void quantize_members(const ir::Model& model, const LinearIndex& index, int layer, const std::array<bool, 7>& chosen,
+void quantize_members(const ir::Model& model, const LinearIndex& index, int layer, const std::vector<bool>& chosen,
                       runtime::LayerParams& p) {
   const auto& ids = index.ids[size_t(layer)];
-  for (size_t k = 0; k < 7; ++k) {
+  for (size_t k = 0; k < ids.size(); ++k) {
     if (!chosen[k] || !ids[k]) continue;
     runtime::LinearParams& lin = member(p, k);
     float amax = nvfp4::amax_f32(lin.weight);
@@ -87,7 +105,9 @@ class OneUnitQuantized : public runtime::WeightSource {
     for (ir::TensorId m : unit.members) {
       const auto [l, slot] = index.where[m];
       if (l < 0) continue;
-      chosen_[l][size_t(slot)] = true;
+      auto& c = chosen_[l];
+      c.resize(slot_count(model.config));
+      c[size_t(slot)] = true;
     }
   }
   Expected<std::vector<float>> embedding() override { return inner_.embedding(); }
@@ -106,7 +126,7 @@ class OneUnitQuantized : public runtime::WeightSource {
   runtime::WeightSource& inner_;
   const ir::Model& model_;
   const LinearIndex& index_;
-  std::map<int, std::array<bool, 7>> chosen_;
+  std::map<int, std::vector<bool>> chosen_;
 };
 
 }  // namespace
@@ -184,15 +204,16 @@ Expected<std::vector<std::pair<ir::TensorId, ir::SkipReason>>> run_sensitivity(
     FP4C_ASSIGN(runtime::Activations acts, forward.embed(weights, sequences));
     for (int i = 0; i < layers; ++i) {
       FP4C_ASSIGN(runtime::LayerParams p, weights.layer(i));
-      std::array<bool, 7> chosen{};
+      const size_t slots = index.ids[size_t(i)].size();
+      std::vector<bool> chosen(slots, false);
       bool any = false;
-      for (size_t k = 0; k < 7; ++k) {
+      for (size_t k = 0; k < slots; ++k) {
         const auto& id = index.ids[size_t(i)][k];
         chosen[k] = id && decisions[*id].format == ir::Format::NVFP4;
         any |= chosen[k];
       }
       if (any) {
-        for (size_t k = 0; k < 7; ++k) {
+        for (size_t k = 0; k < slots; ++k) {
           if (!chosen[k]) continue;
           const runtime::LinearParams& lin = member(p, k);
           const ir::TensorInfo& t = model.tensors[*index.ids[size_t(i)][k]];
@@ -207,7 +228,10 @@ Expected<std::vector<std::pair<ir::TensorId, ir::SkipReason>>> run_sensitivity(
         quantize_members(model, index, i, chosen, quantized);
         auto hook = [&](const runtime::LinearInput& in) {
           size_t first = 0, last = 0;   // the slots [first, last) fed by this input
-          switch (in.role) {
+          if (in.expert >= 0) {   // an expert's routed tokens: its gate and up, or its down
+            first = 7 + 3 * size_t(in.expert) + (in.role == ir::Role::Down ? 2 : 0);
+            last = in.role == ir::Role::Down ? first + 1 : first + 2;
+          } else switch (in.role) {
             case ir::Role::Q: first = 0, last = 3; break;
             case ir::Role::O: first = 3, last = 4; break;
             case ir::Role::Gate: first = 4, last = 6; break;
@@ -216,7 +240,7 @@ Expected<std::vector<std::pair<ir::TensorId, ir::SkipReason>>> run_sensitivity(
           }
           for (size_t k = first; k < last; ++k) {
             if (!chosen[k]) continue;
-            const runtime::LinearParams& r = member(p, k);
+            const runtime::LinearParams& r = member(const_cast<runtime::LayerParams&>(p), k);
             const runtime::LinearParams& c = member(quantized, k);
             error[*index.ids[size_t(i)][k]].merge(quant::linear_output_error(in.x, in.rows, in.cols, r.weight.data(),
                                                                       c.weight.data(), r.out, c.input_global_scale));

@@ -221,6 +221,9 @@ Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::R
     std::optional<ir::TensorId> smooth_bias;
     bool smooth_rows;
     std::vector<ir::TensorId> balanced;    // columns multiplied
+    // Columns multiplied too, not counted in the factors (a sparse MoE layer's BF16 router, which reads the MLP
+    // norm's output with its experts).
+    std::vector<ir::TensorId> also_scaled;
   };
   std::vector<Mapping> mappings;
   for (const ir::ActivationSite& site : model.sites) {
@@ -228,12 +231,21 @@ Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::R
     const auto& first = model.tensors[site.consumers.front()];
     if (!first.layer || (first.role != ir::Role::Q && first.role != ir::Role::Gate)) continue;
     mappings.push_back({*first.layer, first.role == ir::Role::Q ? ir::SmoothingMapping::Attention : ir::SmoothingMapping::Mlp, first.role, site.producer,
-                        std::nullopt, false, site.consumers});
+                        std::nullopt, false, site.consumers, {}});
+    // A sparse MoE layer's MLP site: every expert's gate and up balanced together (one factor per channel, the
+    // statistics of the norm's output over every token), and the router's columns multiplied by the same factors
+    // so that its logits do not change.
+    if (first.role == ir::Role::Gate && model.config.moe_layer(*first.layer)) {
+      auto router = find_tensor(model, *first.layer, ir::Role::Router, ir::ParamKind::Weight);
+      if (!router) return make_error("smoothquant: layer " + std::to_string(*first.layer) + " has no router");
+      mappings.back().also_scaled.push_back(*router);
+    }
   }
   if (options.extra) {
     const auto& c = model.config;
     for (int l = 0; l < int(c.num_hidden_layers); ++l) {
-      auto up = find_tensor(model, l, ir::Role::Up, ir::ParamKind::Weight);
+      // up -> down per expert is not implemented: a sparse layer's experts keep their up and down as they are.
+      auto up = c.moe_layer(l) ? std::nullopt : find_tensor(model, l, ir::Role::Up, ir::ParamKind::Weight);
       auto down = find_tensor(model, l, ir::Role::Down, ir::ParamKind::Weight);
       if (up && down)
         mappings.push_back({l, ir::SmoothingMapping::UpDown, ir::Role::Down, *up,
@@ -276,7 +288,9 @@ Status smooth_model(ir::Model& model, std::span<const safetensors::Checkpoint::R
       for (ir::TensorId b : m.balanced) compose(a.channel_scale[b], s, false);
       record_smoothing(model, m.layer, m.name, m.smooth, m.balanced, options.alpha, s);
     } else {
-      fold_norm_smoothing(model, m.layer, m.name, m.smooth, m.balanced, options.alpha, s);
+      std::vector<ir::TensorId> scaled = m.balanced;
+      scaled.insert(scaled.end(), m.also_scaled.begin(), m.also_scaled.end());
+      fold_norm_smoothing(model, m.layer, m.name, m.smooth, scaled, options.alpha, s);
     }
   }
   return {};

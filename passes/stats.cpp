@@ -24,10 +24,19 @@ float SiteStats::tensor_absmax() const {
   return m;
 }
 
-const SiteStats* ActivationStats::find(int layer, ir::Role role) const {
+const SiteStats* ActivationStats::find(int layer, ir::Role role, int expert) const {
   for (const auto& s : sites)
-    if (s.layer == layer && s.role == role) return &s;
-  return under ? under->find(layer, role) : nullptr;
+    if (s.layer == layer && s.role == role && s.expert == expert) return &s;
+  return under ? under->find(layer, role, expert) : nullptr;
+}
+
+const SiteStats* weight_input_stats(const ActivationStats* stats, const ir::TensorInfo& t) {
+  const auto role = input_site_role(t.role);
+  if (!stats || !role || !t.layer) return nullptr;
+  if (t.expert)
+    if (const SiteStats* own = stats->find(*t.layer, *role, *t.expert); own && own->tokens >= kMinExpertTokens)
+      return own;
+  return stats->find(*t.layer, *role);
 }
 
 std::shared_ptr<const ActivationStats> overlay_stats(std::shared_ptr<const ActivationStats> base,
@@ -191,6 +200,7 @@ Expected<ActivationStats> from_message(const std::string& path, const stats::Sta
     SiteStats s;
     s.layer = p.layer();
     s.role = role_from_name(p.role());
+    s.expert = p.expert_plus_one() - 1;
     s.tokens = p.tokens();
     s.absmax.assign(p.absmax().begin(), p.absmax().end());
     s.min.assign(p.min().begin(), p.min().end());
@@ -300,6 +310,7 @@ Status save_stats(const ActivationStats& stats, const std::string& path) {
     auto* p = f.add_sites();
     p->set_layer(s.layer);
     p->set_role(std::string(ir::role_name(s.role)));
+    p->set_expert_plus_one(s.expert + 1);
     p->set_tokens(s.tokens);
     *p->mutable_absmax() = {s.absmax.begin(), s.absmax.end()};
     *p->mutable_min() = {s.min.begin(), s.min.end()};

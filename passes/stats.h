@@ -20,6 +20,10 @@ namespace fp4c::passes {
 struct SiteStats {
   int layer = 0;
   ir::Role role = ir::Role::Q;    // Q, O, Gate or Down
+  // MoE: the expert whose routed tokens these are (Gate: its gate/up input, Down: its down input), or -1: on a
+  // sparse layer, Gate is the MLP norm's output over every token (the router's input) and Down the union of
+  // every expert's down input (what a layer-wide down input scale is taken from).
+  int expert = -1;
   int64_t tokens = 0;
   std::vector<float> absmax, min, max;
   std::vector<double> mean_square;
@@ -42,8 +46,16 @@ struct ActivationStats {
   // Sites not in `sites` are looked up here (an overlay: a pass that rescaled some sites' statistics
   // replaces those without copying the rest).
   std::shared_ptr<const ActivationStats> under;
-  const SiteStats* find(int layer, ir::Role role) const;
+  const SiteStats* find(int layer, ir::Role role, int expert = -1) const;
 };
+
+// Below this many routed calibration tokens an expert's own statistics are not used: its Linears take the
+// layer's (gate/up: the MLP norm's output over every token; down: the union of every expert's down input).
+constexpr int64_t kMinExpertTokens = ir::kMinExpertTokens;
+
+// The statistics a Linear weight's quantizer uses: its input site's, or for an expert's Linear that expert's own
+// (its routed tokens) unless it had fewer than kMinExpertTokens, then the layer's (above). Null if none.
+const SiteStats* weight_input_stats(const ActivationStats* stats, const ir::TensorInfo& t);
 
 // `base` with the sites of `replaced` (by layer and role) in place of its own.
 std::shared_ptr<const ActivationStats> overlay_stats(std::shared_ptr<const ActivationStats> base,
@@ -54,6 +66,9 @@ std::optional<ir::Role> input_site_role(ir::Role role);
 
 struct StatsOptions {
   bool second_moments = false;
+  // MoE: every calibration token through every expert for the statistics (llm-compressor's
+  // moe_calibrate_all_experts); the hidden states passed on stay the routed ones.
+  bool all_experts = false;
   // Where collect_stats keeps its progress (`fp4c quantize --checkpoint`; empty: nowhere): after each
   // layer, the layer's finished statistics (rank 0) and each block's hidden states (its rank), each
   // written atomically; a run finding them continues at the first layer without statistics. Under

@@ -105,7 +105,8 @@ Status merge_into(std::vector<SiteStats>& a, const std::vector<SiteStats>& b) {
   for (size_t i = 0; i < a.size(); ++i) {
     SiteStats& x = a[i];
     const SiteStats& y = b[i];
-    if (x.role != y.role || x.cols() != y.cols() || x.second_moment.size() != y.second_moment.size())
+    if (x.role != y.role || x.expert != y.expert || x.cols() != y.cols() ||
+        x.second_moment.size() != y.second_moment.size())
       return make_error("stats: blocks disagree on the sites of layer " + std::to_string(x.layer));
     for (size_t c = 0; c < x.absmax.size(); ++c) {
       x.absmax[c] = std::max(x.absmax[c], y.absmax[c]);
@@ -196,6 +197,7 @@ void put_sites(std::string& out, const std::vector<SiteStats>& sites) {
     const int64_t cols = s.cols();
     put(out, int32_t(s.layer));
     put(out, int32_t(s.role));
+    put(out, int32_t(s.expert));
     put(out, int64_t(s.tokens));
     put(out, cols);
     put(out, uint8_t(s.second_moment.empty() ? 0 : 1));
@@ -216,6 +218,7 @@ Status get_sites(Reader& in, std::vector<SiteStats>& sites, bool full) {
   for (SiteStats& s : sites) {
     s.layer = in.get<int32_t>();
     s.role = ir::Role(in.get<int32_t>());
+    s.expert = in.get<int32_t>();
     s.tokens = in.get<int64_t>();
     const int64_t cols = in.get<int64_t>();
     const bool m2 = in.get<uint8_t>() != 0;
@@ -263,7 +266,7 @@ Expected<std::vector<SiteStats>> tree_value(std::map<std::pair<int, int64_t>, st
 
 // ---- Checkpoint files (StatsOptions::checkpoint_dir) --------------------------------------------------
 
-constexpr char kLayerMagic[8] = {'F', 'P', '4', 'C', 'L', 'S', '0', '1'};
+constexpr char kLayerMagic[8] = {'F', 'P', '4', 'C', 'L', 'S', '0', '2'};   // 02: sites carry their expert
 constexpr char kHiddenMagic[8] = {'F', 'P', '4', 'C', 'H', 'S', '0', '1'};
 
 std::string layer_file(const std::string& dir, int layer) {
@@ -392,20 +395,43 @@ Expected<ActivationStats> collect_stats(const runtime::Forward& forward, runtime
     if (first < last) {
       FP4C_ASSIGN(auto params, weights.layer(i));
       for (int64_t b = first; b < last; ++b) {
-        std::map<ir::Role, SiteStats> sites;
+        // Keyed by (expert, role): a sparse layer's experts each have their Gate and Down sites, and its Down
+        // (expert -1) is the union of every expert's down input, expert by expert.
+        std::map<std::pair<int, ir::Role>, SiteStats> sites;
+        const auto site = [&](ir::Role role, int expert) -> SiteStats& {
+          SiteStats& s = sites[{expert, role}];
+          s.layer = i;
+          s.role = role;
+          s.expert = expert;
+          return s;
+        };
         runtime::LinearHook hook = [&](const runtime::LinearInput& in) {
           profile::Scope timed(profile::Stage::Stats);
-          SiteStats& s = sites[in.role];
-          s.layer = in.layer;
-          s.role = in.role;
-          accumulate(s, in.x, in.rows, in.cols, options.second_moments);
+          accumulate(site(in.role, in.expert), in.x, in.rows, in.cols, options.second_moments);
+          if (in.expert >= 0 && in.role == ir::Role::Down)
+            accumulate(site(ir::Role::Down, -1), in.x, in.rows, in.cols, options.second_moments);
         };
         FP4C_TRY(forward.layer(i, params, acts[size_t(b - first)], hook));
+        // Every block holds every site of a sparse layer, an expert that no token of the block reached with
+        // zero tokens (so that blocks fold site by site).
+        const ir::ModelConfig& mc = forward.config();
+        if (mc.moe_layer(i) && acts[size_t(b - first)].tokens() > 0) {
+          const int64_t cols[] = {mc.hidden_size, mc.moe_intermediate_size};
+          for (int e = -1; e < int(mc.num_experts); ++e)
+            for (int r = 0; r < 2; ++r) {
+              SiteStats& s = site(r ? ir::Role::Down : ir::Role::Gate, e);
+              if (s.absmax.empty()) accumulate(s, nullptr, 0, cols[r], options.second_moments);
+            }
+        }
+        // In site order: Q, O, Gate, Down, then each expert's Gate and Down, by expert (the map's order, the
+        // roles' enumerators ordering Gate before Down).
         Node leaf{0, b, {}};
         for (ir::Role r : {ir::Role::Q, ir::Role::O, ir::Role::Gate, ir::Role::Down}) {
-          auto it = sites.find(r);
+          auto it = sites.find({-1, r});
           if (it != sites.end()) leaf.sites.push_back(std::move(it->second));
         }
+        for (auto& [key, s] : sites)
+          if (key.first >= 0) leaf.sites.push_back(std::move(s));
         FP4C_TRY(push_block(stack, std::move(leaf), blocks));
         if (!dir.empty()) FP4C_TRY(save_hidden(dir, b, i, acts[size_t(b - first)]));
       }

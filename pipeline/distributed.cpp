@@ -132,8 +132,7 @@ Status prequantize_distributed(PassContext& ctx, runtime::Comm& comm) {
             amax = std::max(amax, nvfp4::amax_f32(other));
           }
       const float G = nvfp4::global_scale(amax);
-      const auto role = passes::input_site_role(t.role);
-      const passes::SiteStats* site = ctx.stats && role && t.layer ? ctx.stats->find(*t.layer, *role) : nullptr;
+      const passes::SiteStats* site = passes::weight_input_stats(ctx.stats.get(), t);
       const int64_t rows = t.shape[0], cols = t.shape[1];
       ir::Prequantized p;
       p.quantizer = quantizer[id].name();

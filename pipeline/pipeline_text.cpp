@@ -181,7 +181,9 @@ Expected<Pipeline> parse_pipeline(std::string_view text) {
     }
     for (const auto& o : spec->options) {
       auto g = std::find_if(given.begin(), given.end(), [&](const auto& p) { return p.first == o.name; });
-      inv.options.emplace_back(o.name, g != given.end() ? g->second : o.default_value);
+      const std::string& value = g != given.end() ? g->second : o.default_value;
+      if (!o.listed_when_default && value == o.default_value) continue;
+      inv.options.emplace_back(o.name, value);
     }
     pipeline.passes.push_back(std::move(inv));
     columns.push_back(col);

@@ -27,6 +27,9 @@ struct OptionSpec {
   double min = 0;
   double max = 0;
   int64_t multiple_of = 0;            // Int: the value must be a multiple of this (0: any)
+  // false: left out of the pass's options (and so of the canonical pipeline text, which manifests record) while
+  // it has its default value, for an option added after artifacts recorded the pass without it.
+  bool listed_when_default = true;
 };
 
 struct PassSpec {

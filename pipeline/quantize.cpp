@@ -94,7 +94,7 @@ Expected<std::string> model_files_key(const frontend::LoadedCheckpoint& ckpt) {
 }
 
 StatsKey stats_key(const std::string& files_key, const ir::Model& model, const QuantizeRequest& o,
-                   const frontend::TokenSet& tokens, bool second_moments) {
+                   const frontend::TokenSet& tokens, bool second_moments, bool all_experts = false) {
   // `tokens` may be the fit part of the set (auto holds sequences out): its count is part of the key.
   // The rewrites passes made: a smoothed model has other statistics than the checkpoint.
   hash::Hasher rewrites;
@@ -114,7 +114,7 @@ StatsKey stats_key(const std::string& files_key, const ir::Model& model, const Q
   const std::string calib_text = tokens.source_hash.hex() + "|" + std::to_string(o.tokens.samples) + "|" +
                                  std::to_string(o.tokens.seq_len) + "|" + std::to_string(o.tokens.seed) + "|" +
                                  packing_name(o.tokens.packing) + "|" + std::string(runtime::precision_name(o.precision)) + "|" +
-                                 (second_moments ? "m2" : "") + "|" +
+                                 (second_moments ? "m2" : "") + (all_experts ? "|all-experts" : "") + "|" +
                                  std::to_string(tokens.sequences.size()) + "|blocks" +
                                  std::to_string(passes::kMaxCalibrationBlocks);
   k.calibration_key = hash::xxh3_128(std::as_bytes(std::span(calib_text))).hex();
@@ -150,7 +150,7 @@ Status share_cached(runtime::Comm& comm, const StatsKey& key, const std::string&
 Expected<StatsResult> collect(const QuantizeRequest& o, const frontend::LoadedCheckpoint& ckpt,
                               const std::string& files_key, const frontend::TokenSet& tokens,
                               const passes::StatsOptions& so, const PassContext& ctx) {
-  const StatsKey key = stats_key(files_key, ckpt.model, o, tokens, so.second_moments);
+  const StatsKey key = stats_key(files_key, ckpt.model, o, tokens, so.second_moments, so.all_experts);
   StatsResult r;
   r.key = key.short_key;
   if (o.memo) {
@@ -197,7 +197,9 @@ Expected<StatsResult> collect(const QuantizeRequest& o, const frontend::LoadedCh
         ctx.note("--checkpoint: statistics of layers 0-" + std::to_string(done - 1) + " from " + options.checkpoint_dir +
                  (done < layers ? "; continuing at layer " + std::to_string(done) : ""));
     }
-    runtime::Forward forward(ckpt.model.config, forward_options(o));
+    runtime::ForwardOptions fo = forward_options(o);
+    fo.moe_all_experts = so.all_experts;
+    runtime::Forward forward(ckpt.model.config, fo);
     runtime::CheckpointWeights weights(ckpt.model, ckpt.refs, /*release_pages=*/true);
     FP4C_ASSIGN(auto s, passes::collect_stats(forward, weights, tokens.sequences, options,
                                               ctx.progress("calibrating", double(tokens.total_tokens())), comm));

@@ -76,6 +76,18 @@ CheckpointWeights::CheckpointWeights(const ir::Model& model, std::span<const saf
       place(l.attn_out_norm, id);
     } else if (t.role == ir::Role::MlpOutNorm) {
       place(l.mlp_out_norm, id);
+    } else if (t.role == ir::Role::Router && t.kind == ir::ParamKind::Weight) {
+      place(l.router, id);
+    } else if (t.expert) {
+      const auto slot = linear_slot(t.role);
+      const int64_t E = model.config.num_experts;
+      if (!slot || *slot < 4 || t.kind != ir::ParamKind::Weight || *t.expert < 0 || *t.expert >= E) {
+        if (error_.empty()) error_ = "checkpoint weights: '" + t.name + "' is not an expert's gate, up or down weight "
+                                     "of one of the " + std::to_string(E) + " experts";
+        continue;
+      }
+      l.experts.resize(size_t(E));
+      place(l.experts[size_t(*t.expert)][*slot - 4], id);
     } else if (auto slot = linear_slot(t.role)) {
       place(t.kind == ir::ParamKind::Weight ? l.weight[*slot] : l.bias[*slot], id);
     }
@@ -365,10 +377,25 @@ Expected<LayerParams> CheckpointWeights::layer(int index) {
     FP4C_ASSIGN(out.attn_out_norm, norm(*ids.attn_out_norm, release_pages_));
     FP4C_ASSIGN(out.mlp_out_norm, norm(*ids.mlp_out_norm, release_pages_));
   }
+  const bool sparse = model_.config.moe_layer(index);
   LinearParams* slots[kLinears] = {&out.q, &out.k, &out.v, &out.o, &out.gate, &out.up, &out.down};
-  for (size_t s = 0; s < kLinears; ++s) {
+  for (size_t s = 0; s < (sparse ? 4 : kLinears); ++s) {
     if (!ids.weight[s]) return make_error(where + kSlotNames[s] + " weight");
     FP4C_ASSIGN(*slots[s], linear(*ids.weight[s], ids.bias[s], release_pages_));
+  }
+  if (!sparse) return out;
+  if (!ids.router) return make_error(where + "router");
+  FP4C_ASSIGN(out.router, linear(*ids.router, std::nullopt, release_pages_));
+  const int64_t E = model_.config.num_experts;
+  if (int64_t(ids.experts.size()) != E) return make_error(where + "experts (expected " + std::to_string(E) + ")");
+  out.experts.resize(size_t(E));
+  for (int64_t e = 0; e < E; ++e) {
+    LinearParams* ex[3] = {&out.experts[size_t(e)].gate, &out.experts[size_t(e)].up, &out.experts[size_t(e)].down};
+    for (size_t s = 0; s < 3; ++s) {
+      const auto& id = ids.experts[size_t(e)][s];
+      if (!id) return make_error(where + "expert " + std::to_string(e) + " " + kSlotNames[4 + s] + " weight");
+      FP4C_ASSIGN(*ex[s], linear(*id, std::nullopt, release_pages_));
+    }
   }
   return out;
 }

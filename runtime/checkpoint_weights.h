@@ -67,6 +67,8 @@ class CheckpointWeights : public WeightSource {
   struct LayerIds {
     std::optional<ir::TensorId> input_norm, post_norm, q_norm, k_norm, attn_out_norm, mlp_out_norm;
     std::array<std::optional<ir::TensorId>, kLinears> weight, bias;
+    std::optional<ir::TensorId> router;                                 // MoE
+    std::vector<std::array<std::optional<ir::TensorId>, 3>> experts;    // MoE: gate, up, down per expert
   };
   Expected<LinearParams> linear(ir::TensorId weight, std::optional<ir::TensorId> bias, bool release) const;
   // A norm's weight as the forward multiplies by it: w, or 1 + w (in float32) where the model's norms

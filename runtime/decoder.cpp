@@ -18,6 +18,7 @@
 #include "runtime/attention.h"
 #include "runtime/elementwise.h"
 #include "runtime/matmul.h"
+#include "runtime/moe.h"
 #include "runtime/nvfp4_matmul.h"
 #include "runtime/perf_cpu.h"
 #include "runtime/thread_scope.h"
@@ -115,6 +116,9 @@ class HeldLinear {
 struct HeldLayer {
   std::vector<float> input_norm, post_norm, q_norm, k_norm, attn_out_norm, mlp_out_norm;
   std::optional<HeldLinear> q, k, v, o, gate, up, down;
+  // A sparse MoE layer: the router and each expert's gate, up, down (empty on a dense layer).
+  std::optional<HeldLinear> router;
+  std::vector<std::array<std::optional<HeldLinear>, 3>> experts;
 };
 
 }  // namespace
@@ -143,6 +147,7 @@ struct Decoder::Impl {
   std::vector<float> hidden, xn, q, k, v, attn, gate, up, tmp, quantized, scores;
   std::vector<uint16_t> bf16;
   AttentionWorkspace attention;
+  MoeWorkspace moe;
 
   bool bf16_cache() const { return options.precision == Precision::BF16; }
   int64_t kv_dim() const { return config.num_key_value_heads * config.head_dim; }
@@ -195,6 +200,16 @@ struct Decoder::Impl {
     if (!L.attn_out_norm.empty()) rms_norm(tmp.data(), L.attn_out_norm.data(), T, H, config.rms_norm_eps, tmp.data());
     add_inplace(hidden.data(), tmp.data(), T * H);
     rms_norm(hidden.data(), L.post_norm.data(), T, H, config.rms_norm_eps, xn.data());
+    if (L.router) {
+      const MoeLinear run = [&](int e, MoePart part, const float* x, int64_t rows, float* y) -> Status {
+        const HeldLinear& l = part == MoePart::Router ? *L.router : *L.experts[size_t(e)][size_t(part) - 1];
+        return run_linear(l, x, rows, y);
+      };
+      FP4C_TRY(moe_mlp(config, -1, xn.data(), T, run, {}, false, moe, tmp.data()));
+      if (!L.mlp_out_norm.empty()) rms_norm(tmp.data(), L.mlp_out_norm.data(), T, H, config.rms_norm_eps, tmp.data());
+      add_inplace(hidden.data(), tmp.data(), T * H);
+      return {};
+    }
     gate.resize(size_t(T * I));
     up.resize(size_t(T * I));
     FP4C_TRY(run_linear(*L.gate, xn.data(), T, gate.data()));
@@ -331,7 +346,9 @@ DecoderLinearCounts Decoder::linear_counts() const {
     }
   };
   for (const HeldLayer& L : impl_->layers) {
-    for (const auto* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) count(*l);
+    for (const auto* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down, &L.router}) count(*l);
+    for (const auto& e : L.experts)
+      for (const auto& l : e) count(l);
   }
   count(impl_->lm_head);
   return c;
@@ -384,15 +401,37 @@ Expected<Decoder> Decoder::load(WeightSource& weights, const ir::ModelConfig& co
     FP4C_ASSIGN(HeldLinear k, HeldLinear::create(std::move(p.k), Dkv, H, prec, where + " k"));
     FP4C_ASSIGN(HeldLinear v, HeldLinear::create(std::move(p.v), Dkv, H, prec, where + " v"));
     FP4C_ASSIGN(HeldLinear o, HeldLinear::create(std::move(p.o), H, Dq, prec, where + " o"));
-    FP4C_ASSIGN(HeldLinear gate, HeldLinear::create(std::move(p.gate), I, H, prec, where + " gate"));
-    FP4C_ASSIGN(HeldLinear up, HeldLinear::create(std::move(p.up), I, H, prec, where + " up"));
-    FP4C_ASSIGN(HeldLinear down, HeldLinear::create(std::move(p.down), H, I, prec, where + " down"));
-    for (const HeldLinear* l : {&q, &k, &v, &o, &gate, &up, &down}) bytes += l->bytes();
+    for (const HeldLinear* l : {&q, &k, &v, &o}) bytes += l->bytes();
     bytes += uint64_t(2 * H) * sizeof(float);
     L.q.emplace(std::move(q));
     L.k.emplace(std::move(k));
     L.v.emplace(std::move(v));
     L.o.emplace(std::move(o));
+    if (c.moe_layer(i)) {
+      FP4C_TRY(check_moe_params(c, p, where));
+      const int64_t E = c.num_experts, Im = c.moe_intermediate_size;
+      FP4C_ASSIGN(HeldLinear router, HeldLinear::create(std::move(p.router), E, H, prec, where + " router"));
+      bytes += router.bytes();
+      L.router.emplace(std::move(router));
+      L.experts.resize(size_t(E));
+      for (int64_t e = 0; e < E; ++e) {
+        const std::string x = where + " expert " + std::to_string(e);
+        LayerParams::Expert& pe = p.experts[size_t(e)];
+        FP4C_ASSIGN(HeldLinear g, HeldLinear::create(std::move(pe.gate), Im, H, prec, x + " gate"));
+        FP4C_ASSIGN(HeldLinear u, HeldLinear::create(std::move(pe.up), Im, H, prec, x + " up"));
+        FP4C_ASSIGN(HeldLinear d, HeldLinear::create(std::move(pe.down), H, Im, prec, x + " down"));
+        bytes += g.bytes() + u.bytes() + d.bytes();
+        L.experts[size_t(e)][0].emplace(std::move(g));
+        L.experts[size_t(e)][1].emplace(std::move(u));
+        L.experts[size_t(e)][2].emplace(std::move(d));
+      }
+      impl->layers.push_back(std::move(L));
+      continue;
+    }
+    FP4C_ASSIGN(HeldLinear gate, HeldLinear::create(std::move(p.gate), I, H, prec, where + " gate"));
+    FP4C_ASSIGN(HeldLinear up, HeldLinear::create(std::move(p.up), I, H, prec, where + " up"));
+    FP4C_ASSIGN(HeldLinear down, HeldLinear::create(std::move(p.down), H, I, prec, where + " down"));
+    for (const HeldLinear* l : {&gate, &up, &down}) bytes += l->bytes();
     L.gate.emplace(std::move(gate));
     L.up.emplace(std::move(up));
     L.down.emplace(std::move(down));

@@ -16,6 +16,7 @@
 #include "runtime/attention.h"
 #include "runtime/elementwise.h"
 #include "runtime/matmul.h"
+#include "runtime/moe.h"
 #include "runtime/thread_scope.h"
 #include "runtime/workspace.h"
 
@@ -299,9 +300,16 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
   FP4C_TRY(check_linear(params.k, Dkv, H, where + " k"));
   FP4C_TRY(check_linear(params.v, Dkv, H, where + " v"));
   FP4C_TRY(check_linear(params.o, H, Dq, where + " o"));
-  FP4C_TRY(check_linear(params.gate, I, H, where + " gate"));
-  FP4C_TRY(check_linear(params.up, I, H, where + " up"));
-  FP4C_TRY(check_linear(params.down, H, I, where + " down"));
+  const bool sparse = c.moe_layer(index);
+  if (sparse) {
+    FP4C_TRY(check_moe_params(c, params, where));
+    for (const auto& e : params.experts)
+      for (const LinearParams* l : {&e.gate, &e.up, &e.down}) FP4C_TRY(check_linear(*l, l->out, l->in, where + " expert"));
+  } else {
+    FP4C_TRY(check_linear(params.gate, I, H, where + " gate"));
+    FP4C_TRY(check_linear(params.up, I, H, where + " up"));
+    FP4C_TRY(check_linear(params.down, H, I, where + " down"));
+  }
   FP4C_TRY(check_activations(acts, H, where));
   const int64_t T = acts.tokens();
   if (T == 0) return {};
@@ -355,6 +363,42 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
 
   // MLP block.
   rms_norm(hidden, params.post_norm.data(), T, H, c.rms_norm_eps, xn);
+  if (sparse) {
+    // The experts' inputs, made per call (each expert's rows differ): fake-quantized (W4A4) and rounded to BF16.
+    std::vector<float> quantized;
+    std::vector<uint16_t> bf16;
+    const MoeLinear run = [&](int e, MoePart part, const float* x, int64_t rows, float* y) -> Status {
+      const LinearParams& p = part == MoePart::Router ? params.router
+                              : part == MoePart::Gate ? params.experts[size_t(e)].gate
+                              : part == MoePart::Up   ? params.experts[size_t(e)].up
+                                                      : params.experts[size_t(e)].down;
+      const size_t n = size_t(rows * p.in);
+      const float* f = x;
+      if (p.input_global_scale) {
+        quantized.resize(n);
+        fake_quantize_nvfp4(x, rows, p.in, *p.input_global_scale, quantized.data());
+        f = quantized.data();
+      } else if (p.input_mxfp4) {
+        quantized.resize(n);
+        fake_quantize_mxfp4(x, rows, p.in, quantized.data());
+        f = quantized.data();
+      }
+      const void* in = f;
+      if (prec == Precision::BF16) {
+        bf16.resize(n);
+        round_to_bf16(f, bf16.data(), int64_t(n));
+        in = bf16.data();
+      }
+      FP4C_ASSIGN(PreparedLinear prepared, PreparedLinear::create(p, rows, prec));
+      return prepared.run(in, y);
+    };
+    float* moe_out = ws.attn.get<float>(size_t(T * H));
+    MoeWorkspace moe_ws;
+    FP4C_TRY(moe_mlp(c, index, xn, T, run, hook, options_.moe_all_experts, moe_ws, moe_out));
+    if (!params.mlp_out_norm.empty()) rms_norm(moe_out, params.mlp_out_norm.data(), T, H, c.rms_norm_eps, moe_out);
+    add_inplace(hidden, moe_out, T * H);
+    return {};
+  }
   if (hook) hook(LinearInput{index, ir::Role::Gate, xn, T, H});
   float* gate = ws.gate.get<float>(size_t(T * I));
   {

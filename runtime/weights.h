@@ -65,7 +65,14 @@ struct LayerParams {
   // RMSNorm weights of the attention output and of the MLP output before each residual add (Gemma 3);
   // empty when the architecture has none.
   std::vector<float> attn_out_norm, mlp_out_norm;   // [hidden]
-  LinearParams q, k, v, o, gate, up, down;
+  LinearParams q, k, v, o, gate, up, down;   // gate/up/down: the dense MLP (empty on a sparse MoE layer)
+  // A sparse MoE layer (ModelConfig::moe_layer): the router [num_experts, hidden] and each expert's SwiGLU
+  // [moe_intermediate_size, hidden] x 2 and [hidden, moe_intermediate_size]. Empty on a dense layer.
+  struct Expert {
+    LinearParams gate, up, down;
+  };
+  LinearParams router;
+  std::vector<Expert> experts;
 };
 
 // q_norm and k_norm both empty, or both [head_dim] (an error naming `where` otherwise).
@@ -90,12 +97,18 @@ class WeightSource {
 
 // The input of a Linear group, FP32, [rows = tokens of all sequences, cols = in_features]. `role` is
 // the role of the group's first member: Q for {q,k,v}, O, Gate for {gate,up}, Down.
+// On a sparse MoE layer, Gate is the MLP norm's output over every token (what the router and, with
+// all-expert statistics, every expert reads), and each expert's inputs come with `expert` set: Gate rows are
+// the tokens routed to it (`tokens`: their rows in the layer's input, ascending), Down rows its own SiLU-mul
+// output on them. ForwardOptions::moe_all_experts runs every token through every expert for the hook instead.
 struct LinearInput {
   int layer;
   ir::Role role;
   const float* x;
   int64_t rows;
   int64_t cols;
+  int expert = -1;
+  const int64_t* tokens = nullptr;   // expert inputs: rows' token indices (null: rows are tokens 0..rows-1)
 };
 using LinearHook = std::function<void(const LinearInput&)>;
 
@@ -110,6 +123,9 @@ struct ForwardOptions {
   Precision precision = Precision::F32;
   int threads = 0;  // OpenMP threads for the forward (oneDNN's included); 0: OpenMP's default
   SpillPolicy spill; // hidden states of all sequences beyond spill.memory_budget go to a temporary file
+  // MoE with a hook: the hook sees every expert's inputs over every token (the statistics of
+  // llm-compressor's moe_calibrate_all_experts); the layer's output is still the routed one.
+  bool moe_all_experts = false;
 };
 
 }  // namespace fp4c::runtime

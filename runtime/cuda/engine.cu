@@ -113,6 +113,9 @@ Status CudaEngine::layer(int index, const LayerParams& params, Activations& acts
                       " KV heads, head_dim " + std::to_string(hd));
   FP4C_TRY(check_vector(params.input_norm, H, where + " input norm"));
   FP4C_TRY(check_vector(params.post_norm, H, where + " post-attention norm"));
+  if (c.is_moe())
+    return make_error(c.architecture + ": mixture-of-experts layers (router, routed experts) are not implemented in "
+                      "the CUDA engine; use --device cpu");
   if (c.hidden_act != "silu" || c.embedding_scale != 0 || c.query_pre_attn_scalar > 0 || c.sliding_rope_theta ||
       c.norm_plus_one)
     return make_error(c.architecture + ": Gemma-style layers (GeGLU, scaled embeddings, (1 + w) norms, "

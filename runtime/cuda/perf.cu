@@ -282,6 +282,9 @@ Expected<ServingFigures> CudaPerfDevice::serve(WeightSource& weights, const ir::
                 hd = c.head_dim, V = c.vocab_size, L = c.num_hidden_layers;
   const int64_t Dq = nH * hd, Dkv = nKV * hd;
   const int64_t B = spec.batch, P = spec.prompt, cap = spec.prompt + spec.output;
+  if (c.is_moe())
+    return make_error(c.architecture + ": mixture-of-experts layers (router, routed experts) are not implemented in "
+                      "the CUDA engine; use --device cpu");
   if (c.hidden_act != "silu" || c.embedding_scale != 0 || c.query_pre_attn_scalar > 0 || c.sliding_rope_theta ||
       c.norm_plus_one)
     return make_error(c.architecture + ": Gemma-style layers (GeGLU, scaled embeddings, (1 + w) norms, "

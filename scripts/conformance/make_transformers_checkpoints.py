@@ -210,6 +210,31 @@ def whole_head_rotary(c: dict):
 
 # Phi-3's config class has pad_token_id 32000 (its real vocabulary): beyond these cases' 256 ids.
 PHI3 = dict(pad_token_id=None, bos_token_id=1, eos_token_id=2)
+@contextlib.contextmanager
+def mixtral_router_without_renormalization():
+    """Mixtral's router with its top-k probabilities left as softmax gave them (not renormalized to sum 1)."""
+    from transformers.models.mixtral import modeling_mixtral as mod
+    original = mod.MixtralTopKRouter.forward
+
+    def forward(self, hidden_states):
+        hidden_states = hidden_states.reshape(-1, self.hidden_dim)
+        router_logits = torch.nn.functional.linear(hidden_states, self.weight)
+        router_probs = torch.nn.functional.softmax(router_logits.float(), dim=-1)
+        top_value, top_index = torch.topk(router_probs, self.top_k, dim=-1)
+        return router_logits, top_value, top_index
+    mod.MixtralTopKRouter.forward = forward
+    try:
+        yield
+    finally:
+        mod.MixtralTopKRouter.forward = original
+
+
+def flip_norm_topk_prob(c: dict):
+    c["norm_topk_prob"] = not c["norm_topk_prob"]
+
+
+def top_1(c: dict):
+    c["num_experts_per_tok"] = 1
 
 
 # ---- the cases ---------------------------------------------------------------------------------------
@@ -444,6 +469,34 @@ CASES = [
                                       "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
          ablations=[Ablation("final_logit_softcapping (none)",
                              config=lambda c: c.__setitem__("final_logit_softcapping", None))], seed=36),
+    Case("mixtral", "mixtral",
+         "Mixtral: 4 experts (w1/w3/w2 of intermediate_size 64), top 2 renormalized, GQA, rope_theta 1e6",
+         config=dict(num_key_value_heads=2, intermediate_size=64, num_local_experts=4, num_experts_per_tok=2,
+                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+         ablations=[Ablation("the router's renormalization of the top-2 probabilities",
+                             patch=mixtral_router_without_renormalization),
+                    Ablation("top-2 routing (top-1 used)", config=top_1)], seed=29),
+    Case("qwen3_moe", "qwen3_moe",
+         "Qwen3-MoE: 4 experts of moe_intermediate_size 32, top 2 with norm_topk_prob true, q/k norms, head_dim 16",
+         config=dict(num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
+                     moe_intermediate_size=32, norm_topk_prob=True),
+         ablations=[Ablation("norm_topk_prob (false: the top-k probabilities as softmax gave them)",
+                             config=flip_norm_topk_prob),
+                    Ablation("top-2 routing (top-1 used)", config=top_1),
+                    Ablation("q_norm / k_norm weights (all 1)", model=head_norms_to_one)], seed=30),
+    Case("qwen3_moe_raw", "qwen3_moe",
+         "Qwen3-MoE with norm_topk_prob false (its config class's default): top-2 weights not renormalized, "
+         "6 experts",
+         config=dict(num_key_value_heads=2, head_dim=16, num_experts=6, num_experts_per_tok=2,
+                     moe_intermediate_size=32, norm_topk_prob=False),
+         ablations=[Ablation("norm_topk_prob (true: renormalized)", config=flip_norm_topk_prob)], seed=31),
+    Case("qwen3_moe_dense_layers", "qwen3_moe",
+         "Qwen3-MoE with decoder_sparse_step 2 over 3 layers and mlp_only_layers [2]: layer 1 sparse "
+         "(top 2 of 4, renormalized), layers 0 and 2 dense MLPs of intermediate_size 128",
+         config=dict(num_hidden_layers=3, num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
+                     moe_intermediate_size=32, norm_topk_prob=True, decoder_sparse_step=2, mlp_only_layers=[2]),
+         ablations=[Ablation("norm_topk_prob (false)", config=flip_norm_topk_prob),
+                    Ablation("top-2 routing (top-1 used)", config=top_1)], seed=32),
 ]
 
 

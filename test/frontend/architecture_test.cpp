@@ -164,13 +164,15 @@ std::string error_of(const ir::ModelConfig& c, const std::vector<TensorHeader>& 
 
 TEST(Architecture, Supported) {
   auto a = supported_architectures();
-  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(a.size(), 8u);
   EXPECT_EQ(a[0], "Gemma3ForCausalLM");
   EXPECT_EQ(a[1], "LlamaForCausalLM");
   EXPECT_EQ(a[2], "MistralForCausalLM");
-  EXPECT_EQ(a[3], "Phi3ForCausalLM");
-  EXPECT_EQ(a[4], "Qwen2ForCausalLM");
-  EXPECT_EQ(a[5], "Qwen3ForCausalLM");
+  EXPECT_EQ(a[3], "MixtralForCausalLM");
+  EXPECT_EQ(a[4], "Phi3ForCausalLM");
+  EXPECT_EQ(a[5], "Qwen2ForCausalLM");
+  EXPECT_EQ(a[6], "Qwen3ForCausalLM");
+  EXPECT_EQ(a[7], "Qwen3MoeForCausalLM");
   EXPECT_TRUE(is_supported_architecture("Qwen2ForCausalLM"));
   EXPECT_FALSE(is_supported_architecture("Qwen2MoeForCausalLM"));
   EXPECT_FALSE(is_supported_architecture(""));
@@ -474,7 +476,7 @@ TEST(ClassifyError, UnsupportedArchitecture) {
   ir::ModelConfig c = tiny("GPT2LMHeadModel");
   EXPECT_EQ(error_of(c, {}), kDir +
                                  ": unsupported architecture GPT2LMHeadModel (supported: "
-                                 "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+                                 "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)");
 }
 
 

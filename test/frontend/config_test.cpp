@@ -603,7 +603,7 @@ TEST(ConfigError, UnsupportedArchitecture) {
   j["architectures"] = {"GPT2LMHeadModel"};
   EXPECT_EQ(error_of(j), kPath +
                              ": unsupported architecture GPT2LMHeadModel (supported: "
-                             "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+                             "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)");
 }
 
 TEST(ConfigError, NonPositiveSizes) {

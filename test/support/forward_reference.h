@@ -106,6 +106,38 @@ inline TinyModel tiny_model(bool llama3_scaling, uint64_t seed, bool head_norms 
   return m;
 }
 
+// A tiny mixture of experts: tiny_model with layer 0 sparse (6 experts, top 2, experts of 32) and layer 1 dense
+// (as Qwen3-MoE's mlp_only_layers); the router's rows scaled by `router_scale` (large: confident routing).
+inline TinyModel tiny_moe_model(uint64_t seed, bool norm_topk_prob, float router_scale = 1.0f) {
+  TinyModel m = tiny_model(false, seed, true);
+  ir::ModelConfig& c = m.config;
+  c.architecture = "Qwen3MoeForCausalLM";
+  c.model_type = "qwen3_moe";
+  c.attention_bias = false;
+  c.num_experts = 6;
+  c.num_experts_per_tok = 2;
+  c.moe_intermediate_size = 32;
+  c.norm_topk_prob = norm_topk_prob;
+  c.moe_layers = {true, false};
+  std::mt19937_64 rng(seed + 1000);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto linear = [&](int64_t out, int64_t in, float scale) {
+    LinearParams p;
+    p.out = out;
+    p.in = in;
+    p.weight.resize(size_t(out * in));
+    for (auto& x : p.weight) x = scale * normal(rng) / std::sqrt(float(in));
+    return p;
+  };
+  const int64_t H = c.hidden_size, I = c.moe_intermediate_size;
+  LayerParams& p = m.layers[0];
+  p.gate = p.up = p.down = LinearParams{};
+  p.router = linear(c.num_experts, H, router_scale);
+  for (int64_t e = 0; e < c.num_experts; ++e)
+    p.experts.push_back({linear(I, H, 1.0f), linear(I, H, 1.0f), linear(H, I, 1.0f)});
+  return m;
+}
+
 inline std::vector<std::vector<int32_t>> tiny_sequences(int64_t vocab) {
   std::mt19937_64 rng(99);
   std::vector<std::vector<int32_t>> out;
@@ -272,6 +304,36 @@ inline ReferenceResult reference_forward(const TinyModel& m, const std::vector<s
         for (int64_t i = 0; i < H; ++i) x[p][size_t(i)] += o[p][size_t(i)];
       const Matrix xn2 = rms_norm(x, w.post_norm, c.rms_norm_eps);
       res.inputs[{l, ir::Role::Gate}].push_back(xn2);
+      if (c.moe_layer(l)) {
+        // Router softmax over every expert, top k (ties to the lower index), renormalized when norm_topk_prob,
+        // each chosen expert's SwiGLU weighted.
+        const int64_t E = c.num_experts, K = c.num_experts_per_tok;
+        const Matrix logits = apply_linear(xn2, w.router, opt);
+        for (size_t p = 0; p < L; ++p) {
+          double mx = -INFINITY, sum = 0;
+          for (int64_t e = 0; e < E; ++e) mx = std::max(mx, logits[p][size_t(e)]);
+          std::vector<double> prob(static_cast<size_t>(E));
+          for (int64_t e = 0; e < E; ++e) sum += (prob[size_t(e)] = std::exp(logits[p][size_t(e)] - mx));
+          for (double& v : prob) v /= sum;
+          std::vector<int64_t> order(static_cast<size_t>(E));
+          for (int64_t e = 0; e < E; ++e) order[size_t(e)] = e;
+          std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return prob[size_t(a)] > prob[size_t(b)]; });
+          double chosen = 0;
+          for (int64_t j = 0; j < K; ++j) chosen += prob[size_t(order[size_t(j)])];
+          const Matrix row(1, xn2[p]);
+          for (int64_t j = 0; j < K; ++j) {
+            const int64_t e = order[size_t(j)];
+            const double weight = c.norm_topk_prob ? prob[size_t(e)] / chosen : prob[size_t(e)];
+            const auto& ex = w.experts[size_t(e)];
+            const Matrix g = apply_linear(row, ex.gate, opt), u = apply_linear(row, ex.up, opt);
+            Matrix act = g;
+            for (size_t i = 0; i < act[0].size(); ++i) act[0][i] = g[0][i] / (1 + std::exp(-g[0][i])) * u[0][i];
+            const Matrix d = apply_linear(act, ex.down, opt);
+            for (int64_t i = 0; i < H; ++i) x[p][size_t(i)] += weight * d[0][size_t(i)];
+          }
+        }
+        continue;
+      }
       const Matrix g = apply_linear(xn2, w.gate, opt), u = apply_linear(xn2, w.up, opt);
       Matrix act = g;
       for (size_t p = 0; p < L; ++p)

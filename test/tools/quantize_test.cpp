@@ -434,7 +434,7 @@ TEST_F(QuantizeTest, ConfigMissingMalformedOrUnsupported) {
   write_text(model / "config.json", cfg);
   r = quantize();
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.out.find("unsupported architecture GPTNeoXForCausalLM (supported: Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"),
+  EXPECT_NE(r.out.find("unsupported architecture GPTNeoXForCausalLM (supported: Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)"),
             std::string::npos) << r.out;
   expect_nothing_written();
 }

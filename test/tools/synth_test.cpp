@@ -414,6 +414,27 @@ TEST(SynthTest, TinyLlamaIsUntiedWithoutBiasesAndLlama3Rope) {
   EXPECT_EQ(cfg["eos_token_id"], tok["added_tokens"][1]["id"]);
 }
 
+// tiny-moe: a Qwen3-MoE checkpoint fp4c classifies (router, 8 experts per layer as transformers saves them).
+TEST(SynthTest, TinyMoeIsAQwen3MoeCheckpoint) {
+  const fs::path dir = generate("tiny-moe", "--preset tiny-moe");
+  const json cfg = read_json(dir / "config.json");
+  EXPECT_EQ(cfg["architectures"], json::array({"Qwen3MoeForCausalLM"}));
+  EXPECT_EQ(cfg["num_experts"], 8);
+  EXPECT_EQ(cfg["num_experts_per_tok"], 2);
+  EXPECT_EQ(cfg["moe_intermediate_size"], 64);
+  EXPECT_EQ(cfg["norm_topk_prob"], true);
+  auto ck = fp4c::safetensors::Checkpoint::open(dir.string());
+  ASSERT_TRUE(ck.ok()) << ck.error().message;
+  std::map<std::string, std::vector<int64_t>> got;
+  for (const auto& ref : ck->tensors()) got[ref.entry->name] = ref.entry->shape;
+  EXPECT_EQ(got.at("model.layers.1.mlp.gate.weight"), (std::vector<int64_t>{8, 128}));
+  EXPECT_EQ(got.at("model.layers.1.mlp.experts.7.down_proj.weight"), (std::vector<int64_t>{128, 64}));
+  EXPECT_FALSE(got.count("model.layers.0.mlp.gate_proj.weight"));
+  const std::string cmd = std::string(FP4C_BINARY_DIR) + "/fp4c quantize --quiet --scheme w4a16 --model '" +
+                          dir.string() + "' --out '" + (dir.parent_path() / "tiny-moe-w4a16").string() + "' 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
+
 TEST(SynthTest, ShardsLikeHuggingFace) {
   const fs::path dir = generate("tiny-sharded", "--preset tiny --max-shard-size 300KB");
   EXPECT_FALSE(fs::exists(dir / "model.safetensors"));

@@ -44,10 +44,21 @@ std::vector<PlannedTensor> plan_tensors(const ModelSpec& spec) {
     linear("self_attn.", kK, kv_dim, h, bias);
     linear("self_attn.", kV, kv_dim, h, bias);
     linear("self_attn.", kO, h, q_dim, false);
-    linear("mlp.", kGate, p.intermediate_size, h, false);
-    linear("mlp.", kUp, p.intermediate_size, h, false);
-    linear("mlp.", kDown, h, p.intermediate_size, false);
-    if (p.family == Family::Qwen3) {
+    if (p.family == Family::Qwen3Moe) {
+      // The router, then each expert's SwiGLU (as transformers saves them, per expert).
+      out.push_back({layer + "mlp.gate.weight", {p.num_experts, h}, TensorKind::Linear, linear_std(1.0f, h)});
+      for (int64_t e = 0; e < p.num_experts; ++e) {
+        const std::string ex = "mlp.experts." + std::to_string(e) + ".";
+        linear(ex, kGate, p.moe_intermediate_size, h, false);
+        linear(ex, kUp, p.moe_intermediate_size, h, false);
+        linear(ex, kDown, h, p.moe_intermediate_size, false);
+      }
+    } else {
+      linear("mlp.", kGate, p.intermediate_size, h, false);
+      linear("mlp.", kUp, p.intermediate_size, h, false);
+      linear("mlp.", kDown, h, p.intermediate_size, false);
+    }
+    if (p.family == Family::Qwen3 || p.family == Family::Qwen3Moe) {
       out.push_back({layer + "self_attn.q_norm.weight", {p.head_dim}, TensorKind::Norm});
       out.push_back({layer + "self_attn.k_norm.weight", {p.head_dim}, TensorKind::Norm});
     }

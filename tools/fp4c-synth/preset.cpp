@@ -22,6 +22,10 @@ const Preset kPresets[] = {
      Family::Qwen3, 128, 384, 2, 4, 2, 64, std::nullopt, 4096, 1000000.0, 1e-6, true, false},
     {"qwen3-8b", "Qwen3-8B shapes (q/k norms), about 16 GB in 4 shards", Family::Qwen3,
      4096, 12288, 36, 32, 8, 128, 151936, 40960, 1000000.0, 1e-6, false, false},
+    {"tiny-moe", "Qwen3-MoE, hidden 128, 2 layers, 8 experts of 64, top 2 renormalized (seconds; for tests)",
+     Family::Qwen3Moe, 128, 384, 2, 4, 2, 32, std::nullopt, 4096, 1000000.0, 1e-6, false, false, 8, 2, 64, true},
+    {"qwen3-30b-a3b", "Qwen3-30B-A3B shapes: 48 layers, 128 experts of 768, top 8, about 61 GB (use --layers)",
+     Family::Qwen3Moe, 2048, 6144, 48, 32, 4, 128, 151936, 40960, 1000000.0, 1e-6, false, false, 128, 8, 768, true},
 };
 
 constexpr const char* kTransformersVersion = "4.43.1";
@@ -35,6 +39,7 @@ std::string_view architecture_name(Family f) {
     case Family::Qwen2: return "Qwen2ForCausalLM";
     case Family::Llama: return "LlamaForCausalLM";
     case Family::Qwen3: return "Qwen3ForCausalLM";
+    case Family::Qwen3Moe: return "Qwen3MoeForCausalLM";
   }
   return "?";
 }
@@ -92,6 +97,22 @@ std::string config_json(const ModelSpec& spec) {
       j["sliding_window"] = nullptr;
       j["use_sliding_window"] = false;
       break;
+    case Family::Qwen3Moe:
+      j["architectures"] = {"Qwen3MoeForCausalLM"};
+      j["model_type"] = "qwen3_moe";
+      j["attention_bias"] = false;
+      j["head_dim"] = p.head_dim;
+      j["sliding_window"] = nullptr;
+      j["use_sliding_window"] = false;
+      j["num_experts"] = p.num_experts;
+      j["num_experts_per_tok"] = p.experts_per_tok;
+      j["moe_intermediate_size"] = p.moe_intermediate_size;
+      j["norm_topk_prob"] = p.norm_topk_prob;
+      j["decoder_sparse_step"] = 1;
+      j["mlp_only_layers"] = nlohmann::json::array();
+      j["router_aux_loss_coef"] = 0.001;
+      j["output_router_logits"] = false;
+      break;
     case Family::Llama:
       j["architectures"] = {"LlamaForCausalLM"};
       j["model_type"] = "llama";
@@ -118,6 +139,7 @@ std::string generation_config_json(const ModelSpec& spec) {
   switch (spec.preset.family) {
     case Family::Qwen2:  // Qwen2.5 base models decode greedily
     case Family::Qwen3:
+    case Family::Qwen3Moe:
       j["do_sample"] = false;
       j["max_new_tokens"] = 2048;
       break;

@@ -9,7 +9,7 @@
 
 namespace fp4c::synth {
 
-enum class Family : uint8_t { Qwen2, Llama, Qwen3 };
+enum class Family : uint8_t { Qwen2, Llama, Qwen3, Qwen3Moe };
 
 std::string_view architecture_name(Family f);  // "Qwen2ForCausalLM", ...
 
@@ -29,6 +29,11 @@ struct Preset {
   double rms_norm_eps;
   bool tie_word_embeddings;
   bool llama3_rope_scaling;              // Llama 3.1 values: factor 8, low 1, high 4, original 8192
+  // Qwen3Moe: every layer sparse, a router [experts, hidden] and experts of moe_intermediate_size.
+  int64_t num_experts = 0;
+  int64_t experts_per_tok = 0;
+  int64_t moe_intermediate_size = 0;
+  bool norm_topk_prob = false;
 };
 
 std::span<const Preset> presets();

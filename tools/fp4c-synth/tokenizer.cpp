@@ -269,7 +269,7 @@ BpeModel train_bpe(std::span<const std::string_view> documents, int max_digits, 
 }
 
 TokenizerFiles make_tokenizer(Family family) {
-  const bool qwen = family == Family::Qwen2 || family == Family::Qwen3;
+  const bool qwen = family == Family::Qwen2 || family == Family::Qwen3 || family == Family::Qwen3Moe;
   const BpeModel bpe = train_bpe(corpus_documents(), qwen ? 1 : 3, kMaxMerges, kMinPairCount);
   const auto base = int64_t(bpe.tokens.size());
 
