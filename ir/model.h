@@ -67,8 +67,8 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   std::string rope_source;    // where rope_theta came from: "rope_theta", "rope_parameters" or "default"
   // Sliding-window attention: the window and, per layer, whether the layer uses it (Mistral's
-  // sliding_window, Qwen2's use_sliding_window with max_window_layers, or layer_types). Only sequences
-  // that fit in the window are run (attention over them is then exactly full causal attention).
+  // sliding_window, Qwen2's use_sliding_window with max_window_layers, or layer_types), applied in the
+  // forward and the decoder as transformers masks it (a key at t is seen from p when p - t < window).
   std::optional<int64_t> sliding_window;
   std::vector<bool> sliding_layers;
   bool tie_word_embeddings = false;

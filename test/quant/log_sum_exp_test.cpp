@@ -30,7 +30,9 @@ TEST(LogSumExp, AgreesWithTheReference) {
       const double got = quant::log_sum_exp(x.data(), n);
       const double err = std::fabs(got - want) / std::max(1.0, std::fabs(want));
       worst = std::max(worst, err);
-      EXPECT_LE(err, 1e-14) << n << " logits, spread " << spread << ": " << got << " vs " << want;
+      // The sum runs in another order than the reference's (vector lanes), over up to 151936 terms: a few ulps
+      // per doubling of n. 1e-14 was exceeded by seed 231488778 (1.03e-14); any real mistake is beyond 1e-10.
+      EXPECT_LE(err, 5e-14) << n << " logits, spread " << spread << ": " << got << " vs " << want;
     }
   std::printf("worst relative difference %.3g\n", worst);
 }
