@@ -46,6 +46,23 @@ constexpr GgufArchitecture kArchitectures[] = {
     {"qwen3", "Qwen3ForCausalLM", "qwen3", false, false},
     {"gemma3", "Gemma3ForCausalLM", "gemma3_text", false, false, true, false},
     {"phi3", "Phi3ForCausalLM", "phi3", false, false, false, true},
+    {"qwen3moe", "Qwen3MoeForCausalLM", "qwen3_moe", false, false},
+};
+
+// Mixture-of-experts layers as llama.cpp writes them (its convert_hf_to_gguf.py stacks each layer's experts into
+// one 3-D tensor per projection, experts outermost) and as the Hugging Face checkpoint names them, per class:
+// the router, and each expert's gate, up and down.
+struct GgufMoeNames {
+  std::string_view hf;          // the Hugging Face class
+  std::string_view router;      // per layer
+  std::string_view experts;     // per layer, followed by "{e}."
+  std::string_view gate, up, down;
+};
+constexpr GgufMoeNames kMoeNames[] = {
+    {"MixtralForCausalLM", "block_sparse_moe.gate.weight", "block_sparse_moe.experts.", "w1.weight", "w3.weight",
+     "w2.weight"},
+    {"Qwen3MoeForCausalLM", "mlp.gate.weight", "mlp.experts.", "gate_proj.weight", "up_proj.weight",
+     "down_proj.weight"},
 };
 
 // The fused architectures' layer tensors (looked up before kLayerNames).
@@ -314,8 +331,41 @@ Expected<std::string> gguf_config_json(const gguf::File& f) {
   if (f.find("rope_freqs.weight"))
     return make_error(path + ": tensor 'rope_freqs.weight': RoPE frequency factors as a tensor (llama.cpp's form of "
                       "Llama 3 rope scaling) are not read by fp4c");
-  if (f.find_key(p + "expert_count"))
-    return make_error(path + ": metadata key '" + p + "expert_count': mixture-of-experts GGUF models are not read by fp4c");
+  FP4C_ASSIGN(auto experts, f.get_integer(p + "expert_count"));
+  if (arch->gguf == "qwen3moe" && !(experts && *experts > 0))
+    return make_error(path + ": missing metadata key '" + p + "expert_count'");
+  if (experts && *experts > 0) {
+    // llama.cpp routes with a softmax over every expert, the top expert_used_count renormalized (build_moe_ffn with
+    // norm_w): Mixtral's routing, and Qwen3-MoE's with norm_topk_prob; every layer sparse.
+    FP4C_ASSIGN(auto used, f.get_integer(p + "expert_used_count"));
+    if (!used) return make_error(path + ": missing metadata key '" + p + "expert_used_count'");
+    FP4C_ASSIGN(auto gating, f.get_integer(p + "expert_gating_func"));
+    if (gating && *gating != 1)   // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX
+      return make_error(path + ": metadata key '" + p + "expert_gating_func' = " + std::to_string(*gating) +
+                        ": fp4c's router is a softmax (1)");
+    FP4C_ASSIGN(auto weights_norm, f.get_bool(p + "expert_weights_norm"));
+    if (weights_norm && !*weights_norm && arch->gguf == "llama")
+      return make_error(path + ": metadata key '" + p + "expert_weights_norm' is false: Mixtral renormalizes its "
+                        "top-k routing weights");
+    if (arch->gguf == "llama") {
+      c["architectures"] = json::array({"MixtralForCausalLM"});
+      c["model_type"] = "mixtral";
+      c["num_local_experts"] = *experts;
+      c["num_experts_per_tok"] = *used;
+    } else if (arch->gguf == "qwen3moe") {
+      c["num_experts"] = *experts;
+      c["num_experts_per_tok"] = *used;
+      c["norm_topk_prob"] = weights_norm.value_or(true);
+      c["decoder_sparse_step"] = 1;
+      c["mlp_only_layers"] = json::array();
+      FP4C_ASSIGN(auto expert_ffn, f.get_integer(p + "expert_feed_forward_length"));
+      if (!expert_ffn) return make_error(path + ": missing metadata key '" + p + "expert_feed_forward_length'");
+      c["moe_intermediate_size"] = *expert_ffn;
+    } else {
+      return make_error(path + ": metadata key '" + p + "expert_count': mixture-of-experts GGUF models of architecture '" +
+                        *arch_name + "' are not read by fp4c (it reads llama's (Mixtral) and qwen3moe)");
+    }
+  }
   FP4C_ASSIGN(auto vocab, f.get_integer(p + "vocab_size"));
   if (!vocab) {
     if (const gguf::Value* tokens = f.find_key("tokenizer.ggml.tokens"); tokens && tokens->type == gguf::ValueType::Array)
@@ -380,12 +430,59 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
   std::vector<safetensors::TensorSpec> specs;
   std::set<std::string> dequantized;
   std::vector<const gguf::TensorInfo*> written;   // the tensors of the image, in the GGUF's order
+  std::vector<std::pair<int64_t, int64_t>> expert_of;   // (expert, experts) of each: (-1, 1) for a whole tensor
+  const GgufMoeNames* moe = nullptr;
+  for (const auto& m : kMoeNames)
+    if (config["architectures"][0].get<std::string>() == m.hf) moe = &m;
   for (const gguf::TensorInfo& t : f.tensors()) {
     const std::string where = path + ": tensor '" + t.name + "' (data at byte " +
                               std::to_string(f.data_offset() + t.offset) + ")";
     if (arch->fused && std::find(std::begin(kRopeFactorTensors), std::end(kRopeFactorTensors), t.name) !=
                            std::end(kRopeFactorTensors))
       continue;   // read into config.json above
+    if (moe && t.name.starts_with("blk.")) {
+      // blk.{i}.ffn_gate_inp (the router) and blk.{i}.ffn_{gate,up,down}_exps: [experts, rows, cols], one image
+      // tensor per expert.
+      const std::string_view rest = std::string_view(t.name).substr(4);
+      const size_t dot = rest.find('.');
+      const std::string layer(rest.substr(0, dot));
+      const std::string_view what = dot == std::string_view::npos ? "" : rest.substr(dot + 1);
+      const std::string prefix = "model.layers." + layer + ".";
+      if (what == "ffn_gate_inp.weight") {
+        specs.push_back({prefix + std::string(moe->router), t.type == gguf::TensorType::F16    ? DType::F16
+                                                            : t.type == gguf::TensorType::BF16 ? DType::BF16
+                                                                                               : DType::F32,
+                         t.shape()});
+        if (gguf::is_block_quantized(t.type)) dequantized.insert(std::string(gguf::type_traits(t.type)->name));
+        written.push_back(&t);
+        expert_of.emplace_back(-1, 1);
+        continue;
+      }
+      std::string_view proj;
+      if (what == "ffn_gate_exps.weight") proj = moe->gate;
+      if (what == "ffn_up_exps.weight") proj = moe->up;
+      if (what == "ffn_down_exps.weight") proj = moe->down;
+      if (!proj.empty()) {
+        const std::vector<int64_t> shape = t.shape();
+        if (shape.size() != 3 || shape[0] <= 0)
+          return make_error(where + ": expected [experts, rows, cols], got " + std::to_string(shape.size()) +
+                            " dimensions");
+        if (t.type != gguf::TensorType::F32 && t.type != gguf::TensorType::F16 && t.type != gguf::TensorType::BF16 &&
+            !gguf::is_block_quantized(t.type))
+          return make_error(where + ": type " + std::string(gguf::type_traits(t.type)->name) + " is not read by fp4c");
+        if (gguf::is_block_quantized(t.type)) dequantized.insert(std::string(gguf::type_traits(t.type)->name));
+        const DType dtype = t.type == gguf::TensorType::F16    ? DType::F16
+                            : t.type == gguf::TensorType::BF16 ? DType::BF16
+                                                               : DType::F32;
+        for (int64_t e = 0; e < shape[0]; ++e) {
+          specs.push_back({prefix + std::string(moe->experts) + std::to_string(e) + "." + std::string(proj), dtype,
+                           {shape[1], shape[2]}});
+          written.push_back(&t);
+          expert_of.emplace_back(e, shape[0]);
+        }
+        continue;
+      }
+    }
     std::optional<std::string> name = hf_name(t.name, *arch);
     if (!name)
       return make_error(where + ": no Hugging Face name for it in fp4c's table for GGUF architecture '" +
@@ -400,6 +497,7 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
                         " is not read by fp4c (it reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)");
     specs.push_back({*name, dtype, t.shape()});
     written.push_back(&t);
+    expert_of.emplace_back(-1, 1);
   }
   image.dequantized_types.assign(dequantized.begin(), dequantized.end());
 
@@ -445,6 +543,8 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
     gguf::TensorType type;
     bool block = false, shift = false;
     int64_t permute_heads = 0;  // > 0: undo llama.cpp's Q/K permutation over that many heads
+    uint64_t byte_begin = 0, bytes = 0;   // the part of the GGUF tensor it is (one expert of a stacked tensor)
+    int64_t numel = 0;
   };
   const int64_t heads = config["num_attention_heads"].get<int64_t>();
   const int64_t kv_heads = config.contains("num_key_value_heads") ? config["num_key_value_heads"].get<int64_t>() : heads;
@@ -454,6 +554,13 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
     const std::string& name = specs[i].name;
     Recipe r{size_t(written[i] - f.tensors().data()), t.type, gguf::is_block_quantized(t.type),
              gemma_norm(*arch, name), 0};
+    const auto [expert, experts] = expert_of[i];
+    if (t.nbytes % uint64_t(experts) != 0 || t.numel % experts != 0)
+      return make_error(path + ": tensor '" + t.name + "': " + std::to_string(t.nbytes) + " bytes do not split into " +
+                        std::to_string(experts) + " experts");
+    r.bytes = t.nbytes / uint64_t(experts);
+    r.byte_begin = expert < 0 ? 0 : uint64_t(expert) * r.bytes;
+    r.numel = t.numel / experts;
     const bool q = name.ends_with("self_attn.q_proj.weight") || name.ends_with("self_attn.q_proj.bias");
     const bool k = name.ends_with("self_attn.k_proj.weight") || name.ends_with("self_attn.k_proj.bias");
     if (arch->permuted_qk && (q || k)) {
@@ -466,8 +573,8 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
     }
     if (r.block || r.shift) {  // the dequantizer's own checks of type and size, on an empty output
       const auto traits = gguf::type_traits(t.type);
-      if (!traits || t.numel % traits->block_size != 0 ||
-          t.nbytes != uint64_t(t.numel / traits->block_size) * traits->type_size)
+      if (!traits || r.numel % traits->block_size != 0 ||
+          r.bytes != uint64_t(r.numel / traits->block_size) * traits->type_size)
         return make_error(path + ": tensor '" + t.name + "' (data at byte " +
                           std::to_string(f.data_offset() + t.offset) + "): " + std::to_string(t.nbytes) +
                           " bytes do not hold " + std::to_string(t.numel) + " elements of its type");
@@ -479,7 +586,7 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
   auto produce = [gf, recipes](size_t i, std::span<std::byte> out) {
     const Recipe& r = (*recipes)[i];
     const gguf::TensorInfo& t = gf->tensors()[r.source];
-    const std::span<const std::byte> src = gf->bytes(t);
+    const std::span<const std::byte> src = gf->bytes(t).subspan(r.byte_begin, r.bytes);
     if (!r.block && !r.shift && r.permute_heads == 0) {
       std::memcpy(out.data(), src.data(), out.size());
       return;
@@ -491,7 +598,7 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
       target = staged;
     }
     if (r.block || r.shift) {
-      const std::span<float> values(reinterpret_cast<float*>(target.data()), size_t(t.numel));
+      const std::span<float> values(reinterpret_cast<float*>(target.data()), size_t(r.numel));
       if (!gguf::dequantize(r.type, src, values).ok()) {  // checked above; NaN would be refused by name
         std::fill(values.begin(), values.end(), std::numeric_limits<float>::quiet_NaN());
       }
@@ -517,13 +624,13 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
       const Recipe& r = (*recipes)[i];
       const gguf::TensorInfo& t = gf->tensors()[r.source];
       if (!r.block && !r.shift && r.permute_heads == 0) {
-        FP4C_TRY(w.write(gf->bytes(t)));  // as it is
+        FP4C_TRY(w.write(gf->bytes(t).subspan(r.byte_begin, r.bytes)));  // as it is
       } else {
         buffer.resize(specs[i].nbytes());
         produce(i, buffer);
         FP4C_TRY(w.write(buffer));
       }
-      gf->release(t);
+      if (r.byte_begin + r.bytes == t.nbytes) gf->release(t);   // its last part
     }
     FP4C_TRY(w.finish());
   }

@@ -44,8 +44,9 @@ struct GgufImage {
 };
 
 // Reads the GGUF at `path` and writes its image under a new scratch directory in the system's temporary
-// directory: config.json from the metadata (general.architecture's table:
-// llama, qwen2, qwen3), model.safetensors (or `weights`, per ImageStorage) with every tensor under its Hugging Face name, F32/F16/BF16 as they
+// directory: config.json from the metadata (general.architecture's table: llama (and Mixtral: llama with
+// experts), qwen2, qwen3, gemma3, phi3, qwen3moe), model.safetensors (or `weights`, per ImageStorage) with every
+// tensor under its Hugging Face name (a stack of experts split per expert), F32/F16/BF16 as they
 // are and block formats dequantized to F32, in the GGUF's order; tokenizer.json and tokenizer_config.json
 // from tokenizer.ggml.* (frontend/gguf_tokenizer.h; when fp4c cannot read that tokenizer, or there is none,
 // fp4c-tokenizer-error.txt says why, for load_tokenizer to report when text needs tokenizing) and

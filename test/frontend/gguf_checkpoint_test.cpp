@@ -153,6 +153,23 @@ TEST(GgufCheckpoint, TinyPhi3IsItsCheckpointFusedWithLongRopeAndPartialRotary) {
   EXPECT_EQ(g->dequantized_types, (std::vector<std::string>{"Q8_0"}));
 }
 
+// Qwen3-MoE as llama.cpp writes it: each projection's experts stacked in one [experts, rows, cols] tensor, read as
+// the per-expert tensors of the Hugging Face checkpoint; routing as llama.cpp runs it (softmax, top-k renormalized).
+TEST(GgufCheckpoint, TinyQwen3MoeIsItsCheckpointExpertsUnstacked) {
+  expect_same_tensors((kData / "tiny-qwen3moe" / "model.gguf").string(), (kData / "tiny-qwen3moe" / "hf").string());
+  auto g = open_checkpoint((kData / "tiny-qwen3moe" / "model.gguf").string());
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  const ir::ModelConfig& c = g->model.config;
+  EXPECT_EQ(c.architecture, "Qwen3MoeForCausalLM");
+  EXPECT_EQ(c.num_experts, 4);
+  EXPECT_EQ(c.num_experts_per_tok, 2);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(g->dequantized_types, (std::vector<std::string>{"Q8_0"}));
+  const auto e3 = g->model.find("model.layers.1.mlp.experts.3.up_proj.weight");
+  ASSERT_TRUE(e3);
+  EXPECT_EQ(g->model.tensors[*e3].expert, 3);
+}
+
 TEST(GgufCheckpoint, TheImageIsRemovedWithTheLastOwner) {
   std::string dir;
   {
@@ -172,7 +189,7 @@ TEST(GgufCheckpoint, TheImageIsRemovedWithTheLastOwner) {
 // writes (header included), for every architecture's tiny GGUF (block formats dequantized, Q/K rows unpermuted,
 // Gemma's norms shifted, tensors as they are).
 TEST(GgufCheckpoint, TheImageInMemoryIsTheDiskImageByteForByte) {
-  for (const char* name : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"}) {
+  for (const char* name : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3", "tiny-qwen3moe"}) {
     SCOPED_TRACE(name);
     const std::string gguf = (kData / name / "model.gguf").string();
     auto mem = write_gguf_image(gguf, ImageStorage::Memory);
@@ -245,7 +262,7 @@ double reference_perplexity(const std::string& model) {
 }
 
 TEST(GgufCheckpoint, EvaluatesAsItsCheckpoint) {
-  for (const char* m : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"}) {
+  for (const char* m : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3", "tiny-qwen3moe"}) {
     SCOPED_TRACE(m);
     const double from_gguf = reference_perplexity((kData / m / "model.gguf").string());
     const double from_hf = reference_perplexity((kData / m / "hf").string());
@@ -360,7 +377,15 @@ TEST_F(GgufSource, BadSourcesAreRefusedByName) {
     return c.error().message;
   };
   std::string p = write("falcon.gguf", tiny_llama_metadata("falcon").bytes());
-  EXPECT_HAS(error(p), p + ": metadata key 'general.architecture' is 'falcon'; fp4c reads GGUF architectures llama, qwen2, qwen3, gemma3, phi3");
+  EXPECT_HAS(error(p), p + ": metadata key 'general.architecture' is 'falcon'; fp4c reads GGUF architectures llama, qwen2, qwen3, gemma3, phi3, qwen3moe");
+  // Mixture-of-experts metadata: what routing needs is required, a router fp4c does not run is refused.
+  p = write("moe-no-count.gguf", tiny_llama_metadata("qwen3moe").bytes());
+  EXPECT_HAS(error(p), p + ": missing metadata key 'qwen3moe.expert_count'");
+  p = write("moe-no-used.gguf", tiny_llama_metadata().u("llama.expert_count", 4).bytes());
+  EXPECT_HAS(error(p), p + ": missing metadata key 'llama.expert_used_count'");
+  p = write("moe-sigmoid.gguf", tiny_llama_metadata("qwen3moe").u("qwen3moe.expert_count", 4)
+                                    .u("qwen3moe.expert_used_count", 2).u("qwen3moe.expert_gating_func", 2).bytes());
+  EXPECT_HAS(error(p), p + ": metadata key 'qwen3moe.expert_gating_func' = 2: fp4c's router is a softmax (1)");
   Gguf no_eps;
   no_eps.s("general.architecture", "llama").u("llama.embedding_length", 32).u("llama.feed_forward_length", 32);
   no_eps.u("llama.block_count", 1).u("llama.attention.head_count", 2).u("llama.context_length", 64);

@@ -15,6 +15,8 @@ checkpoint it came from, and an evaluation set:
                                  RoPE scaling of the full layers, one Q8_0 tensor) and hf/ (Gemma3TextConfig keys)
   testdata/gguf/tiny-phi3/       model.gguf (phi3: fused attn_qkv / ffn_up, partial rotary, LongRoPE factor tensors,
                                  sliding window, tied) and hf/ (its Phi-3 checkpoint)
+  testdata/gguf/tiny-qwen3moe/   model.gguf (qwen3moe: four experts, top two, each projection's experts stacked in one
+                                 3-D tensor as llama.cpp writes them, one of them Q8_0) and hf/ (per-expert tensors)
   testdata/gguf/tiny_eval.jsonl  input_ids records
 
 The test: each GGUF gives the same evaluation figures as its hf/ checkpoint. Rerun only to refresh:
@@ -330,6 +332,60 @@ def tiny_phi3(rng):
     save_file(st, os.path.join(d, "hf", "model.safetensors"), metadata={"format": "pt"})
 
 
+def tiny_qwen3moe(rng):
+    """qwen3moe: the router ffn_gate_inp and each projection's experts stacked [experts, rows, cols] (ffn_gate_exps,
+    ffn_up_exps in Q8_0, ffn_down_exps), q/k norms, head_dim 16, tied; hf/ holds the per-expert tensors
+    save_pretrained writes."""
+    hidden, inter, moe_inter, layers, heads, kv, vocab, head_dim, experts = 64, 96, 32, 2, 4, 2, 96, 16, 4
+    d = os.path.join(OUT, "tiny-qwen3moe")
+    os.makedirs(os.path.join(d, "hf"), exist_ok=True)
+    config = {
+        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": hidden,
+        "intermediate_size": inter, "moe_intermediate_size": moe_inter, "num_experts": experts,
+        "num_experts_per_tok": 2, "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [],
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": head_dim,
+        "vocab_size": vocab, "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "hidden_act": "silu", "tie_word_embeddings": True, "torch_dtype": "float16", "bos_token_id": 1,
+        "eos_token_id": 2, "use_sliding_window": False, "attention_bias": False,
+    }
+    f16 = lambda *s, scale=0.2: rand(rng, *s, scale=scale).astype(np.float16)
+    st, gt = {}, []
+    def add(g, hf, x):
+        gt.append((g, x, T.F16 if x.dtype == np.float16 else T.F32))
+        st[hf] = x
+    add("token_embd.weight", "model.embed_tokens.weight", f16(vocab, hidden, scale=0.5))
+    for i in range(layers):
+        p, q = f"blk.{i}.", f"model.layers.{i}."
+        add(p + "attn_norm.weight", q + "input_layernorm.weight", 1 + rand(rng, hidden, scale=0.1))
+        for g, h, rows in [("attn_q", "self_attn.q_proj", heads * head_dim), ("attn_k", "self_attn.k_proj", kv * head_dim),
+                           ("attn_v", "self_attn.v_proj", kv * head_dim)]:
+            add(p + g + ".weight", q + h + ".weight", f16(rows, hidden))
+        add(p + "attn_q_norm.weight", q + "self_attn.q_norm.weight", 1 + rand(rng, head_dim, scale=0.5))
+        add(p + "attn_k_norm.weight", q + "self_attn.k_norm.weight", 1 + rand(rng, head_dim, scale=0.5))
+        add(p + "attn_output.weight", q + "self_attn.o_proj.weight", f16(hidden, heads * head_dim))
+        add(p + "ffn_norm.weight", q + "post_attention_layernorm.weight", 1 + rand(rng, hidden, scale=0.1))
+        add(p + "ffn_gate_inp.weight", q + "mlp.gate.weight", rand(rng, experts, hidden, scale=1.0))
+        for g, h, rows, cols, qtype in [("ffn_gate_exps", "gate_proj", moe_inter, hidden, T.F16),
+                                        ("ffn_up_exps", "up_proj", moe_inter, hidden, T.Q8_0),
+                                        ("ffn_down_exps", "down_proj", hidden, moe_inter, T.F16)]:
+            payload, deq = encode(rand(rng, experts, rows, cols), qtype)
+            gt.append((p + g + ".weight", payload, qtype))
+            for e in range(experts):
+                v = deq[e]
+                st[q + f"mlp.experts.{e}.{h}.weight"] = np.ascontiguousarray(v.astype(np.float16) if qtype == T.F16 else v)
+    add("output_norm.weight", "model.norm.weight", 1 + rand(rng, hidden, scale=0.1))
+    meta = [("add_context_length", (128,)), ("add_embedding_length", (hidden,)), ("add_block_count", (layers,)),
+            ("add_feed_forward_length", (inter,)), ("add_head_count", (heads,)), ("add_head_count_kv", (kv,)),
+            ("add_key_length", (head_dim,)), ("add_value_length", (head_dim,)),
+            ("add_layer_norm_rms_eps", (1e-6,)), ("add_rope_freq_base", (1000000.0,)),
+            ("add_expert_count", (experts,)), ("add_expert_used_count", (2,)),
+            ("add_expert_feed_forward_length", (moe_inter,)),
+            ("add_bos_token_id", (1,)), ("add_eos_token_id", (2,))]
+    write_gguf(os.path.join(d, "model.gguf"), "qwen3moe", meta, gt)
+    json.dump(config, open(os.path.join(d, "hf", "config.json"), "w"), indent=2)
+    save_file(st, os.path.join(d, "hf", "model.safetensors"), metadata={"format": "pt"})
+
+
 def main():
     rng = np.random.default_rng(7)
     tiny_llama(rng)
@@ -340,6 +396,7 @@ def main():
     tiny_qwen3(np.random.default_rng(11))   # its own generator: the models above keep their bytes
     tiny_gemma3(np.random.default_rng(13))
     tiny_phi3(np.random.default_rng(13))   # each its own generator (same seed, separate streams)
+    tiny_qwen3moe(np.random.default_rng(17))
     for root, _, files in os.walk(OUT):
         for n in files:
             print(os.path.join(root, n), os.path.getsize(os.path.join(root, n)))
