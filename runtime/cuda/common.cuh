@@ -9,9 +9,28 @@
 #include <utility>
 
 #include "base/expected.h"
+#include "ir/model.h"
 #include "runtime/cuda/cublas_loader.cuh"
 
 namespace fp4c::runtime::cuda {
+
+// The model features the CUDA engine and the serving measurement do not implement, refused by name (the CPU
+// runtime has them): MoE layers, Gemma-style layers, partial rotary embeddings, final logit soft-capping.
+inline Status check_implemented(const ir::ModelConfig& c) {
+  if (c.is_moe())
+    return make_error(c.architecture + ": mixture-of-experts layers (router, routed experts) are not implemented in "
+                      "the CUDA engine; use --device cpu");
+  if (c.hidden_act != "silu" || c.embedding_scale != 0 || c.query_pre_attn_scalar > 0 || c.sliding_rope_theta ||
+      c.norm_plus_one)
+    return make_error(c.architecture + ": Gemma-style layers (GeGLU, scaled embeddings, (1 + w) norms, "
+                      "query_pre_attn_scalar, per-layer-type RoPE) are not implemented in the CUDA engine; use --device cpu");
+  if (c.rope_dim() != c.head_dim)
+    return make_error(c.architecture + ": partial rotary embeddings (partial_rotary_factor " +
+                      std::to_string(c.partial_rotary_factor) + ") are not implemented in the CUDA engine; use --device cpu");
+  if (c.final_logit_softcapping > 0)
+    return make_error(c.architecture + ": final_logit_softcapping is not implemented in the CUDA engine; use --device cpu");
+  return {};
+}
 
 inline Error cuda_error(const std::string& what, cudaError_t e) {
   return make_error(what + ": " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")");

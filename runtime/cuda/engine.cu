@@ -113,16 +113,7 @@ Status CudaEngine::layer(int index, const LayerParams& params, Activations& acts
                       " KV heads, head_dim " + std::to_string(hd));
   FP4C_TRY(check_vector(params.input_norm, H, where + " input norm"));
   FP4C_TRY(check_vector(params.post_norm, H, where + " post-attention norm"));
-  if (c.is_moe())
-    return make_error(c.architecture + ": mixture-of-experts layers (router, routed experts) are not implemented in "
-                      "the CUDA engine; use --device cpu");
-  if (c.hidden_act != "silu" || c.embedding_scale != 0 || c.query_pre_attn_scalar > 0 || c.sliding_rope_theta ||
-      c.norm_plus_one)
-    return make_error(c.architecture + ": Gemma-style layers (GeGLU, scaled embeddings, (1 + w) norms, "
-                      "query_pre_attn_scalar, per-layer-type RoPE) are not implemented in the CUDA engine; use --device cpu");
-  if (c.rope_dim() != hd)
-    return make_error(c.architecture + ": partial rotary embeddings (partial_rotary_factor " +
-                      std::to_string(c.partial_rotary_factor) + ") are not implemented in the CUDA engine; use --device cpu");
+  FP4C_TRY(check_implemented(c));
   if (!params.q_norm.empty() || !params.k_norm.empty())
     return make_error(where + ": per-head query/key norms (Qwen3's q_norm/k_norm) are not implemented in the CUDA "
                       "engine; use --device cpu");
@@ -241,8 +232,7 @@ Status CudaEngine::head(const std::vector<float>& final_norm, const LinearParams
   FP4C_TRY(check_vector(final_norm, H, "final norm"));
   FP4C_TRY(check_linear_params(lm_head, V, H, "lm_head"));
   if (chunk_rows <= 0) return make_error("head: chunk_rows must be positive, got " + std::to_string(chunk_rows));
-  if (config_.final_logit_softcapping > 0)
-    return make_error(config_.architecture + ": final_logit_softcapping is not implemented in the CUDA engine; use --device cpu");
+  FP4C_TRY(check_implemented(config_));
   FP4C_TRY(check_activations(acts, H, "head"));
   const int64_t T = acts.tokens();
   if (T == 0) return {};

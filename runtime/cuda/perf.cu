@@ -282,16 +282,7 @@ Expected<ServingFigures> CudaPerfDevice::serve(WeightSource& weights, const ir::
                 hd = c.head_dim, V = c.vocab_size, L = c.num_hidden_layers;
   const int64_t Dq = nH * hd, Dkv = nKV * hd;
   const int64_t B = spec.batch, P = spec.prompt, cap = spec.prompt + spec.output;
-  if (c.is_moe())
-    return make_error(c.architecture + ": mixture-of-experts layers (router, routed experts) are not implemented in "
-                      "the CUDA engine; use --device cpu");
-  if (c.hidden_act != "silu" || c.embedding_scale != 0 || c.query_pre_attn_scalar > 0 || c.sliding_rope_theta ||
-      c.norm_plus_one)
-    return make_error(c.architecture + ": Gemma-style layers (GeGLU, scaled embeddings, (1 + w) norms, "
-                      "query_pre_attn_scalar, per-layer-type RoPE) are not implemented in the CUDA engine; use --device cpu");
-  if (c.rope_dim() != hd || c.final_logit_softcapping > 0)
-    return make_error(c.architecture + ": partial rotary embeddings and logit soft-capping are not implemented in the "
-                      "CUDA engine; use --device cpu");
+  FP4C_TRY(check_implemented(c));
   if (uses_long_rope(c, cap))
     return make_error("serve " + spec.name + ": " + std::to_string(cap) +
                       " positions exceed longrope's original_max_position_embeddings (not implemented in the CUDA engine)");
