@@ -26,14 +26,7 @@ model=$work/$name
 mkdir -p "$work"
 [ -f "$model/config.json" ] || "$build/fp4c-synth" --preset "$preset" --out "$model" --layers "$layers"
 data=$work/random-${samples}x${seq_len}.jsonl
-python3 - "$data" "$samples" "$seq_len" <<'PY'
-import json, random, sys
-path, n, length = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-r = random.Random(0)
-with open(path, "w") as f:
-    for _ in range(n):
-        f.write(json.dumps({"input_ids": [r.randrange(2900) for _ in range(length)]}) + "\n")
-PY
+python3 "$(dirname "$0")/random_ids.py" "$data" "$samples" "$seq_len"
 tokens=$((samples * seq_len))
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 printf '%s, %d tokens, %s, %s threads\n' "$name" "$tokens" "$precision" "$threads"

@@ -34,14 +34,7 @@ if [ ! -f "$model/config.json" ]; then
   "$build/fp4c-synth" --preset "$preset" --out "$model" "${extra[@]}" > /dev/null
 fi
 data=$work/random-${samples}x${seq_len}.jsonl
-python3 - "$data" "$samples" "$seq_len" <<'PY'
-import json, random, sys
-path, n, length = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-r = random.Random(0)
-with open(path, "w") as f:
-    for _ in range(n):
-        f.write(json.dumps({"input_ids": [r.randrange(2900) for _ in range(length)]}) + "\n")
-PY
+python3 "$(dirname "$0")/random_ids.py" "$data" "$samples" "$seq_len"
 tokens=$((samples * seq_len))
 grep -o 'avx512_bf16\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ' | sed 's/^/cpu features: /; s/$/\n/'
 grep -m1 'model name' /proc/cpuinfo | sed 's/.*: /cpu: /'
