@@ -149,5 +149,8 @@ class File {
 // blocks) to float32, as ggml-quants.c's dequantize_row_<type> does, bit for bit. F32, F16 and BF16 are
 // converted. An error for a type it does not read or sizes that do not match.
 Status dequantize(TensorType type, std::span<const std::byte> src, std::span<float> dst);
+// The same, one block at a time through the plain per-block loops only (the reference the vectorized
+// Q4_1 and Q8_0 paths of `dequantize` are tested against).
+Status dequantize_reference(TensorType type, std::span<const std::byte> src, std::span<float> dst);
 
 }  // namespace fp4c::gguf

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <omp.h>
 #include <vector>
 
 #include "formats/bf16.h"
@@ -23,6 +24,7 @@ void quantize_row_f32_avx512(const float* x, int64_t cols, float global_scale, u
                              uint8_t zero_scale_code, ErrorStats* row_err);
 void quantize_row_bf16_avx512(const uint16_t* x, int64_t cols, float global_scale, uint8_t* packed,
                               uint8_t* scales, uint8_t zero_scale_code, ErrorStats* row_err);
+uint32_t amax_f32_bits_avx512(const float* x, int64_t n);
 }  // namespace detail
 
 namespace {
@@ -194,6 +196,16 @@ float amax_bf16(std::span<const uint16_t> x) {
 float amax_f32(std::span<const float> x) {
   const float* p = x.data();
   const int64_t n = int64_t(x.size());
+  if (use_avx512()) {  // a max is exact in any order: each thread takes a contiguous range
+    uint32_t m = 0;
+#pragma omp parallel reduction(max : m) if (n >= kParallelAmaxMin)
+    {
+      const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
+      const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
+      m = detail::amax_f32_bits_avx512(p + begin, end - begin);
+    }
+    return std::bit_cast<float>(m);
+  }
   int32_t m = 0;
 #pragma omp parallel for simd reduction(max : m) schedule(static) if (parallel : n >= kParallelAmaxMin)
   for (int64_t i = 0; i < n; ++i) {
@@ -209,6 +221,16 @@ int64_t count_nonfinite_bf16(std::span<const uint16_t> x) {
   int64_t count = 0;
 #pragma omp parallel for simd reduction(+ : count) schedule(static) if (parallel : n >= kParallelAmaxMin)
   for (int64_t i = 0; i < n; ++i) count += (p[i] & 0x7F80) == 0x7F80;  // exponent all ones
+  return count;
+}
+
+int64_t count_nonfinite_f32(std::span<const float> x) {
+  const float* p = x.data();
+  const int64_t n = int64_t(x.size());
+  int64_t count = 0;
+#pragma omp parallel for simd reduction(+ : count) schedule(static) if (parallel : n >= kParallelAmaxMin)
+  for (int64_t i = 0; i < n; ++i)  // exponent all ones
+    count += (std::bit_cast<uint32_t>(p[i]) & 0x7F800000u) == 0x7F800000u;
   return count;
 }
 

@@ -31,6 +31,8 @@ float amax_bf16(std::span<const uint16_t> x);
 float amax_f32(std::span<const float> x);
 // Count of NaN and Inf elements.
 int64_t count_nonfinite_bf16(std::span<const uint16_t> x);
+// The number of NaN/Inf float32 values.
+int64_t count_nonfinite_f32(std::span<const float> x);
 
 // Weight error of a quantized tensor against its source, accumulated in double per row and summed over
 // rows in order, so the figures do not depend on the thread count.

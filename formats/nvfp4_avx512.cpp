@@ -192,6 +192,26 @@ FP4C_AVX512 void quantize_row(const T* x, int64_t cols, float global_scale, uint
 
 }  // namespace
 
+// max of |x| as bit patterns over n float32 values (NaN patterns sort above Inf: a NaN sticks), four
+// independent accumulators so the loop runs at load speed.
+FP4C_AVX512 uint32_t amax_f32_bits_avx512(const float* x, int64_t n) {
+  const __m512i mask = _mm512_set1_epi32(0x7FFFFFFF);
+  __m512i m0 = _mm512_setzero_si512(), m1 = m0, m2 = m0, m3 = m0;
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    m0 = _mm512_max_epi32(m0, _mm512_and_si512(_mm512_loadu_si512(x + i), mask));
+    m1 = _mm512_max_epi32(m1, _mm512_and_si512(_mm512_loadu_si512(x + i + 16), mask));
+    m2 = _mm512_max_epi32(m2, _mm512_and_si512(_mm512_loadu_si512(x + i + 32), mask));
+    m3 = _mm512_max_epi32(m3, _mm512_and_si512(_mm512_loadu_si512(x + i + 48), mask));
+  }
+  for (; i + 16 <= n; i += 16) m0 = _mm512_max_epi32(m0, _mm512_and_si512(_mm512_loadu_si512(x + i), mask));
+  if (i < n) {
+    const __mmask16 tail = __mmask16((1u << (n - i)) - 1u);
+    m1 = _mm512_max_epi32(m1, _mm512_and_si512(_mm512_maskz_loadu_epi32(tail, x + i), mask));
+  }
+  return uint32_t(_mm512_reduce_max_epi32(_mm512_max_epi32(_mm512_max_epi32(m0, m1), _mm512_max_epi32(m2, m3))));
+}
+
 void quantize_row_bf16_avx512(const uint16_t* x, int64_t cols, float global_scale, uint8_t* packed,
                               uint8_t* scales, uint8_t zero_scale_code, ErrorStats* row_err) {
   if (row_err) {
@@ -213,6 +233,7 @@ void quantize_row_f32_avx512(const float* x, int64_t cols, float global_scale, u
 #else  // no AVX-512 kernel on this compiler or architecture
 
 bool avx512_kernel_available() { return false; }
+uint32_t amax_f32_bits_avx512(const float*, int64_t) { return 0; }
 
 void quantize_row_bf16_avx512(const uint16_t*, int64_t, float, uint8_t*, uint8_t*, uint8_t,
                               ErrorStats*) {}

@@ -25,7 +25,9 @@ int64_t count_nonfinite(std::span<const std::byte> bytes, DType dtype) {
   if (dtype == DType::BF16)
     return nvfp4::count_nonfinite_bf16(
         {reinterpret_cast<const uint16_t*>(bytes.data()), bytes.size() / 2});
-  if (dtype != DType::F16 && dtype != DType::F32) return 0;
+  if (dtype == DType::F32)  // read in place (a GGUF's dequantized tensors are F32): no converted copy
+    return nvfp4::count_nonfinite_f32({reinterpret_cast<const float*>(bytes.data()), bytes.size() / 4});
+  if (dtype != DType::F16) return 0;
   int64_t n = 0;
   for (float v : to_f32(bytes, dtype)) n += !std::isfinite(v);
   return n;
@@ -34,6 +36,7 @@ int64_t count_nonfinite(std::span<const std::byte> bytes, DType dtype) {
 float amax_of(std::span<const std::byte> bytes, DType dtype) {
   if (dtype == DType::BF16)
     return nvfp4::amax_bf16({reinterpret_cast<const uint16_t*>(bytes.data()), bytes.size() / 2});
+  if (dtype == DType::F32) return nvfp4::amax_f32({reinterpret_cast<const float*>(bytes.data()), bytes.size() / 4});
   auto v = to_f32(bytes, dtype);
   return nvfp4::amax_f32(v);
 }
@@ -330,6 +333,9 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
     }
   const auto quantizer_of = [&](ir::TensorId id) -> const Quantizer& { return chosen[id]; };
   std::map<ir::TensorId, ScratchPool::Buffer> rewritten_members;
+  // Later members of a fused group made from a lazy source (a GGUF's) for the group's amax, kept until their
+  // turn so each is made once.
+  std::map<ir::TensorId, ScratchPool::Buffer> made_members;
   std::vector<uint8_t> packed, scales;
   {  // the read-ahead thread lives for the loop
     ReadAhead ahead(refs, input_hashes, options.copy_chunk_bytes, options.read_ahead_bytes);
@@ -338,7 +344,14 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
       const ir::TensorInfo& t = model.tensors[id];
       const auto& ref = refs[id];
       Held made{scratch, {}};
-      const auto source_bytes = source_of(ref, scratch, made.buffer);
+      std::span<const std::byte> source_bytes;
+      if (auto it = made_members.find(id); it != made_members.end()) {  // made already for its group's amax
+        made.buffer = std::move(it->second);
+        made_members.erase(it);
+        source_bytes = made.buffer.view();
+      } else {
+        source_bytes = source_of(ref, scratch, made.buffer);
+      }
       auto bytes = source_bytes;
       result.bytes_read += bytes.size();
 
@@ -412,6 +425,7 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
             if (m != id && streamed(m)) {
               const auto mb = source_of(mref, scratch, member.buffer);
               a = runtime::transformed_amax_bf16(model, m, as_bf16(mb), int64_t(mb.size() / 2));
+              if (m > id && member.buffer.data) made_members[m] = std::move(member.buffer);
             } else if (m != id && model.transformed(m)) {
               // Kept until that member's turn, so it is rewritten once.
               auto& kept = rewritten_members[m];
@@ -419,6 +433,7 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
               a = amax_of(kept.view(), model.tensors[m].dtype);
             } else if (m != id) {
               a = amax_of(source_of(mref, scratch, member.buffer), model.tensors[m].dtype);
+              if (m > id && member.buffer.data) made_members[m] = std::move(member.buffer);
             }
             if (!std::isfinite(a)) return nonfinite_error(mref);
             amax = std::max(amax, a);

@@ -233,6 +233,33 @@ TEST(Nvfp4Amax, LargeInputsWithPlantedValues) {
   });
 }
 
+// The vectorized amax and non-finite count against the obvious loop, on every length up to 200 (each
+// tail of the 64- and 16-lane loops) and at random offsets, with random specials planted.
+TEST(Nvfp4Amax, AgreesWithTheLoopOnEveryTail) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> base(4096 + 16);
+  for (float& v : base) v = normal(rng);
+  const float specials[] = {kInf, -kInf, kNaN, -kNaN, 1e-40f, -3e38f};
+  for (int64_t n = 0; n <= 200; ++n) {
+    for (int trial = 0; trial < 3; ++trial) {
+      std::vector<float> x(base.begin() + long(rng() % 16), base.begin() + long(rng() % 16) + n + 16);
+      x.resize(size_t(n));
+      if (n > 0 && trial > 0) x[rng() % size_t(n)] = specials[rng() % std::size(specials)];
+      uint32_t want_bits = 0;
+      int64_t want_count = 0;
+      for (float v : x) {
+        want_bits = std::max(want_bits, std::bit_cast<uint32_t>(v) & 0x7FFFFFFFu);
+        want_count += !std::isfinite(v);
+      }
+      EXPECT_EQ(std::bit_cast<uint32_t>(nvfp4::amax_f32(x)), want_bits) << "n " << n;
+      EXPECT_EQ(nvfp4::count_nonfinite_f32(x), want_count) << "n " << n;
+    }
+  }
+}
+
 TEST(Nvfp4Amax, CountNonfinite) {
   const std::vector<float> v = {1.0f, kNaN, -kInf, kInf, -kNaN, 3e38f, -0.0f, 1e-40f};
   EXPECT_EQ(nvfp4::count_nonfinite_bf16(to_bf16(v)), 4);
