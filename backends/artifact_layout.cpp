@@ -71,7 +71,8 @@ void plan_fused(Plan& plan, const ir::Model& model, ir::TensorId first, const Qu
     if (d.input_amax)
       fused(module + n.input_global, DType::F32, n.global_shape, ir::TensorPart::InputGlobalScale, 0, true);
   } else {
-    fused(t.stored_in->tensor, t.dtype, {rows, in}, ir::TensorPart::Source, uint64_t(in) * dtype_size(t.dtype), false);
+    fused(t.stored_in->tensor, t.kept_dtype(), {rows, in}, ir::TensorPart::Source,
+          uint64_t(in) * dtype_size(t.kept_dtype()), false);
   }
 }
 
@@ -107,7 +108,7 @@ Plan plan_layout(const ir::Model& model, const LayoutOptions& options) {
       if (model.annotations.decision[id].input_amax)
         add(plan.tensors, t.module + n.input_global, DType::F32, n.global_shape, id, ir::TensorPart::InputGlobalScale);
     } else {
-      add(plan.tensors, t.name, t.dtype, t.shape, id, ir::TensorPart::Source);
+      add(plan.tensors, t.name, t.kept_dtype(), t.shape, id, ir::TensorPart::Source);
     }
     ranges.emplace_back(first, plan.tensors.size());
   }

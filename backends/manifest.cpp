@@ -121,6 +121,7 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
     s->set_format(in.source_format);
     s->set_file(in.source_file);
     for (const auto& t : in.dequantized_types) s->add_dequantized_types(t);
+    s->set_kept_tensors_written_as(in.kept_tensors_written_as);
   }
   m.set_created_utc(utc_timestamp());
   for (const auto& f : in.inputs) add_file(m.mutable_inputs(), f);

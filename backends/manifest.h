@@ -23,6 +23,7 @@ struct ManifestInputs {
   std::string source_format;                   // "safetensors" or "gguf"
   std::string source_file;                     // the GGUF file's name
   std::vector<std::string> dequantized_types;  // GGUF block formats the reference is the F32 dequantization of
+  std::string kept_tensors_written_as;  // "BF16" where the kept tensors are not written as read
   manifest::Options options;
   std::vector<WrittenFile> inputs;              // files of the source checkpoint, relative names
   std::vector<WrittenFile> outputs;             // files of the artifact, relative names

@@ -43,8 +43,16 @@ void convert_from_f32(const float* src, DType dtype, int64_t n, std::byte* out) 
     std::memcpy(out, src, size_t(n) * 4);
     return;
   }
+  if (dtype == DType::BF16) {
+#pragma omp parallel for simd schedule(static) if (n >= (1 << 18))
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t h = bf16::from_float(src[i]);
+      std::memcpy(out + i * 2, &h, 2);
+    }
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
-    const uint16_t h = dtype == DType::BF16 ? bf16::from_float(src[i]) : half_bits(src[i]);
+    const uint16_t h = half_bits(src[i]);
     std::memcpy(out + i * 2, &h, 2);
   }
 }

@@ -70,9 +70,10 @@ class File {
   // A lazy image (MemoryFile::finish_lazy): each tensor is made when bytes() first asks for it; raw() holds
   // zeros where no tensor has been made yet.
   bool lazy() const { return lazy_ != nullptr; }
-  // Writes tensor t's bytes into `out` (t.nbytes() of them): for a lazy image made straight there, without
-  // making it in the image (a streaming reader's way: no fresh pages); otherwise copied from the mapping.
-  void produce(const TensorEntry& t, std::span<std::byte> out) const;
+  // Writes tensor t's bytes [offset, offset + out.size()) into `out` (by default all t.nbytes() of them): for
+  // a lazy image made straight there, without making it in the image (a streaming reader's way: no fresh
+  // pages; a part at a time, a large tensor needs no buffer of its size); otherwise copied from the mapping.
+  void produce(const TensorEntry& t, std::span<std::byte> out, uint64_t offset = 0) const;
 
  private:
   friend class MemoryFile;
@@ -146,9 +147,10 @@ class MemoryFile {
   // The writable bytes of the i-th spec (numel x dtype size).
   std::span<std::byte> tensor(size_t i);
   Expected<File> finish();
-  // Makes each tensor only when it is first read: `producer(i, out)` writes the i-th spec's bytes into `out`.
+  // Makes each tensor only when it is first read: `producer(i, offset, out)` writes the i-th spec's bytes
+  // [offset, offset + out.size()) into `out` (the image asks for whole tensors; File::produce for parts).
   // It must not fail (check what it reads before) and may run on several threads at once (for different i).
-  using Producer = std::function<void(size_t index, std::span<std::byte> out)>;
+  using Producer = std::function<void(size_t index, uint64_t offset, std::span<std::byte> out)>;
   Expected<File> finish_lazy(Producer producer);
 
  private:

@@ -342,18 +342,18 @@ std::span<const std::byte> File::bytes(const TensorEntry& t) const {
     const size_t i = index_of(t);
     const TensorEntry& whole = tensors_[i];
     std::call_once(lazy_->made[i], [&] {
-      lazy_->producer(i, {const_cast<std::byte*>(map_) + data_offset_ + whole.begin, whole.nbytes()});
+      lazy_->producer(i, 0, {const_cast<std::byte*>(map_) + data_offset_ + whole.begin, whole.nbytes()});
     });
   }
   return {map_ + data_offset_ + t.begin, t.nbytes()};
 }
 
-void File::produce(const TensorEntry& t, std::span<std::byte> out) const {
+void File::produce(const TensorEntry& t, std::span<std::byte> out, uint64_t offset) const {
   if (lazy_ && &t >= tensors_.data() && &t < tensors_.data() + tensors_.size()) {
-    lazy_->producer(size_t(&t - tensors_.data()), out);
+    lazy_->producer(size_t(&t - tensors_.data()), offset, out);
     return;
   }
-  const auto b = bytes(t);  // part of a tensor: made in the image once, then copied
+  const auto b = bytes(t).subspan(offset, out.size());  // part of a tensor: made in the image once, then copied
   std::memcpy(out.data(), b.data(), b.size());
 }
 

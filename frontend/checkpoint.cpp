@@ -59,6 +59,10 @@ Expected<LoadedCheckpoint> open_checkpoint(const std::string& model) {
     out.source_format = SourceFormat::Gguf;
     out.source_path = *gguf_path;
     out.dequantized_types = std::move(image.dequantized_types);
+    // A block-format embedding makes a bfloat16 model (gguf_config_json): its F32 tensors are written as BF16.
+    if (!out.dequantized_types.empty() && out.model.config.torch_dtype == "bfloat16")
+      for (ir::TensorInfo& t : out.model.tensors)
+        if (t.dtype == DType::F32) t.kept_as = DType::BF16;
     out.image = std::move(image.dir);
     return out;
   }

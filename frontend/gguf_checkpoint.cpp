@@ -383,11 +383,13 @@ Expected<std::string> gguf_config_json(const gguf::File& f) {
   if (bos) c["bos_token_id"] = *bos;
   FP4C_ASSIGN(auto eos, f.get_integer("tokenizer.ggml.eos_token_id"));
   if (eos) c["eos_token_id"] = *eos;
-  // The dtype the unquantized tensors keep: the embedding's, as the image holds it.
+  // The dtype the unquantized tensors keep: the embedding's, as the image holds it; a block format's
+  // dequantization makes a bfloat16 model, as every serving engine runs NVFP4 models (vLLM would run a
+  // float32 config in float16), and the artifact's kept tensors are written so (ir::TensorInfo::kept_as).
   std::string dtype = "float32";
   if (const gguf::TensorInfo* e = f.find("token_embd.weight")) {
     if (e->type == gguf::TensorType::F16) dtype = "float16";
-    if (e->type == gguf::TensorType::BF16) dtype = "bfloat16";
+    if (e->type == gguf::TensorType::BF16 || gguf::is_block_quantized(e->type)) dtype = "bfloat16";
   }
   c["torch_dtype"] = dtype;
   return c.dump(2) + "\n";
@@ -582,32 +584,61 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
     recipes->push_back(r);
   }
   auto gf = std::make_shared<gguf::File>(std::move(f));
-  // Writes image tensor i into `out` (its image size). Reentrant: tensors may be made from several threads.
-  auto produce = [gf, recipes](size_t i, std::span<std::byte> out) {
+  // Writes image tensor i's bytes [offset, offset + out.size()) into `out`. Reentrant: tensors may be made
+  // from several threads. A part of a block format is dequantized from its own blocks when it starts and ends
+  // on block boundaries (a kept embedding made a chunk at a time); any other part is cut from the whole.
+  auto produce = [gf, recipes](size_t i, uint64_t offset, std::span<std::byte> out) {
     const Recipe& r = (*recipes)[i];
     const gguf::TensorInfo& t = gf->tensors()[r.source];
     const std::span<const std::byte> src = gf->bytes(t).subspan(r.byte_begin, r.bytes);
-    if (!r.block && !r.shift && r.permute_heads == 0) {
-      std::memcpy(out.data(), src.data(), out.size());
-      return;
-    }
-    std::vector<std::byte> staged;
-    std::span<std::byte> target = out;
-    if (r.permute_heads > 0) {
-      staged.resize(out.size());
-      target = staged;
-    }
-    if (r.block || r.shift) {
-      const std::span<float> values(reinterpret_cast<float*>(target.data()), size_t(r.numel));
-      if (!gguf::dequantize(r.type, src, values).ok()) {  // checked above; NaN would be refused by name
+    const bool made = r.block || r.shift;
+    const uint64_t whole = made ? uint64_t(r.numel) * sizeof(float) : r.bytes;
+    // Dequantizes (and shifts) the elements [first, first + values.size()) from their blocks in `from`.
+    const auto dequantize = [&](std::span<const std::byte> from, std::span<float> values) {
+      if (!gguf::dequantize(r.type, from, values).ok()) {  // checked above; NaN would be refused by name
         std::fill(values.begin(), values.end(), std::numeric_limits<float>::quiet_NaN());
       }
       if (r.shift)  // Gemma's norms: the checkpoint's w from llama.cpp's 1 + w
         for (float& v : values) v -= 1.0f;
-    } else {
-      std::memcpy(target.data(), src.data(), target.size());
+    };
+    // The whole tensor into `to` (its image size).
+    const auto make_whole = [&](std::span<std::byte> to) {
+      if (r.permute_heads == 0 && !made) {
+        std::memcpy(to.data(), src.data(), to.size());
+        return;
+      }
+      std::vector<std::byte> staged;
+      std::span<std::byte> target = to;
+      if (r.permute_heads > 0) {
+        staged.resize(to.size());
+        target = staged;
+      }
+      if (made)
+        dequantize(src, {reinterpret_cast<float*>(target.data()), size_t(r.numel)});
+      else
+        std::memcpy(target.data(), src.data(), target.size());
+      if (r.permute_heads > 0) unpermute_rows(staged, t.shape()[0], r.permute_heads, to);
+    };
+    if (offset != 0 || out.size() != whole) {  // a part
+      if (r.permute_heads == 0 && !made) {
+        std::memcpy(out.data(), src.data() + offset, out.size());
+        return;
+      }
+      const auto traits = gguf::type_traits(r.type);
+      const uint64_t bs = traits ? traits->block_size : 0, first = offset / sizeof(float),
+                     count = out.size() / sizeof(float);
+      if (r.permute_heads == 0 && bs > 0 && offset % sizeof(float) == 0 && out.size() % sizeof(float) == 0 &&
+          first % bs == 0 && count % bs == 0) {
+        dequantize(src.subspan(first / bs * traits->type_size, count / bs * traits->type_size),
+                   {reinterpret_cast<float*>(out.data()), size_t(count)});
+        return;
+      }
+      std::vector<std::byte> all(whole);
+      make_whole(all);
+      std::memcpy(out.data(), all.data() + offset, out.size());
+      return;
     }
-    if (r.permute_heads > 0) unpermute_rows(staged, t.shape()[0], r.permute_heads, out);
+    make_whole(out);
   };
 
   if (in_memory) {
@@ -627,7 +658,7 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
         FP4C_TRY(w.write(gf->bytes(t).subspan(r.byte_begin, r.bytes)));  // as it is
       } else {
         buffer.resize(specs[i].nbytes());
-        produce(i, buffer);
+        produce(i, 0, buffer);
         FP4C_TRY(w.write(buffer));
       }
       if (r.byte_begin + r.bytes == t.nbytes) gf->release(t);   // its last part

@@ -130,6 +130,11 @@ struct TensorInfo {
   };
   std::optional<StoredSlice> stored_in;
   std::optional<int> expert;   // MoE: the expert a gate/up/down Linear belongs to
+  // The dtype the artifact stores this tensor in when it is kept unquantized, where that is not `dtype`: a
+  // GGUF with block formats is read as F32 (the reference) but written as a bfloat16 model (its config says
+  // so), each F32 value rounded to the nearest BF16, ties to even.
+  std::optional<DType> kept_as;
+  DType kept_dtype() const { return kept_as.value_or(dtype); }
 };
 
 // Linears that a serving engine runs as one GEMM: they share the weight and input global scales.

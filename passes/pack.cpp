@@ -17,6 +17,9 @@
 namespace fp4c::passes {
 namespace {
 
+// The part of a lazy kept tensor made at a time (a multiple of every GGUF block's float32 size).
+constexpr uint64_t kMadeChunkBytes = 8ull << 20;
+
 std::span<const std::byte> as_bytes_of(const std::vector<uint8_t>& v) {
   return std::as_bytes(std::span<const uint8_t>(v));
 }
@@ -118,6 +121,28 @@ ScratchPool::Buffer rewritten_bytes(const ir::Model& model, ir::TensorId id, std
   runtime::apply_transform(model, id, values);
   convert_from_f32(values.data(), dtype, int64_t(values.size()), out.data.get());
   return out;
+}
+
+// A kept tensor's bytes in the dtype the artifact stores it in (ir::TensorInfo::kept_as): the bytes themselves,
+// or converted into `out` (F32 to BF16: nearest, ties to even). A finite value the conversion makes Inf is an
+// error naming the tensor.
+Expected<std::span<const std::byte>> kept_bytes(const safetensors::Checkpoint::Ref& r, const ir::TensorInfo& t,
+                                                std::span<const std::byte> bytes, ScratchPool& pool,
+                                                ScratchPool::Buffer& out) {
+  if (t.kept_dtype() == t.dtype) return bytes;
+  const int64_t n = int64_t(bytes.size() / dtype_size(t.dtype));
+  pool.give(std::move(out));
+  out = pool.take(size_t(n) * dtype_size(t.kept_dtype()));
+  if (t.dtype == DType::F32) {
+    convert_from_f32(reinterpret_cast<const float*>(bytes.data()), t.kept_dtype(), n, out.data.get());
+  } else {
+    const auto values = to_f32(bytes, t.dtype);
+    convert_from_f32(values.data(), t.kept_dtype(), n, out.data.get());
+  }
+  if (count_nonfinite(out.view(), t.kept_dtype()) != 0)
+    return make_error(location(r) + ": a value overflows " + std::string(dtype_name(t.kept_dtype())) +
+                      ", the dtype the artifact stores this tensor in");
+  return out.view();
 }
 
 ir::WeightError to_weight_error(const nvfp4::ErrorStats& e) {
@@ -343,19 +368,23 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
     for (ir::TensorId id = 0; id < model.tensors.size(); ++id) {
       const ir::TensorInfo& t = model.tensors[id];
       const auto& ref = refs[id];
+      const bool rewritten = model.transformed(id);
+      // Kept as it came from a lazy source (a GGUF's dequantized embedding): made a chunk at a time below,
+      // never whole (no buffer of its float32 size to fault in).
+      const bool made_in_chunks = ref.file->lazy() && !ir::is_fp4(decisions[id].format) && !rewritten &&
+                                  !made_members.contains(id);
       Held made{scratch, {}};
       std::span<const std::byte> source_bytes;
       if (auto it = made_members.find(id); it != made_members.end()) {  // made already for its group's amax
         made.buffer = std::move(it->second);
         made_members.erase(it);
         source_bytes = made.buffer.view();
-      } else {
+      } else if (!made_in_chunks) {
         source_bytes = source_of(ref, scratch, made.buffer);
       }
       auto bytes = source_bytes;
-      result.bytes_read += bytes.size();
+      result.bytes_read += made_in_chunks ? ref.entry->nbytes() : bytes.size();
 
-      const bool rewritten = model.transformed(id);
       if (rewritten && t.dtype != DType::BF16 && t.dtype != DType::F16 && t.dtype != DType::F32)
         return make_error(location(ref) + ": a pass rewrote this tensor, but it is not BF16, F16 or F32");
       if (!ir::is_fp4(decisions[id].format) && rewritten) {
@@ -365,7 +394,9 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
         auto out = rewritten_bytes(model, id, bytes, t.dtype, scratch);
         if (count_nonfinite(out.view(), t.dtype) != 0)
           return make_error(location(ref) + ": rewriting it (smoothquant) gave a NaN or Inf");
-        FP4C_TRY(sink.put(id, ir::TensorPart::Source, out.view()));
+        Held stored{scratch, {}};
+        FP4C_ASSIGN(auto written, kept_bytes(ref, t, out.view(), scratch, stored.buffer));
+        FP4C_TRY(sink.put(id, ir::TensorPart::Source, written));
         scratch.give(std::move(out));
         ref.file->release(bytes);
         ahead.consumed(ahead.position(id, bytes.size()));
@@ -376,13 +407,29 @@ Expected<PackResult> pack_weights(ir::Model& model, const safetensors::Checkpoin
         continue;
       }
       if (decisions[id].format != ir::Format::NVFP4) {
-        // Kept as it came: copied in chunks, released behind the copy.
+        // Kept as it came (in the dtype the artifact stores it in): copied in chunks, released behind the copy.
+        Held stored{scratch, {}};
+        if (made_in_chunks) {
+          const uint64_t total = ref.entry->nbytes(), step = std::min(options.copy_chunk_bytes, kMadeChunkBytes);
+          if (total == 0) FP4C_TRY(sink.put(id, ir::TensorPart::Source, {}));
+          Held part{scratch, scratch.take(size_t(std::min(step, total)))};
+          for (uint64_t off = 0; off < total; off += step) {
+            const std::span<std::byte> chunk(part.buffer.data.get(), size_t(std::min(step, total - off)));
+            ref.file->produce(*ref.entry, chunk, off);
+            if (count_nonfinite(chunk, t.dtype) != 0) return nonfinite_error(ref);
+            FP4C_ASSIGN(auto written, kept_bytes(ref, t, chunk, scratch, stored.buffer));
+            FP4C_TRY(sink.put(id, ir::TensorPart::Source, written));
+            ahead.consumed(ahead.position(id, off + chunk.size()));
+          }
+          continue;
+        }
         if (bytes.empty()) FP4C_TRY(sink.put(id, ir::TensorPart::Source, bytes));
         for (uint64_t off = 0; off < bytes.size(); off += options.copy_chunk_bytes) {
           auto chunk = bytes.subspan(off, std::min<uint64_t>(options.copy_chunk_bytes, bytes.size() - off));
           ahead.wait_until(ahead.position(id, off + chunk.size()));
           if (count_nonfinite(chunk, t.dtype) != 0) return nonfinite_error(ref);
-          FP4C_TRY(sink.put(id, ir::TensorPart::Source, chunk));
+          FP4C_ASSIGN(auto written, kept_bytes(ref, t, chunk, scratch, stored.buffer));
+          FP4C_TRY(sink.put(id, ir::TensorPart::Source, written));
           ref.file->release(chunk);
           ahead.consumed(ahead.position(id, off + chunk.size()));
         }

@@ -426,6 +426,8 @@ Expected<QuantizeOutcome> quantize(const QuantizeRequest& o) {
   mi.model_dir = fs::absolute(o.model).lexically_normal().string();
   mi.source_format = std::string(frontend::source_format_name(ckpt.source_format));
   mi.dequantized_types = ckpt.dequantized_types;
+  for (const ir::TensorInfo& t : ckpt.model.tensors)
+    if (t.kept_as) mi.kept_tensors_written_as = std::string(dtype_name(*t.kept_as));
   if (!ckpt.source_path.empty()) mi.source_file = fs::path(ckpt.source_path).filename().string();
   mi.options.set_scheme(std::string(passes::scheme_name(scheme)));
   if (ctx.first_stats) {

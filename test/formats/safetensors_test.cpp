@@ -197,10 +197,10 @@ TEST_F(SafetensorsTest, LazyMemoryFileMakesEachTensorOnceWhenRead) {
   Expected<MemoryFile> m = MemoryFile::create("lazy", specs);
   ASSERT_TRUE(m.ok()) << m.error().message;
   std::vector<std::atomic<int>> calls(specs.size());
-  Expected<File> f = m->finish_lazy([&](size_t i, std::span<std::byte> out) {
+  Expected<File> f = m->finish_lazy([&](size_t i, uint64_t offset, std::span<std::byte> out) {
     ++calls[i];
-    ASSERT_EQ(out.size(), data[i].size());
-    std::copy(data[i].begin(), data[i].end(), out.begin());
+    ASSERT_LE(offset + out.size(), data[i].size());
+    std::copy_n(data[i].begin() + long(offset), out.size(), out.begin());
   });
   ASSERT_TRUE(f.ok()) << f.error().message;
   EXPECT_TRUE(f->lazy());
@@ -211,6 +211,10 @@ TEST_F(SafetensorsTest, LazyMemoryFileMakesEachTensorOnceWhenRead) {
   f->produce(e2, out);
   EXPECT_EQ(out, data[2]);
   EXPECT_EQ(calls[2].load(), 2);
+  std::vector<std::byte> part(7);  // a part: bytes [9, 16)
+  f->produce(e2, part, 9);
+  EXPECT_TRUE(std::equal(part.begin(), part.end(), data[2].begin() + 9));
+  EXPECT_EQ(calls[2].load(), 3);
   // Not made in the image by produce(): the image still holds zeros there.
   const auto raw = f->raw().subspan(f->data_offset() + e2.begin, e2.nbytes());
   EXPECT_TRUE(std::all_of(raw.begin(), raw.end(), [](std::byte b) { return b == std::byte{0}; }));
@@ -223,7 +227,7 @@ TEST_F(SafetensorsTest, LazyMemoryFileMakesEachTensorOnceWhenRead) {
       }
     });
   for (auto& t : readers) t.join();
-  for (size_t i = 0; i < specs.size(); ++i) EXPECT_EQ(calls[i].load(), i == 2 ? 3 : 1) << i;
+  for (size_t i = 0; i < specs.size(); ++i) EXPECT_EQ(calls[i].load(), i == 2 ? 4 : 1) << i;
 }
 
 TEST_F(SafetensorsTest, MemoryFileRejectsBadSpecsByName) {

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "formats/convert.h"
+#include "formats/safetensors.h"
 #include "frontend/checkpoint.h"
 #include "pipeline/evaluate.h"
 #include "pipeline/quantize.h"
@@ -215,6 +216,15 @@ TEST(GgufCheckpoint, TheImageInMemoryIsTheDiskImageByteForByte) {
       const auto want = file->bytes(file->tensors()[i]);
       ASSERT_EQ(made.size(), want.size());
       EXPECT_EQ(std::memcmp(made.data(), want.data(), want.size()), 0);
+      // And a part at a time: steps of whole 32-element blocks (dequantized from their own blocks), of 7 bytes
+      // (cut from the whole) and the tail.
+      for (uint64_t step : {uint64_t(128), uint64_t(7), uint64_t(e.nbytes())}) {
+        if (step == 0) continue;
+        std::vector<std::byte> parts(e.nbytes());
+        for (uint64_t off = 0; off < parts.size(); off += step)
+          mem->weights->produce(e, std::span(parts).subspan(off, std::min<uint64_t>(step, parts.size() - off)), off);
+        EXPECT_EQ(std::memcmp(parts.data(), want.data(), want.size()), 0) << "steps of " << step;
+      }
       const auto read = mem->weights->bytes(e);
       EXPECT_EQ(std::memcmp(read.data(), want.data(), want.size()), 0);
     }
@@ -305,6 +315,35 @@ TEST_F(GgufSource, QuantizeRecordsTheSourceAndItsDequantizedTypes) {
   EXPECT_EQ(m.inputs(0).bytes(), fs::file_size(r.model));
   EXPECT_TRUE(fs::exists(dir_ / "out" / "config.json"));
   EXPECT_GT(q->quantized, 0u);
+  // Its embedding is Q8_0, so it is written as a bfloat16 model: every kept tensor BF16, the nearest (ties to
+  // even) of the image's F32 value, and the config says so.
+  EXPECT_EQ(m.source().kept_tensors_written_as(), "BF16");
+  {
+    std::ifstream in(dir_ / "out" / "config.json");
+    const std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_HAS(config, "\"bfloat16\"");
+    EXPECT_EQ(config.find("float32"), std::string::npos) << config;
+  }
+  auto src = open_checkpoint(r.model);
+  ASSERT_TRUE(src.ok()) << src.error().message;
+  auto art = safetensors::File::open((dir_ / "out" / "model.safetensors").string());
+  ASSERT_TRUE(art.ok()) << art.error().message;
+  int kept = 0;
+  for (const auto& e : art->tensors()) {
+    const auto id = src->model.find(e.name);
+    if (!id || src->refs[*id].entry->shape != e.shape) continue;  // a packed weight or its scales
+    SCOPED_TRACE(e.name);
+    ++kept;
+    ASSERT_EQ(src->model.tensors[*id].dtype, DType::F32);
+    EXPECT_EQ(e.dtype, DType::BF16);
+    const std::vector<float> f32 = values(src->refs[*id]);
+    std::vector<std::byte> want(f32.size() * 2);
+    convert_from_f32(f32.data(), DType::BF16, int64_t(f32.size()), want.data());
+    const auto got = art->bytes(e);
+    ASSERT_EQ(got.size(), want.size());
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size()), 0);
+  }
+  EXPECT_GE(kept, 3);  // the embedding and the norms
   // And evaluated against the GGUF reference.
   pipeline::EvalRequest e;
   e.model = r.model;
