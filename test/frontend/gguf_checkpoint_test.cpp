@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "formats/convert.h"
+#include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "frontend/checkpoint.h"
 #include "pipeline/evaluate.h"
@@ -360,6 +361,33 @@ TEST_F(GgufSource, QuantizeRecordsTheSourceAndItsDequantizedTypes) {
   auto qh = pipeline::quantize(h);
   ASSERT_TRUE(qh.ok()) << qh.error().message;
   EXPECT_FALSE(qh->manifest.has_source());
+}
+
+// A kept F32 value that BF16 cannot hold (finite, above its largest) is a named error, not an Inf in the
+// artifact, and nothing is left in --out.
+TEST_F(GgufSource, AKeptValueTheWrittenDtypeCannotHoldIsRefusedByName) {
+  const fs::path from = kData / "tiny-llama" / "model.gguf";
+  std::ifstream in(from, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto g = gguf::File::open(from.string());
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  const gguf::TensorInfo* norm = g->find("output_norm.weight");
+  ASSERT_NE(norm, nullptr);
+  ASSERT_EQ(norm->type, gguf::TensorType::F32);
+  const float big = 3.4e38f;  // finite in F32; BF16's largest is 3.3895e38, so it rounds to Inf
+  std::memcpy(bytes.data() + g->data_offset() + norm->offset + 2 * sizeof(float), &big, sizeof big);
+  const fs::path p = dir_ / "big.gguf";
+  std::ofstream(p, std::ios::binary) << bytes;
+  pipeline::QuantizeRequest r;
+  r.model = p.string();
+  r.out = (dir_ / "out").string();
+  r.scheme = passes::Scheme::W4A16;
+  r.threads = 1;
+  auto q = pipeline::quantize(r);
+  ASSERT_FALSE(q.ok());
+  EXPECT_HAS(q.error().message, "tensor 'model.norm.weight'");
+  EXPECT_HAS(q.error().message, "a value overflows BF16, the dtype the artifact stores this tensor in");
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
 }
 
 // GGUF bytes with the given metadata (string or u32 values) and F32 tensors (ne, data of numel floats).
