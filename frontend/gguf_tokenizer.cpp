@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <array>
+#include <bitset>
 #include <unordered_map>
-#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
@@ -103,20 +103,30 @@ const std::array<uint32_t, 256>& byte_alphabet() {
 }
 
 // Whether every character of `s` is one of the byte alphabet's (a token as byte-level vocabularies spell it).
+// The alphabet's code points are all below 0x800, so a character is one of them only as one byte or as a
+// well-formed two-byte sequence (an overlong form spells no character of it); anything else, or invalid UTF-8,
+// is not.
 bool in_byte_alphabet(std::string_view s) {
-  static const std::unordered_set<std::string> chars = [] {
-    std::unordered_set<std::string> c;
-    for (uint32_t cp : byte_alphabet()) {
-      std::string u;
-      append_utf8(u, cp);
-      c.insert(u);
-    }
-    return c;
+  static const std::bitset<0x800> alphabet = [] {
+    std::bitset<0x800> a;
+    for (uint32_t cp : byte_alphabet()) a.set(cp);
+    return a;
   }();
-  auto b = char_boundaries(s);
-  if (!b) return false;
-  for (size_t k = 0; k + 1 < b->size(); ++k)
-    if (!chars.count(std::string(s.substr((*b)[k], (*b)[k + 1] - (*b)[k])))) return false;
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    uint32_t cp;
+    if (c < 0x80) {
+      cp = c;
+      i += 1;
+    } else if ((c & 0xE0) == 0xC0 && i + 1 < s.size() && (static_cast<unsigned char>(s[i + 1]) & 0xC0) == 0x80) {
+      cp = (uint32_t(c & 0x1F) << 6) | (static_cast<unsigned char>(s[i + 1]) & 0x3F);
+      if (cp < 0x80) return false;  // overlong
+      i += 2;
+    } else {
+      return false;
+    }
+    if (!alphabet.test(cp)) return false;
+  }
   return true;
 }
 
