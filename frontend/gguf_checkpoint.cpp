@@ -607,6 +607,20 @@ Expected<GgufImage> write_gguf_image(const std::string& path, ImageStorage stora
         std::memcpy(to.data(), src.data(), to.size());
         return;
       }
+      const int64_t rows = t.shape()[0], cols = rows > 0 ? r.numel / rows : 0;
+      const auto traits = gguf::type_traits(r.type);
+      if (made && r.permute_heads > 0 && traits && cols % traits->block_size == 0) {
+        // Each row dequantized straight into its unpermuted place.
+        const int64_t d = rows / r.permute_heads, half = d / 2;
+        const size_t src_row = size_t(cols) / traits->block_size * traits->type_size;
+#pragma omp parallel for schedule(static) if (r.numel >= (1 << 16))
+        for (int64_t hf = 0; hf < rows; ++hf) {  // row h*d + t*half + j of the checkpoint is GGUF row h*d + 2j + t
+          const int64_t h = hf / d, w = hf % d, tt = w / half, j = w % half, g = h * d + 2 * j + tt;
+          dequantize(src.subspan(size_t(g) * src_row, src_row),
+                     {reinterpret_cast<float*>(to.data()) + hf * cols, size_t(cols)});
+        }
+        return;
+      }
       std::vector<std::byte> staged;
       std::span<std::byte> target = to;
       if (r.permute_heads > 0) {
