@@ -129,6 +129,7 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
   std::mt19937_64 rng(options.seed);
   for (int64_t i = nseq - 1; i > 0; --i) std::swap(order[size_t(i)], order[size_t(rng() % uint64_t(i + 1))]);
   const int64_t batch = std::min<int64_t>(options.batch, nseq);
+  const int64_t select = std::min<int64_t>(options.select > 0 ? options.select : options.batch, nseq);
   const double lr0 = options.lr > 0 ? options.lr : (options.iters > 0 ? 1.0 / options.iters : 0.0);
 
   // The two streams: through the unquantized layers (the targets) and through the layers as quantized.
@@ -187,6 +188,20 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
       std::vector<float> x, target, out, dout, dv, dalpha;
       std::vector<int64_t> offs;
       State cur = rtn;
+      // The selection set: the last `select` sequences of the order, on which every iterate is measured (as
+      // served, forward only), so that the kept iterate is the best on the same data rather than on the
+      // easiest minibatch.
+      runtime::Activations sel_in, sel_target;
+      sel_in.offsets.assign(1, 0);
+      sel_target.offsets.assign(1, 0);
+      for (int64_t b = 0; b < select; ++b) {
+        const int64_t s = order[size_t(nseq - 1 - b)];
+        const int64_t r0 = q_acts.offsets[size_t(s)], r1 = q_acts.offsets[size_t(s + 1)];
+        sel_in.hidden.insert(sel_in.hidden.end(), q_acts.hidden.begin() + r0 * H, q_acts.hidden.begin() + r1 * H);
+        sel_target.hidden.insert(sel_target.hidden.end(), fp_acts.hidden.begin() + r0 * H, fp_acts.hidden.begin() + r1 * H);
+        sel_in.offsets.push_back(sel_in.offsets.back() + (r1 - r0));
+      }
+      const int64_t sel_n = int64_t(sel_in.hidden.size());
       for (int it = 0; it < options.iters; ++it) {
         // The step's sequences, in order, from both streams.
         x.clear();
@@ -202,14 +217,18 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
         const int64_t n = int64_t(x.size());
         if (n == 0) break;
         const runtime::LayerParams qp = quantized_layer(p, tuned, cur);
+        {
+          runtime::Activations sel = sel_in;
+          FP4C_TRY(forward.layer(l, qp, sel));
+          const double sel_loss = sum_sq_diff(sel.hidden.data(), sel_target.hidden.data(), sel_n) / double(sel_n);
+          if (sel_loss < best_loss) {
+            best_loss = sel_loss;
+            best = cur;
+            rec.best_iter = it;
+          }
+        }
         out.resize(size_t(n));
         FP4C_TRY(tape.forward(qp, x.data(), offs, out.data()));
-        const double loss = sum_sq_diff(out.data(), target.data(), n) / double(n);
-        if (loss < best_loss) {
-          best_loss = loss;
-          best = cur;
-          rec.best_iter = it;
-        }
         dout.resize(size_t(n));
         const float k = float(2.0 / double(n));
         for (int64_t i = 0; i < n; ++i) dout[size_t(i)] = k * (out[size_t(i)] - target[size_t(i)]);

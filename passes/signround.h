@@ -8,8 +8,10 @@
 //     default); under W4A4 each NVFP4 Linear's input is fake-quantized in the loop with its input global scale
 //     from the statistics (as served), passed straight through in the backward;
 //   - each step runs the layer forward and backward (runtime/layer_grad.h) over `batch` sequences, taken in a
-//     fixed shuffled order (seeded); the iterate with the least step loss is kept (iterate 0 is round-to-
-//     nearest), as AutoRound does;
+//     fixed shuffled order (seeded); every iterate is also measured (forward only, as served) on a fixed
+//     selection of `select` sequences and the least one kept (iterate 0 is round-to-nearest). AutoRound keeps
+//     the least step loss instead, but on different minibatches that picks the easiest minibatch's step
+//     (measured on SmolLM2: the same step won in most layers);
 //   - the kept iterate replaces round-to-nearest only if its loss over all calibration sequences is lower
 //     (so the result is never worse than round-to-nearest on the data it saw).
 // The choices go to model.annotations.choice ("signround" or "max" per Linear, with both layer losses as their
@@ -31,6 +33,7 @@ struct SignRoundOptions {
   int iters = 50;              // steps per layer; 0: round-to-nearest
   double lr = 0;               // the first step's size; 0: 1 / iters (AutoRound's default)
   int batch = 4;               // calibration sequences per step
+  int select = 0;              // sequences every iterate is measured on to keep the best (0: batch)
   bool tune_scales = true;     // also the block-scale multipliers
   float scale_min = 0.5f;      // their lower bound (upper: 1)
   uint64_t seed = 0;           // the order of the sequences

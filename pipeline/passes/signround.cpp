@@ -19,6 +19,7 @@ class SignRoundPass final : public Pass {
     options_.iters = std::atoi(inv.option("iters").c_str());
     options_.lr = std::strtod(inv.option("lr").c_str(), nullptr);
     options_.batch = std::atoi(inv.option("batch").c_str());
+    options_.select = std::atoi(inv.option("select").c_str());
     options_.tune_scales = inv.option("scales") == "true";
     options_.scale_min = std::strtof(inv.option("scale_min").c_str(), nullptr);
     options_.seed = uint64_t(std::strtoull(inv.option("seed").c_str(), nullptr, 10));
@@ -62,6 +63,8 @@ const PassDefinition& SignRoundPass_definition() {
         {"lr", OptionType::Float, "0", "the first step's size, decaying linearly to 0 (0: 1 / iters, AutoRound's)",
          {}, 0, 1},
         {"batch", OptionType::Int, "4", "calibration sequences per step", {}, 1, 1 << 20},
+        {"select", OptionType::Int, "0",
+         "calibration sequences every step's iterate is measured on, the best kept (0: batch)", {}, 0, 1 << 20},
         {"scales", OptionType::Bool, "true", "also tune a multiplier of each block's scale", {}},
         {"scale_min", OptionType::Float, "0.5", "the multipliers' lower bound (upper: 1)", {}, 0.01, 1},
         {"seed", OptionType::Int, "0", "the order in which the steps take the calibration sequences", {}, 0,
