@@ -54,6 +54,12 @@ struct Tuned {
   float G = 1;
   std::optional<float> gx;   // W4A4: its input global scale
   std::vector<float> v, alpha;
+  // Where it starts from another quantizer's result (SignRoundOptions::start): that result dequantized, which
+  // takes the weight's place, and its block scales, which take the max rule's. Empty: round-to-nearest.
+  std::vector<float> base;
+  std::vector<uint8_t> base_scales;
+  const float* values(const runtime::LinearParams& w) const { return base.empty() ? w.weight.data() : base.data(); }
+  const uint8_t* scales() const { return base_scales.empty() ? nullptr : base_scales.data(); }
 };
 
 struct State {
@@ -77,9 +83,9 @@ runtime::LayerParams quantized_layer(const runtime::LayerParams& p, const std::v
     runtime::LinearParams* lp = slot(q, t.role);
     const runtime::LinearParams* src = slot(const_cast<runtime::LayerParams&>(p), t.role);
     std::vector<uint8_t> packed(size_t(t.out * t.in / 2)), scales(size_t(t.out * t.in / 16));
-    quant::quantize_with_offsets(src->weight.data(), t.out, t.in, t.G, s.v[i].data(),
+    quant::quantize_with_offsets(t.values(*src), t.out, t.in, t.G, s.v[i].data(),
                                  s.alpha[i].empty() ? nullptr : s.alpha[i].data(), packed.data(), scales.data(),
-                                 nvfp4::ZeroScale::CompressedTensors, lp->weight.data());
+                                 nvfp4::ZeroScale::CompressedTensors, lp->weight.data(), nullptr, t.scales());
     lp->input_global_scale = t.gx;
   }
   return q;
@@ -118,9 +124,13 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
       linear[{*t.layer, t.role}] = id;
   }
   auto& choice = model.annotations.choice;
-  choice.assign(model.tensors.size(), std::nullopt);
   auto& prequantized = model.annotations.prequantized;
-  prequantized.assign(model.tensors.size(), std::nullopt);
+  if (!options.start) {
+    choice.assign(model.tensors.size(), std::nullopt);
+    prequantized.assign(model.tensors.size(), std::nullopt);
+  }
+  choice.resize(model.tensors.size());
+  prequantized.resize(model.tensors.size());
 
   // The order the steps take the sequences in: a fixed shuffle (Fisher-Yates on mt19937_64, the same everywhere).
   const int64_t nseq = int64_t(calibration.size());
@@ -165,6 +175,15 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
       if (decisions[id].input_amax) t.gx = nvfp4::global_scale(*decisions[id].input_amax);
       t.v.assign(w->weight.size(), 0.0f);
       if (options.tune_scales) t.alpha.assign(w->weight.size() / 16, 1.0f);
+      if (options.start) {
+        std::vector<uint8_t> packed(w->weight.size() / 2), scales(w->weight.size() / 16);
+        FP4C_ASSIGN(const bool from, options.start(id, w->weight, t.G, packed, scales));
+        if (from) {
+          t.base.resize(w->weight.size());
+          nvfp4::dequantize(packed.data(), scales.data(), t.out, t.in, t.G, t.base.data());
+          t.base_scales = std::move(scales);
+        }
+      }
       tuned.push_back(std::move(t));
     }
 
@@ -239,9 +258,9 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
           const runtime::LinearParams* w = slot(p, t.role);
           dv.resize(size_t(t.out * t.in));
           dalpha.resize(size_t(t.out * t.in / 16));
-          quant::offset_gradients(w->weight.data(), t.out, t.in, t.G, cur.v[i].data(),
+          quant::offset_gradients(t.values(*w), t.out, t.in, t.G, cur.v[i].data(),
                                   cur.alpha[i].empty() ? nullptr : cur.alpha[i].data(), grad_slot(grads, t.role)->data(),
-                                  dv.data(), dalpha.data());
+                                  dv.data(), dalpha.data(), t.scales());
           auto& v = cur.v[i];
           for (size_t j = 0; j < v.size(); ++j) {
             const float g = dv[j];
@@ -278,11 +297,20 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
     const double ref = rec.reference > 0 ? rec.reference : 1.0;
     for (size_t i = 0; i < tuned.size(); ++i) {
       const Tuned& t = tuned[i];
-      ir::QuantizerChoice qc;
-      qc.chosen = {rec.tuned ? "signround" : "max", false};
-      qc.candidates = {{{"max", false}, rec.rtn_loss / ref}, {{"signround", false}, rec.tuned_loss / ref}};
-      choice[t.id] = std::move(qc);
-      if (!rec.tuned) continue;
+      if (!t.base.empty()) {
+        // Started from another pass's choice: it stays unless tuning won; its figure joins the candidates.
+        if (!choice[t.id]) return make_error("signround: " + model.tensors[t.id].name + ": a start without a choice");
+        choice[t.id]->candidates.emplace_back(ir::AutoCandidate{"signround", false}, rec.tuned_loss / ref);
+        if (!rec.tuned) continue;
+        choice[t.id]->chosen = {"signround", false};
+      } else {
+        ir::QuantizerChoice qc;
+        qc.chosen = {rec.tuned ? "signround" : "max", false};
+        qc.candidates = {{{"max", false}, rec.rtn_loss / ref}, {{"signround", false}, rec.tuned_loss / ref}};
+        choice[t.id] = std::move(qc);
+        prequantized[t.id].reset();
+        if (!rec.tuned) continue;
+      }
       const runtime::LinearParams* w = slot(p, t.role);
       ir::Prequantized pq;
       pq.quantizer = "signround";
@@ -294,9 +322,19 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
       pq.packed.resize(size_t(t.out * t.in / 2));
       pq.scales.resize(size_t(t.out * t.in / 16));
       nvfp4::ErrorStats err;
-      quant::quantize_with_offsets(w->weight.data(), t.out, t.in, t.G, best.v[i].data(),
+      quant::quantize_with_offsets(t.values(*w), t.out, t.in, t.G, best.v[i].data(),
                                    best.alpha[i].empty() ? nullptr : best.alpha[i].data(), pq.packed.data(),
-                                   pq.scales.data(), nvfp4::ZeroScale::CompressedTensors, nullptr, &err);
+                                   pq.scales.data(), nvfp4::ZeroScale::CompressedTensors, nullptr, nullptr, t.scales());
+      // The weight error against the weight itself (not the start's values).
+      std::vector<float> deq(w->weight.size());
+      nvfp4::dequantize(pq.packed.data(), pq.scales.data(), t.out, t.in, t.G, deq.data());
+      for (size_t j = 0; j < deq.size(); ++j) {
+        const double e = double(w->weight[j]) - double(deq[j]);
+        err.sum_sq_err += e * e;
+        err.sum_sq_ref += double(w->weight[j]) * double(w->weight[j]);
+        err.max_abs_err = std::max(err.max_abs_err, std::fabs(e));
+      }
+      err.count = int64_t(deq.size());
       pq.sum_sq_err = err.sum_sq_err;
       pq.sum_sq_ref = err.sum_sq_ref;
       pq.max_abs_err = err.max_abs_err;
@@ -311,12 +349,12 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
 }
 
 std::string format_signround(const std::vector<SignRoundLayer>& layers) {
-  std::string out = "layer   rtn MSE / ref   tuned MSE / ref   best step   kept     seconds\n";
+  std::string out = "layer   start MSE / ref   tuned MSE / ref   best step   kept     seconds\n";
   char line[160];
   for (const SignRoundLayer& r : layers) {
     const double ref = r.reference > 0 ? r.reference : 1.0;
-    std::snprintf(line, sizeof line, "%5d   %13.4e   %15.4e   %9d   %-6s %9.2f\n", r.layer, r.rtn_loss / ref,
-                  r.tuned_loss / ref, r.best_iter, r.tuned ? "tuned" : "rtn", r.seconds);
+    std::snprintf(line, sizeof line, "%5d   %15.4e   %15.4e   %9d   %-6s %9.2f\n", r.layer, r.rtn_loss / ref,
+                  r.tuned_loss / ref, r.best_iter, r.tuned ? "tuned" : "start", r.seconds);
     out += line;
   }
   return out;

@@ -38,12 +38,20 @@ struct SignRoundOptions {
   float scale_min = 0.5f;      // their lower bound (upper: 1)
   uint64_t seed = 0;           // the order of the sequences
   int threads = 0;             // OpenMP threads (0: the default)
+  // Where set: each NVFP4 Linear starts from another quantizer's result instead of round-to-nearest (the
+  // `auto` pass's choice): start(id, weight, G, packed, scales) writes its codes and block scales and returns
+  // true (false: round-to-nearest). The offsets then move around those codes and the multipliers scale those
+  // block scales; a layer keeps its start where tuning does not lower its error (its choice and bytes stay).
+  std::function<Expected<bool>(ir::TensorId id, const std::vector<float>& weight, float G,
+                               std::vector<uint8_t>& packed, std::vector<uint8_t>& scales)>
+      start;
 };
 
 // One layer's outcome, for describe() and the tests.
 struct SignRoundLayer {
   int layer = 0;
-  double rtn_loss = 0, tuned_loss = 0;   // mean squared output error over all calibration tokens
+  double rtn_loss = 0, tuned_loss = 0;   // mean squared output error over all calibration tokens: the start
+                                         // (round-to-nearest, or SignRoundOptions::start's) and the kept one
   double reference = 0;                  // mean square of the unquantized layer's output
   int best_iter = 0;                     // 0: round-to-nearest was the best step
   bool tuned = false;                    // the tuned rounding was kept

@@ -22,10 +22,18 @@ struct BlockScale {
   bool clamped;    // G * (alpha amax / 6) above 448
 };
 
-BlockScale block_scale(const float* wb, float G, float alpha, uint8_t zero_code) {
+// amax: a / 6 of the max rule, or with a base scale code its value / G (what d(d)/d(alpha) is).
+BlockScale block_scale(const float* wb, float G, float alpha, uint8_t zero_code, const uint8_t* base) {
   float a = 0.0f;
-  for (int i = 0; i < kBlock; ++i) a = std::max(a, std::fabs(wb[i]));
-  const float wanted = G * ((alpha * a) / 6.0f);
+  float wanted;
+  if (base) {
+    const float b = fp8_e4m3::decode(*base);
+    a = 6.0f * b / G;
+    wanted = alpha * b;
+  } else {
+    for (int i = 0; i < kBlock; ++i) a = std::max(a, std::fabs(wb[i]));
+    wanted = G * ((alpha * a) / 6.0f);
+  }
   BlockScale s{a, 0, 0, false, wanted > 448.0f};
   s.code = fp8_e4m3::encode(wanted > 448.0f ? 448.0f : wanted);
   if ((s.code & 0x7F) == 0) {
@@ -42,7 +50,7 @@ uint8_t zero_code_of(nvfp4::ZeroScale zero) { return zero == nvfp4::ZeroScale::M
 
 void quantize_with_offsets(const float* w, int64_t rows, int64_t cols, float G, const float* v, const float* alpha,
                            uint8_t* packed, uint8_t* scales, nvfp4::ZeroScale zero, float* dequantized,
-                           nvfp4::ErrorStats* err) {
+                           nvfp4::ErrorStats* err, const uint8_t* base_scales) {
   const uint8_t zc = zero_code_of(zero);
   const int64_t blocks = cols / kBlock;
   std::vector<nvfp4::ErrorStats> row_err(err ? size_t(rows) : 0);
@@ -50,7 +58,8 @@ void quantize_with_offsets(const float* w, int64_t rows, int64_t cols, float G, 
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t base = r * cols + b * kBlock;
-      const BlockScale s = block_scale(w + base, G, alpha ? alpha[r * blocks + b] : 1.0f, zc);
+      const BlockScale s = block_scale(w + base, G, alpha ? alpha[r * blocks + b] : 1.0f, zc,
+                                       base_scales ? base_scales + r * blocks + b : nullptr);
       scales[r * blocks + b] = s.code;
       uint8_t q[kBlock];
       for (int i = 0; i < kBlock; ++i) {
@@ -75,13 +84,14 @@ void quantize_with_offsets(const float* w, int64_t rows, int64_t cols, float G, 
 }
 
 void offset_gradients(const float* w, int64_t rows, int64_t cols, float G, const float* v, const float* alpha,
-                      const float* dq, float* dv, float* dalpha) {
+                      const float* dq, float* dv, float* dalpha, const uint8_t* base_scales) {
   const int64_t blocks = cols / kBlock;
 #pragma omp parallel for schedule(static) if (rows * cols >= (1 << 15))
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t base = r * cols + b * kBlock;
-      const BlockScale s = block_scale(w + base, G, alpha ? alpha[r * blocks + b] : 1.0f, 0x20);
+      const BlockScale s = block_scale(w + base, G, alpha ? alpha[r * blocks + b] : 1.0f, 0x20,
+                                       base_scales ? base_scales + r * blocks + b : nullptr);
       double da = 0;
       for (int i = 0; i < kBlock; ++i) {
         const float x = w[base + i] / s.d;

@@ -5,6 +5,8 @@
 // lower its error over the calibration sequences.
 #include <cstdlib>
 
+#include "formats/hash.h"
+#include "passes/quantizers.h"
 #include "passes/signround.h"
 #include "passes/weight_plan.h"
 #include "pipeline/pass.h"
@@ -23,6 +25,7 @@ class SignRoundPass final : public Pass {
     options_.tune_scales = inv.option("scales") == "true";
     options_.scale_min = std::strtof(inv.option("scale_min").c_str(), nullptr);
     options_.seed = uint64_t(std::strtoull(inv.option("seed").c_str(), nullptr, 10));
+    from_auto_ = inv.option("start") == "auto";
   }
 
   Status run(PassContext& ctx) override {
@@ -35,6 +38,41 @@ class SignRoundPass final : public Pass {
     for (const auto& s : ctx.calibration->sequences) tokens += int64_t(s.size());
     passes::SignRoundOptions options = options_;
     options.threads = ctx.forward.threads;
+    if (from_auto_) {
+      // auto's choice of each Linear, as pack would write it: its bytes where auto kept them for this weight,
+      // else computed here from the statistics (as pack computes them).
+      ir::Model& model = ctx.model;
+      const passes::Quantizer& pipeline_q = ctx.quantizer;
+      const passes::ActivationStats* stats = ctx.stats.get();
+      options.start = [&model, pipeline_q, stats](ir::TensorId id, const std::vector<float>& w, float G,
+                                                  std::vector<uint8_t>& packed,
+                                                  std::vector<uint8_t>& scales) -> Expected<bool> {
+        const auto& t = model.tensors[id];
+        if (id >= model.annotations.choice.size() || !model.annotations.choice[id]) return false;
+        auto q = passes::parse_quantizer(model.annotations.choice[id]->chosen.quantizer);
+        if (!q) return make_error("signround: " + t.name + ": unknown quantizer '" +
+                                  model.annotations.choice[id]->chosen.quantizer + "'");
+        q->gptq.damp = pipeline_q.gptq.damp;
+        if (!q->order_in_name) q->gptq.act_order = pipeline_q.gptq.act_order;
+        q->gptq.asym_alpha = pipeline_q.gptq.asym_alpha;
+        const auto& pre = id < model.annotations.prequantized.size() ? model.annotations.prequantized[id]
+                                                                      : std::optional<ir::Prequantized>();
+        if (pre && pre->quantizer == q->name() && pre->global_scale == G &&
+            pre->zero_scale == uint8_t(nvfp4::ZeroScale::CompressedTensors) && pre->packed.size() == packed.size() &&
+            pre->scales.size() == scales.size()) {
+          const hash::Digest d = hash::xxh3_128(std::as_bytes(std::span(w)));
+          if (d.high == pre->weight_hash_high && d.low == pre->weight_hash_low) {
+            packed = pre->packed;
+            scales = pre->scales;
+            return true;
+          }
+        }
+        FP4C_TRY(passes::quantize_weight(*q, w.data(), t.shape[0], t.shape[1], G, passes::weight_input_stats(stats, t),
+                                         t.module, packed.data(), scales.data(), nvfp4::ZeroScale::CompressedTensors,
+                                         nullptr));
+        return true;
+      };
+    }
     FP4C_ASSIGN(layers_, passes::signround(ctx.model, forward, weights, ctx.calibration->sequences, options,
                                            ctx.progress("signround", 3.0 * double(tokens))));
     return {};
@@ -44,6 +82,7 @@ class SignRoundPass final : public Pass {
 
  private:
   passes::SignRoundOptions options_;
+  bool from_auto_ = false;
   std::vector<passes::SignRoundLayer> layers_;
 };
 
@@ -68,12 +107,18 @@ const PassDefinition& SignRoundPass_definition() {
         {"scales", OptionType::Bool, "true", "also tune a multiplier of each block's scale", {}},
         {"scale_min", OptionType::Float, "0.5", "the multipliers' lower bound (upper: 1)", {}, 0.01, 1},
         {"seed", OptionType::Int, "0", "the order in which the steps take the calibration sequences", {}, 0,
-         1 << 30}},
+         1 << 30},
+        {"start", OptionType::Choice, "rtn",
+         "where each Linear starts: round-to-nearest (AutoRound's), or the choice of an 'auto' pass before this one "
+         "(its codes and block scales; a layer keeps auto's choice where tuning does not lower its error)",
+         {"rtn", "auto"}}},
        {"stats"},
        {}},
-      [](const PassInvocation&, CheckState& s) -> Status {
+      [](const PassInvocation& inv, CheckState& s) -> Status {
         if (!s.have_calibration) return make_error("pass 'signround' needs a calibration set (--calib)");
-        if (s.quantizer_chosen_by)
+        if (inv.option("start") == "auto" && s.quantizer_chosen_by != "auto")
+          return make_error("pass 'signround{start=auto}' needs an 'auto' pass before it");
+        if (s.quantizer_chosen_by && inv.option("start") != "auto")
           return make_error("pass 'signround' after '" + *s.quantizer_chosen_by +
                             "': each Linear's quantizer is chosen by one pass");
         FP4C_TRY(refuse_for_mxfp4(s, "signround"));

@@ -230,6 +230,63 @@ TEST(SignRound, SameChoicesAndBytesAtOneAndTwoThreads) {
   }
 }
 
+// Starting from another quantizer's choice (as signround{start=auto} does from auto's): with no steps the
+// artifact is that choice's; with steps, never worse than it per layer, the tuned layers' Linears marked
+// signround with the start's figure kept among the candidates, the others left as chosen.
+TEST(SignRound, StartsFromAnotherChoice) {
+  for (int iters : {0, 20}) {
+    Fixture f(true);
+    SCOPED_TRACE("iters " + std::to_string(iters) + ", seed " + std::to_string(f.seed));
+    auto& model = f.ckpt->model;
+    const auto mse = passes::parse_quantizer("mse");
+    ASSERT_TRUE(mse.has_value());
+    model.annotations.choice.assign(model.tensors.size(), std::nullopt);
+    for (ir::TensorId id : model.linear_weights())
+      if (model.annotations.decision[id].format == ir::Format::NVFP4)
+        model.annotations.choice[id] = ir::QuantizerChoice{{"mse", false}, {{{"mse", false}, 0.5}}, std::nullopt};
+    const ir::Model chosen = model;
+    int started = 0;
+    passes::SignRoundOptions o;
+    o.iters = iters;
+    o.batch = 2;
+    o.start = [&](ir::TensorId id, const std::vector<float>& w, float G, std::vector<uint8_t>& packed,
+                  std::vector<uint8_t>& scales) -> Expected<bool> {
+      ++started;
+      const auto& t = model.tensors[id];
+      FP4C_TRY(passes::quantize_weight(*mse, w.data(), t.shape[0], t.shape[1], G, nullptr, t.module, packed.data(),
+                                       scales.data(), nvfp4::ZeroScale::CompressedTensors, nullptr));
+      return true;
+    };
+    auto layers = f.run(o);
+    ASSERT_TRUE(layers.ok()) << layers.error().message;
+    EXPECT_EQ(started, 14);
+    ir::Model start_model = chosen;
+    const auto start_art = pack(f, start_model);
+    if (iters == 0) {
+      EXPECT_EQ(pack(f, model), start_art);
+      continue;
+    }
+    int tuned = 0;
+    for (const auto& r : *layers) {
+      EXPECT_LE(r.tuned_loss, r.rtn_loss);
+      tuned += r.tuned;
+    }
+    EXPECT_GT(tuned, 0);
+    for (ir::TensorId id : model.linear_weights()) {
+      const auto& c = model.annotations.choice[id];
+      if (!c) continue;
+      const bool layer_tuned = (*layers)[size_t(*model.tensors[id].layer)].tuned;
+      EXPECT_EQ(c->chosen.quantizer, layer_tuned ? "signround" : "mse");
+      ASSERT_EQ(c->candidates.size(), 2u);
+      EXPECT_EQ(c->candidates[0].first.quantizer, "mse");
+      EXPECT_EQ(c->candidates[1].first.quantizer, "signround");
+    }
+    // The start's layer 0 error, from its artifact, is the pass's figure for it.
+    const auto errs = chosen_layer_errors(f, start_art);
+    EXPECT_NEAR(errs[0], (*layers)[0].rtn_loss, 1e-6 * (1 + (*layers)[0].rtn_loss));
+  }
+}
+
 TEST(SignRound, Errors) {
   Fixture f(true);
   passes::SignRoundOptions o;
@@ -255,16 +312,20 @@ TEST(SignRound, Errors) {
                         Case{"stats{second_moments=true},auto,signround,blockscale,pack", true, "after 'auto'"},
                         Case{"stats{second_moments=true},signround,auto,blockscale,pack", true, "after 'signround'"},
                         Case{"stats{second_moments=true},signround,gptq,blockscale,pack", true, "after 'signround'"},
-                        Case{"stats,signround,blockscale{rule=mse},pack", true, "signround"}}) {
+                        Case{"stats,signround,blockscale{rule=mse},pack", true, "signround"},
+                        Case{"stats,signround{start=auto},blockscale,pack", true, "needs an 'auto' pass before it"}}) {
     auto p = pipeline::parse_pipeline(c.text);
     ASSERT_TRUE(p.ok()) << p.error().message;
     auto st = pipeline::check_pipeline(*p, passes::Scheme::W4A4, c.calib);
     ASSERT_FALSE(st.ok()) << c.text;
     EXPECT_NE(st.error().message.find(c.error), std::string::npos) << st.error().message;
   }
-  auto p = pipeline::parse_pipeline("stats,signround{iters=20,batch=8},blockscale,pack");
-  ASSERT_TRUE(p.ok()) << p.error().message;
-  EXPECT_TRUE(pipeline::check_pipeline(*p, passes::Scheme::W4A4, true).ok());
+  for (const char* text : {"stats,signround{iters=20,batch=8},blockscale,pack",
+                           "stats{second_moments=true},auto,signround{start=auto},blockscale,pack"}) {
+    auto p = pipeline::parse_pipeline(text);
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    EXPECT_TRUE(pipeline::check_pipeline(*p, passes::Scheme::W4A4, true).ok()) << text;
+  }
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "formats/fp4.h"
 #include "formats/fp8_e4m3.h"
 #include "formats/nvfp4.h"
+#include "formats/nvfp4_rules.h"
 #include "quant/signround.h"
 
 namespace fp4c::testing {
@@ -66,8 +67,9 @@ TEST(SignRoundQuant, OffsetsAndMultipliersMoveCodesAndScales) {
     quant::quantize_with_offsets(w.data(), rows, cols, G, v.data(), nullptr, packed.data(), scales.data(),
                                  nvfp4::ZeroScale::CompressedTensors, moved.data());
     EXPECT_FLOAT_EQ(moved[size_t(i)], fp4::decode(fp4::encode(std::clamp(w[size_t(i)] / d + 0.5f, -6.0f, 6.0f))) * d);
-    for (int j = 0; j < 16; ++j)
+    for (int j = 0; j < 16; ++j) {
       if (j != i) EXPECT_EQ(moved[size_t(j)], deq[size_t(j)]);
+    }
   }
   std::vector<float> alpha{0.5f};
   std::vector<uint8_t> half_scale(1);
@@ -75,6 +77,33 @@ TEST(SignRoundQuant, OffsetsAndMultipliersMoveCodesAndScales) {
                                nvfp4::ZeroScale::CompressedTensors, nullptr);
   EXPECT_EQ(half_scale[0], fp8_e4m3::encode(G * ((0.5f * 0.8f) / 6.0f)));
   EXPECT_LT(fp8_e4m3::decode(half_scale[0]), fp8_e4m3::decode(scales[0]));
+}
+
+// From another quantizer's result: its dequantized weight and block scales with v = 0, alpha = 1 give its
+// bytes back; alpha scales its block scales.
+TEST(SignRoundQuant, BaseScalesKeepAnotherQuantizersBytes) {
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const int64_t rows = 12, cols = 64;
+  const auto w = random_weights(seed, rows, cols);
+  const float G = nvfp4::global_scale(nvfp4::amax_f32(w));
+  std::vector<uint8_t> p1(size_t(rows * cols / 2)), s1(size_t(rows * cols / 16)), p2 = p1, s2 = s1;
+  nvfp4::quantize_rows_with_rule(w.data(), rows, cols, G, nvfp4::ScaleRule::Mse, nullptr, p1.data(), s1.data(),
+                                 nvfp4::ZeroScale::CompressedTensors, nullptr);
+  std::vector<float> deq(w.size());
+  nvfp4::dequantize(p1.data(), s1.data(), rows, cols, G, deq.data());
+  quant::quantize_with_offsets(deq.data(), rows, cols, G, nullptr, nullptr, p2.data(), s2.data(),
+                               nvfp4::ZeroScale::CompressedTensors, nullptr, nullptr, s1.data());
+  EXPECT_EQ(s1, s2);
+  // Codes: the same values (a zero may change its sign bit).
+  std::vector<float> again(w.size());
+  nvfp4::dequantize(p2.data(), s2.data(), rows, cols, G, again.data());
+  for (size_t i = 0; i < w.size(); ++i) EXPECT_EQ(again[i], deq[i]) << i;
+  std::vector<float> alpha(w.size() / 16, 0.5f);
+  quant::quantize_with_offsets(deq.data(), rows, cols, G, nullptr, alpha.data(), p2.data(), s2.data(),
+                               nvfp4::ZeroScale::CompressedTensors, nullptr, nullptr, s1.data());
+  for (size_t b = 0; b < s1.size(); ++b)
+    EXPECT_EQ(s2[b], fp8_e4m3::encode(0.5f * fp8_e4m3::decode(s1[b]))) << b;
 }
 
 TEST(SignRoundQuant, StraightThroughGradients) {
@@ -114,8 +143,11 @@ TEST(SignRoundQuant, StraightThroughGradients) {
       EXPECT_FLOAT_EQ(dv[k], in ? dq[k] * d : 0.0f) << k;
       want_da += double(dq[k]) * (double(deq[k] / d) - (in ? double(w[k] / d) : 0.0));
     }
-    if (zero) EXPECT_EQ(dalpha[size_t(b)], 0.0f);
-    else EXPECT_NEAR(dalpha[size_t(b)], want_da * amax / 6.0, 1e-5 * (1 + std::fabs(want_da * amax / 6.0)));
+    if (zero) {
+      EXPECT_EQ(dalpha[size_t(b)], 0.0f);
+    } else {
+      EXPECT_NEAR(dalpha[size_t(b)], want_da * amax / 6.0, 1e-5 * (1 + std::fabs(want_da * amax / 6.0)));
+    }
   }
   EXPECT_GT(inside, 0);
 }
