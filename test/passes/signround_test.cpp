@@ -139,6 +139,7 @@ TEST(SignRound, NeverWorseThanRoundToNearestAndPackWritesTheTunedBytes) {
     for (const auto& r : *layers) {
       EXPECT_LE(r.tuned_loss, r.rtn_loss);
       EXPECT_EQ(r.tuned, r.tuned_loss < r.rtn_loss);
+      EXPECT_LT(r.best_iter, o.iters);   // iterates 0 .. iters - 1 are the candidates (as AutoRound)
       tuned += r.tuned;
     }
     EXPECT_GT(tuned, 0) << "tuning lowered no layer's error";

@@ -68,7 +68,8 @@ TEST(SignRoundQuant, OffsetsAndMultipliersMoveCodesAndScales) {
                                  nvfp4::ZeroScale::CompressedTensors, moved.data());
     EXPECT_FLOAT_EQ(moved[size_t(i)], fp4::decode(fp4::encode(std::clamp(w[size_t(i)] / d + 0.5f, -6.0f, 6.0f))) * d);
     for (int j = 0; j < 16; ++j) {
-      if (j != i) EXPECT_EQ(moved[size_t(j)], deq[size_t(j)]);
+      if (j == i) continue;
+      EXPECT_EQ(moved[size_t(j)], deq[size_t(j)]);
     }
   }
   std::vector<float> alpha{0.5f};
