@@ -68,7 +68,7 @@ LayerTape::LayerTape(const ir::ModelConfig& config, int layer, int threads)
 Status LayerTape::check(const ir::ModelConfig& c, int layer, const LayerParams& p) {
   const std::string where = "layer " + std::to_string(layer) + ": block-output reconstruction does not implement ";
   if (c.moe_layer(layer)) return make_error(where + "mixture-of-experts layers");
-  if (!p.q_norm.empty() || !p.k_norm.empty()) return make_error(where + "q/k norms (Qwen3)");
+  if (!p.q_norm.empty() || !p.k_norm.empty()) return make_error(where + "q/k norms (Qwen3, Gemma 3)");
   if (!p.attn_out_norm.empty() || !p.mlp_out_norm.empty()) return make_error(where + "attention/MLP output norms (Gemma 3)");
   if (c.norm_plus_one) return make_error(where + "(1 + w) norms (Gemma)");
   if (c.hidden_act != "silu") return make_error(where + "the MLP activation '" + c.hidden_act + "' (only silu)");
