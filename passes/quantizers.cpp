@@ -9,6 +9,7 @@ std::string Quantizer::name() const {
   switch (kind) {
     case Kind::Rule: return nvfp4::scale_rule_name(rule);
     case Kind::LocalHessian: return "localhessian";
+    case Kind::Tuned: return "signround";
     case Kind::Gptq:
       return std::string(asymmetric ? "gptaq" : "gptq") + (gptq.localhessian_scales ? "+localhessian" : "") +
              (order_in_name ? (gptq.act_order ? "+actorder" : "+natural") : "");
@@ -63,12 +64,16 @@ std::optional<Quantizer> parse_quantizer(const std::string& name) {
     if (q.name() == name) return q;
   for (const auto& q : gptaq_candidates())
     if (q.name() == name) return q;
+  if (name == "signround") return Quantizer{Quantizer::Kind::Tuned, nvfp4::ScaleRule::Max, {}};
   return std::nullopt;
 }
 
 Status quantize_weight(const Quantizer& q, const float* w, int64_t rows, int64_t cols, float G, const SiteStats* site,
                        const std::string& what, uint8_t* packed, uint8_t* scales, nvfp4::ZeroScale zero,
                        nvfp4::ErrorStats* err, float* dequantized) {
+  if (q.kind == Quantizer::Kind::Tuned)
+    return make_error("signround: " + what + ": its tuned NVFP4 bytes come from the signround pass, which did not "
+                      "hand them over for this weight as it is read now");
   if (q.needs_stats() && (!site || site->cols() != cols))
     return make_error(q.name() + ": no input statistics for " + what + " (run 'stats' before it)");
   if (q.needs_second_moments() && site->second_moment.size() != size_t(cols * cols))
@@ -92,6 +97,8 @@ Status quantize_weight(const Quantizer& q, const float* w, int64_t rows, int64_t
           !st)
         return make_error(what + ": " + st.error().message);
       return {};
+    case Quantizer::Kind::Tuned:
+      break;   // refused above
     case Quantizer::Kind::LocalHessian:
       quant::quantize_rows_localhessian(w, rows, cols, G, site->second_moment.data(), packed, scales, zero, err);
       break;

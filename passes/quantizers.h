@@ -18,7 +18,9 @@
 namespace fp4c::passes {
 
 struct Quantizer {
-  enum class Kind : uint8_t { Rule, LocalHessian, Gptq };
+  // Tuned: block-output reconstruction (the signround pass): its bytes come from that pass
+  // (annotations.prequantized) and cannot be computed again from a weight and its statistics.
+  enum class Kind : uint8_t { Rule, LocalHessian, Gptq, Tuned };
   Kind kind = Kind::Rule;
   nvfp4::ScaleRule rule = nvfp4::ScaleRule::Max;   // Kind::Rule
   quant::GptqOptions gptq;                                // Kind::Gptq
@@ -28,10 +30,10 @@ struct Quantizer {
   // Kind::Gptq: the column order is part of the name ("+actorder" / "+natural"), where `auto` offers
   // both orders; otherwise the order is the choosing pass's (its act_order option).
   bool order_in_name = false;
-  // "max", ..., "localhessian", "gptq", "gptq+localhessian", "gptaq", "gptaq+localhessian"
+  // "max", ..., "localhessian", "gptq", "gptq+localhessian", "gptaq", "gptaq+localhessian", "signround"
   std::string name() const;
-  bool needs_second_moments() const { return kind != Kind::Rule; }
-  bool needs_stats() const { return kind != Kind::Rule || rule == nvfp4::ScaleRule::Weighted; }
+  bool needs_second_moments() const { return kind == Kind::LocalHessian || kind == Kind::Gptq; }
+  bool needs_stats() const { return needs_second_moments() || (kind == Kind::Rule && rule == nvfp4::ScaleRule::Weighted); }
 };
 
 // Every quantizer `auto` tries, cheapest first (ties keep the earlier one).

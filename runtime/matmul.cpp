@@ -2,6 +2,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -102,6 +103,31 @@ Status PreparedLinear::run(const void* x, int64_t rows, float* y) const {
         {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, impl_->weights}, {DNNL_ARG_DST, dst}};
     if (!impl_->bias_data.empty()) args.emplace(DNNL_ARG_BIAS, impl_->bias);
     primitive->execute(s, args);
+    s.wait();
+  } catch (const dnnl::error& e) {
+    return make_error(std::string("matmul: oneDNN: ") + e.what());
+  }
+  return {};
+}
+
+Status gemm_f32(int64_t M, int64_t N, int64_t K, const float* A, bool a_transposed, const float* B, bool b_transposed,
+                float* C) {
+  if (M <= 0 || N <= 0) return {};
+  if (K <= 0) {
+    std::fill(C, C + M * N, 0.0f);
+    return {};
+  }
+  profile::Scope timed(profile::Stage::Gemm);
+  try {
+    const dnnl::engine& eng = cpu_engine();
+    const memory::desc a({M, K}, dt::f32, a_transposed ? tag::ba : tag::ab);
+    const memory::desc b({K, N}, dt::f32, b_transposed ? tag::ba : tag::ab);
+    const memory::desc c({M, N}, dt::f32, tag::ab);
+    const auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), eng);
+    dnnl::matmul primitive(pd);
+    memory am(a, eng, const_cast<float*>(A)), bm(b, eng, const_cast<float*>(B)), cm(c, eng, C);
+    dnnl::stream s(eng);
+    primitive.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
     s.wait();
   } catch (const dnnl::error& e) {
     return make_error(std::string("matmul: oneDNN: ") + e.what());

@@ -35,4 +35,11 @@ class PreparedLinear {
   std::unique_ptr<Impl> impl_;
 };
 
+// C[M, N] = op(A) op(B) in float32 (FP32 accumulation) through oneDNN's matmul: op(A) is A [M, K] row-major,
+// or, with a_transposed, A stored as [K, M] row-major; op(B) is B [K, N], or, with b_transposed, B stored as
+// [N, K]. For the gradients of a layer (runtime/layer_grad.h): dW = dY^T X, dX = dY W. A primitive per shape
+// (oneDNN's cache keeps them).
+Status gemm_f32(int64_t M, int64_t N, int64_t K, const float* A, bool a_transposed, const float* B, bool b_transposed,
+                float* C);
+
 }  // namespace fp4c::runtime

@@ -113,6 +113,8 @@ const PassDefinition& AutoPass_definition() {
       [](const PassInvocation& inv, CheckState& s) -> Status {
         FP4C_TRY(need_second_moments(s, "pass 'auto'"));
         FP4C_TRY(refuse_for_mxfp4(s, "auto"));
+        if (s.quantizer_chosen_by == "signround")
+          return make_error("pass 'auto' after 'signround': each Linear's quantizer is chosen by one pass");
         s.quantizer_chosen_by = "auto";
         return {};
       },

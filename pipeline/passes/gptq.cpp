@@ -91,6 +91,8 @@ const PassDefinition& GptqPass_definition() {
           return make_error("pass 'gptq': asymmetric=true needs sequential=true (GPTAQ's statistics come from it)");
         FP4C_TRY(need_second_moments(s, "pass 'gptq'"));
         FP4C_TRY(refuse_for_mxfp4(s, "gptq"));
+        if (s.quantizer_chosen_by == "signround")
+          return make_error("pass 'gptq' after 'signround': each Linear's quantizer is chosen by one pass");
         s.quantizer_chosen_by = "gptq";
         return {};
       },

@@ -16,7 +16,7 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
 STORIES = os.path.normpath(os.path.join(SHARED, "models", "stories260K"))
 VOLATILE = {"commandLine", "modelDir", "buildCost", "createdUtc"}
 
-RECIPES = ["plain", "smoothquant", "best", "auto", "auto-gptaq", "auto-5pct", "sensitive"]
+RECIPES = ["plain", "smoothquant", "best", "auto", "auto-gptaq", "signround", "auto-5pct", "sensitive"]
 PASSES = [  # every pass and rule the built-in recipes leave out
     "stats{second_moments=true},gptq{act_order=true},blockscale,pack",
     "stats{second_moments=true},gptq{scales=localhessian},blockscale,pack",

@@ -27,7 +27,7 @@ TEST(Pipeline, DefaultsAreFilledInAndTheCanonicalFormRoundTrips) {
 }
 
 TEST(Pipeline, ErrorsNameTheColumnAndTheValidChoices) {
-  EXPECT_EQ(error_of("stats,stat"), "pipeline column 7: unknown pass 'stat' (valid: auto, blockscale, describe, gptq, outliers, pack, sensitivity, smoothquant, stats)");
+  EXPECT_EQ(error_of("stats,stat"), "pipeline column 7: unknown pass 'stat' (valid: auto, blockscale, describe, gptq, outliers, pack, sensitivity, signround, smoothquant, stats)");
   EXPECT_EQ(error_of("blockscale{rul=max},pack"),
             "pipeline column 12: unknown option 'rul' of pass 'blockscale' (valid: rule)");
   EXPECT_EQ(error_of("blockscale{rule=min},pack"),
@@ -35,7 +35,7 @@ TEST(Pipeline, ErrorsNameTheColumnAndTheValidChoices) {
   EXPECT_EQ(error_of("stats{second_moments=maybe}"),
             "pipeline column 22: option 'second_moments' of pass 'stats': 'maybe' is not true or false");
   EXPECT_EQ(error_of("pack"), "pipeline column 1: pass 'pack' needs 'blockscale' earlier in the pipeline");
-  EXPECT_EQ(error_of(""), "pipeline column 1: empty pipeline (valid passes: auto, blockscale, describe, gptq, outliers, pack, sensitivity, smoothquant, stats)");
+  EXPECT_EQ(error_of(""), "pipeline column 1: empty pipeline (valid passes: auto, blockscale, describe, gptq, outliers, pack, sensitivity, signround, smoothquant, stats)");
   EXPECT_EQ(error_of("blockscale pack"), "pipeline column 12: expected ',' between passes");
   EXPECT_EQ(error_of("blockscale{rule=max"), "pipeline column 20: expected ',' or '}' in the options of pass 'blockscale'");
   EXPECT_EQ(error_of("blockscale{rule=max,rule=max},pack"), "pipeline column 21: option 'rule' given twice");

@@ -119,6 +119,12 @@ TEST(ConfigForms, Gemma3RecipesAndNorms) {
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_NE(r.out.find("norms compute x * (1 + w)"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(tmp.path / "sq"));
+  // Block-output reconstruction implements dense Llama-style layers only: Gemma's is refused by name, nothing written.
+  r = fp4c("quantize --model " + model.string() + " --out " + (tmp.path / "sr").string() +
+           " --scheme w4a4 --passes stats,signround{iters=2},blockscale,pack" + calib);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("layer 0: block-output reconstruction does not implement q/k norms"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(tmp.path / "sr"));
   r = fp4c("quantize --quiet --model " + model.string() + " --out " + (tmp.path / "auto").string() + " --recipe auto" +
            calib);
   ASSERT_EQ(r.exit_code, 0) << r.out;
