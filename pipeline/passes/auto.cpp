@@ -1,5 +1,6 @@
 // `auto`: per Linear (fused groups together) the quantizer with the least output error on held-out
 // calibration sequences, each norm site smoothed where the layer's output errs less.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -16,7 +17,14 @@ class AutoPass final : public Pass {
     options_.gptq.damp = std::strtod(inv.option("damp").c_str(), nullptr);
     options_.gptq.act_order = inv.option("act_order") == "true";
     options_.smoothquant = inv.option("smoothquant") == "true";
-    options_.alpha = std::strtof(inv.option("alpha").c_str(), nullptr);
+    // One alpha, or several separated by '/' (the parser checked each: a number in [0, 1], none twice).
+    const std::string& alphas = inv.option("alpha");
+    for (size_t b = 0; b <= alphas.size();) {
+      const size_t e = std::min(alphas.find('/', b), alphas.size());
+      options_.alphas.push_back(std::strtof(alphas.substr(b, e - b).c_str(), nullptr));
+      b = e + 1;
+    }
+    options_.alpha = options_.alphas.front();
     sequential_ = inv.option("sequential") == "true";
     options_.gptq.asym_alpha = std::strtod(inv.option("gptaq_alpha").c_str(), nullptr);
     gptaq_ = inv.option("gptaq") == "true";
@@ -95,7 +103,11 @@ const PassDefinition& AutoPass_definition() {
          "the gptq candidates in activation order (off: held-out recovery on SmolLM2 was higher without it, "
          "docs/DECISIONS.md)", {}},
         {"smoothquant", OptionType::Bool, "true", "also try each site smoothed (SmoothQuant's factors, as the smoothquant pass)", {}},
-        {"alpha", OptionType::Float, "0.5", "SmoothQuant migration strength of the smoothed candidates", {}, 0, 1},
+        {"alpha", OptionType::FloatList, "0.5",
+         "SmoothQuant migration strength of the smoothed candidates; several separated by '/' (0.3/0.5/0.7): every "
+         "site is measured smoothed at each, and keeps the one (or none) whose layer output errs least on the "
+         "held-out sequences (each alpha costs another measurement of every candidate at q,k,v,gate,up)",
+         {}, 0, 1},
         {"sequential", OptionType::Bool, "false",
          "sequential calibration: each layer's statistics and second moments from the calibration sequences as "
          "the layers before it, quantized as chosen (W4A4: activations too), give them; held-out sequences "
