@@ -521,6 +521,73 @@ void quantize_row_asym(float* w, int64_t cols, const float* u, const float* p, f
   }
 }
 
+
+// GPTAQ's A = triu_1(D' U^T) for the rows [i0, i0 + 8) (ni of them real): a[i][j] = sum_{k >= j} D'[i][k] U[j][k],
+// k ascending from j, for j > i. dpanel: D' of those rows by column, dpanel[k * 8 + l] = D'[i0 + l][k] (zeros past
+// ni). The eight rows are the lanes, four j at a time: each lane's sum is the reference's, addition for addition.
+FP4C_GPTQ_CLONES
+void correction_a_rows(const double* dpanel, const double* u, int64_t n, int64_t i0, int64_t ni, double* a) {
+  const auto put = [&](const V8D& s, int64_t j) {
+    for (int64_t l = 0; l < ni && i0 + l < j; ++l) a[(i0 + l) * n + j] = s[l];
+  };
+  int64_t j = i0 + 1;
+  for (; j + 4 <= n; j += 4) {
+    const double *u0 = u + j * n, *u1 = u0 + n, *u2 = u1 + n, *u3 = u2 + n;
+    V8D s0 = {}, s1 = {}, s2 = {}, s3 = {};
+    s0 = s0 + load8d(dpanel + j * 8) * u0[j];
+    s0 = s0 + load8d(dpanel + (j + 1) * 8) * u0[j + 1];
+    s1 = s1 + load8d(dpanel + (j + 1) * 8) * u1[j + 1];
+    s0 = s0 + load8d(dpanel + (j + 2) * 8) * u0[j + 2];
+    s1 = s1 + load8d(dpanel + (j + 2) * 8) * u1[j + 2];
+    s2 = s2 + load8d(dpanel + (j + 2) * 8) * u2[j + 2];
+    for (int64_t k = j + 3; k < n; ++k) {
+      const V8D d = load8d(dpanel + k * 8);
+      s0 = s0 + d * u0[k];
+      s1 = s1 + d * u1[k];
+      s2 = s2 + d * u2[k];
+      s3 = s3 + d * u3[k];
+    }
+    put(s0, j), put(s1, j + 1), put(s2, j + 2), put(s3, j + 3);
+  }
+  for (; j < n; ++j) {
+    const double* uj = u + j * n;
+    V8D s = {};
+    for (int64_t k = j; k < n; ++k) s = s + load8d(dpanel + k * 8) * uj[k];
+    put(s, j);
+  }
+}
+
+// GPTAQ's P = alpha A U for the rows [i0, i0 + 8) and the columns [k0, k0 + 16): p[i][k] = alpha sum_{i < j <= k}
+// a[i][j] U[j][k], j ascending (the reference's order and roundings: a multiply, an add, alpha last).
+FP4C_GPTQ_CLONES
+void correction_p_tile(const double* a, const double* u, int64_t n, int64_t i0, int64_t k0, double alpha, double* p) {
+  typedef int64_t V8L __attribute__((vector_size(64)));
+  const V8L lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  V8D acc[8][2] = {};
+  const int64_t j_end = std::min(k0 + 16, n);
+  for (int64_t j = i0 + 1; j < j_end; ++j) {
+    const V8D u0 = load8d(u + j * n + k0), u1 = load8d(u + j * n + k0 + 8);
+    const int rows_on = int(std::min<int64_t>(8, j - i0));   // rows i < j
+    if (j <= k0) {
+      for (int t = 0; t < rows_on; ++t) {
+        const double at = a[(i0 + t) * n + j];
+        acc[t][0] = acc[t][0] + at * u0;
+        acc[t][1] = acc[t][1] + at * u1;
+      }
+    } else {   // only the columns k >= j
+      const V8L m0 = lane >= (j - k0), m1 = lane + 8 >= (j - k0);
+      for (int t = 0; t < rows_on; ++t) {
+        const double at = a[(i0 + t) * n + j];
+        acc[t][0] = m0 ? acc[t][0] + at * u0 : acc[t][0];
+        acc[t][1] = m1 ? acc[t][1] + at * u1 : acc[t][1];
+      }
+    }
+  }
+  for (int t = 0; t < 8; ++t) {
+    store8d(p + (i0 + t) * n + k0, acc[t][0] * alpha);
+    store8d(p + (i0 + t) * n + k0 + 8, acc[t][1] * alpha);
+  }
+}
 #pragma GCC diagnostic pop
 
 }  // namespace
@@ -529,6 +596,32 @@ namespace gptq_detail {
 
 std::vector<double> asymmetry_correction(const double* dxt, int64_t n, const std::vector<double>& u,
                                          const std::vector<int64_t>& order, double alpha) {
+  if (n % 16 != 0) return asymmetry_correction_reference(dxt, n, u, order, alpha);
+  std::vector<double> a(size_t(n * n), 0.0), p(size_t(n * n), 0.0);
+  const int64_t row_blocks = n / 8;
+#pragma omp parallel if (n >= 256)
+  {
+    std::vector<double> panel(size_t(n * 8));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < row_blocks; ++b) {
+      const int64_t i0 = b * 8;
+      for (int64_t l = 0; l < 8; ++l)
+        for (int64_t k = 0; k < n; ++k) panel[size_t(k * 8 + l)] = dxt[order[size_t(i0 + l)] * n + order[size_t(k)]];
+      correction_a_rows(panel.data(), u.data(), n, i0, 8, a.data());
+    }
+  }
+  const int64_t col_blocks = n / 16;
+#pragma omp parallel for schedule(dynamic, 4) if (n >= 256)
+  for (int64_t t = 0; t < row_blocks * col_blocks; ++t) {
+    const int64_t i0 = (t / col_blocks) * 8, k0 = (t % col_blocks) * 16;
+    if (k0 + 16 <= i0 + 1) continue;   // left of the diagonal: zero
+    correction_p_tile(a.data(), u.data(), n, i0, k0, alpha, p.data());
+  }
+  return p;
+}
+
+std::vector<double> asymmetry_correction_reference(const double* dxt, int64_t n, const std::vector<double>& u,
+                                                   const std::vector<int64_t>& order, double alpha) {
   // A = triu_1(D' U^T): A[i][j] = sum_{k >= j} D'[i][k] U[j][k] for j > i (U upper).
   std::vector<double> a(size_t(n * n), 0.0), p(size_t(n * n), 0.0);
 #pragma omp parallel for schedule(dynamic, 16) if (n >= 256)

@@ -126,6 +126,10 @@ void quantize_columns_asym_unbatched(float* w, int64_t rows, int64_t cols, const
 // order): alpha * triu_1(D' U^T) U, [cols, cols] row-major float64, zero on and below the diagonal.
 std::vector<double> asymmetry_correction(const double* dxt, int64_t cols, const std::vector<double>& u,
                                          const std::vector<int64_t>& order, double alpha);
+// The same, row by row and entry by entry (the first form, one sum at a time): asymmetry_correction equals
+// it bit for bit (lanes are rows or columns, every entry's additions in the same order, nothing fused).
+std::vector<double> asymmetry_correction_reference(const double* dxt, int64_t cols, const std::vector<double>& u,
+                                                   const std::vector<int64_t>& order, double alpha);
 
 // gptq_quantize keeps the order and U of recent H (keyed by H's contents, damp and act_order; at most
 // 512 MiB) so that quantizations against the same H factor it once, and gptaq_quantize its P alike (keyed

@@ -220,6 +220,34 @@ TEST(Gptaq, CorrectionEqualsThePlainFormula) {
   }
 }
 
+// The tiled P (rows as lanes for A, register tiles for A U) equals the entry-by-entry form bit for bit: both
+// orders, several widths (one tile, tails of the column blocks, a width not a multiple of 16 that takes the
+// plain path), 1 and 2 threads.
+TEST(Gptaq, TiledCorrectionEqualsTheReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const int saved = omp_get_max_threads();
+  for (int64_t cols : {16, 48, 40, 272, 320}) {
+    const Data s = random_data(rng, 4, cols, 3 * cols);
+    for (bool act : {false, true}) {
+      const auto order = gptq_detail::column_order(s.h.data(), cols, act);
+      auto u = gptq_detail::inverse_cholesky_upper(s.h.data(), cols, 0.01, order);
+      ASSERT_TRUE(u.ok());
+      const auto ref = gptq_detail::asymmetry_correction_reference(s.d.data(), cols, *u, order, 0.25);
+      for (int threads : {1, 2}) {
+        SCOPED_TRACE(std::to_string(cols) + " columns, " + (act ? "act_order" : "natural") + ", " +
+                     std::to_string(threads) + " thread(s)");
+        omp_set_num_threads(threads);
+        const auto p = gptq_detail::asymmetry_correction(s.d.data(), cols, *u, order, 0.25);
+        omp_set_num_threads(saved);
+        ASSERT_EQ(p.size(), ref.size());
+        EXPECT_EQ(0, std::memcmp(p.data(), ref.data(), p.size() * sizeof(double)));
+      }
+    }
+  }
+}
+
 TEST(Gptaq, EqualsPlainLoopAndIgnoresThreadCount) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
