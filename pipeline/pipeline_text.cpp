@@ -98,6 +98,7 @@ std::optional<std::string> normalize(const OptionSpec& o, const std::string& v) 
       if (std::find(o.choices.begin(), o.choices.end(), v) != o.choices.end()) return v;
       return std::nullopt;
     case OptionType::FloatList: {
+      if (std::find(o.choices.begin(), o.choices.end(), v) != o.choices.end()) return v;   // a named value
       std::vector<double> seen;
       size_t b = 0;
       while (true) {
@@ -132,7 +133,7 @@ std::string expected_of(const OptionSpec& o) {
     case OptionType::Choice: return "one of " + join(o.choices);
     case OptionType::FloatList:
       return "a number" + range + ", or up to " + std::to_string(kMaxListItems) +
-             " different ones separated by '/' (0.3/0.5/0.7)";
+             " different ones separated by '/' (0.3/0.5/0.7)" + (o.choices.empty() ? "" : ", or " + join(o.choices));
   }
   return "?";
 }

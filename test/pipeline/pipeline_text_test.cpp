@@ -65,7 +65,8 @@ TEST(Pipeline, OptionValuesOutOfRangeAreRefused) {
   EXPECT_EQ(error_of("stats,gptq{block=24}"),
             "pipeline column 18: option 'block' of pass 'gptq': '24' is not a multiple of 16 in [16, 1.04858e+06]");
   // auto's alpha: one number or several separated by '/', each in range, none twice, at most 8.
-  const std::string list_form = "a number in [0, 1], or up to 8 different ones separated by '/' (0.3/0.5/0.7)";
+  const std::string list_form =
+      "a number in [0, 1], or up to 8 different ones separated by '/' (0.3/0.5/0.7), or by-scheme";
   EXPECT_EQ(error_of("stats,auto{alpha=2}"),
             "pipeline column 18: option 'alpha' of pass 'auto': '2' is not " + list_form);
   EXPECT_EQ(error_of("stats,auto{alpha=0.3/2}"),
@@ -86,9 +87,11 @@ TEST(Pipeline, OptionValuesOutOfRangeAreRefused) {
     auto again = parse_pipeline(p->canonical());
     ASSERT_TRUE(again.ok());
     EXPECT_EQ(again->canonical(), p->canonical());
-    auto one = parse_pipeline("stats{second_moments=true},auto,blockscale,pack");   // the default: one alpha, as before
+    auto one = parse_pipeline("stats{second_moments=true},auto,blockscale,pack");   // the default, resolved by the pass
     ASSERT_TRUE(one.ok());
-    EXPECT_NE(one->canonical().find("alpha=0.5,"), std::string::npos) << one->canonical();
+    EXPECT_NE(one->canonical().find("alpha=by-scheme,"), std::string::npos) << one->canonical();
+    EXPECT_FALSE(parse_pipeline("stats,auto{alpha=by-scheme/0.5}").ok());
+    EXPECT_FALSE(parse_pipeline("stats,smoothquant{alpha=by-scheme}").ok());
   }
   // The ends of each range are accepted.
   for (const char* ok : {"stats,smoothquant{alpha=0,min_scale=1e-30}", "stats,smoothquant{alpha=1,min_scale=1}",

@@ -271,9 +271,10 @@ TEST(Recipes, AutoRecordsEveryCandidateAndNeedsHeldOutSequences) {
   for (const auto& t : m->tensors()) {
     if (!t.has_quantizer()) continue;
     ++chosen;
-    // Every quantizer; a norm's consumers (q, k, v, gate, up) also each one after smoothing their site.
+    // Every quantizer; a norm's consumers (q, k, v, gate, up) also each one after smoothing their site, at
+    // each of the three strengths alpha=by-scheme measures under W4A4 (the scheme with --calib).
     const bool site = t.role() == "q" || t.role() == "k" || t.role() == "v" || t.role() == "gate" || t.role() == "up";
-    EXPECT_EQ(t.quantizer().candidates_size(), site ? 14 : 7) << t.name();
+    EXPECT_EQ(t.quantizer().candidates_size(), site ? 28 : 7) << t.name();
     // ... and the layer output errors that decided whether to smooth the site.
     EXPECT_EQ(t.quantizer().has_layer_error_smoothed(), site) << t.name();
     if (site) {
@@ -314,9 +315,11 @@ TEST(Recipes, AutoRecordsEveryCandidateAndNeedsHeldOutSequences) {
     const auto a1 = s.tmp.path / "a1", a2 = s.tmp.path / "a2";
     ASSERT_EQ(fp4c(s.base(a1) + " --quiet --threads 1" + passes).exit_code, 0);
     ASSERT_EQ(fp4c(s.base(a2) + " --quiet --threads 2" + passes).exit_code, 0);
+    // ... and the recipe's alpha=by-scheme is exactly that under W4A4 (`one`: the recipe, 1 thread).
     for (const auto& e : fs::directory_iterator(a1)) {
-      if (e.path().extension() == ".safetensors")
-        EXPECT_EQ(read_file(e.path()), read_file(a2 / e.path().filename())) << e.path().filename();
+      if (e.path().extension() != ".safetensors") continue;
+      EXPECT_EQ(read_file(e.path()), read_file(a2 / e.path().filename())) << e.path().filename();
+      EXPECT_EQ(read_file(e.path()), read_file(one / e.path().filename())) << e.path().filename();
     }
     auto ma = backends::read_manifest((a1 / backends::kManifestFile).string());
     ASSERT_TRUE(ma.ok());
@@ -339,6 +342,26 @@ TEST(Recipes, AutoRecordsEveryCandidateAndNeedsHeldOutSequences) {
       } else {
         EXPECT_EQ(chosen.find("smoothquant"), std::string::npos) << t.name() << " " << chosen;
       }
+    }
+  }
+  // Weights-only, alpha=by-scheme is the one strength 0.5: the recipe's bytes are auto{alpha=0.5}'s, and the
+  // smoothed candidates are labelled without an alpha (7 + 7 candidates at a site).
+  {
+    const auto w1 = s.tmp.path / "w1", w2 = s.tmp.path / "w2";
+    ASSERT_EQ(fp4c(s.base(w1) + " --quiet --scheme w4a16 --recipe auto").exit_code, 0);
+    ASSERT_EQ(fp4c(s.base(w2) + " --quiet --scheme w4a16 --passes "
+                                "'stats{second_moments=true},auto{alpha=0.5},blockscale,pack'").exit_code, 0);
+    for (const auto& e : fs::directory_iterator(w1)) {
+      if (e.path().extension() != ".safetensors") continue;
+      EXPECT_EQ(read_file(e.path()), read_file(w2 / e.path().filename())) << e.path().filename();
+    }
+    auto mw = backends::read_manifest((w1 / backends::kManifestFile).string());
+    ASSERT_TRUE(mw.ok());
+    for (const auto& t : mw->tensors()) {
+      if (!t.has_quantizer()) continue;
+      const bool site = t.role() == "q" || t.role() == "k" || t.role() == "v" || t.role() == "gate" || t.role() == "up";
+      EXPECT_EQ(t.quantizer().candidates_size(), site ? 14 : 7) << t.name();
+      EXPECT_EQ(t.quantizer().chosen().find('@'), std::string::npos) << t.name();
     }
   }
   // One calibration sequence: nothing left for the statistics once one is held out.
