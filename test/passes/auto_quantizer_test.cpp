@@ -454,7 +454,9 @@ TEST(AutoQuantizer, PerSiteAlphaChosenByLayerErrorFoldedAsSmoothquantAtIt) {
       EXPECT_EQ(cand.quantizer, passes::auto_candidates()[k % n].name());
       EXPECT_EQ(cand.smoothed, k >= n);
       EXPECT_EQ(cand.alpha, k >= n ? texts[k / n - 1] : "");
-      if (k >= n) EXPECT_EQ(cand.label(), "smoothquant@" + texts[k / n - 1] + "+" + cand.quantizer);
+      if (k >= n) {
+        EXPECT_EQ(cand.label(), "smoothquant@" + texts[k / n - 1] + "+" + cand.quantizer);
+      }
     }
     ASSERT_TRUE(c->layer_error.has_value());
     ASSERT_EQ(c->layer_error_by_alpha.size(), alphas.size());
