@@ -195,6 +195,11 @@ manifest::Manifest build_manifest(const ir::Model& model, const ManifestInputs& 
         rq->set_layer_error_unsmoothed(c->layer_error->first);
         rq->set_layer_error_smoothed(c->layer_error->second);
       }
+      for (const auto& [alpha, e] : c->layer_error_by_alpha) {
+        auto* a = rq->add_layer_error_by_alpha();
+        a->set_alpha(alpha);
+        a->set_layer_error(e);
+      }
     }
     r->set_smoothed(model.transformed(id));
     if (t.expert) r->set_expert(*t.expert);

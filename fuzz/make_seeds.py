@@ -383,7 +383,8 @@ def main():
                  "stats{second_moments=true},auto{holdout=25%,damp=0.01,smoothquant=true,alpha=0.5},blockscale{rule=max},pack",
                  "stats{second_moments=true},sensitivity{budget=5%,max_layers=3,metric=kl},outliers{k=8,top=4},blockscale{rule=localhessian},pack",
                  "stats,smoothquant{alpha=0.5,min_scale=1e-5,extra=on},stats,blockscale{rule=4over6},pack",
-                 " stats , blockscale { rule = max } , pack ", "blockscale,pack", "stats,pack,stats"]
+                 " stats , blockscale { rule = max } , pack ", "blockscale,pack", "stats,pack,stats",
+                 "stats{second_moments=true},auto{alpha=0.3/0.5/0.7},blockscale,pack", "stats,auto{alpha=by-scheme},pack"]
         for n, p in enumerate(pipes):
             put("pipeline_fuzz", f"pipeline_{n}", p)
 

@@ -248,8 +248,14 @@ struct Smoothing {
 struct AutoCandidate {
   std::string quantizer;
   bool smoothed = false;
-  // "gptq+localhessian", or "smoothquant+gptq+localhessian": how the manifest and inspect name it.
-  std::string label() const { return smoothed ? "smoothquant+" + quantizer : quantizer; }
+  // Where auto measured several SmoothQuant strengths: this smoothed candidate's alpha as text ("0.3");
+  // empty where it measured one (the candidate is then labelled without it, as before).
+  std::string alpha;
+  // "gptq+localhessian", "smoothquant+gptq+localhessian", or with several alphas
+  // "smoothquant@0.3+gptq+localhessian": how the manifest and inspect name it.
+  std::string label() const {
+    return smoothed ? "smoothquant" + (alpha.empty() ? std::string() : "@" + alpha) + "+" + quantizer : quantizer;
+  }
   bool operator==(const AutoCandidate&) const = default;
 };
 
@@ -259,6 +265,9 @@ struct QuantizerChoice {
   // Where the Linear's norm site was also measured smoothed: the decoder layer's output error (summed squares
   // against the BF16 layer on the held-out tokens) with the site unsmoothed and smoothed (each at its best).
   std::optional<std::pair<double, double>> layer_error;
+  // With several alphas: the layer error with the site smoothed at each (alpha, error), in the option's order;
+  // layer_error's second is the least of them.
+  std::vector<std::pair<float, double>> layer_error_by_alpha;
 };
 
 // A Linear's NVFP4 bytes as the auto pass computed them for its chosen quantizer, so that pack does not

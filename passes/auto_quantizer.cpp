@@ -93,7 +93,16 @@ SiteStats scaled_site(const SiteStats& site, const std::vector<float>& m) {
   return out;
 }
 
-ir::AutoCandidate candidate_of(const Quantizer& q, bool smoothed) { return {q.name(), smoothed}; }
+ir::AutoCandidate candidate_of(const Quantizer& q, bool smoothed, const std::string& alpha = {}) {
+  return {q.name(), smoothed, smoothed ? alpha : std::string()};
+}
+
+// An alpha as the candidates' labels and the manifest write it: the shortest decimal form ("0.3").
+std::string alpha_text(float a) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", double(a));
+  return buf;
+}
 
 // The rank that quantizes each candidate of a [rows, cols] Linear: largest first (GPTQ ~ rows cols^2,
 // local-Hessian and the searching rules ~ 16 rows cols, max ~ rows cols) to the least loaded rank.
@@ -170,8 +179,21 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
   const auto& decisions = model.annotations.decision;
   if (decisions.size() != model.tensors.size()) return make_error("auto: the weight plan has not run");
   if (heldout.empty()) return make_error("auto: no held-out calibration sequences to measure on");
-  if (!(options.alpha >= 0.0f && options.alpha <= 1.0f))
-    return make_error("auto: alpha must lie in [0, 1], got " + std::to_string(options.alpha));
+  // The SmoothQuant strengths measured at each site: variant v >= 1 of a smoothed site is alphas[v - 1].
+  const std::vector<float> alphas = options.alphas.empty() ? std::vector<float>{options.alpha} : options.alphas;
+  if (alphas.size() > kMaxAlphas)
+    return make_error("auto: at most " + std::to_string(kMaxAlphas) + " SmoothQuant alphas, got " +
+                      std::to_string(alphas.size()));
+  for (size_t i = 0; i < alphas.size(); ++i) {
+    if (!(alphas[i] >= 0.0f && alphas[i] <= 1.0f))
+      return make_error("auto: alpha must lie in [0, 1], got " + std::to_string(alphas[i]));
+    for (size_t j = 0; j < i; ++j)
+      if (alphas[j] == alphas[i]) return make_error("auto: alpha " + alpha_text(alphas[i]) + " given twice");
+  }
+  // Labels carry the alpha only where several are measured (one alpha keeps the labels it always had).
+  const auto label_alpha = [&](size_t variant) {
+    return alphas.size() > 1 && variant >= 1 ? alpha_text(alphas[variant - 1]) : std::string();
+  };
   const std::vector<Quantizer> candidates = options.candidates.empty() ? auto_candidates(options.gptq) : options.candidates;
   bool asymmetric = false;
   for (const Quantizer& q : candidates) asymmetric = asymmetric || q.asymmetric;
@@ -203,24 +225,30 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
   const uint8_t zero_code = uint8_t(nvfp4::ZeroScale::CompressedTensors);
   auto& choice = model.annotations.choice;
   choice.assign(model.tensors.size(), std::nullopt);
-  // A site of the current layer whose smoothed candidates were measured too: its factors, what they do to
-  // the input, its statistics after smoothing, and the Linears that decide together (every consumer).
+  // A site of the current layer whose smoothed candidates were measured too, with the Linears that decide
+  // together (every consumer), and per alpha: its factors, what they do to the input, its statistics after
+  // smoothing.
+  struct SmoothedVariant {
+    float alpha = 0.5f;
+    std::vector<float> s, m;
+    std::vector<float> norm;                            // the rewritten norm weight
+    std::map<ir::Role, std::vector<float>> weight;      // each consumer's rewritten weight
+    float G = 0;                                        // the consumers' group scale after smoothing
+    SiteStats stats;
+    SiteStats asym_stats;   // GPTAQ's, rescaled, where they come from the quantized stream alone
+  };
   struct SmoothedSite {
     int layer = 0;
     ir::Role role = ir::Role::Q;
     ir::TensorId norm_id = 0;
     std::vector<ir::TensorId> consumers;
-    std::vector<float> s, m;
-    std::vector<float> norm;                            // the rewritten norm weight
-    std::map<ir::Role, std::vector<float>> weight;      // each consumer's rewritten weight
-    SiteStats stats;
-    SiteStats asym_stats;   // GPTAQ's, rescaled, where they come from the quantized stream alone
+    std::vector<SmoothedVariant> variants;              // one per alpha, in the option's order
   };
   std::map<ir::TensorId, const SmoothedSite*> smoothed_site_of;  // NVFP4 consumer -> its site
   std::vector<std::unique_ptr<SmoothedSite>> layer_sites;
   const size_t n = candidates.size();
   // Units (fused groups, or a smoothed site's consumers, decided together) of the current layer's Linears.
-  // errors[m] holds n candidates, then n smoothed ones where the site was smoothed. Each unit's best
+  // errors[m] holds n candidates, then n smoothed ones per alpha where the site was smoothed. Each unit's best
   // candidate per variant is the least summed output error over its members. Whether a site is smoothed is
   // decided on the whole layer: its output (the residual stream after it) on the first held-out sequences (up
   // to kLayerErrorTokens) with every unit at its best unsmoothed candidate, against the same with this site's
@@ -232,7 +260,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     if (const ir::FusedGroup* g = model.group_of(id)) return g->members;
     return {id};
   };
-  // The unit's best candidate of variant v (0: as is, 1: smoothed): the least summed relative output error
+  // The unit's best candidate of variant v (0: as is, v >= 1: smoothed at alphas[v - 1]): the least summed relative output error
   // over its measured members (ties: the earlier, cheaper one).
   const auto unit_best = [&](const std::vector<ir::TensorId>& members, size_t v, size_t total) {
     size_t best = 0;
@@ -249,9 +277,10 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
   struct Unit {
     std::vector<ir::TensorId> members;
     const SmoothedSite* site = nullptr;
-    size_t best[2] = {0, 0};
-    bool smooth = false;
-    std::optional<std::pair<double, double>> layer_error;   // (unsmoothed, smoothed), where measured
+    std::vector<size_t> best;   // per variant
+    size_t variant = 0;         // the one kept: 0 unsmoothed, v smoothed at alphas[v - 1]
+    std::optional<std::pair<double, double>> layer_error;   // (unsmoothed, least smoothed), where measured
+    std::vector<std::pair<float, double>> by_alpha;         // with several alphas: each one's layer error
   };
   // `quantized` (may be null) receives the layer as decided: every unit at its chosen candidate's
   // dequantized weights (input global scale set under W4A4), smoothed sites' norms and consumers rewritten.
@@ -265,35 +294,38 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       if (auto it = smoothed_site_of.find(id); it != smoothed_site_of.end()) u.site = it->second;
       u.members = unit_of(id, u.site);
       const size_t total = errors[id].size();
-      for (size_t v = 0; v * n < total; ++v) u.best[v] = unit_best(u.members, v, total);
+      for (size_t v = 0; v * n < total; ++v) u.best.push_back(unit_best(u.members, v, total));
       for (ir::TensorId m : u.members) seen.insert(m);
       units.push_back(std::move(u));
     }
-    // The layer with every unit at its best candidate, smoothed where `smoothed(unit)` says.
-    const auto params_with = [&](const std::function<bool(const Unit&)>& smoothed) {
+    // The layer with every unit at its best candidate of the variant `variant_of(unit)` says.
+    const auto params_with = [&](const std::function<size_t(const Unit&)>& variant_of) {
       runtime::LayerParams q = p;
       for (const Unit& u : units) {
-        const bool sm = smoothed(u);
-        const size_t c = sm ? n + u.best[1] : u.best[0];
+        const size_t v = variant_of(u);
+        const bool sm = v > 0;
+        const SmoothedVariant* sv = sm ? &u.site->variants[v - 1] : nullptr;
+        const size_t c = v * n + u.best[v];
         for (ir::TensorId m : u.members) {
           runtime::LinearParams* lp = slot(q, model.tensors[m].role, model.tensors[m].expert.value_or(-1));
           if (!lp) continue;
           auto it = layer_results.find(m);
           if (it == layer_results.end() || c >= it->second.size() || !it->second[c]) {
-            if (sm) lp->weight = u.site->weight.at(model.tensors[m].role);  // a BF16 consumer, rewritten
+            if (sm) lp->weight = sv->weight.at(model.tensors[m].role);  // a BF16 consumer, rewritten
             continue;
           }
           const Result& r = *it->second[c];
           nvfp4::dequantize(r.packed.data(), r.scales.data(), lp->out, lp->in, r.G, lp->weight.data());
           lp->input_global_scale = r.gx;
         }
-        if (sm) (u.site->role == ir::Role::Q ? q.input_norm : q.post_norm) = u.site->norm;
+        if (sm) (u.site->role == ir::Role::Q ? q.input_norm : q.post_norm) = sv->norm;
       }
       return q;
     };
-    // The layer's output error with every unit at its best unsmoothed candidate, `smoothed` at its smoothed one.
-    const auto layer_error = [&](const Unit* smoothed) -> Expected<double> {
-      const runtime::LayerParams q = params_with([&](const Unit& u) { return &u == smoothed; });
+    // The layer's output error with every unit at its best unsmoothed candidate, `smoothed` at its best of
+    // variant `variant`.
+    const auto layer_error = [&](const Unit* smoothed, size_t variant) -> Expected<double> {
+      const runtime::LayerParams q = params_with([&](const Unit& u) { return &u == smoothed ? variant : size_t(0); });
       runtime::Activations a = *layer_in;
       FP4C_TRY(forward.layer(l, q, a));
       double e = 0;  // over the sequences layer_in holds: the first of `reference`'s
@@ -305,31 +337,41 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
     };
     bool any_site = false;
     for (const Unit& u : units) any_site = any_site || u.site;
+    // Each site keeps the variant whose layer errs least: smoothed at an alpha only where that errs strictly
+    // less than unsmoothed (ties: unsmoothed, then the earlier alpha).
     if (any_site && layer_in) {
-      FP4C_ASSIGN(const double base, layer_error(nullptr));
+      FP4C_ASSIGN(const double base, layer_error(nullptr, 0));
       for (Unit& u : units) {
         if (!u.site) continue;
-        FP4C_ASSIGN(const double e, layer_error(&u));
-        u.smooth = e < base;
-        u.layer_error = std::pair(base, e);
+        double least = INFINITY;
+        size_t least_v = 1;
+        for (size_t v = 1; v < u.best.size(); ++v) {
+          FP4C_ASSIGN(const double e, layer_error(&u, v));
+          if (alphas.size() > 1) u.by_alpha.emplace_back(alphas[v - 1], e);
+          if (e < least) least = e, least_v = v;
+        }
+        u.variant = least < base ? least_v : 0;
+        u.layer_error = std::pair(base, least);
       }
     }
-    if (quantized) *quantized = params_with([](const Unit& u) { return u.smooth; });
+    if (quantized) *quantized = params_with([](const Unit& u) { return u.variant; });
     for (const Unit& u : units) {
-      const size_t best = u.smooth ? n + u.best[1] : u.best[0];
-      if (u.smooth) {
+      const size_t best = u.variant * n + u.best[u.variant];
+      if (u.variant > 0) {
         // Every consumer's columns (NVFP4 or not) and the norm; the statistics become the smoothed input's.
+        const SmoothedVariant& sv = u.site->variants[u.variant - 1];
         fold_norm_smoothing(model, u.site->layer, u.site->role == ir::Role::Q ? ir::SmoothingMapping::Attention : ir::SmoothingMapping::Mlp, u.site->norm_id,
-                            u.site->consumers, options.alpha, u.site->s);
-        if (smoothed_stats) smoothed_stats->push_back(u.site->stats);
+                            u.site->consumers, sv.alpha, sv.s);
+        if (smoothed_stats) smoothed_stats->push_back(sv.stats);
       }
       for (ir::TensorId m : u.members) {
         if (errors[m].empty()) continue;
         ir::QuantizerChoice qc;
-        qc.chosen = candidate_of(candidates[best % n], u.smooth);
+        qc.chosen = candidate_of(candidates[best % n], u.variant > 0, label_alpha(u.variant));
         qc.layer_error = u.layer_error;
+        qc.layer_error_by_alpha = u.by_alpha;
         for (size_t c = 0; c < errors[m].size(); ++c)
-          qc.candidates.emplace_back(candidate_of(candidates[c % n], c >= n), errors[m][c].relative());
+          qc.candidates.emplace_back(candidate_of(candidates[c % n], c >= n, label_alpha(c / n)), errors[m][c].relative());
         choice[m] = std::move(qc);
         auto it = layer_results.find(m);
         // (GPTAQ's choices are always kept: pack has not their asymmetric statistics to compute them again.)
@@ -484,33 +526,38 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           smoothed->role = in.role;
           smoothed->norm_id = as.producer;
           smoothed->consumers = as.consumers;
-          smoothed->s = smoothing_factors(*site, balanced, options.alpha, options.min_scale);
-          smoothed->norm = rewritten_norm(model, as.producer, norm, smoothed->s);
-          smoothed->m = smoothed_input_scale(norm, smoothed->norm);
-          smoothed->stats = scaled_site(*site, smoothed->m);
-          if (asym_site) smoothed->asym_stats = scaled_site(*asym_site, smoothed->m);
+          for (const float alpha : alphas) {
+            SmoothedVariant sv;
+            sv.alpha = alpha;
+            sv.s = smoothing_factors(*site, balanced, alpha, options.min_scale);
+            sv.norm = rewritten_norm(model, as.producer, norm, sv.s);
+            sv.m = smoothed_input_scale(norm, sv.norm);
+            sv.stats = scaled_site(*site, sv.m);
+            if (asym_site) sv.asym_stats = scaled_site(*asym_site, sv.m);
+            smoothed->variants.push_back(std::move(sv));
+          }
           break;
         }
       }
       // The smoothed members' weights as pack will read them: W[:, j] * s_j rounded to the tensor's dtype
-      // (apply_transform), and their group scale.
-      float smoothed_G = 0;
-      if (smoothed) {
-        float amax = 0;
-        for (ir::TensorId c : smoothed->consumers) {
-          const ir::Role r = model.tensors[c].role;
-          const auto* w = slot(p, r);
-          if (!w) continue;
-          auto& ws = smoothed->weight[r];
-          ws.resize(w->weight.size());
-          for (int64_t i = 0; i < w->out; ++i)
-            for (int64_t j = 0; j < w->in; ++j)
-              ws[size_t(i * w->in + j)] = w->weight[size_t(i * w->in + j)] * smoothed->s[size_t(j)];
-          round_to_dtype(ws.data(), int64_t(ws.size()), model.tensors[c].dtype);
-          amax = std::max(amax, nvfp4::amax_f32(ws));
+      // (apply_transform), and their group scale, per alpha.
+      if (smoothed)
+        for (SmoothedVariant& sv : smoothed->variants) {
+          float amax = 0;
+          for (ir::TensorId c : smoothed->consumers) {
+            const ir::Role r = model.tensors[c].role;
+            const auto* w = slot(p, r);
+            if (!w) continue;
+            auto& ws = sv.weight[r];
+            ws.resize(w->weight.size());
+            for (int64_t i = 0; i < w->out; ++i)
+              for (int64_t j = 0; j < w->in; ++j)
+                ws[size_t(i * w->in + j)] = w->weight[size_t(i * w->in + j)] * sv.s[size_t(j)];
+            round_to_dtype(ws.data(), int64_t(ws.size()), model.tensors[c].dtype);
+            amax = std::max(amax, nvfp4::amax_f32(ws));
+          }
+          sv.G = nvfp4::global_scale(amax);
         }
-        smoothed_G = nvfp4::global_scale(amax);
-      }
 
       bool any = false;
       for (ir::Role r : members) {
@@ -528,17 +575,18 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         std::vector<std::vector<float>> deq(n, std::vector<float>(w->weight.size()));
         std::vector<const float*> deq_ptrs(n);
         for (size_t c = 0; c < n; ++c) deq_ptrs[c] = deq[c].data();
-        const size_t variants = smoothed ? 2 : 1;
+        const size_t variants = smoothed ? 1 + smoothed->variants.size() : 1;
         errors[id].resize(n * variants);
         auto& results = layer_results[id];
         results.assign(n * variants, std::nullopt);
         for (size_t v = 0; v < variants; ++v) {
-          const bool sm = v == 1;
-          const std::vector<float>& weight = sm ? smoothed->weight[r] : w->weight;
-          const SiteStats* st = sm ? &smoothed->stats : site;
-          const float g = sm ? smoothed_G : G;
+          const bool sm = v >= 1;
+          SmoothedVariant* sv = sm ? &smoothed->variants[v - 1] : nullptr;
+          const std::vector<float>& weight = sm ? sv->weight[r] : w->weight;
+          const SiteStats* st = sm ? &sv->stats : site;
+          const float g = sm ? sv->G : G;
           std::optional<float> gxv = gx;
-          if (sm && gx) gxv = nvfp4::global_scale(smoothed->stats.tensor_absmax());
+          if (sm && gx) gxv = nvfp4::global_scale(sv->stats.tensor_absmax());
           const hash::Digest weight_hash = hash::xxh3_128(std::as_bytes(std::span(weight)));
           // Each candidate on one rank (all on one process's), then every candidate on every rank.
           const std::vector<int> owner = spread_candidates(candidates, w->out, w->in, comm.size());
@@ -546,7 +594,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           for (size_t c = 0; c < n; ++c) {
             if (owner[c] != comm.rank()) continue;
             nvfp4::ErrorStats err;
-            const SiteStats* stc = asym_site && candidates[c].asymmetric ? (sm ? &smoothed->asym_stats : asym_site) : st;
+            const SiteStats* stc = asym_site && candidates[c].asymmetric ? (sm ? &sv->asym_stats : asym_site) : st;
             if (auto q = quantize_weight(candidates[c], weight.data(), w->out, w->in, g, stc, t.module, packed.data(),
                                          scales.data(), nvfp4::ZeroScale::CompressedTensors, &err, deq[c].data());
                 !q) {
@@ -575,7 +623,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
             }
           }
           const auto errs = quant::linear_output_errors(in.x, in.rows, in.cols, w->weight.data(), deq_ptrs, w->out, gxv,
-                                                 sm ? smoothed->m.data() : nullptr);
+                                                 sm ? sv->m.data() : nullptr);
           for (size_t c = 0; c < n; ++c) errors[id][v * n + c] = errs[c];
         }
       }

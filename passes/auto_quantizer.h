@@ -18,12 +18,18 @@
 
 namespace fp4c::passes {
 
+inline constexpr size_t kMaxAlphas = 8;
+
 struct AutoOptions {
   quant::GptqOptions gptq;   // for the gptq candidates
   // Also every candidate after SmoothQuant of the site (norm -> {q,k,v}, norm -> {gate,up}; factors from
   // the statistics as the smoothquant pass computes them), kept where it measures less error.
   bool smoothquant = true;
   float alpha = 0.5f;
+  // Several migration strengths (each in [0, 1], distinct, at most kMaxAlphas): every site is measured
+  // smoothed at each, and keeps the one (or none) whose layer output errs least. Empty: {alpha}. With more
+  // than one, the smoothed candidates are labelled with their alpha ("smoothquant@0.3+gptq").
+  std::vector<float> alphas;
   float min_scale = 1e-5f;
   // The quantizers tried, cheapest first (empty: auto_candidates(gptq)).
   std::vector<Quantizer> candidates;

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -152,27 +153,76 @@ void accumulate_second_moments_reference(double* out, const float* x, int64_t ro
 #define FP4C_NO_CONTRACT
 #endif
 
-FP4C_NO_CONTRACT
+// GPTAQ's cross moments in tiles of kI x kJ entries as the second moments' (c[i][j] += a[r][i] b[r][j], rows in
+// order), each step a multiply and an add, never fused: every clone rounds as the reference does.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FP4C_CROSS_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
+#else
+#define FP4C_CROSS_CLONES FP4C_NO_CONTRACT
+#endif
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+namespace {
+typedef double V8D __attribute__((vector_size(64)));
+
+FP4C_CROSS_CLONES
+void cross_tile(const double* a, const double* b, int64_t nr, double* c) {
+  V8D acc[kI][2];
+  std::memcpy(acc, c, sizeof acc);
+  for (int64_t r = 0; r < nr; ++r) {
+    V8D b0, b1;
+    std::memcpy(&b0, b + r * kJ, sizeof b0);
+    std::memcpy(&b1, b + r * kJ + 8, sizeof b1);
+    const double* ar = a + r * kJ;
+    for (int i = 0; i < kI; ++i) {
+      acc[i][0] = acc[i][0] + ar[i] * b0;
+      acc[i][1] = acc[i][1] + ar[i] * b1;
+    }
+  }
+  std::memcpy(c, acc, sizeof acc);
+}
+}  // namespace
+#pragma GCC diagnostic pop
+
 void accumulate_cross_moments(double* out, const float* x, const float* xq, int64_t rows, int64_t cols) {
-  constexpr int64_t kChunk = 64;   // rows converted to float64 at a time (their Xq stays in cache)
-  std::vector<double> d(size_t(kChunk * cols)), q(size_t(kChunk * cols));
-  for (int64_t r0 = 0; r0 < rows; r0 += kChunk) {
-    const int64_t nr = std::min(kChunk, rows - r0);
-    for (int64_t r = 0; r < nr; ++r)
-      for (int64_t j = 0; j < cols; ++j) {
-        const double vq = double(xq[(r0 + r) * cols + j]);
-        q[size_t(r * cols + j)] = vq;
-        d[size_t(r * cols + j)] = double(x[(r0 + r) * cols + j]) - vq;
-      }
-#pragma omp parallel for schedule(static) if (cols >= 64)
-    for (int64_t i = 0; i < cols; ++i) {
-      double* oi = out + i * cols;
+  if (rows <= 0 || cols <= 0) return;
+  // Panels as accumulate_second_moments packs them: d = X - Xq (in float64) and Xq, kJ columns each.
+  const int64_t panels = (cols + kJ - 1) / kJ;
+  const int64_t tile_rows = std::min(rows, kRows);
+  std::vector<double> dp(size_t(panels * tile_rows * kJ)), qp(dp.size());
+  struct Tile { int64_t i0, p; };
+  std::vector<Tile> tiles;
+  for (int64_t i0 = 0; i0 < cols; i0 += kI)
+    for (int64_t p = 0; p < panels; ++p) tiles.push_back({i0, p});
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int64_t nr = std::min(kRows, rows - r0);
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < panels; ++p) {
+      double* dd = dp.data() + p * nr * kJ;
+      double* qd = qp.data() + p * nr * kJ;
+      const int64_t c0 = p * kJ, n = std::min(kJ, cols - c0);
       for (int64_t r = 0; r < nr; ++r) {
-        const double a = d[size_t(r * cols + i)];
-        const double* qr = q.data() + r * cols;
-#pragma omp simd
-        for (int64_t j = 0; j < cols; ++j) oi[j] = oi[j] + a * qr[j];
+        const float* xs = x + (r0 + r) * cols + c0;
+        const float* qs = xq + (r0 + r) * cols + c0;
+        for (int64_t j = 0; j < n; ++j) {
+          const double vq = double(qs[j]);
+          qd[r * kJ + j] = vq;
+          dd[r * kJ + j] = double(xs[j]) - vq;
+        }
+        for (int64_t j = n; j < kJ; ++j) qd[r * kJ + j] = dd[r * kJ + j] = 0.0;
       }
+    }
+#pragma omp parallel for schedule(dynamic, 8)
+    for (size_t t = 0; t < tiles.size(); ++t) {
+      const int64_t i0 = tiles[t].i0, p = tiles[t].p, j0 = p * kJ;
+      const int64_t ni = std::min(kI, cols - i0), nj = std::min(kJ, cols - j0);
+      alignas(64) double c[kI * kJ];
+      for (int64_t i = 0; i < kI; ++i)
+        for (int64_t j = 0; j < kJ; ++j) c[i * kJ + j] = (i < ni && j < nj) ? out[(i0 + i) * cols + j0 + j] : 0.0;
+      cross_tile(dp.data() + (i0 / kJ) * nr * kJ + (i0 % kJ), qp.data() + p * nr * kJ, nr, c);
+      for (int64_t i = 0; i < ni; ++i)
+        for (int64_t j = 0; j < nj; ++j) out[(i0 + i) * cols + j0 + j] = c[i * kJ + j];
     }
   }
 }

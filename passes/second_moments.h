@@ -20,7 +20,7 @@ void accumulate_second_moments_reference(double* out, const float* x, int64_t ro
 // GPTAQ's cross moments: out (row-major [cols, cols], all of it) += (X - Xq)^T Xq for x, xq [rows, cols]:
 // out[i][j] += sum over r of (double(x[r][i]) - double(xq[r][i])) * double(xq[r][j]), each entry summed
 // over the rows in row order with a multiply and an add (never fused): the reference's bits at every
-// thread count and on every instruction set. OpenMP over i.
+// thread count and on every instruction set. Register tiles as accumulate_second_moments, OpenMP over them.
 void accumulate_cross_moments(double* out, const float* x, const float* xq, int64_t rows, int64_t cols);
 
 // The same, entry by entry, one thread.

@@ -97,6 +97,21 @@ std::optional<std::string> normalize(const OptionSpec& o, const std::string& v) 
     case OptionType::Choice:
       if (std::find(o.choices.begin(), o.choices.end(), v) != o.choices.end()) return v;
       return std::nullopt;
+    case OptionType::FloatList: {
+      if (std::find(o.choices.begin(), o.choices.end(), v) != o.choices.end()) return v;   // a named value
+      std::vector<double> seen;
+      size_t b = 0;
+      while (true) {
+        const size_t e = v.find('/', b);
+        const auto d = parse_number(v.substr(b, e == std::string::npos ? std::string::npos : e - b));
+        if (!d || !in_range(o, *d) || std::find(seen.begin(), seen.end(), *d) != seen.end()) return std::nullopt;
+        seen.push_back(*d);
+        if (seen.size() > kMaxListItems) return std::nullopt;
+        if (e == std::string::npos) break;
+        b = e + 1;
+      }
+      return v;
+    }
   }
   return std::nullopt;
 }
@@ -116,6 +131,9 @@ std::string expected_of(const OptionSpec& o) {
     case OptionType::Float: return "a number" + range;
     case OptionType::Percent: return "a percentage" + range + " such as 2%";
     case OptionType::Choice: return "one of " + join(o.choices);
+    case OptionType::FloatList:
+      return "a number" + range + ", or up to " + std::to_string(kMaxListItems) +
+             " different ones separated by '/' (0.3/0.5/0.7)" + (o.choices.empty() ? "" : ", or " + join(o.choices));
   }
   return "?";
 }
@@ -130,7 +148,7 @@ Expected<Pipeline> parse_pipeline(std::string_view text) {
   auto word = [&] {
     const size_t b = i;
     while (i < text.size() && (std::isalnum(static_cast<unsigned char>(text[i])) || text[i] == '_' || text[i] == '-' ||
-                               text[i] == '.' || text[i] == '%'))
+                               text[i] == '.' || text[i] == '%' || text[i] == '/'))
       ++i;
     return std::string(text.substr(b, i - b));
   };

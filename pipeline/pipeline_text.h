@@ -14,15 +14,19 @@
 
 namespace fp4c::pipeline {
 
-enum class OptionType : uint8_t { Bool, Float, Int, Percent, Choice };
+// FloatList: one number or several separated by '/' (0.3/0.5/0.7), each in the range, none twice, at most
+// kMaxListItems; a single number is written as a Float would be; or one of `choices` (a named value the
+// pass resolves, such as auto's alpha=by-scheme).
+enum class OptionType : uint8_t { Bool, Float, Int, Percent, Choice, FloatList };
+inline constexpr size_t kMaxListItems = 8;
 
 struct OptionSpec {
   std::string name;
   OptionType type;
   std::string default_value;
   std::string help;
-  std::vector<std::string> choices;   // Choice only
-  // Int, Float and Percent: the accepted range (inclusive); values must also be finite. The parser
+  std::vector<std::string> choices;   // Choice; FloatList: the named values it also accepts
+  // Int, Float, FloatList and Percent: the accepted range (inclusive); values must also be finite. The parser
   // refuses anything outside it, so the passes read values they can use as they are.
   double min = 0;
   double max = 0;

@@ -389,6 +389,101 @@ void quantize_tile(float* w, int64_t rows, int64_t cols, const float* u, float G
   }
 }
 
+// GPTAQ's lazy-batch update of a tile of rows: w[r][k] -= e[r][i] * u[i0 + i][k] - x[r][i] * p[i0 + i][k] for k
+// in [k_begin, k_end) (a multiple of 16 wide), i in [0, ni), each element's subtractions in ascending i (the
+// order of the unbatched per-row loop, and its roundings: a multiply, a multiply, their difference, the
+// subtraction). e and x: stride e_stride. Eight rows by sixteen columns in registers.
+FP4C_GPTQ_CLONES
+void lazy_update_asym(float* w, int64_t rows, int64_t cols, const float* e, const float* x, int64_t e_stride,
+                      const float* u, const float* p, int64_t i0, int64_t ni, int64_t k_begin, int64_t k_end) {
+  constexpr int kR = 8;
+  int64_t r = 0;
+  for (; r + kR <= rows; r += kR) {
+    float* wr = w + r * cols;
+    const float* er = e + r * e_stride;
+    const float* xr = x + r * e_stride;
+    for (int64_t k = k_begin; k < k_end; k += 16) {
+      V16 a[kR];
+      for (int j = 0; j < kR; ++j) a[j] = load16(wr + j * cols + k);
+      const float* ui = u + i0 * cols + k;
+      const float* pi = p + i0 * cols + k;
+      for (int64_t i = 0; i < ni; ++i, ui += cols, pi += cols) {
+        const V16 vu = load16(ui), vp = load16(pi);
+        for (int j = 0; j < kR; ++j) a[j] -= er[j * e_stride + i] * vu - xr[j * e_stride + i] * vp;
+      }
+      for (int j = 0; j < kR; ++j) store16(wr + j * cols + k, a[j]);
+    }
+  }
+  for (; r < rows; ++r) {
+    float* wr = w + r * cols;
+    for (int64_t k = k_begin; k < k_end; k += 16) {
+      V16 a = load16(wr + k);
+      const float* ui = u + i0 * cols + k;
+      const float* pi = p + i0 * cols + k;
+      for (int64_t i = 0; i < ni; ++i, ui += cols, pi += cols)
+        a -= e[r * e_stride + i] * load16(ui) - x[r * e_stride + i] * load16(pi);
+      store16(wr + k, a);
+    }
+  }
+}
+
+// GPTAQ's column loop (quantize_row_asym's arithmetic) for a tile of `rows` rows, batched as quantize_tile
+// batches GPTQ's: inside a group of 16 columns the updates are eager, after each group the rest of the
+// `block`-wide batch is updated with that group's errors and values, after each batch every column beyond
+// it; every element still receives its subtractions in column order, so the bytes are the unbatched loop's.
+FP4C_GPTQ_CLONES
+void quantize_tile_asym(float* w, int64_t rows, int64_t cols, const float* u, const float* p, float G, int64_t block,
+                        uint8_t zero_code, const double* group_hessians, uint8_t* codes, uint8_t* scale_codes,
+                        std::vector<float>& e, std::vector<float>& xs, std::vector<float>& d) {
+  const int64_t groups = cols / kBlock;
+  e.resize(size_t(rows * block));
+  xs.resize(size_t(rows * block));
+  d.resize(size_t(rows));
+  for (int64_t b0 = 0; b0 < cols; b0 += block) {
+    const int64_t b1 = std::min(b0 + block, cols), nb = b1 - b0;
+    for (int64_t g0 = b0; g0 < b1; g0 += kBlock) {
+      const int64_t g1 = g0 + kBlock;
+      // The group's scale, from its current weights.
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* x = w + r * cols + g0;
+        uint8_t s;
+        if (group_hessians) {
+          uint8_t q[kBlock];
+          s = localhessian_block(x, G, group_hessians + (g0 / kBlock) * kBlock * kBlock, zero_code, q);
+        } else {
+          float a = 0.0f;
+          for (int t = 0; t < kBlock; ++t) {
+            const float ax = std::fabs(x[t]);
+            if (std::isnan(ax) || ax > a) a = ax;
+          }
+          s = fp8_e4m3::encode(clamp_keep_nan(G * (a / 6.0f), -448.0f, 448.0f));
+          if ((s & 0x7F) == 0) s = zero_code;
+        }
+        scale_codes[r * groups + g0 / kBlock] = s;
+        d[size_t(r)] = fp8_e4m3::decode(s) / G;
+      }
+      for (int64_t i = g0; i < g1; ++i) {
+        const float* ui = u + i * cols;
+        const float* pi = p + i * cols;
+        const float uii = ui[i];
+        for (int64_t r = 0; r < rows; ++r) {
+          float* wr = w + r * cols;
+          const float x = wr[i], dr = d[size_t(r)];
+          const uint8_t q = fp4_code(x / dr);
+          codes[r * cols + i] = q;
+          const float er = (x - kFp4Value[q] * dr) / uii;
+          e[size_t(r * block + (i - b0))] = er;
+          xs[size_t(r * block + (i - b0))] = x;
+          for (int64_t k = i + 1; k < g1; ++k) wr[k] -= er * ui[k] - x * pi[k];
+        }
+      }
+      if (g1 < b1)
+        lazy_update_asym(w, rows, cols, e.data() + (g0 - b0), xs.data() + (g0 - b0), block, u, p, g0, kBlock, g1, b1);
+    }
+    if (b1 < cols) lazy_update_asym(w, rows, cols, e.data(), xs.data(), block, u, p, b0, nb, b1, cols);
+  }
+}
+
 // GPTAQ's column loop for one row (w: cols floats in processing order, modified in place), unbatched:
 // column i's scale (at the first column of its group) from the current weights, its code, then every
 // later column k: w_k -= e_i U_ik - w_i P_ik, in column order.
@@ -426,6 +521,73 @@ void quantize_row_asym(float* w, int64_t cols, const float* u, const float* p, f
   }
 }
 
+
+// GPTAQ's A = triu_1(D' U^T) for the rows [i0, i0 + 8) (ni of them real): a[i][j] = sum_{k >= j} D'[i][k] U[j][k],
+// k ascending from j, for j > i. dpanel: D' of those rows by column, dpanel[k * 8 + l] = D'[i0 + l][k] (zeros past
+// ni). The eight rows are the lanes, four j at a time: each lane's sum is the reference's, addition for addition.
+FP4C_GPTQ_CLONES
+void correction_a_rows(const double* dpanel, const double* u, int64_t n, int64_t i0, int64_t ni, double* a) {
+  const auto put = [&](const V8D& s, int64_t j) {
+    for (int64_t l = 0; l < ni && i0 + l < j; ++l) a[(i0 + l) * n + j] = s[l];
+  };
+  int64_t j = i0 + 1;
+  for (; j + 4 <= n; j += 4) {
+    const double *u0 = u + j * n, *u1 = u0 + n, *u2 = u1 + n, *u3 = u2 + n;
+    V8D s0 = {}, s1 = {}, s2 = {}, s3 = {};
+    s0 = s0 + load8d(dpanel + j * 8) * u0[j];
+    s0 = s0 + load8d(dpanel + (j + 1) * 8) * u0[j + 1];
+    s1 = s1 + load8d(dpanel + (j + 1) * 8) * u1[j + 1];
+    s0 = s0 + load8d(dpanel + (j + 2) * 8) * u0[j + 2];
+    s1 = s1 + load8d(dpanel + (j + 2) * 8) * u1[j + 2];
+    s2 = s2 + load8d(dpanel + (j + 2) * 8) * u2[j + 2];
+    for (int64_t k = j + 3; k < n; ++k) {
+      const V8D d = load8d(dpanel + k * 8);
+      s0 = s0 + d * u0[k];
+      s1 = s1 + d * u1[k];
+      s2 = s2 + d * u2[k];
+      s3 = s3 + d * u3[k];
+    }
+    put(s0, j), put(s1, j + 1), put(s2, j + 2), put(s3, j + 3);
+  }
+  for (; j < n; ++j) {
+    const double* uj = u + j * n;
+    V8D s = {};
+    for (int64_t k = j; k < n; ++k) s = s + load8d(dpanel + k * 8) * uj[k];
+    put(s, j);
+  }
+}
+
+// GPTAQ's P = alpha A U for the rows [i0, i0 + 8) and the columns [k0, k0 + 16): p[i][k] = alpha sum_{i < j <= k}
+// a[i][j] U[j][k], j ascending (the reference's order and roundings: a multiply, an add, alpha last).
+FP4C_GPTQ_CLONES
+void correction_p_tile(const double* a, const double* u, int64_t n, int64_t i0, int64_t k0, double alpha, double* p) {
+  typedef int64_t V8L __attribute__((vector_size(64)));
+  const V8L lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  V8D acc[8][2] = {};
+  const int64_t j_end = std::min(k0 + 16, n);
+  for (int64_t j = i0 + 1; j < j_end; ++j) {
+    const V8D u0 = load8d(u + j * n + k0), u1 = load8d(u + j * n + k0 + 8);
+    const int rows_on = int(std::min<int64_t>(8, j - i0));   // rows i < j
+    if (j <= k0) {
+      for (int t = 0; t < rows_on; ++t) {
+        const double at = a[(i0 + t) * n + j];
+        acc[t][0] = acc[t][0] + at * u0;
+        acc[t][1] = acc[t][1] + at * u1;
+      }
+    } else {   // only the columns k >= j
+      const V8L m0 = lane >= (j - k0), m1 = lane + 8 >= (j - k0);
+      for (int t = 0; t < rows_on; ++t) {
+        const double at = a[(i0 + t) * n + j];
+        acc[t][0] = m0 ? acc[t][0] + at * u0 : acc[t][0];
+        acc[t][1] = m1 ? acc[t][1] + at * u1 : acc[t][1];
+      }
+    }
+  }
+  for (int t = 0; t < 8; ++t) {
+    store8d(p + (i0 + t) * n + k0, acc[t][0] * alpha);
+    store8d(p + (i0 + t) * n + k0 + 8, acc[t][1] * alpha);
+  }
+}
 #pragma GCC diagnostic pop
 
 }  // namespace
@@ -434,6 +596,32 @@ namespace gptq_detail {
 
 std::vector<double> asymmetry_correction(const double* dxt, int64_t n, const std::vector<double>& u,
                                          const std::vector<int64_t>& order, double alpha) {
+  if (n % 16 != 0) return asymmetry_correction_reference(dxt, n, u, order, alpha);
+  std::vector<double> a(size_t(n * n), 0.0), p(size_t(n * n), 0.0);
+  const int64_t row_blocks = n / 8;
+#pragma omp parallel if (n >= 256)
+  {
+    std::vector<double> panel(size_t(n * 8));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < row_blocks; ++b) {
+      const int64_t i0 = b * 8;
+      for (int64_t l = 0; l < 8; ++l)
+        for (int64_t k = 0; k < n; ++k) panel[size_t(k * 8 + l)] = dxt[order[size_t(i0 + l)] * n + order[size_t(k)]];
+      correction_a_rows(panel.data(), u.data(), n, i0, 8, a.data());
+    }
+  }
+  const int64_t col_blocks = n / 16;
+#pragma omp parallel for schedule(dynamic, 4) if (n >= 256)
+  for (int64_t t = 0; t < row_blocks * col_blocks; ++t) {
+    const int64_t i0 = (t / col_blocks) * 8, k0 = (t % col_blocks) * 16;
+    if (k0 + 16 <= i0 + 1) continue;   // left of the diagonal: zero
+    correction_p_tile(a.data(), u.data(), n, i0, k0, alpha, p.data());
+  }
+  return p;
+}
+
+std::vector<double> asymmetry_correction_reference(const double* dxt, int64_t n, const std::vector<double>& u,
+                                                   const std::vector<int64_t>& order, double alpha) {
   // A = triu_1(D' U^T): A[i][j] = sum_{k >= j} D'[i][k] U[j][k] for j > i (U upper).
   std::vector<double> a(size_t(n * n), 0.0), p(size_t(n * n), 0.0);
 #pragma omp parallel for schedule(dynamic, 16) if (n >= 256)
@@ -526,6 +714,31 @@ void quantize_columns(float* w, int64_t rows, int64_t cols, const float* u, floa
   }
 }
 
+void quantize_columns_asym(float* w, int64_t rows, int64_t cols, const float* u, const float* p, float global_scale,
+                           int block, uint8_t zero_code, const double* group_hessians, uint8_t* codes,
+                           uint8_t* scale_codes) {
+  constexpr int64_t kTile = 32;
+  const int64_t tiles = (rows + kTile - 1) / kTile;
+#pragma omp parallel if (tiles > 1)
+  {
+    std::vector<float> e, xs, d;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * kTile, nr = std::min(kTile, rows - r0);
+      quantize_tile_asym(w + r0 * cols, nr, cols, u, p, global_scale, block, zero_code, group_hessians,
+                         codes + r0 * cols, scale_codes + r0 * (cols / kBlock), e, xs, d);
+    }
+  }
+}
+
+void quantize_columns_asym_unbatched(float* w, int64_t rows, int64_t cols, const float* u, const float* p,
+                                     float global_scale, uint8_t zero_code, const double* group_hessians,
+                                     uint8_t* codes, uint8_t* scale_codes) {
+  for (int64_t r = 0; r < rows; ++r)
+    quantize_row_asym(w + r * cols, cols, u, p, global_scale, zero_code, group_hessians, codes + r * cols,
+                      scale_codes + r * (cols / kBlock));
+}
+
 }  // namespace gptq_detail
 
 namespace {
@@ -551,9 +764,11 @@ struct FactorKey {
 
 constexpr size_t kFactorCacheBytes = size_t(512) << 20;
 
-class FactorCache {
+// Least recently used first out beyond kFactorCacheBytes (Value::bytes()).
+template <typename Key, typename Value>
+class LruCache {
  public:
-  std::shared_ptr<const Factor> find(const FactorKey& key) {
+  std::shared_ptr<const Value> find(const Key& key) {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
       if (it->first == key) {
@@ -568,7 +783,7 @@ class FactorCache {
     entries_.clear();
     bytes_ = 0;
   }
-  void insert(const FactorKey& key, std::shared_ptr<const Factor> f) {
+  void insert(const Key& key, std::shared_ptr<const Value> f) {
     const size_t b = f->bytes();
     if (b > kFactorCacheBytes) return;
     std::lock_guard<std::mutex> lock(mutex_);
@@ -584,13 +799,51 @@ class FactorCache {
 
  private:
   std::mutex mutex_;
-  std::list<std::pair<FactorKey, std::shared_ptr<const Factor>>> entries_;
+  std::list<std::pair<Key, std::shared_ptr<const Value>>> entries_;
   size_t bytes_ = 0;
 };
+
+using FactorCache = LruCache<FactorKey, Factor>;
 
 FactorCache& factor_cache() {
   static FactorCache* cache = new FactorCache;  // never destroyed: no exit-order hazards
   return *cache;
+}
+
+// GPTAQ's P (rounded to float32) of one factor, D and alpha: auto's two GPTAQ candidates (max and local-Hessian
+// scales) and each smoothed variant's share it. A pure function of the key, as the factors.
+struct Correction {
+  std::vector<float> p;
+  size_t bytes() const { return p.size() * sizeof(float); }
+};
+
+struct CorrectionKey {
+  FactorKey factor;
+  hash::Digest d;
+  double alpha;
+  bool operator==(const CorrectionKey&) const = default;
+};
+
+using CorrectionCache = LruCache<CorrectionKey, Correction>;
+
+CorrectionCache& correction_cache() {
+  static CorrectionCache* cache = new CorrectionCache;  // never destroyed: no exit-order hazards
+  return *cache;
+}
+
+std::shared_ptr<const Correction> correction_for(const double* h, const double* dxt, int64_t cols,
+                                                 const GptqOptions& options, const Factor& factor) {
+  const CorrectionKey key{{hash::xxh3_128(std::as_bytes(std::span(h, size_t(cols * cols)))), cols, options.damp,
+                           options.act_order},
+                          hash::xxh3_128(std::as_bytes(std::span(dxt, size_t(cols * cols)))), options.asym_alpha};
+  if (auto c = correction_cache().find(key)) return c;
+  const std::vector<double> u64(factor.u.begin(), factor.u.end());
+  const std::vector<double> p64 = gptq_detail::asymmetry_correction(dxt, cols, u64, factor.order, options.asym_alpha);
+  auto c = std::make_shared<Correction>();
+  c->p.assign(p64.begin(), p64.end());
+  std::shared_ptr<const Correction> out = std::move(c);
+  correction_cache().insert(key, out);
+  return out;
 }
 
 Expected<std::shared_ptr<const Factor>> factor_for(const double* h, int64_t cols, const GptqOptions& options) {
@@ -609,7 +862,10 @@ Expected<std::shared_ptr<const Factor>> factor_for(const double* h, int64_t cols
 
 }  // namespace
 
-void gptq_detail::clear_factor_cache() { factor_cache().clear(); }
+void gptq_detail::clear_factor_cache() {
+  factor_cache().clear();
+  correction_cache().clear();
+}
 
 namespace {
 
@@ -687,15 +943,12 @@ Status quantize_impl(const char* name, const float* w, int64_t rows, int64_t col
     gptq_detail::quantize_columns(wp.data(), rows, cols, u.data(), global_scale, options.block, zero,
                                   codes.data(), sc.data(), options.localhessian_scales ? group_h.data() : nullptr);
   } else {
-    const std::vector<double> u64(u.begin(), u.end());
-    const std::vector<double> p64 = gptq_detail::asymmetry_correction(dxt, cols, u64, order, options.asym_alpha);
-    const std::vector<float> p(p64.begin(), p64.end());
+    const std::shared_ptr<const Correction> correction = correction_for(h, dxt, cols, options, *factor);
+    const std::vector<float>& p = correction->p;
     const uint8_t zc = zero_scale_code(zero);
     const double* gh = options.localhessian_scales ? group_h.data() : nullptr;
-#pragma omp parallel for schedule(dynamic, 8) if (rows > 8)
-    for (int64_t r = 0; r < rows; ++r)
-      quantize_row_asym(wp.data() + r * cols, cols, u.data(), p.data(), global_scale, zc, gh, codes.data() + r * cols,
-                        sc.data() + r * groups);
+    gptq_detail::quantize_columns_asym(wp.data(), rows, cols, u.data(), p.data(), global_scale, options.block, zc, gh,
+                                       codes.data(), sc.data());
   }
   for (int64_t i = 0; i < rows * groups; ++i) {
     if ((sc[size_t(i)] & 0x7F) == 0x7F) {

@@ -80,8 +80,8 @@ Status gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h
 //   w_k -= e_i U_ik - w_i P_ik.
 // (The authors' code uses w_i for the columns of the same lazy batch and q_i beyond it; here w_i
 // throughout, as their derivation has it.) P is formed in float64 and rounded to float32 as U is; the
-// updates run unbatched per row (rows in parallel), each element's subtractions in column order, so
-// with dxt = 0 the bytes are gptq_quantize's. Errors: those of gptq_quantize, a null or non-finite dxt,
+// updates run in lazy batches as GPTQ's (tiles of rows in parallel), each element's subtractions in column
+// order, so the bytes are those of the unbatched per-row loop, and with dxt = 0 gptq_quantize's. Errors: those of gptq_quantize, a null or non-finite dxt,
 // alpha not finite or negative.
 Status gptaq_quantize(const float* w, int64_t rows, int64_t cols, const double* h, const double* dxt,
                       float global_scale, const GptqOptions& options, uint8_t* packed, uint8_t* scales,
@@ -109,13 +109,31 @@ void quantize_columns(float* w, int64_t rows, int64_t cols, const float* u, floa
                       int block, nvfp4::ZeroScale zero, uint8_t* codes, uint8_t* scale_codes,
                       const double* group_hessians = nullptr);
 
+// GPTAQ's column loop (see gptaq_quantize) for W with columns in processing order (modified in place), U and
+// P (float32, [cols, cols], processing order): rows in tiles, the updates in lazy batches of `block` columns as
+// quantize_columns batches GPTQ's; codes and scale codes as quantize_columns writes them. zero_code: the FP8
+// code of a zero scale (nvfp4::ZeroScale's byte).
+void quantize_columns_asym(float* w, int64_t rows, int64_t cols, const float* u, const float* p, float global_scale,
+                           int block, uint8_t zero_code, const double* group_hessians, uint8_t* codes,
+                           uint8_t* scale_codes);
+// The same, one row at a time, unbatched (each column's update of every later column at once): the reference
+// the batched loop equals bit for bit.
+void quantize_columns_asym_unbatched(float* w, int64_t rows, int64_t cols, const float* u, const float* p,
+                                     float global_scale, uint8_t zero_code, const double* group_hessians,
+                                     uint8_t* codes, uint8_t* scale_codes);
+
 // GPTAQ's P (see gptaq_quantize) for D' = dxt permuted by `order`, from U (float64, upper, processing
 // order): alpha * triu_1(D' U^T) U, [cols, cols] row-major float64, zero on and below the diagonal.
 std::vector<double> asymmetry_correction(const double* dxt, int64_t cols, const std::vector<double>& u,
                                          const std::vector<int64_t>& order, double alpha);
+// The same, row by row and entry by entry (the first form, one sum at a time): asymmetry_correction equals
+// it bit for bit (lanes are rows or columns, every entry's additions in the same order, nothing fused).
+std::vector<double> asymmetry_correction_reference(const double* dxt, int64_t cols, const std::vector<double>& u,
+                                                   const std::vector<int64_t>& order, double alpha);
 
 // gptq_quantize keeps the order and U of recent H (keyed by H's contents, damp and act_order; at most
-// 512 MiB) so that quantizations against the same H factor it once; this empties that cache.
+// 512 MiB) so that quantizations against the same H factor it once, and gptaq_quantize its P alike (keyed
+// also by D's contents and alpha); this empties both caches.
 void clear_factor_cache();
 
 }  // namespace gptq_detail

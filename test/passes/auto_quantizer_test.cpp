@@ -151,16 +151,22 @@ TEST(AutoQuantizer, CandidateErrorsEqualAnIndependentComputation) {
 }
 
 TEST(AutoQuantizer, SameChoicesAtOneAndTwoThreads) {
+  for (const std::vector<float>& alphas : {std::vector<float>{}, std::vector<float>{0.3f, 0.5f, 0.7f}}) {
   Fixture f(true, /*outliers=*/true);   // some sites smoothed, some not
   Fixture g(true, /*outliers=*/true, f.seed);
-  SCOPED_TRACE("seed " + std::to_string(f.seed));
+  SCOPED_TRACE("seed " + std::to_string(f.seed) + ", " + std::to_string(alphas.size()) + " alphas");
+  passes::AutoOptions options;
+  options.alphas = alphas;
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);
-  ASSERT_TRUE(f.run().ok());
+  ASSERT_TRUE(f.run(options).ok());
   const auto one = f.ckpt->model.annotations.choice;
   omp_set_num_threads(2);
-  ASSERT_TRUE(g.run().ok());
+  ASSERT_TRUE(g.run(options).ok());
   omp_set_num_threads(saved);
+  ASSERT_EQ(f.ckpt->model.annotations.smoothing.size(), g.ckpt->model.annotations.smoothing.size());
+  for (size_t i = 0; i < f.ckpt->model.annotations.smoothing.size(); ++i)
+    EXPECT_EQ(f.ckpt->model.annotations.smoothing[i].alpha, g.ckpt->model.annotations.smoothing[i].alpha);
   const auto& two = g.ckpt->model.annotations.choice;
   EXPECT_EQ(f.ckpt->model.annotations.channel_scale, g.ckpt->model.annotations.channel_scale);
   ASSERT_EQ(one.size(), two.size());
@@ -169,6 +175,9 @@ TEST(AutoQuantizer, SameChoicesAtOneAndTwoThreads) {
     if (!one[i]) continue;
     EXPECT_EQ(one[i]->chosen, two[i]->chosen);
     EXPECT_EQ(one[i]->candidates, two[i]->candidates);
+    EXPECT_EQ(one[i]->layer_error, two[i]->layer_error);
+    EXPECT_EQ(one[i]->layer_error_by_alpha, two[i]->layer_error_by_alpha);
+  }
   }
 }
 
@@ -183,6 +192,22 @@ TEST(AutoQuantizer, Errors) {
   st = g.run();
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().message.find("second moments"), std::string::npos) << st.error().message;
+  // Bad SmoothQuant alphas are named (the pipeline parser refuses them first; a caller of the library may not).
+  const std::vector<std::pair<std::vector<float>, std::string>> bad{
+      {{0.3f, 1.5f}, "alpha must lie in [0, 1], got 1.5"},
+      {{0.3f, -0.1f}, "alpha must lie in [0, 1], got -0.1"},
+      {{0.3f, NAN}, "alpha must lie in [0, 1], got nan"},
+      {{0.3f, 0.5f, 0.3f}, "alpha 0.3 given twice"},
+      {{0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f}, "at most 8 SmoothQuant alphas, got 9"}};
+  for (const auto& [alphas, want] : bad) {
+    Fixture h(true, /*outliers=*/true);
+    passes::AutoOptions options;
+    options.alphas = alphas;
+    st = h.run(options);
+    ASSERT_FALSE(st.ok()) << want;
+    EXPECT_NE(st.error().message.find(want), std::string::npos) << st.error().message;
+    EXPECT_TRUE(h.ckpt->model.annotations.smoothing.empty());
+  }
 }
 
 // Every byte pack writes, by tensor and part.
@@ -201,12 +226,14 @@ class MemorySink : public ir::ArtifactSink {
 // not taken.
 // Without smoothing (GPTQ or local-Hessian wins somewhere on these random layers), and with it (planted
 // channels: smoothed sites, whose pack must see the rescaled statistics; what wins there varies).
-class AutoPack : public ::testing::TestWithParam<bool> {};
+// And with three alphas per site (2): the bytes of a site smoothed at any of them.
+class AutoPack : public ::testing::TestWithParam<int> {};
 
 TEST_P(AutoPack, PackReusesTheChosenResultsByteForByte) {
-  const bool smooth = GetParam();
+  const bool smooth = GetParam() > 0;
   passes::AutoOptions options;
   options.smoothquant = smooth;
+  if (GetParam() == 2) options.alphas = {0.3f, 0.5f, 0.7f};
   // On a random model a rule now and then wins every Linear (about 1 seed in 20): then the next seed.
   std::optional<Fixture> fixture;
   int reused = 0;
@@ -249,8 +276,9 @@ TEST_P(AutoPack, PackReusesTheChosenResultsByteForByte) {
   EXPECT_EQ(pack(tampered), without);
 }
 
-INSTANTIATE_TEST_SUITE_P(Smoothing, AutoPack, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "Smoothed" : "Unsmoothed"; });
+INSTANTIATE_TEST_SUITE_P(Smoothing, AutoPack, ::testing::Values(0, 1, 2), [](const auto& info) {
+  return info.param == 0 ? "Unsmoothed" : info.param == 1 ? "Smoothed" : "SmoothedThreeAlphas";
+});
 
 // Planted 30x channels in every norm: under W4A4 smoothing those sites is measured, wins somewhere, and is
 // folded into the model so that it computes the same function; the statistics handed back are those of
@@ -381,6 +409,98 @@ TEST(AutoQuantizer, SitesAlreadySmoothedAreLeftAlone) {
     if (const auto& c = model.annotations.choice[id]) {
       EXPECT_EQ(c->candidates.size(), passes::auto_candidates().size()) << model.tensors[id].name;
       EXPECT_FALSE(c->layer_error.has_value());
+    }
+}
+
+// auto{alpha=0.3/0.5/0.7}: every consumer of a site is measured at each alpha (labelled with it), the layer
+// error at each is recorded, the site keeps the alpha whose layer output errs least (none where unsmoothed
+// errs no more), and what is folded in is exactly what the smoothquant pass at that alpha does to that site:
+// the same factors on the norm and on every consumer's columns, so pack writes the same bytes for it.
+TEST(AutoQuantizer, PerSiteAlphaChosenByLayerErrorFoldedAsSmoothquantAtIt) {
+  const std::vector<float> alphas{0.3f, 0.5f, 0.7f};
+  const std::vector<std::string> texts{"0.3", "0.5", "0.7"};
+  std::optional<Fixture> fixture;
+  std::set<float> chosen_alphas;
+  // Planted outlier channels: some sites are smoothed; on a random model now and then only one alpha wins
+  // everywhere, then the next seed (the checks below hold for every seed).
+  for (int attempt = 0; attempt < 4 && chosen_alphas.size() < 2; ++attempt) {
+    fixture.emplace(true, /*outliers=*/true);
+    passes::AutoOptions options;
+    options.alphas = alphas;
+    ASSERT_TRUE(fixture->run(options).ok());
+    chosen_alphas.clear();
+    for (const auto& rec : fixture->ckpt->model.annotations.smoothing) chosen_alphas.insert(rec.alpha);
+  }
+  Fixture& f = *fixture;
+  SCOPED_TRACE("seed " + std::to_string(f.seed));
+  auto& model = f.ckpt->model;
+  ASSERT_FALSE(model.annotations.smoothing.empty());
+  const size_t n = passes::auto_candidates().size();
+  std::map<ir::TensorId, float> alpha_of;   // smoothed consumer -> its site's alpha
+  for (const auto& rec : model.annotations.smoothing)
+    for (ir::TensorId b : rec.balanced) alpha_of[b] = rec.alpha;
+  for (ir::TensorId id : model.linear_weights()) {
+    const auto& c = model.annotations.choice[id];
+    if (!c) continue;
+    SCOPED_TRACE(model.tensors[id].name);
+    if (!smoothable(model.tensors[id].role)) {
+      EXPECT_EQ(c->candidates.size(), n);
+      EXPECT_TRUE(c->layer_error_by_alpha.empty());
+      continue;
+    }
+    ASSERT_EQ(c->candidates.size(), n * (1 + alphas.size()));
+    for (size_t k = 0; k < c->candidates.size(); ++k) {
+      const auto& cand = c->candidates[k].first;
+      EXPECT_EQ(cand.quantizer, passes::auto_candidates()[k % n].name());
+      EXPECT_EQ(cand.smoothed, k >= n);
+      EXPECT_EQ(cand.alpha, k >= n ? texts[k / n - 1] : "");
+      if (k >= n) {
+        EXPECT_EQ(cand.label(), "smoothquant@" + texts[k / n - 1] + "+" + cand.quantizer);
+      }
+    }
+    ASSERT_TRUE(c->layer_error.has_value());
+    ASSERT_EQ(c->layer_error_by_alpha.size(), alphas.size());
+    size_t least = 0;
+    for (size_t v = 0; v < alphas.size(); ++v) {
+      EXPECT_EQ(c->layer_error_by_alpha[v].first, alphas[v]);
+      if (c->layer_error_by_alpha[v].second < c->layer_error_by_alpha[least].second) least = v;
+    }
+    EXPECT_EQ(c->layer_error->second, c->layer_error_by_alpha[least].second);
+    const bool smoothed = c->layer_error->second < c->layer_error->first;
+    EXPECT_EQ(c->chosen.smoothed, smoothed);
+    EXPECT_EQ(alpha_of.count(id), size_t(smoothed));
+    if (smoothed) {
+      EXPECT_EQ(alpha_of[id], alphas[least]);
+      EXPECT_EQ(c->chosen.alpha, texts[least]);
+      // The chosen candidate is the least error among that alpha's (over the fused group).
+      bool among = false;
+      for (size_t k = n * (least + 1); k < n * (least + 2); ++k) among = among || c->candidates[k].first == c->chosen;
+      EXPECT_TRUE(among);
+    }
+  }
+  // Each site as the smoothquant pass at its alpha leaves it: the same factors on the norm and the consumers.
+  for (const float a : chosen_alphas) {
+    ir::Model fresh = Fixture(true, /*outliers=*/true, f.seed).ckpt->model;
+    passes::SmoothQuantOptions so;
+    so.alpha = a;
+    ASSERT_TRUE(passes::smooth_model(fresh, f.ckpt->refs, f.stats, so).ok());
+    for (const auto& rec : model.annotations.smoothing) {
+      if (rec.alpha != a) continue;
+      SCOPED_TRACE("layer " + std::to_string(rec.layer) + " " + std::string(ir::mapping_name(rec.mapping)) +
+                   " alpha " + std::to_string(a));
+      ASSERT_LT(rec.smooth, fresh.annotations.channel_scale.size());
+      EXPECT_EQ(model.annotations.channel_scale[rec.smooth], fresh.annotations.channel_scale[rec.smooth]);
+      for (ir::TensorId b : rec.balanced)
+        EXPECT_EQ(model.annotations.channel_scale[b], fresh.annotations.channel_scale[b]) << model.tensors[b].name;
+    }
+  }
+  // The single default alpha keeps the labels (and so the manifests) it always had: no '@'.
+  Fixture g(true, /*outliers=*/true, f.seed);
+  ASSERT_TRUE(g.run().ok());
+  for (ir::TensorId id : g.ckpt->model.linear_weights())
+    if (const auto& c = g.ckpt->model.annotations.choice[id]) {
+      EXPECT_TRUE(c->layer_error_by_alpha.empty());
+      for (const auto& [cand, e] : c->candidates) EXPECT_TRUE(cand.alpha.empty()) << cand.label();
     }
 }
 

@@ -365,7 +365,8 @@ TEST(Sequential, CrossMomentsEqualTheReferenceAtAnyThreadCount) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> g(0.0f, 1.0f);
-  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{7, 16}, {150, 80}, {70, 256}}) {
+  // (600 rows: two chunks of rows; 40 and 24 columns: a partial panel and a partial tile.)
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{7, 16}, {150, 80}, {70, 256}, {600, 40}, {3, 24}}) {
     std::vector<float> x(size_t(rows * cols)), xq(x.size());
     for (size_t i = 0; i < x.size(); ++i) x[i] = g(rng) * (i % 13 == 0 ? 30.0f : 1.0f), xq[i] = x[i] + 0.1f * g(rng);
     std::vector<double> ref(size_t(cols * cols), 0.5), one = ref, two = ref;

@@ -64,12 +64,40 @@ TEST(Pipeline, OptionValuesOutOfRangeAreRefused) {
             "pipeline column 26: option 'budget' of pass 'sensitivity': '101%' is not a percentage in [0, 100] such as 2%");
   EXPECT_EQ(error_of("stats,gptq{block=24}"),
             "pipeline column 18: option 'block' of pass 'gptq': '24' is not a multiple of 16 in [16, 1.04858e+06]");
+  // auto's alpha: one number or several separated by '/', each in range, none twice, at most 8.
+  const std::string list_form =
+      "a number in [0, 1], or up to 8 different ones separated by '/' (0.3/0.5/0.7), or by-scheme";
   EXPECT_EQ(error_of("stats,auto{alpha=2}"),
-            "pipeline column 18: option 'alpha' of pass 'auto': '2' is not a number in [0, 1]");
+            "pipeline column 18: option 'alpha' of pass 'auto': '2' is not " + list_form);
+  EXPECT_EQ(error_of("stats,auto{alpha=0.3/2}"),
+            "pipeline column 18: option 'alpha' of pass 'auto': '0.3/2' is not " + list_form);
+  EXPECT_EQ(error_of("stats,auto{alpha=0.3/0.30}"),
+            "pipeline column 18: option 'alpha' of pass 'auto': '0.3/0.30' is not " + list_form);
+  EXPECT_EQ(error_of("stats,auto{alpha=0.3/}"),
+            "pipeline column 18: option 'alpha' of pass 'auto': '0.3/' is not " + list_form);
+  EXPECT_EQ(error_of("stats,auto{alpha=/}"), "pipeline column 18: option 'alpha' of pass 'auto': '/' is not " + list_form);
+  EXPECT_EQ(error_of("stats,auto{alpha=0.1/0.2/0.3/0.4/0.5/0.6/0.7/0.8/0.9}"),
+            "pipeline column 18: option 'alpha' of pass 'auto': '0.1/0.2/0.3/0.4/0.5/0.6/0.7/0.8/0.9' is not " + list_form);
+  EXPECT_EQ(error_of("stats,smoothquant{alpha=0.3/0.5}"),
+            "pipeline column 25: option 'alpha' of pass 'smoothquant': '0.3/0.5' is not a number in [0, 1]");
+  {
+    auto p = parse_pipeline("stats{second_moments=true},auto{alpha=0.3/0.5/0.7},blockscale,pack");
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    EXPECT_EQ(p->find("auto")->option("alpha"), "0.3/0.5/0.7");
+    auto again = parse_pipeline(p->canonical());
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again->canonical(), p->canonical());
+    auto one = parse_pipeline("stats{second_moments=true},auto,blockscale,pack");   // the default, resolved by the pass
+    ASSERT_TRUE(one.ok());
+    EXPECT_NE(one->canonical().find("alpha=by-scheme,"), std::string::npos) << one->canonical();
+    EXPECT_FALSE(parse_pipeline("stats,auto{alpha=by-scheme/0.5}").ok());
+    EXPECT_FALSE(parse_pipeline("stats,smoothquant{alpha=by-scheme}").ok());
+  }
   // The ends of each range are accepted.
   for (const char* ok : {"stats,smoothquant{alpha=0,min_scale=1e-30}", "stats,smoothquant{alpha=1,min_scale=1}",
                          "outliers{top=65536,k=1}", "stats,sensitivity{max_layers=1000000,budget=0%}",
-                         "stats,gptq{block=16,damp=0}"})
+                         "stats,gptq{block=16,damp=0}", "stats,auto{alpha=0/1}",
+                         "stats,auto{alpha=0.1/0.2/0.3/0.4/0.5/0.6/0.7/0.8}"})
     EXPECT_TRUE(parse_pipeline(ok).ok()) << ok;
 }
 
@@ -79,7 +107,8 @@ TEST(Pipeline, RegistryIsWellFormed) {
     for (const auto& o : p.options) {
       EXPECT_FALSE(o.help.empty()) << p.name << "." << o.name;
       // Every number has a range, and the default lies in it.
-      if (o.type == OptionType::Int || o.type == OptionType::Float || o.type == OptionType::Percent) {
+      if (o.type == OptionType::Int || o.type == OptionType::Float || o.type == OptionType::Percent ||
+          o.type == OptionType::FloatList) {
         EXPECT_LT(o.min, o.max) << p.name << "." << o.name;
       }
     }

@@ -220,6 +220,34 @@ TEST(Gptaq, CorrectionEqualsThePlainFormula) {
   }
 }
 
+// The tiled P (rows as lanes for A, register tiles for A U) equals the entry-by-entry form bit for bit: both
+// orders, several widths (one tile, tails of the column blocks, a width not a multiple of 16 that takes the
+// plain path), 1 and 2 threads.
+TEST(Gptaq, TiledCorrectionEqualsTheReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const int saved = omp_get_max_threads();
+  for (int64_t cols : {16, 48, 40, 272, 320}) {
+    const Data s = random_data(rng, 4, cols, 3 * cols);
+    for (bool act : {false, true}) {
+      const auto order = gptq_detail::column_order(s.h.data(), cols, act);
+      auto u = gptq_detail::inverse_cholesky_upper(s.h.data(), cols, 0.01, order);
+      ASSERT_TRUE(u.ok());
+      const auto ref = gptq_detail::asymmetry_correction_reference(s.d.data(), cols, *u, order, 0.25);
+      for (int threads : {1, 2}) {
+        SCOPED_TRACE(std::to_string(cols) + " columns, " + (act ? "act_order" : "natural") + ", " +
+                     std::to_string(threads) + " thread(s)");
+        omp_set_num_threads(threads);
+        const auto p = gptq_detail::asymmetry_correction(s.d.data(), cols, *u, order, 0.25);
+        omp_set_num_threads(saved);
+        ASSERT_EQ(p.size(), ref.size());
+        EXPECT_EQ(0, std::memcmp(p.data(), ref.data(), p.size() * sizeof(double)));
+      }
+    }
+  }
+}
+
 TEST(Gptaq, EqualsPlainLoopAndIgnoresThreadCount) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -239,6 +267,57 @@ TEST(Gptaq, EqualsPlainLoopAndIgnoresThreadCount) {
     EXPECT_EQ(ref.scales, one.scales);
     EXPECT_EQ(one.packed, two.packed);
     EXPECT_EQ(one.scales, two.scales);
+  }
+}
+
+// The batched column loop (tiles of rows, lazy batches of `block` columns) equals the unbatched per-row one bit
+// for bit: max and local-Hessian scales, several batch widths (wider than, equal to and narrower than cols,
+// and one that does not divide it), rows not a multiple of the tile or of the register block, 1 and 2 threads.
+TEST(Gptaq, BatchedLoopEqualsTheUnbatchedOne) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Data s = random_data(rng, 45, 320, 700);
+  const int64_t rows = s.rows, cols = s.cols, groups = cols / kBlock;
+  const int saved = omp_get_max_threads();
+  for (bool act : {false, true}) {
+    const auto order = gptq_detail::column_order(s.h.data(), cols, act);
+    auto u64 = gptq_detail::inverse_cholesky_upper(s.h.data(), cols, 0.01, order);
+    ASSERT_TRUE(u64.ok());
+    const std::vector<float> u(u64->begin(), u64->end());
+    const std::vector<double> u_rounded(u.begin(), u.end());
+    const auto p64 = gptq_detail::asymmetry_correction(s.d.data(), cols, u_rounded, order, 0.25);
+    const std::vector<float> p(p64.begin(), p64.end());
+    std::vector<float> wp(size_t(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) wp[size_t(r * cols + c)] = s.w[size_t(r * cols + order[size_t(c)])];
+    std::vector<double> gh(size_t(cols * kBlock));
+    for (int64_t g = 0; g < groups; ++g)
+      for (int i = 0; i < kBlock; ++i)
+        for (int j = 0; j < kBlock; ++j)
+          gh[size_t((g * kBlock + i) * kBlock + j)] =
+              s.h[size_t(order[size_t(g * kBlock + i)] * cols + order[size_t(g * kBlock + j)])];
+    for (bool lh : {false, true}) {
+      const double* hp = lh ? gh.data() : nullptr;
+      std::vector<float> w_ref = wp;
+      std::vector<uint8_t> codes_ref(size_t(rows * cols)), sc_ref(size_t(rows * groups));
+      gptq_detail::quantize_columns_asym_unbatched(w_ref.data(), rows, cols, u.data(), p.data(), s.G, 0x20, hp,
+                                                   codes_ref.data(), sc_ref.data());
+      for (int block : {16, 48, 128, 320, 512})
+        for (int threads : {1, 2}) {
+          SCOPED_TRACE(std::string(act ? "act_order" : "natural") + (lh ? ", local-Hessian" : ", max") + ", block " +
+                       std::to_string(block) + ", " + std::to_string(threads) + " thread(s)");
+          omp_set_num_threads(threads);
+          std::vector<float> w = wp;
+          std::vector<uint8_t> codes(size_t(rows * cols)), sc(size_t(rows * groups));
+          gptq_detail::quantize_columns_asym(w.data(), rows, cols, u.data(), p.data(), s.G, block, 0x20, hp,
+                                             codes.data(), sc.data());
+          omp_set_num_threads(saved);
+          EXPECT_EQ(codes, codes_ref);
+          EXPECT_EQ(sc, sc_ref);
+          EXPECT_EQ(0, std::memcmp(w.data(), w_ref.data(), w.size() * sizeof(float)));   // the updated weights too
+        }
+    }
   }
 }
 

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <cstring>
+#include <map>
 
 #include "backends/manifest.h"
 #include "formats/safetensors.h"
@@ -269,9 +271,10 @@ TEST(Recipes, AutoRecordsEveryCandidateAndNeedsHeldOutSequences) {
   for (const auto& t : m->tensors()) {
     if (!t.has_quantizer()) continue;
     ++chosen;
-    // Every quantizer; a norm's consumers (q, k, v, gate, up) also each one after smoothing their site.
+    // Every quantizer; a norm's consumers (q, k, v, gate, up) also each one after smoothing their site, at
+    // each of the three strengths alpha=by-scheme measures under W4A4 (the scheme with --calib).
     const bool site = t.role() == "q" || t.role() == "k" || t.role() == "v" || t.role() == "gate" || t.role() == "up";
-    EXPECT_EQ(t.quantizer().candidates_size(), site ? 14 : 7) << t.name();
+    EXPECT_EQ(t.quantizer().candidates_size(), site ? 28 : 7) << t.name();
     // ... and the layer output errors that decided whether to smooth the site.
     EXPECT_EQ(t.quantizer().has_layer_error_smoothed(), site) << t.name();
     if (site) {
@@ -300,6 +303,67 @@ TEST(Recipes, AutoRecordsEveryCandidateAndNeedsHeldOutSequences) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("option 'alpha' of pass 'auto': '2' is not a number in [0, 1]"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(s.tmp.path / "o3"));
+  r = fp4c(s.base(s.tmp.path / "o3") + " --passes 'stats{second_moments=true},auto{alpha=0.3/0.3},blockscale,pack'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("'0.3/0.3' is not a number in [0, 1], or up to 8 different ones"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(s.tmp.path / "o3"));
+  // Several alphas: each site smoothed at the one its layer errs least with (or none), recorded in the manifest
+  // (the smoothing records' alpha, every candidate at every alpha, the layer error at each); the same bytes at 1
+  // and 2 threads.
+  {
+    const std::string passes = " --passes 'stats{second_moments=true},auto{alpha=0.3/0.5/0.7},blockscale,pack'";
+    const auto a1 = s.tmp.path / "a1", a2 = s.tmp.path / "a2";
+    ASSERT_EQ(fp4c(s.base(a1) + " --quiet --threads 1" + passes).exit_code, 0);
+    ASSERT_EQ(fp4c(s.base(a2) + " --quiet --threads 2" + passes).exit_code, 0);
+    // ... and the recipe's alpha=by-scheme is exactly that under W4A4 (`one`: the recipe, 1 thread).
+    for (const auto& e : fs::directory_iterator(a1)) {
+      if (e.path().extension() != ".safetensors") continue;
+      EXPECT_EQ(read_file(e.path()), read_file(a2 / e.path().filename())) << e.path().filename();
+      EXPECT_EQ(read_file(e.path()), read_file(one / e.path().filename())) << e.path().filename();
+    }
+    auto ma = backends::read_manifest((a1 / backends::kManifestFile).string());
+    ASSERT_TRUE(ma.ok());
+    EXPECT_GT(ma->smoothing_size(), 0);
+    std::map<std::string, float> alpha_of;
+    for (const auto& sm : ma->smoothing()) {
+      EXPECT_TRUE(sm.alpha() == 0.3f || sm.alpha() == 0.5f || sm.alpha() == 0.7f) << sm.alpha();
+      for (const auto& b : sm.balanced()) alpha_of[b] = sm.alpha();
+    }
+    for (const auto& t : ma->tensors()) {
+      if (!t.has_quantizer()) continue;
+      const bool site = t.role() == "q" || t.role() == "k" || t.role() == "v" || t.role() == "gate" || t.role() == "up";
+      EXPECT_EQ(t.quantizer().candidates_size(), site ? 28 : 7) << t.name();
+      EXPECT_EQ(t.quantizer().layer_error_by_alpha_size(), site ? 3 : 0) << t.name();
+      const std::string& chosen = t.quantizer().chosen();
+      if (auto it = alpha_of.find(t.name()); it != alpha_of.end()) {
+        char want[32];
+        std::snprintf(want, sizeof want, "smoothquant@%g+", double(it->second));
+        EXPECT_EQ(chosen.rfind(want, 0), 0u) << t.name() << " " << chosen;
+      } else {
+        EXPECT_EQ(chosen.find("smoothquant"), std::string::npos) << t.name() << " " << chosen;
+      }
+    }
+  }
+  // Weights-only, alpha=by-scheme is the one strength 0.5: the recipe's bytes are auto{alpha=0.5}'s, and the
+  // smoothed candidates are labelled without an alpha (7 + 7 candidates at a site).
+  {
+    const auto w1 = s.tmp.path / "w1", w2 = s.tmp.path / "w2";
+    ASSERT_EQ(fp4c(s.base(w1) + " --quiet --scheme w4a16 --recipe auto").exit_code, 0);
+    ASSERT_EQ(fp4c(s.base(w2) + " --quiet --scheme w4a16 --passes "
+                                "'stats{second_moments=true},auto{alpha=0.5},blockscale,pack'").exit_code, 0);
+    for (const auto& e : fs::directory_iterator(w1)) {
+      if (e.path().extension() != ".safetensors") continue;
+      EXPECT_EQ(read_file(e.path()), read_file(w2 / e.path().filename())) << e.path().filename();
+    }
+    auto mw = backends::read_manifest((w1 / backends::kManifestFile).string());
+    ASSERT_TRUE(mw.ok());
+    for (const auto& t : mw->tensors()) {
+      if (!t.has_quantizer()) continue;
+      const bool site = t.role() == "q" || t.role() == "k" || t.role() == "v" || t.role() == "gate" || t.role() == "up";
+      EXPECT_EQ(t.quantizer().candidates_size(), site ? 14 : 7) << t.name();
+      EXPECT_EQ(t.quantizer().chosen().find('@'), std::string::npos) << t.name();
+    }
+  }
   // One calibration sequence: nothing left for the statistics once one is held out.
   r = fp4c(s.base(s.tmp.path / "o2") + " --recipe auto --calib-samples 1");
   EXPECT_NE(r.exit_code, 0);

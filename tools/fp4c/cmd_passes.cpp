@@ -15,7 +15,7 @@ int run_passes() {
       for (const auto& c : o.choices) choices += (choices.empty() ? " (" : "|") + c;
       if (!choices.empty()) choices += ")";
       if (o.type == pipeline::OptionType::Int || o.type == pipeline::OptionType::Float ||
-          o.type == pipeline::OptionType::Percent) {
+          o.type == pipeline::OptionType::Percent || o.type == pipeline::OptionType::FloatList) {
         char range[96];
         std::snprintf(range, sizeof range, " [%g, %g]%s", o.min, o.max,
                       o.multiple_of > 0 ? (", a multiple of " + std::to_string(o.multiple_of)).c_str() : "");
