@@ -50,7 +50,8 @@ namespace {
 
 // Folds rows of x into the site's running statistics. Each column is reduced over rows in row order,
 // so the figures do not depend on the thread count (passes/channel_stats.h).
-void accumulate(SiteStats& s, const float* x, int64_t rows, int64_t cols, bool second_moments) {
+// The site's accumulators, made empty (absmax 0, min +inf, max -inf, sums 0) on first use.
+ChannelAccumulators site_accumulators(SiteStats& s, int64_t cols, bool second_moments) {
   if (s.absmax.empty()) {
     s.absmax.assign(size_t(cols), 0.0f);
     s.min.assign(size_t(cols), std::numeric_limits<float>::infinity());
@@ -58,7 +59,13 @@ void accumulate(SiteStats& s, const float* x, int64_t rows, int64_t cols, bool s
     s.mean_square.assign(size_t(cols), 0.0);   // holds sums until finish()
     if (second_moments) s.second_moment.assign(size_t(cols * cols), 0.0);
   }
-  accumulate_channel_stats(x, rows, cols, {s.absmax.data(), s.min.data(), s.max.data(), s.mean_square.data()});
+  return {s.absmax.data(), s.min.data(), s.max.data(), s.mean_square.data()};
+}
+
+// `folded`: the forward's producer already folded x into the per-channel figures (site_accumulators).
+void accumulate(SiteStats& s, const float* x, int64_t rows, int64_t cols, bool second_moments, bool folded = false) {
+  const ChannelAccumulators acc = site_accumulators(s, cols, second_moments);
+  if (!folded) accumulate_channel_stats(x, rows, cols, acc);
   if (second_moments) accumulate_second_moments(s.second_moment.data(), x, rows, cols);
   s.tokens += rows;
 }
@@ -394,6 +401,8 @@ Expected<ActivationStats> collect_stats(const runtime::Forward& forward, runtime
     std::vector<Node> stack;
     if (first < last) {
       FP4C_ASSIGN(auto params, weights.layer(i));
+      // Each Linear's weight converted once for all the blocks (of one length) instead of once per block.
+      const auto converted = forward.hold_converted_weights(params);
       for (int64_t b = first; b < last; ++b) {
         // Keyed by (expert, role): a sparse layer's experts each have their Gate and Down sites, and its Down
         // (expert -1) is the union of every expert's down input, expert by expert.
@@ -407,11 +416,17 @@ Expected<ActivationStats> collect_stats(const runtime::Forward& forward, runtime
         };
         runtime::LinearHook hook = [&](const runtime::LinearInput& in) {
           profile::Scope timed(profile::Stage::Stats);
-          accumulate(site(in.role, in.expert), in.x, in.rows, in.cols, options.second_moments);
+          accumulate(site(in.role, in.expert), in.x, in.rows, in.cols, options.second_moments,
+                     in.channel_stats_folded);
           if (in.expert >= 0 && in.role == ir::Role::Down)
             accumulate(site(ir::Role::Down, -1), in.x, in.rows, in.cols, options.second_moments);
         };
-        FP4C_TRY(forward.layer(i, params, acts[size_t(b - first)], hook));
+        // The norms and the gated activation fold the Q, Gate and Down inputs' per-channel figures in
+        // as they write them (the same bits as the hook's pass over them would give).
+        const runtime::ChannelStatsSites fused = [&](ir::Role role, int64_t cols) {
+          return site_accumulators(site(role, -1), cols, options.second_moments);
+        };
+        FP4C_TRY(forward.layer(i, params, acts[size_t(b - first)], hook, fused));
         // Every block holds every site of a sparse layer, an expert that no token of the block reached with
         // zero tokens (so that blocks fold site by site).
         const ir::ModelConfig& mc = forward.config();

@@ -19,6 +19,7 @@
 namespace fp4c::runtime {
 
 struct ForwardWorkspace;
+struct HeldLinears;
 
 class Forward final : public Engine {
  public:
@@ -29,6 +30,10 @@ class Forward final : public Engine {
   Expected<Activations> embed(WeightSource& weights, const std::vector<std::vector<int32_t>>& sequences) const override;
   // One decoder layer in place; `hook` (may be empty) sees each Linear group's input.
   Status layer(int index, const LayerParams& params, Activations& acts, const LinearHook& hook = {}) const override;
+  // The same, the producers of the dense layers' Q, Gate and Down inputs folding per-channel statistics
+  // into what `fused` gives as they write them (the hook then sees channel_stats_folded for those sites).
+  Status layer(int index, const LayerParams& params, Activations& acts, const LinearHook& hook,
+               const ChannelStatsSites& fused) const;
   // Final norm and output projection, `chunk_rows` tokens at a time: sink(first_row, logits, rows)
   // with logits [rows, vocab].
   Status head(const std::vector<float>& final_norm, const LinearParams& lm_head, const Activations& acts,
@@ -44,6 +49,16 @@ class Forward final : public Engine {
   // that each layer does not pay for fresh pages; this frees them. Copies of a Forward share them, and
   // calls on one Forward or its copies run one at a time (so a hook must not call back into it).
   void release_memory() const override;
+  // While the returned token lives, layer() calls given this very `params` object (unchanged meanwhile)
+  // keep each dense Linear's converted weight for the next call with the same row count, instead of
+  // converting it per call: the stats pass runs each layer once per calibration block with the same
+  // weights. A call with another row count converts afresh (and keeps that one), so every GEMM runs the
+  // primitive and weight layout a fresh conversion would give: the same bits. Dropping the token frees
+  // the converted weights; one token at a time per Forward (a new one replaces the old).
+  [[nodiscard]] std::shared_ptr<void> hold_converted_weights(const LayerParams& params) const;
+  // The same for head() calls given this `lm_head` object: its conversions for the last two row counts
+  // are kept (a caller walking the rows in slices: the full slices and the last one).
+  [[nodiscard]] std::shared_ptr<void> hold_converted_head(const LinearParams& lm_head) const override;
 
  private:
   ir::ModelConfig config_;
@@ -51,7 +66,9 @@ class Forward final : public Engine {
   Status head_impl(const std::vector<float>& final_norm, const LinearParams& lm_head, LinearParams* consumed,
                    const Activations& acts, const std::function<void(int64_t, const float*, int64_t)>& sink,
                    int64_t chunk_rows) const;
+  std::shared_ptr<void> hold(const void* object, size_t row_counts) const;
   std::shared_ptr<ForwardWorkspace> workspace_;
+  std::shared_ptr<HeldLinears> held_;
 };
 
 }  // namespace fp4c::runtime
