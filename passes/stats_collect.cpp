@@ -50,8 +50,7 @@ namespace {
 
 // Folds rows of x into the site's running statistics. Each column is reduced over rows in row order,
 // so the figures do not depend on the thread count (passes/channel_stats.h).
-// The site's accumulators, made empty (absmax 0, min +inf, max -inf, sums 0) on first use.
-ChannelAccumulators site_accumulators(SiteStats& s, int64_t cols, bool second_moments) {
+void accumulate(SiteStats& s, const float* x, int64_t rows, int64_t cols, bool second_moments) {
   if (s.absmax.empty()) {
     s.absmax.assign(size_t(cols), 0.0f);
     s.min.assign(size_t(cols), std::numeric_limits<float>::infinity());
@@ -59,13 +58,7 @@ ChannelAccumulators site_accumulators(SiteStats& s, int64_t cols, bool second_mo
     s.mean_square.assign(size_t(cols), 0.0);   // holds sums until finish()
     if (second_moments) s.second_moment.assign(size_t(cols * cols), 0.0);
   }
-  return {s.absmax.data(), s.min.data(), s.max.data(), s.mean_square.data()};
-}
-
-// `folded`: the forward's producer already folded x into the per-channel figures (site_accumulators).
-void accumulate(SiteStats& s, const float* x, int64_t rows, int64_t cols, bool second_moments, bool folded = false) {
-  const ChannelAccumulators acc = site_accumulators(s, cols, second_moments);
-  if (!folded) accumulate_channel_stats(x, rows, cols, acc);
+  accumulate_channel_stats(x, rows, cols, {s.absmax.data(), s.min.data(), s.max.data(), s.mean_square.data()});
   if (second_moments) accumulate_second_moments(s.second_moment.data(), x, rows, cols);
   s.tokens += rows;
 }
@@ -416,17 +409,11 @@ Expected<ActivationStats> collect_stats(const runtime::Forward& forward, runtime
         };
         runtime::LinearHook hook = [&](const runtime::LinearInput& in) {
           profile::Scope timed(profile::Stage::Stats);
-          accumulate(site(in.role, in.expert), in.x, in.rows, in.cols, options.second_moments,
-                     in.channel_stats_folded);
+          accumulate(site(in.role, in.expert), in.x, in.rows, in.cols, options.second_moments);
           if (in.expert >= 0 && in.role == ir::Role::Down)
             accumulate(site(ir::Role::Down, -1), in.x, in.rows, in.cols, options.second_moments);
         };
-        // The norms and the gated activation fold the Q, Gate and Down inputs' per-channel figures in
-        // as they write them (the same bits as the hook's pass over them would give).
-        const runtime::ChannelStatsSites fused = [&](ir::Role role, int64_t cols) {
-          return site_accumulators(site(role, -1), cols, options.second_moments);
-        };
-        FP4C_TRY(forward.layer(i, params, acts[size_t(b - first)], hook, fused));
+        FP4C_TRY(forward.layer(i, params, acts[size_t(b - first)], hook));
         // Every block holds every site of a sparse layer, an expert that no token of the block reached with
         // zero tokens (so that blocks fold site by site).
         const ir::ModelConfig& mc = forward.config();

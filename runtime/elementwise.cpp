@@ -9,16 +9,14 @@
 namespace fp4c::runtime {
 namespace detail {
 
-FP4C_VECTOR_CLONES float rms_row_scale(const float* x, int64_t cols, double eps) {
+FP4C_VECTOR_CLONES void rms_norm_row(const float* x, const float* w, int64_t cols, double eps,
+                                     float* out) {
   double ss = 0;
 #pragma omp simd reduction(+ : ss)
   for (int64_t i = 0; i < cols; ++i) ss += double(x[i]) * double(x[i]);
-  return float(1.0 / std::sqrt(ss / double(cols) + eps));
-}
-
-FP4C_VECTOR_CLONES void rms_scale_row(const float* x, const float* w, float r, int64_t n, float* out) {
+  const float r = float(1.0 / std::sqrt(ss / double(cols) + eps));
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * r);
+  for (int64_t i = 0; i < cols; ++i) out[i] = w[i] * (x[i] * r);
 }
 
 FP4C_VECTOR_CLONES void silu_mul_chunk(float* g, const float* u, int64_t n) {
@@ -76,8 +74,7 @@ void for_chunks(int64_t n, F&& f) {
 void rms_norm(const float* x, const float* w, int64_t rows, int64_t cols, double eps, float* out) {
   profile::Scope timed(profile::Stage::Norm);
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
-  for (int64_t r = 0; r < rows; ++r)
-    detail::rms_scale_row(x + r * cols, w, detail::rms_row_scale(x + r * cols, cols, eps), cols, out + r * cols);
+  for (int64_t r = 0; r < rows; ++r) detail::rms_norm_row(x + r * cols, w, cols, eps, out + r * cols);
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {

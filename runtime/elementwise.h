@@ -33,19 +33,6 @@ void add_inplace(float* y, const float* x, int64_t n);
 // BF16 bits of x, rounded to nearest even (NaN stays a quiet NaN): bf16::from_float, vectorised.
 void round_to_bf16(const float* x, uint16_t* out, int64_t n);
 
-namespace detail {
-// The per-row and per-chunk kernels behind the functions above (one thread each), for the kernels that
-// fuse more work into the same pass (runtime/channel_stats.h) and must give the same bits. Each is
-// compiled for several instruction sets (FP4C_VECTOR_CLONES on its definition; a declaration carrying the
-// attribute would make a resolver of its own in every caller), and a call picks the one the CPU runs.
-// 1 / sqrt(mean(x^2) + eps) over one row, as rms_norm computes it.
-float rms_row_scale(const float* x, int64_t cols, double eps);
-// out[i] = w[i] * (x[i] * r), i < n.
-void rms_scale_row(const float* x, const float* w, float r, int64_t n, float* out);
-void silu_mul_chunk(float* g, const float* u, int64_t n);
-void gelu_tanh_mul_chunk(float* g, const float* u, int64_t n);
-}  // namespace detail
-
 // exp(x) in float within about 2 ulp (Cephes' expf polynomial), written so that loops calling it
 // vectorise. Inputs are clamped to [-87.3, 88.3]: exp(-inf) gives about 1e-38, not 0, and large
 // inputs a large finite value; callers mask what must be exactly zero. NaN gives an unspecified value.

@@ -43,7 +43,7 @@ class Engine {
   }
   // While the returned token lives, head() calls given this very `lm_head` object (unchanged meanwhile)
   // may reuse the engine's own form of its weights instead of making it per call (the CPU forward keeps
-  // its conversions for two row counts; the same bits as converting per call). The default keeps nothing.
+  // its conversion for the last row count; the same bits as converting per call). The default keeps nothing.
   [[nodiscard]] virtual std::shared_ptr<void> hold_converted_head(const LinearParams& lm_head) const {
     (void)lm_head;
     return nullptr;

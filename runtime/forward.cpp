@@ -16,7 +16,6 @@
 
 #include "runtime/activation_quant.h"
 #include "runtime/attention.h"
-#include "runtime/channel_stats.h"
 #include "runtime/elementwise.h"
 #include "runtime/matmul.h"
 #include "runtime/moe.h"
@@ -199,11 +198,12 @@ Expected<const PreparedLinear*> prepared_linear(const LinearParams& p, int64_t r
   if (owner)
     for (auto& e : held.linears)
       if (e.owner == owner->object && e.linear == &p && e.prepared.rows() == rows) return &e.prepared;
-  FP4C_ASSIGN(PreparedLinear fresh, PreparedLinear::create(p, rows, precision));
   if (!owner) {
+    FP4C_ASSIGN(PreparedLinear fresh, PreparedLinear::create(p, rows, precision));
     local.emplace(std::move(fresh));
     return &*local;
   }
+  // The oldest conversion goes before the new one is made: at most row_counts of them in memory.
   size_t kept = 0;
   for (const auto& e : held.linears) kept += e.owner == owner->object && e.linear == &p;
   if (kept >= owner->row_counts) {
@@ -212,6 +212,7 @@ Expected<const PreparedLinear*> prepared_linear(const LinearParams& p, int64_t r
     });
     held.linears.erase(oldest);
   }
+  FP4C_ASSIGN(PreparedLinear fresh, PreparedLinear::create(p, rows, precision));
   held.linears.push_back({owner->object, &p, std::move(fresh)});
   return &held.linears.back().prepared;
 }
@@ -247,7 +248,7 @@ std::shared_ptr<void> Forward::hold(const void* object, size_t row_counts) const
 
 std::shared_ptr<void> Forward::hold_converted_weights(const LayerParams& params) const { return hold(&params, 1); }
 
-std::shared_ptr<void> Forward::hold_converted_head(const LinearParams& lm_head) const { return hold(&lm_head, 2); }
+std::shared_ptr<void> Forward::hold_converted_head(const LinearParams& lm_head) const { return hold(&lm_head, 1); }
 
 void Forward::release_memory() const {
   std::lock_guard lock(workspace_->mutex);
@@ -367,11 +368,6 @@ Expected<Activations> Forward::embed(const std::vector<float>& embedding,
 }
 
 Status Forward::layer(int index, const LayerParams& params, Activations& acts, const LinearHook& hook) const {
-  return layer(index, params, acts, hook, {});
-}
-
-Status Forward::layer(int index, const LayerParams& params, Activations& acts, const LinearHook& hook,
-                      const ChannelStatsSites& fused) const {
   const ir::ModelConfig& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, nH = c.num_attention_heads,
                 nKV = c.num_key_value_heads, hd = c.head_dim;
@@ -409,23 +405,9 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
   const HeldLinears::Owner* owner = held.find(&params, prec);
 
   // Attention block.
-  // The statistics the producers fold in (Gate and Down of dense layers only: a sparse layer's experts
-  // see other rows).
-  const auto fused_site = [&](ir::Role role, int64_t cols) {
-    return fused && (!sparse || role == ir::Role::Q) ? fused(role, cols) : ChannelAccumulators{};
-  };
-  const auto linear_input = [&](ir::Role role, const float* x, int64_t cols, const ChannelAccumulators& folded) {
-    LinearInput in{index, role, x, T, cols};
-    in.channel_stats_folded = bool(folded);
-    return in;
-  };
   float* xn = ws.normed.get<float>(size_t(T * H));
-  const ChannelAccumulators q_stats = fused_site(ir::Role::Q, H);
-  if (q_stats)
-    rms_norm_channel_stats(hidden, params.input_norm.data(), T, H, c.rms_norm_eps, xn, q_stats);
-  else
-    rms_norm(hidden, params.input_norm.data(), T, H, c.rms_norm_eps, xn);
-  if (hook) hook(linear_input(ir::Role::Q, xn, H, q_stats));
+  rms_norm(hidden, params.input_norm.data(), T, H, c.rms_norm_eps, xn);
+  if (hook) hook(LinearInput{index, ir::Role::Q, xn, T, H});
   float* attn = ws.attn.get<float>(size_t(T * Dq));
   {
     float* q = ws.q.get<float>(size_t(T * Dq));
@@ -465,11 +447,7 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
   add_inplace(hidden, xn, T * H);
 
   // MLP block.
-  const ChannelAccumulators gate_stats = fused_site(ir::Role::Gate, H);
-  if (gate_stats)
-    rms_norm_channel_stats(hidden, params.post_norm.data(), T, H, c.rms_norm_eps, xn, gate_stats);
-  else
-    rms_norm(hidden, params.post_norm.data(), T, H, c.rms_norm_eps, xn);
+  rms_norm(hidden, params.post_norm.data(), T, H, c.rms_norm_eps, xn);
   if (sparse) {
     // The experts' inputs, made per call (each expert's rows differ): fake-quantized (W4A4) and rounded to BF16.
     std::vector<float> quantized;
@@ -506,8 +484,7 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
     add_inplace(hidden, moe_out, T * H);
     return {};
   }
-  if (hook) hook(linear_input(ir::Role::Gate, xn, H, gate_stats));
-  const ChannelAccumulators down_stats = fused_site(ir::Role::Down, I);
+  if (hook) hook(LinearInput{index, ir::Role::Gate, xn, T, H});
   float* gate = ws.gate.get<float>(size_t(T * I));
   {
     GemmInputs in(xn, T, H, prec, ws, {&params.gate, &params.up});
@@ -523,13 +500,10 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
     for (int64_t r = 0; r < T; r += chunk) {
       const int64_t n = std::min(chunk, T - r);
       FP4C_TRY(up->run(src + size_t(r) * row_bytes, n, up_out));
-      if (down_stats)
-        activation_mul_channel_stats(c.hidden_act, gate + r * I, up_out, n, I, down_stats);
-      else
-        activation_mul(c.hidden_act, gate + r * I, up_out, n * I);
+      activation_mul(c.hidden_act, gate + r * I, up_out, n * I);
     }
   }
-  if (hook) hook(linear_input(ir::Role::Down, gate, I, down_stats));
+  if (hook) hook(LinearInput{index, ir::Role::Down, gate, T, I});
   {
     GemmInputs in(gate, T, I, prec, ws, {&params.down});
     FP4C_TRY(run_linear(params.down, in, T, prec, held, owner, xn));

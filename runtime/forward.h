@@ -30,10 +30,6 @@ class Forward final : public Engine {
   Expected<Activations> embed(WeightSource& weights, const std::vector<std::vector<int32_t>>& sequences) const override;
   // One decoder layer in place; `hook` (may be empty) sees each Linear group's input.
   Status layer(int index, const LayerParams& params, Activations& acts, const LinearHook& hook = {}) const override;
-  // The same, the producers of the dense layers' Q, Gate and Down inputs folding per-channel statistics
-  // into what `fused` gives as they write them (the hook then sees channel_stats_folded for those sites).
-  Status layer(int index, const LayerParams& params, Activations& acts, const LinearHook& hook,
-               const ChannelStatsSites& fused) const;
   // Final norm and output projection, `chunk_rows` tokens at a time: sink(first_row, logits, rows)
   // with logits [rows, vocab].
   Status head(const std::vector<float>& final_norm, const LinearParams& lm_head, const Activations& acts,
@@ -54,10 +50,12 @@ class Forward final : public Engine {
   // converting it per call: the stats pass runs each layer once per calibration block with the same
   // weights. A call with another row count converts afresh (and keeps that one), so every GEMM runs the
   // primitive and weight layout a fresh conversion would give: the same bits. Dropping the token frees
-  // the converted weights; one token at a time per Forward (a new one replaces the old).
+  // the converted weights. Tokens for different objects coexist (eval holds two heads); hold one object
+  // once at a time (a second token for the same object replaces the first, and either one dropped frees both).
   [[nodiscard]] std::shared_ptr<void> hold_converted_weights(const LayerParams& params) const;
-  // The same for head() calls given this `lm_head` object: its conversions for the last two row counts
-  // are kept (a caller walking the rows in slices: the full slices and the last one).
+  // The same for head() calls given this `lm_head` object: its conversion for the last row count is kept
+  // (a caller walking the rows in slices converts once for the full slices and once for the last; one
+  // conversion of a 151936 x 896 head is 272 MB, so keeping both row counts would hold twice that).
   [[nodiscard]] std::shared_ptr<void> hold_converted_head(const LinearParams& lm_head) const override;
 
  private:

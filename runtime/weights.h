@@ -13,7 +13,6 @@
 
 #include "base/expected.h"
 #include "ir/model.h"
-#include "runtime/channel_stats.h"
 #include "runtime/spill.h"
 
 namespace fp4c::runtime {
@@ -110,14 +109,8 @@ struct LinearInput {
   int64_t cols;
   int expert = -1;
   const int64_t* tokens = nullptr;   // expert inputs: rows' token indices (null: rows are tokens 0..rows-1)
-  // The producer of x already folded these rows into the accumulators ChannelStatsSites gave for the site.
-  bool channel_stats_folded = false;
 };
 using LinearHook = std::function<void(const LinearInput&)>;
-// Forward::layer's producers of the dense Linear inputs (the input norm for Q, the post-attention norm
-// for Gate, the gated activation for Down) fold per-channel statistics into the accumulators this gives
-// for (role, cols) while they write, where it gives any (an empty ChannelAccumulators: none).
-using ChannelStatsSites = std::function<ChannelAccumulators(ir::Role role, int64_t cols)>;
 
 // Hidden states of all sequences, [total tokens, hidden], sequences back to back.
 struct Activations {
