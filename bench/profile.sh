@@ -77,10 +77,10 @@ def show(what, wall, t, rss_kib, anchor):
              ("weight conversion", t.get("linear_prepare", 0.0)),
              ("attention GEMMs", att_gemm),
              ("attention rest (softmax, RoPE, packing)", max(t.get("attention", 0.0) - att_gemm, 0.0)),
-             ("RMSNorm (cal.: + Q, Gate statistics)", t.get("norm", 0.0)),
-             ("residual, SiLU*up (cal.: + Down statistics)", t.get("elementwise", 0.0)),
+             ("RMSNorm", t.get("norm", 0.0)),
+             ("residual, SiLU*up", t.get("elementwise", 0.0)),
              ("BF16 rounding", t.get("convert", 0.0)),
-             ("statistics hooks (O input; second moments)", t.get("stats", 0.0)),
+             ("statistics hooks", t.get("stats", 0.0)),
              ("log-softmax, figures", t.get("log_softmax", 0.0))]
     rest = wall - sum(v for _, v in parts)
     tps = tokens / wall
