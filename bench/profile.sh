@@ -14,6 +14,8 @@
 # most its wall time), except the attention's GEMMs, which run inside the OpenMP team one block per
 # thread: those are thread-seconds, counted as thread-seconds / THREADS of wall. "gemm" is the Linears'
 # GEMMs (lm_head included); "linear_prepare" the weights' conversion into the GEMM's layout.
+# PERF=1: both runs under `perf record` as well, then each one's per-symbol share of CPU time with what
+# each symbol is (bench/perf_shares.py; on a shared machine the CPU shares hold where wall time does not).
 set -euo pipefail
 if [ "${SMOKE:-0}" = 1 ]; then
   set -- tiny 0; SAMPLES=4; SEQ_LEN=64; WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
@@ -46,9 +48,13 @@ ONEDNN_VERBOSE=1 DNNL_VERBOSE=1 "$build/fp4c" eval --model "$model" --data "$wor
     /_verbose,exec,cpu,matmul,/ {n[$5]++} END {for (k in n) printf "oneDNN matmul kernel: %s (%d calls)\n", k, n[k]}'
 
 rm -rf "$work/out-prof"
-FP4C_PROFILE=1 /usr/bin/time -f "%e %M" -o "$work/t-cal.txt" "$build/fp4c" quantize --model "$model" \
+perf_cal=(); perf_eval=()
+if [ "${PERF:-0}" = 1 ]; then
+  perf_cal=(perf record -q -F 999 -o "$work/perf-cal.data"); perf_eval=(perf record -q -F 999 -o "$work/perf-eval.data")
+fi
+FP4C_PROFILE=1 /usr/bin/time -f "%e %M" -o "$work/t-cal.txt" "${perf_cal[@]}" "$build/fp4c" quantize --model "$model" \
   --out "$work/out-prof" --calib "$data" --precision "$precision" --threads "$threads" --quiet 2> "$work/prof-cal.txt"
-FP4C_PROFILE=1 /usr/bin/time -f "%e %M" -o "$work/t-eval.txt" "$build/fp4c" eval --model "$model" --data "$data" \
+FP4C_PROFILE=1 /usr/bin/time -f "%e %M" -o "$work/t-eval.txt" "${perf_eval[@]}" "$build/fp4c" eval --model "$model" --data "$data" \
   --precision "$precision" --threads "$threads" --json > "$work/prof-eval.json" 2> "$work/prof-eval.txt"
 
 python3 - "$work" "$tokens" "$threads" "$layers" "$name" "$precision" <<'PY'
@@ -81,7 +87,7 @@ def show(what, wall, t, rss_kib, anchor):
     print(f"{what}: {wall:.2f} s, {tps:.0f} tokens/s, peak RSS {rss_kib / 1024:.0f} MiB")
     for label, v in parts + [("other (untimed)", rest)]:
         if v > 0.0005 or label.startswith("other"):
-            print(f"  {label:42s} {v:8.3f} s  {100 * v / wall:5.1f}%")
+            print(f"  {label:46s} {v:8.3f} s  {100 * v / wall:5.1f}%")
     gemm = parts[0][1] + parts[2][1]
     print(f"  GEMM share {100 * gemm / wall:.1f}%, the rest {100 * (wall - gemm) / wall:.1f}%")
     if layers == 0 and name.startswith("qwen2.5-0.5b") and precision in anchors:
@@ -100,3 +106,7 @@ show("eval (reference, with lm_head)", ev, timers(f"{work}/prof-eval.txt"),
      float(open(f"{work}/t-eval.txt").read().split()[1]), ("llama-perplexity " + precision, a[1]))
 PY
 rm -rf "$work/out-prof"
+if [ "${PERF:-0}" = 1 ]; then
+  python3 "$(dirname "$0")/perf_shares.py" "$work/perf-cal.data" 25
+  python3 "$(dirname "$0")/perf_shares.py" "$work/perf-eval.data" 25
+fi

@@ -394,6 +394,8 @@ Expected<ActivationStats> collect_stats(const runtime::Forward& forward, runtime
     std::vector<Node> stack;
     if (first < last) {
       FP4C_ASSIGN(auto params, weights.layer(i));
+      // Each Linear's weight converted once for all the blocks (of one length) instead of once per block.
+      const auto converted = forward.hold_converted_weights(params);
       for (int64_t b = first; b < last; ++b) {
         // Keyed by (expert, role): a sparse layer's experts each have their Gate and Down sites, and its Down
         // (expert -1) is the union of every expert's down input, expert by expert.

@@ -201,6 +201,12 @@ Expected<EvalResult> evaluate(const runtime::Engine& forward, runtime::WeightSou
   // logits per model.
   const int64_t kChunk = std::clamp<int64_t>((int64_t(1) << 26) / std::max<int64_t>(vocab, 1), 128, 4096);
   std::vector<float> ref_logits, cand_logits;
+  // Each lm_head converted once for the full slices and once for the last, not once per slice.
+  std::shared_ptr<void> ref_held, cand_held;
+  if (candidate) {
+    ref_held = forward.hold_converted_head(ref_head);
+    cand_held = forward.hold_converted_head(cand_head);
+  }
   for (int64_t first = 0; candidate && first < ref_acts.tokens(); first += kChunk) {
     const int64_t rows = std::min(kChunk, ref_acts.tokens() - first);
     auto keep = [](std::vector<float>& dst, int64_t vocab_) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,13 @@ class Engine {
                                 const std::function<void(int64_t, const float*, int64_t)>& sink,
                                 int64_t chunk_rows = 256) const {
     return head(final_norm, lm_head, acts, sink, chunk_rows);
+  }
+  // While the returned token lives, head() calls given this very `lm_head` object (unchanged meanwhile)
+  // may reuse the engine's own form of its weights instead of making it per call (the CPU forward keeps
+  // its conversion for the last row count; the same bits as converting per call). The default keeps nothing.
+  [[nodiscard]] virtual std::shared_ptr<void> hold_converted_head(const LinearParams& lm_head) const {
+    (void)lm_head;
+    return nullptr;
   }
   // Frees temporaries kept between calls.
   virtual void release_memory() const = 0;

@@ -9,7 +9,9 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "runtime/activation_quant.h"
@@ -156,16 +158,97 @@ class GemmInputs {
   std::vector<Entry> entries_;
 };
 
-// y = the Linear applied to its prepared input; the weight is converted here and dropped after.
-Status run_linear(const LinearParams& p, GemmInputs& inputs, int64_t rows, Precision precision, float* y) {
-  FP4C_ASSIGN(PreparedLinear prepared, PreparedLinear::create(p, rows, precision));
-  return prepared.run(inputs.get(p), y);
+}  // namespace
+
+// The converted weights the hold_converted_* tokens keep: per held object (a LayerParams or an lm_head's
+// LinearParams), PreparedLinears keyed by the Linear's address and the row count each was made for, at
+// most `row_counts` per Linear (the oldest goes first).
+struct HeldLinears {
+  struct Owner {
+    const void* object;
+    Precision precision;
+    size_t row_counts;
+  };
+  struct Entry {
+    const void* owner;
+    const LinearParams* linear;
+    PreparedLinear prepared;
+  };
+  std::vector<Owner> owners;
+  std::deque<Entry> linears;   // a deque: pointers to the others stay valid as entries come and go
+
+  const Owner* find(const void* object, Precision precision) const {
+    for (const Owner& o : owners)
+      if (o.object == object && o.precision == precision) return &o;
+    return nullptr;
+  }
+  void drop(const void* object) {
+    std::erase_if(owners, [&](const Owner& o) { return o.object == object; });
+    std::erase_if(linears, [&](const Entry& e) { return e.owner == object; });
+  }
+};
+
+namespace {
+
+// The Linear converted for `rows` rows: the held one when `owner` (held in `held`, or null) keeps it
+// for that row count, else a fresh conversion (kept under `owner`, else in `local`).
+Expected<const PreparedLinear*> prepared_linear(const LinearParams& p, int64_t rows, Precision precision,
+                                                HeldLinears& held, const HeldLinears::Owner* owner,
+                                                std::optional<PreparedLinear>& local) {
+  if (owner)
+    for (auto& e : held.linears)
+      if (e.owner == owner->object && e.linear == &p && e.prepared.rows() == rows) return &e.prepared;
+  if (!owner) {
+    FP4C_ASSIGN(PreparedLinear fresh, PreparedLinear::create(p, rows, precision));
+    local.emplace(std::move(fresh));
+    return &*local;
+  }
+  // The oldest conversion goes before the new one is made: at most row_counts of them in memory.
+  size_t kept = 0;
+  for (const auto& e : held.linears) kept += e.owner == owner->object && e.linear == &p;
+  if (kept >= owner->row_counts) {
+    const auto oldest = std::find_if(held.linears.begin(), held.linears.end(), [&](const HeldLinears::Entry& e) {
+      return e.owner == owner->object && e.linear == &p;
+    });
+    held.linears.erase(oldest);
+  }
+  FP4C_ASSIGN(PreparedLinear fresh, PreparedLinear::create(p, rows, precision));
+  held.linears.push_back({owner->object, &p, std::move(fresh)});
+  return &held.linears.back().prepared;
+}
+
+// y = the Linear applied to its prepared input; the weight is converted here (or found held).
+Status run_linear(const LinearParams& p, GemmInputs& inputs, int64_t rows, Precision precision, HeldLinears& held,
+                  const HeldLinears::Owner* owner, float* y) {
+  std::optional<PreparedLinear> local;
+  FP4C_ASSIGN(const PreparedLinear* prepared, prepared_linear(p, rows, precision, held, owner, local));
+  return prepared->run(inputs.get(p), y);
 }
 
 }  // namespace
 
 Forward::Forward(const ir::ModelConfig& config, ForwardOptions options)
-    : config_(config), options_(options), workspace_(std::make_shared<ForwardWorkspace>()) {}
+    : config_(config), options_(options), workspace_(std::make_shared<ForwardWorkspace>()),
+      held_(std::make_shared<HeldLinears>()) {}
+
+std::shared_ptr<void> Forward::hold(const void* object, size_t row_counts) const {
+  {
+    std::lock_guard lock(workspace_->mutex);
+    held_->drop(object);
+    held_->owners.push_back({object, options_.precision, row_counts});
+  }
+  // The token: dropping it frees what was converted for the object.
+  auto workspace = workspace_;
+  auto held = held_;
+  return std::shared_ptr<void>(const_cast<void*>(object), [workspace, held](void* p) {
+    std::lock_guard lock(workspace->mutex);
+    held->drop(p);
+  });
+}
+
+std::shared_ptr<void> Forward::hold_converted_weights(const LayerParams& params) const { return hold(&params, 1); }
+
+std::shared_ptr<void> Forward::hold_converted_head(const LinearParams& lm_head) const { return hold(&lm_head, 1); }
 
 void Forward::release_memory() const {
   std::lock_guard lock(workspace_->mutex);
@@ -318,6 +401,8 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
   ThreadScope threads(options_.threads);
   const Precision prec = options_.precision;
   float* hidden = acts.hidden.data();
+  HeldLinears& held = *held_;
+  const HeldLinears::Owner* owner = held.find(&params, prec);
 
   // Attention block.
   float* xn = ws.normed.get<float>(size_t(T * H));
@@ -329,9 +414,9 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
     float* k = ws.k.get<float>(size_t(T * Dkv));
     float* v = ws.v.get<float>(size_t(T * Dkv));
     GemmInputs in(xn, T, H, prec, ws, {&params.q, &params.k, &params.v});
-    FP4C_TRY(run_linear(params.q, in, T, prec, q));
-    FP4C_TRY(run_linear(params.k, in, T, prec, k));
-    FP4C_TRY(run_linear(params.v, in, T, prec, v));
+    FP4C_TRY(run_linear(params.q, in, T, prec, held, owner, q));
+    FP4C_TRY(run_linear(params.k, in, T, prec, held, owner, k));
+    FP4C_TRY(run_linear(params.v, in, T, prec, held, owner, v));
     apply_head_norms(params.q_norm, params.k_norm, q, k, T, nH, nKV, hd, c.rms_norm_eps);
     const std::vector<double> inv_freq = rope_inv_freq(c, index);
     if (c.rope_scaling.type != "longrope") {
@@ -356,7 +441,7 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
   if (hook) hook(LinearInput{index, ir::Role::O, attn, T, Dq});
   {
     GemmInputs in(attn, T, Dq, prec, ws, {&params.o});
-    FP4C_TRY(run_linear(params.o, in, T, prec, xn));
+    FP4C_TRY(run_linear(params.o, in, T, prec, held, owner, xn));
   }
   if (!params.attn_out_norm.empty()) rms_norm(xn, params.attn_out_norm.data(), T, H, c.rms_norm_eps, xn);
   add_inplace(hidden, xn, T * H);
@@ -403,24 +488,25 @@ Status Forward::layer(int index, const LayerParams& params, Activations& acts, c
   float* gate = ws.gate.get<float>(size_t(T * I));
   {
     GemmInputs in(xn, T, H, prec, ws, {&params.gate, &params.up});
-    FP4C_TRY(run_linear(params.gate, in, T, prec, gate));
+    FP4C_TRY(run_linear(params.gate, in, T, prec, held, owner, gate));
     // up runs in row chunks, each folded into gate at once: a chunk-sized buffer instead of a
     // second [tokens, intermediate] one (620 MB for a 7B model over 8192 tokens).
     const int64_t chunk = std::min(T, kUpChunkRows);
-    FP4C_ASSIGN(PreparedLinear up, PreparedLinear::create(params.up, chunk, prec));
+    std::optional<PreparedLinear> up_local;
+    FP4C_ASSIGN(const PreparedLinear* up, prepared_linear(params.up, chunk, prec, held, owner, up_local));
     const auto* src = static_cast<const std::byte*>(in.get(params.up));
     const size_t row_bytes = size_t(H) * (prec == Precision::BF16 ? sizeof(uint16_t) : sizeof(float));
     float* up_out = ws.up.get<float>(size_t(chunk * I));
     for (int64_t r = 0; r < T; r += chunk) {
       const int64_t n = std::min(chunk, T - r);
-      FP4C_TRY(up.run(src + size_t(r) * row_bytes, n, up_out));
+      FP4C_TRY(up->run(src + size_t(r) * row_bytes, n, up_out));
       activation_mul(c.hidden_act, gate + r * I, up_out, n * I);
     }
   }
   if (hook) hook(LinearInput{index, ir::Role::Down, gate, T, I});
   {
     GemmInputs in(gate, T, I, prec, ws, {&params.down});
-    FP4C_TRY(run_linear(params.down, in, T, prec, xn));
+    FP4C_TRY(run_linear(params.down, in, T, prec, held, owner, xn));
   }
   if (!params.mlp_out_norm.empty()) rms_norm(xn, params.mlp_out_norm.data(), T, H, c.rms_norm_eps, xn);
   add_inplace(hidden, xn, T * H);
@@ -454,7 +540,9 @@ Status Forward::head_impl(const std::vector<float>& final_norm, const LinearPara
   ThreadScope threads(options_.threads);
   const Precision prec = options_.precision;
   const int64_t chunk = std::min(chunk_rows, T);
-  FP4C_ASSIGN(PreparedLinear prepared, PreparedLinear::create(lm_head, chunk, prec));
+  std::optional<PreparedLinear> local;
+  const HeldLinears::Owner* owner = consumed ? nullptr : held_->find(&lm_head, prec);
+  FP4C_ASSIGN(const PreparedLinear* prepared, prepared_linear(lm_head, chunk, prec, *held_, owner, local));
   if (consumed) std::vector<float>().swap(consumed->weight);
   // The last chunk is padded with zero rows, so that one primitive serves every chunk.
   float* xn = ws.normed.get<float>(size_t(chunk * H));
@@ -464,7 +552,7 @@ Status Forward::head_impl(const std::vector<float>& final_norm, const LinearPara
     if (n < chunk) std::fill(xn, xn + chunk * H, 0.0f);
     rms_norm(&acts.hidden[size_t(r * H)], final_norm.data(), n, H, config_.rms_norm_eps, xn);
     GemmInputs in(xn, chunk, H, prec, ws, {&lm_head});
-    FP4C_TRY(prepared.run(in.get(lm_head), logits));
+    FP4C_TRY(prepared->run(in.get(lm_head), logits));
     softcap_logits(logits, n * V, config_.final_logit_softcapping);
     sink(r, logits, n);
   }

@@ -19,6 +19,7 @@
 namespace fp4c::runtime {
 
 struct ForwardWorkspace;
+struct HeldLinears;
 
 class Forward final : public Engine {
  public:
@@ -44,6 +45,18 @@ class Forward final : public Engine {
   // that each layer does not pay for fresh pages; this frees them. Copies of a Forward share them, and
   // calls on one Forward or its copies run one at a time (so a hook must not call back into it).
   void release_memory() const override;
+  // While the returned token lives, layer() calls given this very `params` object (unchanged meanwhile)
+  // keep each dense Linear's converted weight for the next call with the same row count, instead of
+  // converting it per call: the stats pass runs each layer once per calibration block with the same
+  // weights. A call with another row count converts afresh (and keeps that one), so every GEMM runs the
+  // primitive and weight layout a fresh conversion would give: the same bits. Dropping the token frees
+  // the converted weights. Tokens for different objects coexist (eval holds two heads); hold one object
+  // once at a time (a second token for the same object replaces the first, and either one dropped frees both).
+  [[nodiscard]] std::shared_ptr<void> hold_converted_weights(const LayerParams& params) const;
+  // The same for head() calls given this `lm_head` object: its conversion for the last row count is kept
+  // (a caller walking the rows in slices converts once for the full slices and once for the last; one
+  // conversion of a 151936 x 896 head is 272 MB, so keeping both row counts would hold twice that).
+  [[nodiscard]] std::shared_ptr<void> hold_converted_head(const LinearParams& lm_head) const override;
 
  private:
   ir::ModelConfig config_;
@@ -51,7 +64,9 @@ class Forward final : public Engine {
   Status head_impl(const std::vector<float>& final_norm, const LinearParams& lm_head, LinearParams* consumed,
                    const Activations& acts, const std::function<void(int64_t, const float*, int64_t)>& sink,
                    int64_t chunk_rows) const;
+  std::shared_ptr<void> hold(const void* object, size_t row_counts) const;
   std::shared_ptr<ForwardWorkspace> workspace_;
+  std::shared_ptr<HeldLinears> held_;
 };
 
 }  // namespace fp4c::runtime

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "${FP4C_SOURCE_DIR:-.}"
 export BUILD=${FP4C_BINARY_DIR:-build} SMOKE=1
-for b in bench/calibrate_e2e.sh bench/quantize_e2e.sh bench/recipes_e2e.sh bench/profile.sh bench/moe_calibrate.sh; do
+for b in bench/calibrate_e2e.sh bench/quantize_e2e.sh bench/recipes_e2e.sh bench/profile.sh bench/moe_calibrate.sh bench/ab_e2e.sh; do
   echo "== $b"
   bash "$b"
 done
