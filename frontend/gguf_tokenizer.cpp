@@ -331,6 +331,7 @@ Expected<GgufTokenizerFiles> gguf_tokenizer_files(const gguf::File& f) {
   {
     // A token listed twice keeps its last id. Appended directly: ordered_json's operator[] searches linearly.
     std::unordered_map<std::string_view, size_t> last;
+    last.reserve(n);
     for (size_t i = 0; i < n; ++i) last[spelled[i]] = i;
     ordered_json vocab = ordered_json::object();
     auto& entries = static_cast<std::vector<std::pair<const std::string, ordered_json>>&>(*vocab.get_ptr<ordered_json::object_t*>());
@@ -430,8 +431,10 @@ Expected<GgufTokenizerFiles> gguf_tokenizer_files(const gguf::File& f) {
   if (m.chat_template) tc["chat_template"] = *m.chat_template;
 
   GgufTokenizerFiles files;
-  files.tokenizer_json = tj.dump(2, ' ', false, json::error_handler_t::strict) + "\n";
-  files.tokenizer_config_json = tc.dump(2, ' ', false, json::error_handler_t::strict) + "\n";
+  files.tokenizer_json = tj.dump(2, ' ', false, json::error_handler_t::strict);  // a few MB: appended to, not copied
+  files.tokenizer_json += '\n';
+  files.tokenizer_config_json = tc.dump(2, ' ', false, json::error_handler_t::strict);
+  files.tokenizer_config_json += '\n';
   return files;
 }
 
