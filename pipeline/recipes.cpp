@@ -41,14 +41,15 @@ const std::vector<Recipe>& builtin_recipes() {
               "per Linear (fused groups together) the quantizer with the least output error on held-out calibration "
               "sequences among max, mse, weighted, 4over6, localhessian, gptq and gptq+localhessian, each norm's "
               "site smoothed (SmoothQuant) where the layer's output errs less, under W4A4 at the best of alpha "
-              "0.3, 0.5, 0.7 (alpha=by-scheme): SmolLM2-135M held-out W4A4 recovery 0.900, the best all-NVFP4 "
-              "recipe on that split (on the README's evaluation split auto-gptaq leads; docs/DECISIONS.md). Build "
+              "0.3, 0.5, 0.7 (alpha=by-scheme): SmolLM2-135M held-out W4A4 recovery 0.900 (signround 0.906, "
+              "auto-gptaq 0.880), the README's evaluation split 0.866 with the best KL of the all-NVFP4 recipes "
+              "but auto-gptaq's (docs/DECISIONS.md). Build "
               "cost (as plain's): 188 s W4A4 (133 s with one alpha; 218 s on 64 x 256 tokens)",
               "stats{second_moments=true},auto,blockscale,pack"),
       builtin("auto-gptaq",
               "'auto' with two more candidates, GPTAQ (GPTQv2: GPTQ against the unquantized model's output from "
               "the quantized model's input) with max and local-Hessian group scales (SmolLM2-135M held-out W4A4 "
-              "recovery 0.880 against auto's 0.900, the README's evaluation split 0.849 against 0.837; stories260K 0.916 "
+              "recovery 0.880 against auto's 0.900, the README's evaluation split 0.845 against 0.866; stories260K 0.916 "
               "against 0.908; 'signround' measures higher on SmolLM2, docs/DECISIONS.md). Build cost "
               "(as plain's): 206 s W4A4 with one alpha; with auto's three 325 s on 64 x 256 tokens (the calibration "
               "set also runs through the layers as quantized and as they are, plus GPTAQ's cross moments, correction "
@@ -59,11 +60,11 @@ const std::vector<Recipe>& builtin_recipes() {
               "(SignRound / AutoRound): per decoder layer 20 signed-gradient steps over 4 calibration sequences "
               "tune each weight's rounding and each block's scale against the unquantized layer's output, W4A4 "
               "activations fake-quantized as served; the best all-NVFP4 W4A4 recipe measured on SmolLM2-135M "
-              "(held-out recovery 0.906 against auto's 0.900 and auto-gptaq's 0.880; evaluation set 0.903 against 0.849; "
+              "(held-out recovery 0.906 against auto's 0.900 and auto-gptaq's 0.880; evaluation set 0.894 against auto's 0.866; "
               "docs/DECISIONS.md). Build cost: per layer 20 forward+backward steps over 4 sequences, 20 forwards "
               "of 4 sequences and 3 forwards of the calibration set; SmolLM2-135M with 48 x 256 calibration "
-              "tokens: 221 CPU-seconds in all (the reconstruction 182, about 6 a layer), so under 4 minutes on "
-              "2 idle cores. Dense Llama/Qwen2/Mistral-style layers only, others refused by name",
+              "tokens: 221 CPU-seconds in all (the reconstruction 182, about 6 a layer); with 64 x 256: 106 s wall, "
+              "198 CPU-seconds on 2 quiet cores. Dense Llama/Qwen2/Mistral-style layers only, others refused by name",
               "stats,smoothquant,stats,signround{iters=20,batch=4},blockscale,pack"),
       builtin("auto-5pct",
               "'auto' with up to 5% of the Linear parameters kept BF16 by the sensitivity pass. Build cost (as "
