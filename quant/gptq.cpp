@@ -56,6 +56,23 @@ uint8_t zero_scale_code(nvfp4::ZeroScale zero) {
 
 float clamp_keep_nan(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
+// A group's FP8 scale code from its current weights x[0..16): local-Hessian when `group_hessian` is given, else
+// the max rule (NVFP4.md §3), an all-zero group taking `zero_code`.
+uint8_t group_scale_code(const float* x, float G, const double* group_hessian, uint8_t zero_code) {
+  if (group_hessian) {
+    uint8_t q[kBlock];
+    return localhessian_block(x, G, group_hessian, zero_code, q);
+  }
+  float a = 0.0f;
+  for (int t = 0; t < kBlock; ++t) {
+    const float ax = std::fabs(x[t]);
+    if (std::isnan(ax) || ax > a) a = ax;
+  }
+  uint8_t s = fp8_e4m3::encode(clamp_keep_nan(G * (a / 6.0f), -448.0f, 448.0f));
+  if ((s & 0x7F) == 0) s = zero_code;
+  return s;
+}
+
 // H[a][b] of a symmetric H, read from its upper triangle (diagonal included).
 inline double h_sym(const double* h, int64_t n, int64_t a, int64_t b) {
   return a <= b ? h[a * n + b] : h[b * n + a];
@@ -352,21 +369,9 @@ void quantize_tile(float* w, int64_t rows, int64_t cols, const float* u, float G
       const int64_t g1 = g0 + kBlock;
       // The group's scale, from its current weights.
       for (int64_t r = 0; r < rows; ++r) {
-        const float* x = w + r * cols + g0;
-        if (group_hessians) {
-          uint8_t q[kBlock];
-          const uint8_t s = localhessian_block(x, G, group_hessians + (g0 / kBlock) * kBlock * kBlock, zero_code, q);
-          scale_codes[r * groups + g0 / kBlock] = s;
-          d[size_t(r)] = fp8_e4m3::decode(s) / G;
-          continue;
-        }
-        float a = 0.0f;
-        for (int t = 0; t < kBlock; ++t) {
-          const float ax = std::fabs(x[t]);
-          if (std::isnan(ax) || ax > a) a = ax;
-        }
-        uint8_t s = fp8_e4m3::encode(clamp_keep_nan(G * (a / 6.0f), -448.0f, 448.0f));
-        if ((s & 0x7F) == 0) s = zero_code;
+        const uint8_t s = group_scale_code(w + r * cols + g0, G,
+                                           group_hessians ? group_hessians + (g0 / kBlock) * kBlock * kBlock : nullptr,
+                                           zero_code);
         scale_codes[r * groups + g0 / kBlock] = s;
         d[size_t(r)] = fp8_e4m3::decode(s) / G;
       }
@@ -445,20 +450,9 @@ void quantize_tile_asym(float* w, int64_t rows, int64_t cols, const float* u, co
       const int64_t g1 = g0 + kBlock;
       // The group's scale, from its current weights.
       for (int64_t r = 0; r < rows; ++r) {
-        const float* x = w + r * cols + g0;
-        uint8_t s;
-        if (group_hessians) {
-          uint8_t q[kBlock];
-          s = localhessian_block(x, G, group_hessians + (g0 / kBlock) * kBlock * kBlock, zero_code, q);
-        } else {
-          float a = 0.0f;
-          for (int t = 0; t < kBlock; ++t) {
-            const float ax = std::fabs(x[t]);
-            if (std::isnan(ax) || ax > a) a = ax;
-          }
-          s = fp8_e4m3::encode(clamp_keep_nan(G * (a / 6.0f), -448.0f, 448.0f));
-          if ((s & 0x7F) == 0) s = zero_code;
-        }
+        const uint8_t s = group_scale_code(w + r * cols + g0, G,
+                                           group_hessians ? group_hessians + (g0 / kBlock) * kBlock * kBlock : nullptr,
+                                           zero_code);
         scale_codes[r * groups + g0 / kBlock] = s;
         d[size_t(r)] = fp8_e4m3::decode(s) / G;
       }
@@ -493,20 +487,8 @@ void quantize_row_asym(float* w, int64_t cols, const float* u, const float* p, f
   float dr = 1.0f;
   for (int64_t i = 0; i < cols; ++i) {
     if (i % kBlock == 0) {
-      const float* x = w + i;
-      uint8_t s;
-      if (group_hessians) {
-        uint8_t q[kBlock];
-        s = localhessian_block(x, G, group_hessians + (i / kBlock) * kBlock * kBlock, zero_code, q);
-      } else {
-        float a = 0.0f;
-        for (int t = 0; t < kBlock; ++t) {
-          const float ax = std::fabs(x[t]);
-          if (std::isnan(ax) || ax > a) a = ax;
-        }
-        s = fp8_e4m3::encode(clamp_keep_nan(G * (a / 6.0f), -448.0f, 448.0f));
-        if ((s & 0x7F) == 0) s = zero_code;
-      }
+      const uint8_t s = group_scale_code(
+          w + i, G, group_hessians ? group_hessians + (i / kBlock) * kBlock * kBlock : nullptr, zero_code);
       scale_codes[i / kBlock] = s;
       dr = fp8_e4m3::decode(s) / G;
     }
