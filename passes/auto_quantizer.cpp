@@ -16,6 +16,7 @@
 
 #include "formats/convert.h"
 #include "formats/hash.h"
+#include "passes/layer_slots.h"
 #include "formats/nvfp4.h"
 #include "quant/output_error.h"
 #include "passes/quantizers.h"
@@ -44,33 +45,6 @@ runtime::Activations first_sequences(const runtime::Activations& acts, int64_t t
   return out;
 }
 
-// The Linear of `role` in a layer's parameters; an expert's (gate, up, down) when `expert` >= 0.
-const runtime::LinearParams* slot(const runtime::LayerParams& p, ir::Role role, int expert = -1) {
-  if (expert >= 0) {
-    if (size_t(expert) >= p.experts.size()) return nullptr;
-    const auto& e = p.experts[size_t(expert)];
-    switch (role) {
-      case ir::Role::Gate: return &e.gate;
-      case ir::Role::Up: return &e.up;
-      case ir::Role::Down: return &e.down;
-      default: return nullptr;
-    }
-  }
-  switch (role) {
-    case ir::Role::Q: return &p.q;
-    case ir::Role::K: return &p.k;
-    case ir::Role::V: return &p.v;
-    case ir::Role::O: return &p.o;
-    case ir::Role::Gate: return &p.gate;
-    case ir::Role::Up: return &p.up;
-    case ir::Role::Down: return &p.down;
-    default: return nullptr;
-  }
-}
-
-runtime::LinearParams* slot(runtime::LayerParams& p, ir::Role role, int expert = -1) {
-  return const_cast<runtime::LinearParams*>(slot(std::as_const(p), role, expert));
-}
 
 // The statistics of a site whose input channels are multiplied by m (m_j >= 0): what the stats pass
 // would measure on the smoothed model, up to float rounding.
@@ -307,7 +281,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
         const SmoothedVariant* sv = sm ? &u.site->variants[v - 1] : nullptr;
         const size_t c = v * n + u.best[v];
         for (ir::TensorId m : u.members) {
-          runtime::LinearParams* lp = slot(q, model.tensors[m].role, model.tensors[m].expert.value_or(-1));
+          runtime::LinearParams* lp = linear_slot(q, model.tensors[m].role, model.tensors[m].expert.value_or(-1));
           if (!lp) continue;
           auto it = layer_results.find(m);
           if (it == layer_results.end() || c >= it->second.size() || !it->second[c]) {
@@ -490,7 +464,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       // The fused group's global scale, as pack computes it (max |W| over the members).
       float group_amax = 0;
       for (ir::Role r : members)
-        if (const auto* w = slot(p, r, in.expert)) group_amax = std::max(group_amax, nvfp4::amax_f32(w->weight));
+        if (const auto* w = linear_slot(p, r, in.expert)) group_amax = std::max(group_amax, nvfp4::amax_f32(w->weight));
       const float G = nvfp4::global_scale(group_amax);
       // An expert's own routed tokens' statistics, or its layer's below kMinExpertTokens (weight_input_stats).
       const auto find_site = [&](const ActivationStats& stats) {
@@ -520,7 +494,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           if (int64_t(norm.size()) != in.cols || site->cols() != in.cols) break;
           std::vector<const runtime::LinearParams*> balanced;
           for (ir::Role r : members)
-            if (const auto* w = slot(p, r); w && w->in == in.cols) balanced.push_back(w);
+            if (const auto* w = linear_slot(p, r); w && w->in == in.cols) balanced.push_back(w);
           smoothed = std::make_unique<SmoothedSite>();
           smoothed->layer = in.layer;
           smoothed->role = in.role;
@@ -546,7 +520,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
           float amax = 0;
           for (ir::TensorId c : smoothed->consumers) {
             const ir::Role r = model.tensors[c].role;
-            const auto* w = slot(p, r);
+            const auto* w = linear_slot(p, r);
             if (!w) continue;
             auto& ws = sv.weight[r];
             ws.resize(w->weight.size());
@@ -562,7 +536,7 @@ Status choose_quantizers(ir::Model& model, const runtime::Forward& forward, runt
       bool any = false;
       for (ir::Role r : members) {
         auto it = linear.find({in.layer, r, in.expert});
-        const runtime::LinearParams* w = slot(p, r, in.expert);
+        const runtime::LinearParams* w = linear_slot(p, r, in.expert);
         if (it == linear.end() || !w) continue;
         any = true;
         const ir::TensorId id = it->second;

@@ -11,6 +11,7 @@
 
 #include "formats/hash.h"
 #include "formats/nvfp4.h"
+#include "passes/layer_slots.h"
 #include "quant/signround.h"
 #include "runtime/layer_grad.h"
 
@@ -20,18 +21,6 @@ namespace {
 constexpr ir::Role kRoles[] = {ir::Role::Q, ir::Role::K, ir::Role::V, ir::Role::O,
                                ir::Role::Gate, ir::Role::Up, ir::Role::Down};
 
-runtime::LinearParams* slot(runtime::LayerParams& p, ir::Role role) {
-  switch (role) {
-    case ir::Role::Q: return &p.q;
-    case ir::Role::K: return &p.k;
-    case ir::Role::V: return &p.v;
-    case ir::Role::O: return &p.o;
-    case ir::Role::Gate: return &p.gate;
-    case ir::Role::Up: return &p.up;
-    case ir::Role::Down: return &p.down;
-    default: return nullptr;
-  }
-}
 
 std::vector<float>* grad_slot(runtime::LayerGradients& g, ir::Role role) {
   switch (role) {
@@ -80,8 +69,8 @@ runtime::LayerParams quantized_layer(const runtime::LayerParams& p, const std::v
   runtime::LayerParams q = p;
   for (size_t i = 0; i < tuned.size(); ++i) {
     const Tuned& t = tuned[i];
-    runtime::LinearParams* lp = slot(q, t.role);
-    const runtime::LinearParams* src = slot(const_cast<runtime::LayerParams&>(p), t.role);
+    runtime::LinearParams* lp = linear_slot(q, t.role);
+    const runtime::LinearParams* src = linear_slot(p, t.role);
     std::vector<uint8_t> packed(size_t(t.out * t.in / 2)), scales(size_t(t.out * t.in / 16));
     quant::quantize_with_offsets(t.values(*src), t.out, t.in, t.G, s.v[i].data(),
                                  s.alpha[i].empty() ? nullptr : s.alpha[i].data(), packed.data(), scales.data(),
@@ -157,7 +146,7 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
       auto it = linear.find({l, role});
       if (it == linear.end() || decisions[it->second].format != ir::Format::NVFP4) continue;
       const ir::TensorId id = it->second;
-      const runtime::LinearParams* w = slot(p, role);
+      const runtime::LinearParams* w = linear_slot(p, role);
       for (float x : w->weight)
         if (!std::isfinite(x)) return make_error("signround: " + model.tensors[id].name + ": a non-finite weight");
       if (w->in % 16 != 0) return make_error("signround: " + model.tensors[id].name + ": in_features % 16 != 0");
@@ -165,7 +154,7 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
       if (const ir::FusedGroup* g = model.group_of(id))
         for (ir::TensorId m : g->members)
           if (m != id && model.tensors[m].layer == l)
-            if (const runtime::LinearParams* o = slot(p, model.tensors[m].role)) amax = std::max(amax, nvfp4::amax_f32(o->weight));
+            if (const runtime::LinearParams* o = linear_slot(p, model.tensors[m].role)) amax = std::max(amax, nvfp4::amax_f32(o->weight));
       Tuned t;
       t.id = id;
       t.role = role;
@@ -255,7 +244,7 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
         const float lr = float(lr0 * (1.0 - double(it) / double(options.iters)));
         for (size_t i = 0; i < tuned.size(); ++i) {
           const Tuned& t = tuned[i];
-          const runtime::LinearParams* w = slot(p, t.role);
+          const runtime::LinearParams* w = linear_slot(p, t.role);
           dv.resize(size_t(t.out * t.in));
           dalpha.resize(size_t(t.out * t.in / 16));
           quant::offset_gradients(t.values(*w), t.out, t.in, t.G, cur.v[i].data(),
@@ -311,7 +300,7 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
         prequantized[t.id].reset();
         if (!rec.tuned) continue;
       }
-      const runtime::LinearParams* w = slot(p, t.role);
+      const runtime::LinearParams* w = linear_slot(p, t.role);
       ir::Prequantized pq;
       pq.quantizer = "signround";
       const hash::Digest d = hash::xxh3_128(std::as_bytes(std::span(w->weight)));
