@@ -22,16 +22,8 @@ threads=${THREADS:-2}
 precision=${PRECISION:-bf16}
 samples=${SAMPLES:-16}
 seq_len=${SEQ_LEN:-512}
-name=$preset; [ "$layers" -gt 0 ] && name="$preset-${layers}l"
-model=$work/$name
-mkdir -p "$work"
-if [ ! -f "$model/config.json" ]; then
-  extra=(); [ "$layers" -gt 0 ] && extra=(--layers "$layers")
-  "$build/fp4c-synth" --preset "$preset" --out "$model" "${extra[@]}"
-fi
-data=$work/random-${samples}x${seq_len}.jsonl
-python3 "$(dirname "$0")/random_ids.py" "$data" "$samples" "$seq_len"
-tokens=$((samples * seq_len))
+. "$(dirname "$0")/synth_setup.sh"
+synth_setup "$build"
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 cal=(); cal_rss=(); ev=(); ev_rss=()

@@ -28,16 +28,8 @@ threads=${THREADS:-2}
 precision=${PRECISION:-bf16}
 samples=${SAMPLES:-16}
 seq_len=${SEQ_LEN:-512}
-name=$preset; [ "$layers" -gt 0 ] && name="$preset-${layers}l"
-model=$work/$name
-mkdir -p "$work"
-if [ ! -f "$model/config.json" ]; then
-  extra=(); [ "$layers" -gt 0 ] && extra=(--layers "$layers")
-  "$build/fp4c-synth" --preset "$preset" --out "$model" "${extra[@]}" > /dev/null
-fi
-data=$work/random-${samples}x${seq_len}.jsonl
-python3 "$(dirname "$0")/random_ids.py" "$data" "$samples" "$seq_len"
-tokens=$((samples * seq_len))
+. "$(dirname "$0")/synth_setup.sh"
+synth_setup "$build"
 grep -o 'avx512_bf16\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ' | sed 's/^/cpu features: /; s/$/\n/'
 grep -m1 'model name' /proc/cpuinfo | sed 's/.*: /cpu: /'
 # Which kernels oneDNN picked (AMX, AVX-512 BF16, ...): a short verbose run on the first 64 tokens.
