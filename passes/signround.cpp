@@ -47,6 +47,9 @@ struct Tuned {
   // takes the weight's place, and its block scales, which take the max rule's. Empty: round-to-nearest.
   std::vector<float> base;
   std::vector<uint8_t> base_scales;
+  // With a rival: its dequantized weight (empty: it has none, round-to-nearest stands in) and bytes.
+  std::vector<float> rival;
+  std::vector<uint8_t> rival_packed, rival_scales;
   const float* values(const runtime::LinearParams& w) const { return base.empty() ? w.weight.data() : base.data(); }
   const uint8_t* scales() const { return base_scales.empty() ? nullptr : base_scales.data(); }
 };
@@ -77,6 +80,14 @@ runtime::LayerParams quantized_layer(const runtime::LayerParams& p, const std::v
                                  nvfp4::ZeroScale::CompressedTensors, lp->weight.data(), nullptr, t.scales());
     lp->input_global_scale = t.gx;
   }
+  return q;
+}
+
+// The layer with every tuned Linear at its rival (round-to-nearest where it has none).
+runtime::LayerParams rival_layer(const runtime::LayerParams& p, const std::vector<Tuned>& tuned, const State& rtn) {
+  runtime::LayerParams q = quantized_layer(p, tuned, rtn);
+  for (const Tuned& t : tuned)
+    if (!t.rival.empty()) linear_slot(q, t.role)->weight = t.rival;
   return q;
 }
 
@@ -114,6 +125,9 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
   }
   auto& choice = model.annotations.choice;
   auto& prequantized = model.annotations.prequantized;
+  const bool rival = options.rival_judge != nullptr;
+  if (rival && !options.start) return make_error("signround: a rival needs the quantizer that makes it");
+  if (rival && options.rival_judge->empty()) return make_error("signround: no sequences to judge the rival on");
   if (!options.start) {
     choice.assign(model.tensors.size(), std::nullopt);
     prequantized.assign(model.tensors.size(), std::nullopt);
@@ -134,6 +148,12 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
   // The two streams: through the unquantized layers (the targets) and through the layers as quantized.
   FP4C_ASSIGN(runtime::Activations fp_acts, forward.embed(weights, calibration));
   runtime::Activations q_acts = fp_acts;
+  // With a rival: the judging sequences through the unquantized layers and through the layers as kept.
+  runtime::Activations judge_fp, judge_q;
+  if (rival) {
+    FP4C_ASSIGN(judge_fp, forward.embed(weights, *options.rival_judge));
+    judge_q = judge_fp;
+  }
   std::vector<SignRoundLayer> report;
   const int layers = int(c.num_hidden_layers);
   for (int l = 0; l < layers; ++l) {
@@ -167,7 +187,12 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
       if (options.start) {
         std::vector<uint8_t> packed(w->weight.size() / 2), scales(w->weight.size() / 16);
         FP4C_ASSIGN(const bool from, options.start(id, w->weight, t.G, packed, scales));
-        if (from) {
+        if (from && rival) {
+          t.rival.resize(w->weight.size());
+          nvfp4::dequantize(packed.data(), scales.data(), t.out, t.in, t.G, t.rival.data());
+          t.rival_packed = std::move(packed);
+          t.rival_scales = std::move(scales);
+        } else if (from) {
           t.base.resize(w->weight.size());
           nvfp4::dequantize(packed.data(), scales.data(), t.out, t.in, t.G, t.base.data());
           t.base_scales = std::move(scales);
@@ -269,6 +294,7 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
     // Round-to-nearest and the kept iterate over every calibration sequence, as the runtime serves them; the
     // better one (ties: round-to-nearest) is the layer's choice and gives the next layer its input.
     runtime::Activations rtn_out = q_acts;
+    const runtime::Activations q_acts_in = rival ? q_acts : runtime::Activations{};
     FP4C_TRY(forward.layer(l, quantized_layer(p, tuned, rtn), rtn_out));
     rec.rtn_loss = T > 0 ? sum_sq_diff(rtn_out.hidden.data(), fp_acts.hidden.data(), T * H) / double(T * H) : 0.0;
     rec.tuned_loss = rec.rtn_loss;
@@ -281,12 +307,54 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
     } else {
       q_acts = std::move(rtn_out);
     }
+    if (rival) {
+      // The layer as tuned (or round-to-nearest) against its rival, on the judging sequences.
+      FP4C_TRY(forward.layer(l, p, judge_fp));
+      const int64_t J = judge_fp.tokens();
+      runtime::Activations own_out = judge_q, rival_out = judge_q;
+      FP4C_TRY(forward.layer(l, quantized_layer(p, tuned, rec.tuned ? best : rtn), own_out));
+      const runtime::LayerParams rp = rival_layer(p, tuned, rtn);
+      FP4C_TRY(forward.layer(l, rp, rival_out));
+      rec.own_judged = J > 0 ? sum_sq_diff(own_out.hidden.data(), judge_fp.hidden.data(), J * H) / double(J * H) : 0.0;
+      rec.rival_judged = J > 0 ? sum_sq_diff(rival_out.hidden.data(), judge_fp.hidden.data(), J * H) / double(J * H) : 0.0;
+      rec.rival_kept = !(rec.own_judged < rec.rival_judged);
+      if (rec.rival_kept) {
+        judge_q = std::move(rival_out);
+        q_acts = q_acts_in;   // the calibration sequences through the rival instead
+        FP4C_TRY(forward.layer(l, rp, q_acts));
+      } else {
+        judge_q = std::move(own_out);
+      }
+    }
 
     // The choices, and the tuned bytes for pack.
     const double ref = rec.reference > 0 ? rec.reference : 1.0;
     for (size_t i = 0; i < tuned.size(); ++i) {
       const Tuned& t = tuned[i];
-      if (!t.base.empty()) {
+      if (rival && rec.rival_kept) {
+        // The rival's choice and bytes stay (round-to-nearest where it had none); tuning's figure joins them.
+        if (t.rival.empty()) {
+          ir::QuantizerChoice qc;
+          qc.chosen = {"max", false};
+          qc.candidates = {{{"max", false}, rec.rival_judged / ref}, {{"signround", false}, rec.own_judged / ref}};
+          choice[t.id] = std::move(qc);
+          prequantized[t.id].reset();
+        } else if (choice[t.id]) {
+          choice[t.id]->candidates.emplace_back(ir::AutoCandidate{"signround", false}, rec.own_judged / ref);
+        }
+        continue;
+      }
+      if (rival) {
+        // Tuned (or round-to-nearest) won over the rival: a choice of its own, the rival's figure beside it.
+        ir::QuantizerChoice qc;
+        const bool smoothed = choice[t.id] && choice[t.id]->chosen.smoothed;
+        qc.chosen = {rec.tuned ? "signround" : "max", smoothed};
+        qc.candidates = {{{"max", false}, rec.rtn_loss / ref}, {{"signround", false}, rec.tuned_loss / ref}};
+        if (choice[t.id]) qc.candidates.emplace_back(choice[t.id]->chosen, rec.rival_judged / ref);
+        choice[t.id] = std::move(qc);
+        prequantized[t.id].reset();
+        if (!rec.tuned) continue;
+      } else if (!t.base.empty()) {
         // Started from another pass's choice: it stays unless tuning won; its figure joins the candidates.
         if (!choice[t.id]) return make_error("signround: " + model.tensors[t.id].name + ": a start without a choice");
         choice[t.id]->candidates.emplace_back(ir::AutoCandidate{"signround", false}, rec.tuned_loss / ref);
@@ -338,13 +406,21 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
 }
 
 std::string format_signround(const std::vector<SignRoundLayer>& layers) {
-  std::string out = "layer   start MSE / ref   tuned MSE / ref   best step   kept     seconds\n";
-  char line[160];
+  const bool rival = std::any_of(layers.begin(), layers.end(), [](const SignRoundLayer& r) { return r.rival_judged > 0 || r.rival_kept; });
+  std::string out = "layer   start MSE / ref   tuned MSE / ref   best step   kept     seconds";
+  out += rival ? "   held-out: own / ref   rival / ref   kept\n" : "\n";
+  char line[200];
   for (const SignRoundLayer& r : layers) {
     const double ref = r.reference > 0 ? r.reference : 1.0;
-    std::snprintf(line, sizeof line, "%5d   %15.4e   %15.4e   %9d   %-6s %9.2f\n", r.layer, r.rtn_loss / ref,
+    std::snprintf(line, sizeof line, "%5d   %15.4e   %15.4e   %9d   %-6s %9.2f", r.layer, r.rtn_loss / ref,
                   r.tuned_loss / ref, r.best_iter, r.tuned ? "tuned" : "start", r.seconds);
     out += line;
+    if (rival) {
+      std::snprintf(line, sizeof line, "   %19.4e   %11.4e   %s", r.own_judged / ref, r.rival_judged / ref,
+                    r.rival_kept ? "rival" : "own");
+      out += line;
+    }
+    out += "\n";
   }
   return out;
 }

@@ -45,6 +45,13 @@ struct SignRoundOptions {
   std::function<Expected<bool>(ir::TensorId id, const std::vector<float>& weight, float G,
                                std::vector<uint8_t>& packed, std::vector<uint8_t>& scales)>
       start;
+  // Where set (with `start`): `start`'s result is a rival instead of where tuning starts. Every Linear is
+  // tuned from round-to-nearest as without `start`; then each layer's rival (every Linear at `start`'s codes
+  // and block scales) and its tuned-or-round-to-nearest rounding are measured on these sequences (held out
+  // from `calibration`: the `auto` pass's), each through the layers before it as kept, against the
+  // unquantized layer on the unquantized stream; the lesser error wins (ties: the rival) and gives the next
+  // layer its input.
+  const std::vector<std::vector<int32_t>>* rival_judge = nullptr;
 };
 
 // One layer's outcome, for describe() and the tests.
@@ -55,6 +62,10 @@ struct SignRoundLayer {
   double reference = 0;                  // mean square of the unquantized layer's output
   int best_iter = 0;                     // 0: round-to-nearest was the best step
   bool tuned = false;                    // the tuned rounding was kept
+  // With a rival (SignRoundOptions::rival_judge): the mean squared output error on the judging sequences of
+  // the rival and of the tuned-or-round-to-nearest layer, and whether the rival won.
+  double rival_judged = 0, own_judged = 0;
+  bool rival_kept = false;
   double seconds = 0;
 };
 

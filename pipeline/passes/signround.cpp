@@ -26,6 +26,7 @@ class SignRoundPass final : public Pass {
     options_.scale_min = std::strtof(inv.option("scale_min").c_str(), nullptr);
     options_.seed = uint64_t(std::strtoull(inv.option("seed").c_str(), nullptr, 10));
     from_auto_ = inv.option("start") == "auto";
+    rival_auto_ = inv.option("rival") == "auto";
   }
 
   Status run(PassContext& ctx) override {
@@ -38,7 +39,11 @@ class SignRoundPass final : public Pass {
     for (const auto& s : ctx.calibration->sequences) tokens += int64_t(s.size());
     passes::SignRoundOptions options = options_;
     options.threads = ctx.forward.threads;
-    if (from_auto_) {
+    if (rival_auto_) {
+      if (ctx.heldout.empty()) return make_error("signround{rival=auto}: the 'auto' pass held no sequences out");
+      options.rival_judge = &ctx.heldout;
+    }
+    if (from_auto_ || rival_auto_) {
       // auto's choice of each Linear, as pack would write it: its bytes where auto kept them for this weight,
       // else computed here from the statistics (as pack computes them).
       ir::Model& model = ctx.model;
@@ -83,6 +88,7 @@ class SignRoundPass final : public Pass {
  private:
   passes::SignRoundOptions options_;
   bool from_auto_ = false;
+  bool rival_auto_ = false;
   std::vector<passes::SignRoundLayer> layers_;
 };
 
@@ -111,14 +117,25 @@ const PassDefinition& SignRoundPass_definition() {
         {"start", OptionType::Choice, "rtn",
          "where each Linear starts: round-to-nearest (AutoRound's), or the choice of an 'auto' pass before this one "
          "(its codes and block scales; a layer keeps auto's choice where tuning does not lower its error)",
-         {"rtn", "auto"}}},
+         {"rtn", "auto"}},
+        {"rival", OptionType::Choice, "none",
+         "auto: each layer is tuned from round-to-nearest, then keeps the choices of the 'auto' pass before this one "
+         "instead where they give the layer's output less error on auto's held-out sequences (auto as a candidate "
+         "per layer)",
+         {"none", "auto"}}},
        {"stats"},
        {}},
       [](const PassInvocation& inv, CheckState& s) -> Status {
         if (!s.have_calibration) return make_error("pass 'signround' needs a calibration set (--calib)");
+        const bool after_auto = inv.option("start") == "auto" || inv.option("rival") == "auto";
+        if (inv.option("start") == "auto" && inv.option("rival") == "auto")
+          return make_error("pass 'signround': start=auto and rival=auto exclude each other (auto's choice either "
+                            "starts the tuning or competes with it)");
         if (inv.option("start") == "auto" && s.quantizer_chosen_by != "auto")
           return make_error("pass 'signround{start=auto}' needs an 'auto' pass before it");
-        if (s.quantizer_chosen_by && inv.option("start") != "auto")
+        if (inv.option("rival") == "auto" && s.quantizer_chosen_by != "auto")
+          return make_error("pass 'signround{rival=auto}' needs an 'auto' pass before it");
+        if (s.quantizer_chosen_by && !after_auto)
           return make_error("pass 'signround' after '" + *s.quantizer_chosen_by +
                             "': each Linear's quantizer is chosen by one pass");
         FP4C_TRY(refuse_for_mxfp4(s, "signround"));

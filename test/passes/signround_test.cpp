@@ -71,11 +71,12 @@ class MemorySink : public ir::ArtifactSink {
 
 // The layers as the pass chose them, run here: each layer's output error against the unquantized model's,
 // layer by layer (the quantized stream through the chosen layers, the target through the unquantized ones).
-std::vector<double> chosen_layer_errors(Fixture& f, const std::map<std::pair<ir::TensorId, int>, std::vector<std::byte>>& art) {
+std::vector<double> chosen_layer_errors(Fixture& f, const std::map<std::pair<ir::TensorId, int>, std::vector<std::byte>>& art,
+                                        const std::vector<std::vector<int32_t>>* sequences = nullptr) {
   auto& model = f.ckpt->model;
   runtime::Forward forward(model.config, {});
   runtime::CheckpointWeights w(model, f.ckpt->refs, false);
-  auto fp = forward.embed(w, f.calib);
+  auto fp = forward.embed(w, sequences ? *sequences : f.calib);
   EXPECT_TRUE(fp.ok());
   runtime::Activations q = *fp;
   std::vector<double> out;
@@ -288,6 +289,75 @@ TEST(SignRound, StartsFromAnotherChoice) {
   }
 }
 
+// A rival (as signround{rival=auto} has auto's choice): each layer is tuned from round-to-nearest, then the
+// rival and the tuned layer are measured on other sequences through the layers as kept, the lesser kept (ties:
+// the rival). The artifact run here on those sequences gives each layer the kept figure; the choices follow the
+// verdicts. Rivals: mse (either may win), round-to-nearest itself with no steps (a tie everywhere: the rival),
+// and a spoiled one (the weight times 1.5, quantized: tuning wins everywhere).
+TEST(SignRound, CompetesWithARival) {
+  enum class Rival { Mse, Same, Spoiled };
+  for (Rival kind : {Rival::Mse, Rival::Same, Rival::Spoiled}) {
+    Fixture f(true);
+    SCOPED_TRACE("rival " + std::to_string(int(kind)) + ", seed " + std::to_string(f.seed));
+    auto& model = f.ckpt->model;
+    const auto q = passes::parse_quantizer(kind == Rival::Mse ? "mse" : "max");
+    ASSERT_TRUE(q.has_value());
+    model.annotations.choice.assign(model.tensors.size(), std::nullopt);
+    model.annotations.prequantized.assign(model.tensors.size(), std::nullopt);
+    for (ir::TensorId id : model.linear_weights())
+      if (model.annotations.decision[id].format == ir::Format::NVFP4)
+        model.annotations.choice[id] = ir::QuantizerChoice{{q->name(), true}, {{{q->name(), true}, 0.5}}, std::nullopt};
+    const ir::Model rival_model = model;
+    const auto judge = random_sequences(f.seed + 7, f.shape.vocab);
+    passes::SignRoundOptions o;
+    o.iters = kind == Rival::Same ? 0 : 20;
+    o.batch = 2;
+    o.rival_judge = &judge;
+    o.start = [&](ir::TensorId id, const std::vector<float>& w, float G, std::vector<uint8_t>& packed,
+                  std::vector<uint8_t>& scales) -> Expected<bool> {
+      const auto& t = model.tensors[id];
+      std::vector<float> x = w;
+      if (kind == Rival::Spoiled)
+        for (float& v : x) v *= 1.5f;
+      FP4C_TRY(passes::quantize_weight(*q, x.data(), t.shape[0], t.shape[1], G, nullptr, t.module, packed.data(),
+                                       scales.data(), nvfp4::ZeroScale::CompressedTensors, nullptr));
+      return true;
+    };
+    auto layers = f.run(o);
+    ASSERT_TRUE(layers.ok()) << layers.error().message;
+    for (const auto& r : *layers) {
+      EXPECT_GT(r.own_judged, 0.0);
+      EXPECT_GT(r.rival_judged, 0.0);
+      EXPECT_EQ(r.rival_kept, !(r.own_judged < r.rival_judged));
+      EXPECT_LE(r.tuned_loss, r.rtn_loss);
+      if (kind == Rival::Same) EXPECT_TRUE(r.rival_kept);
+      if (kind == Rival::Spoiled) EXPECT_FALSE(r.rival_kept);
+    }
+    for (ir::TensorId id : model.linear_weights()) {
+      const auto& c = model.annotations.choice[id];
+      if (!c) continue;
+      const auto& r = (*layers)[size_t(*model.tensors[id].layer)];
+      const std::string own = r.tuned ? "signround" : "max";
+      EXPECT_EQ(c->chosen.quantizer, r.rival_kept ? q->name() : own) << model.tensors[id].name;
+      EXPECT_TRUE(c->chosen.smoothed);   // the site's smoothing stays whoever wins
+      EXPECT_EQ(model.annotations.prequantized[id].has_value(), !r.rival_kept && r.tuned);
+    }
+    if (kind == Rival::Spoiled) continue;   // pack makes the rival from the unspoiled weight
+    const auto art = pack(f, model);
+    const auto errs = chosen_layer_errors(f, art, &judge);
+    for (size_t l = 0; l < errs.size(); ++l) {
+      const auto& r = (*layers)[l];
+      const double kept = r.rival_kept ? r.rival_judged : r.own_judged;
+      EXPECT_NEAR(errs[l], kept, 1e-6 * (1 + kept)) << "layer " << l;
+    }
+    // The rival alone (its artifact) gives layer 0 the rival's figure.
+    ir::Model only_rival = rival_model;
+    const auto rival_errs = chosen_layer_errors(f, pack(f, only_rival), &judge);
+    EXPECT_NEAR(rival_errs[0], (*layers)[0].rival_judged, 1e-6 * (1 + (*layers)[0].rival_judged));
+    EXPECT_LE(errs[0], rival_errs[0]);
+  }
+}
+
 TEST(SignRound, Errors) {
   Fixture f(true);
   passes::SignRoundOptions o;
@@ -314,7 +384,10 @@ TEST(SignRound, Errors) {
                         Case{"stats{second_moments=true},signround,auto,blockscale,pack", true, "after 'signround'"},
                         Case{"stats{second_moments=true},signround,gptq,blockscale,pack", true, "after 'signround'"},
                         Case{"stats,signround,blockscale{rule=mse},pack", true, "signround"},
-                        Case{"stats,signround{start=auto},blockscale,pack", true, "needs an 'auto' pass before it"}}) {
+                        Case{"stats,signround{start=auto},blockscale,pack", true, "needs an 'auto' pass before it"},
+                        Case{"stats,signround{rival=auto},blockscale,pack", true, "needs an 'auto' pass before it"},
+                        Case{"stats{second_moments=true},auto,signround{start=auto,rival=auto},blockscale,pack", true,
+                             "exclude each other"}}) {
     auto p = pipeline::parse_pipeline(c.text);
     ASSERT_TRUE(p.ok()) << p.error().message;
     auto st = pipeline::check_pipeline(*p, passes::Scheme::W4A4, c.calib);
@@ -322,7 +395,8 @@ TEST(SignRound, Errors) {
     EXPECT_NE(st.error().message.find(c.error), std::string::npos) << st.error().message;
   }
   for (const char* text : {"stats,signround{iters=20,batch=8},blockscale,pack",
-                           "stats{second_moments=true},auto,signround{start=auto},blockscale,pack"}) {
+                           "stats{second_moments=true},auto,signround{start=auto},blockscale,pack",
+                           "stats{second_moments=true},auto,signround{rival=auto},blockscale,pack"}) {
     auto p = pipeline::parse_pipeline(text);
     ASSERT_TRUE(p.ok()) << p.error().message;
     EXPECT_TRUE(pipeline::check_pipeline(*p, passes::Scheme::W4A4, true).ok()) << text;
