@@ -82,10 +82,10 @@ def versions():
     return out
 
 
-def load_model(path):
+def load_model(path, dtype):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     tok = AutoTokenizer.from_pretrained(path)
     return model, tok
 
@@ -110,7 +110,7 @@ def llmc_recipe(run):
 def build_llmc(run, args, records, out_dir):
     from datasets import Dataset
     from llmcompressor import oneshot
-    model, tok = load_model(args.model)
+    model, tok = load_model(args.model, args.dtype)
     ds = Dataset.from_dict({
         "input_ids": records,
         "attention_mask": [[1] * len(r) for r in records],
@@ -144,6 +144,22 @@ def build_ar(run, args, records, out_dir):
         device_map="cpu",
     )
     ar.quantize_and_save(out_dir, format="llm_compressor")
+    # auto-round 0.15.1 writes into OUT/<model name>-<scheme> (here smollm2-bf16-nvfp-w4g16): lift it up.
+    inner = artifact_dir(out_dir)
+    if inner != out_dir:
+        for name in os.listdir(inner):
+            os.replace(os.path.join(inner, name), os.path.join(out_dir, name))
+        os.rmdir(inner)
+
+
+def artifact_dir(out_dir):
+    """out_dir, or the one subdirectory holding config.json where auto-round put the artifact."""
+    if os.path.isfile(os.path.join(out_dir, "config.json")):
+        return out_dir
+    subs = [d for d in sorted(os.listdir(out_dir)) if os.path.isfile(os.path.join(out_dir, d, "config.json"))]
+    if len(subs) != 1:
+        raise SystemExit(f"{out_dir}: no config.json, and {len(subs)} subdirectories hold one")
+    return os.path.join(out_dir, subs[0])
 
 
 LABELS = {
@@ -160,7 +176,7 @@ LABELS = {
 def evaluate(run, args):
     import subprocess
     out_dir = os.path.join(args.out, run)
-    cmd = [args.fp4c, "eval", "--model", args.model, "--artifact", out_dir, "--data", args.eval_data,
+    cmd = [args.fp4c, "eval", "--model", args.model, "--artifact", artifact_dir(out_dir), "--data", args.eval_data,
            "--samples", "16", "--seq-len", "256", "--json", "--threads", str(args.eval_threads), "--no-manifest"]
     print("[peers] " + " ".join(cmd), flush=True)
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -202,6 +218,11 @@ def main():
     ap.add_argument("--runs", default=",".join(ALL_RUNS), help="comma separated, from: " + ", ".join(ALL_RUNS))
     ap.add_argument("--threads", default="auto",
                     help="torch threads, or 'auto': 2 when the 1-minute load average is < 1.5, else 1")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                    help="dtype llm-compressor runs load the model in (auto-round loads it itself)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="torch.manual_seed before each run: llm-compressor draws its calibration order from "
+                         "torch's generator (RandomSampler), and GPTQ's result depends on that order")
     ap.add_argument("--fp4c", help="fp4c binary: score each run with `fp4c eval` after building it")
     ap.add_argument("--eval-data", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                     "..", "..", "..", "shared", "models", "smollm2", "eval.jsonl"), help="eval.jsonl")
@@ -232,6 +253,7 @@ def main():
         load_before = os.getloadavg()
         threads = (2 if load_before[0] < 1.5 else 1) if args.threads == "auto" else int(args.threads)
         torch.set_num_threads(threads)
+        torch.manual_seed(args.seed)
         out_dir = os.path.join(args.out, run)
         tmp_dir = out_dir + ".partial"
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -251,9 +273,11 @@ def main():
             "build_wall_s": round(wall, 1),
             "build_cpu_s": round(cpu, 1),
             "threads": threads,
+            "seed": args.seed,
             "load_before": load_before,
             "load_after": os.getloadavg(),
             "calib_records": len(records),
+            "dtype": args.dtype if run in LLMC_RUNS else "auto-round's",
             "versions": versions(),
         }
         with open(out_dir + ".build.json", "w") as f:
