@@ -176,19 +176,19 @@ LABELS = {
 def evaluate(run, args):
     import subprocess
     out_dir = os.path.join(args.out, run)
-    cmd = [args.fp4c, "eval", "--model", args.model, "--artifact", artifact_dir(out_dir), "--data", args.eval_data,
+    cmd = [args.fp4c, "eval", "--model", args.eval_ref or args.model, "--artifact", artifact_dir(out_dir), "--data", args.eval_data,
            "--samples", "16", "--seq-len", "256", "--json", "--threads", str(args.eval_threads), "--no-manifest"]
     print("[peers] " + " ".join(cmd), flush=True)
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         # fp4c refusing a peer's artifact is a finding: keep its exact message.
-        with open(out_dir + ".eval.err", "w") as f:
+        with open(out_dir + f".eval{args.eval_tag}.err", "w") as f:
             f.write(res.stderr)
         print(f"[peers] {run}: fp4c eval exit {res.returncode}: {res.stderr.strip()}", flush=True)
         return False
     figures = json.loads(res.stdout)
     figures["command"] = cmd
-    with open(out_dir + ".eval.json", "w") as f:
+    with open(out_dir + f".eval{args.eval_tag}.json", "w") as f:
         json.dump(figures, f, indent=1)
     print(f"[peers] {run}: perplexity {figures['perplexity']:.4f} recovery {figures['recovery']:.4f} "
           f"KL mean {figures['kl_mean']:.4f} p99 {figures['kl_p99']:.4f} top-1 {figures['top1_agreement']:.4f}",
@@ -196,11 +196,11 @@ def evaluate(run, args):
     return True
 
 
-def table(out):
+def table(out, tag=""):
     print("| tool, recipe | scheme | perplexity | recovery | KL mean | KL p99 | top-1 | build wall s | build CPU s | threads | load (1 min) before |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for run in ALL_RUNS:
-        b, e = os.path.join(out, run + ".build.json"), os.path.join(out, run + ".eval.json")
+        b, e = os.path.join(out, run + ".build.json"), os.path.join(out, run + f".eval{tag}.json")
         if not (os.path.isfile(b) and os.path.isfile(e)):
             continue
         b, e = json.load(open(b)), json.load(open(e))
@@ -227,11 +227,14 @@ def main():
     ap.add_argument("--eval-data", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                     "..", "..", "..", "shared", "models", "smollm2", "eval.jsonl"), help="eval.jsonl")
     ap.add_argument("--eval-threads", type=int, default=2)
+    ap.add_argument("--eval-ref", help="reference model for fp4c eval (default --model); e.g. the GGUF, "
+                    "whose F32 dequantization is the reference of fp4c's README table")
+    ap.add_argument("--eval-tag", default="", help="suffix of the figures' file: OUT/<run>.eval<TAG>.json")
     ap.add_argument("--eval-only", action="store_true", help="score runs already built (needs --fp4c)")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of OUT and exit")
     args = ap.parse_args()
     if args.table:
-        table(args.out)
+        table(args.out, args.eval_tag)
         return
 
     runs = [r for r in args.runs.split(",") if r]
