@@ -122,6 +122,7 @@ def build_llmc(run, args, records, out_dir):
         recipe=llmc_recipe(run),
         max_seq_length=MAX_TOKENS,
         num_calibration_samples=len(records),
+        batch_size=args.llmc_batch_size,
     )
     model.save_pretrained(out_dir, save_compressed=True)
     tok.save_pretrained(out_dir)
@@ -220,6 +221,9 @@ def main():
                     help="torch threads, or 'auto': 2 when the 1-minute load average is < 1.5, else 1")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                     help="dtype llm-compressor runs load the model in (auto-round loads it itself)")
+    ap.add_argument("--llmc-batch-size", type=int, default=1,
+                    help="llm-compressor's batch_size; above 1 its default truncating collator cuts each batch "
+                         "to its shortest record (batch 8 is one guess at how the peer table was made)")
     ap.add_argument("--seed", type=int, default=0,
                     help="torch.manual_seed before each run: llm-compressor draws its calibration order from "
                          "torch's generator (RandomSampler), and GPTQ's result depends on that order")
@@ -277,6 +281,7 @@ def main():
             "build_cpu_s": round(cpu, 1),
             "threads": threads,
             "seed": args.seed,
+            "llmc_batch_size": args.llmc_batch_size if run in LLMC_RUNS else None,
             "load_before": load_before,
             "load_after": os.getloadavg(),
             "calib_records": len(records),
