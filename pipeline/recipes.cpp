@@ -41,9 +41,9 @@ const std::vector<Recipe>& builtin_recipes() {
               "per Linear (fused groups together) the quantizer with the least output error on held-out calibration "
               "sequences among max, mse, weighted, 4over6, localhessian, gptq and gptq+localhessian, each norm's "
               "site smoothed (SmoothQuant) where the layer's output errs less, under W4A4 at the best of alpha "
-              "0.3, 0.5, 0.7 (alpha=by-scheme): SmolLM2-135M held-out W4A4 recovery 0.900 (signround 0.906, "
-              "auto-gptaq 0.880), the README's evaluation split 0.866 with the best KL of the all-NVFP4 recipes "
-              "but auto-gptaq's (docs/DECISIONS.md). Build "
+              "0.3, 0.5, 0.7 (alpha=by-scheme): SmolLM2-135M W4A4 held-out recovery 0.892 (signround 0.891), "
+              "evaluation set 0.866 (all 64 records 0.846), KL mean 0.178 and top-1 0.759 closer to the reference "
+              "than every peer's (docs/SMOLLM2.md, docs/DECISIONS.md). Build "
               "cost (as plain's): 188 s W4A4 (133 s with one alpha; 218 s on 64 x 256 tokens)",
               "stats{second_moments=true},auto,blockscale,pack"),
       builtin("auto-gptaq",
@@ -59,9 +59,10 @@ const std::vector<Recipe>& builtin_recipes() {
               "llm-compressor's default SmoothQuant, statistics again, then block-output reconstruction "
               "(SignRound / AutoRound): per decoder layer 20 signed-gradient steps over 4 calibration sequences "
               "tune each weight's rounding and each block's scale against the unquantized layer's output, W4A4 "
-              "activations fake-quantized as served; the best all-NVFP4 W4A4 recipe measured on SmolLM2-135M "
-              "(held-out recovery 0.906 against auto's 0.900 and auto-gptaq's 0.880; evaluation set 0.894 against auto's 0.866; "
-              "docs/DECISIONS.md). Build cost: per layer 20 forward+backward steps over 4 sequences, 20 forwards "
+              "activations fake-quantized as served; the highest all-NVFP4 W4A4 recovery measured on SmolLM2-135M's "
+              "evaluation set (0.894 against auto's 0.866 and auto-round's 0.880; all 64 records 0.889, auto-round "
+              "0.905; held-out split 0.891 against auto's 0.892), with a larger KL mean than auto's (0.212 against "
+              "0.178; docs/SMOLLM2.md, docs/DECISIONS.md). Build cost: per layer 20 forward+backward steps over 4 sequences, 20 forwards "
               "of 4 sequences and 3 forwards of the calibration set; SmolLM2-135M with 48 x 256 calibration "
               "tokens: 221 CPU-seconds in all (the reconstruction 182, about 6 a layer); with 64 x 256: 106 s wall, "
               "198 CPU-seconds on 2 quiet cores. Dense Llama/Qwen2/Mistral-style layers only, others refused by name",
