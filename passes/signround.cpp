@@ -47,9 +47,8 @@ struct Tuned {
   // takes the weight's place, and its block scales, which take the max rule's. Empty: round-to-nearest.
   std::vector<float> base;
   std::vector<uint8_t> base_scales;
-  // With a rival: its dequantized weight (empty: it has none, round-to-nearest stands in) and bytes.
+  // With a rival: its dequantized weight (empty: it has none, round-to-nearest stands in).
   std::vector<float> rival;
-  std::vector<uint8_t> rival_packed, rival_scales;
   const float* values(const runtime::LinearParams& w) const { return base.empty() ? w.weight.data() : base.data(); }
   const uint8_t* scales() const { return base_scales.empty() ? nullptr : base_scales.data(); }
 };
@@ -99,6 +98,12 @@ double sum_sq_diff(const float* a, const float* b, int64_t n) {
     s += d * d;
   }
   return s;
+}
+
+// Mean squared difference of two streams' hidden states (0 without tokens).
+double mean_sq_diff(const runtime::Activations& a, const runtime::Activations& b, int64_t H) {
+  const int64_t n = a.tokens() * H;
+  return n > 0 ? sum_sq_diff(a.hidden.data(), b.hidden.data(), n) / double(n) : 0.0;
 }
 
 }  // namespace
@@ -190,8 +195,6 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
         if (from && rival) {
           t.rival.resize(w->weight.size());
           nvfp4::dequantize(packed.data(), scales.data(), t.out, t.in, t.G, t.rival.data());
-          t.rival_packed = std::move(packed);
-          t.rival_scales = std::move(scales);
         } else if (from) {
           t.base.resize(w->weight.size());
           nvfp4::dequantize(packed.data(), scales.data(), t.out, t.in, t.G, t.base.data());
@@ -294,38 +297,31 @@ Expected<std::vector<SignRoundLayer>> signround(ir::Model& model, const runtime:
     // Round-to-nearest and the kept iterate over every calibration sequence, as the runtime serves them; the
     // better one (ties: round-to-nearest) is the layer's choice and gives the next layer its input.
     runtime::Activations rtn_out = q_acts;
-    const runtime::Activations q_acts_in = rival ? q_acts : runtime::Activations{};
     FP4C_TRY(forward.layer(l, quantized_layer(p, tuned, rtn), rtn_out));
-    rec.rtn_loss = T > 0 ? sum_sq_diff(rtn_out.hidden.data(), fp_acts.hidden.data(), T * H) / double(T * H) : 0.0;
+    rec.rtn_loss = mean_sq_diff(rtn_out, fp_acts, H);
     rec.tuned_loss = rec.rtn_loss;
+    std::optional<runtime::Activations> tuned_out;
     if (rec.best_iter > 0) {
-      runtime::Activations tuned_out = q_acts;
-      FP4C_TRY(forward.layer(l, quantized_layer(p, tuned, best), tuned_out));
-      rec.tuned_loss = T > 0 ? sum_sq_diff(tuned_out.hidden.data(), fp_acts.hidden.data(), T * H) / double(T * H) : 0.0;
+      tuned_out = q_acts;
+      FP4C_TRY(forward.layer(l, quantized_layer(p, tuned, best), *tuned_out));
+      rec.tuned_loss = mean_sq_diff(*tuned_out, fp_acts, H);
       rec.tuned = rec.tuned_loss < rec.rtn_loss;
-      q_acts = rec.tuned ? std::move(tuned_out) : std::move(rtn_out);
-    } else {
-      q_acts = std::move(rtn_out);
     }
     if (rival) {
-      // The layer as tuned (or round-to-nearest) against its rival, on the judging sequences.
+      // The layer as tuned (or round-to-nearest) against its rival, on the judging sequences; the winner gives
+      // both streams their next input.
       FP4C_TRY(forward.layer(l, p, judge_fp));
-      const int64_t J = judge_fp.tokens();
       runtime::Activations own_out = judge_q, rival_out = judge_q;
       FP4C_TRY(forward.layer(l, quantized_layer(p, tuned, rec.tuned ? best : rtn), own_out));
       const runtime::LayerParams rp = rival_layer(p, tuned, rtn);
       FP4C_TRY(forward.layer(l, rp, rival_out));
-      rec.own_judged = J > 0 ? sum_sq_diff(own_out.hidden.data(), judge_fp.hidden.data(), J * H) / double(J * H) : 0.0;
-      rec.rival_judged = J > 0 ? sum_sq_diff(rival_out.hidden.data(), judge_fp.hidden.data(), J * H) / double(J * H) : 0.0;
+      rec.own_judged = mean_sq_diff(own_out, judge_fp, H);
+      rec.rival_judged = mean_sq_diff(rival_out, judge_fp, H);
       rec.rival_kept = !(rec.own_judged < rec.rival_judged);
-      if (rec.rival_kept) {
-        judge_q = std::move(rival_out);
-        q_acts = q_acts_in;   // the calibration sequences through the rival instead
-        FP4C_TRY(forward.layer(l, rp, q_acts));
-      } else {
-        judge_q = std::move(own_out);
-      }
+      judge_q = rec.rival_kept ? std::move(rival_out) : std::move(own_out);
+      if (rec.rival_kept) FP4C_TRY(forward.layer(l, rp, q_acts));   // the calibration sequences through the rival
     }
+    if (!rec.rival_kept) q_acts = rec.tuned ? std::move(*tuned_out) : std::move(rtn_out);
 
     // The choices, and the tuned bytes for pack.
     const double ref = rec.reference > 0 ? rec.reference : 1.0;

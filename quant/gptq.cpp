@@ -352,6 +352,19 @@ void lazy_update(float* w, int64_t rows, int64_t cols, const float* e, int64_t e
 }
 
 // Step 5 of gptq.h for one tile of `rows` rows (w, codes: stride cols; scale_codes: stride cols/16).
+// The scale of the group of 16 columns at g0 in each of a tile's rows, from its current weights (its code into
+// scale_codes, its decoded step into d[r]); quantize_tile and quantize_tile_asym share it.
+inline void tile_group_scales(const float* w, int64_t rows, int64_t cols, int64_t g0, float G, uint8_t zero_code,
+                              const double* group_hessians, uint8_t* scale_codes, std::vector<float>& d) {
+  const int64_t groups = cols / kBlock;
+  const double* h = group_hessians ? group_hessians + (g0 / kBlock) * kBlock * kBlock : nullptr;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t s = group_scale_code(w + r * cols + g0, G, h, zero_code);
+    scale_codes[r * groups + g0 / kBlock] = s;
+    d[size_t(r)] = fp8_e4m3::decode(s) / G;
+  }
+}
+
 // Two levels of lazy batches: inside a group of 16 columns the updates are eager; after each group,
 // the rest of the `block`-wide batch is updated with that group's errors; after each batch, every
 // column beyond it with the batch's errors. Every element still receives its subtractions in column
@@ -360,21 +373,13 @@ FP4C_GPTQ_CLONES
 void quantize_tile(float* w, int64_t rows, int64_t cols, const float* u, float G, int64_t block,
                    uint8_t zero_code, const double* group_hessians, uint8_t* codes, uint8_t* scale_codes,
                    std::vector<float>& e, std::vector<float>& d) {
-  const int64_t groups = cols / kBlock;
   e.resize(size_t(rows * block));
   d.resize(size_t(rows));
   for (int64_t b0 = 0; b0 < cols; b0 += block) {
     const int64_t b1 = std::min(b0 + block, cols), nb = b1 - b0;
     for (int64_t g0 = b0; g0 < b1; g0 += kBlock) {
       const int64_t g1 = g0 + kBlock;
-      // The group's scale, from its current weights.
-      for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t s = group_scale_code(w + r * cols + g0, G,
-                                           group_hessians ? group_hessians + (g0 / kBlock) * kBlock * kBlock : nullptr,
-                                           zero_code);
-        scale_codes[r * groups + g0 / kBlock] = s;
-        d[size_t(r)] = fp8_e4m3::decode(s) / G;
-      }
+      tile_group_scales(w, rows, cols, g0, G, zero_code, group_hessians, scale_codes, d);
       for (int64_t i = g0; i < g1; ++i) {
         const float* ui = u + i * cols;
         const float uii = ui[i];
@@ -440,7 +445,6 @@ FP4C_GPTQ_CLONES
 void quantize_tile_asym(float* w, int64_t rows, int64_t cols, const float* u, const float* p, float G, int64_t block,
                         uint8_t zero_code, const double* group_hessians, uint8_t* codes, uint8_t* scale_codes,
                         std::vector<float>& e, std::vector<float>& xs, std::vector<float>& d) {
-  const int64_t groups = cols / kBlock;
   e.resize(size_t(rows * block));
   xs.resize(size_t(rows * block));
   d.resize(size_t(rows));
@@ -448,14 +452,7 @@ void quantize_tile_asym(float* w, int64_t rows, int64_t cols, const float* u, co
     const int64_t b1 = std::min(b0 + block, cols), nb = b1 - b0;
     for (int64_t g0 = b0; g0 < b1; g0 += kBlock) {
       const int64_t g1 = g0 + kBlock;
-      // The group's scale, from its current weights.
-      for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t s = group_scale_code(w + r * cols + g0, G,
-                                           group_hessians ? group_hessians + (g0 / kBlock) * kBlock * kBlock : nullptr,
-                                           zero_code);
-        scale_codes[r * groups + g0 / kBlock] = s;
-        d[size_t(r)] = fp8_e4m3::decode(s) / G;
-      }
+      tile_group_scales(w, rows, cols, g0, G, zero_code, group_hessians, scale_codes, d);
       for (int64_t i = g0; i < g1; ++i) {
         const float* ui = u + i * cols;
         const float* pi = p + i * cols;
